@@ -1,0 +1,7 @@
+"""``python -m reporter``: the same as the ``reporter`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""Command line: parse arguments into a Config, call pipeline.run, exit with its status.
+
+Exit statuses: 0 every image PASS or WARN; 1 any image FAIL or ERROR; 2 the run
+could not be done (bad argument or config, no baseline, no images, unreadable
+baseline, outputs not writable, internal error). Usage errors never print a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import __version__
+from .config import FORMATS, Config, ConfigError, ReporterError, load_toml, with_limit
+from .metrics import METRICS
+
+log = logging.getLogger("reporter")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line and exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _jobs(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    chosen = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {bad[0]!r}" if bad else "no format given"
+        ) from None
+    return chosen
+
+
+def _limit(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not METRIC=VALUE (VALUE a number or 'off')")
+    if name.strip() not in METRICS:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric {name.strip()!r}; metrics are {', '.join(METRICS)}"
+        )
+    return name.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reporter", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"reporter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser(
+        "run",
+        help="compare every image against a baseline and write the results",
+        description="Compare every image against a baseline and write results.csv, "
+        "results.json (and the reports asked for) into a run folder.",
+    )
+    run.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
+    )
+    run.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="the reference image (default: the input whose name is baseline.*)",
+    )
+    run.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for the outputs (default: a new reports/YYYYmmdd-HHMMSS)",
+    )
+    run.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML settings (see config.example.toml)"
+    )
+    run.add_argument(
+        "--jobs", "-j", type=_jobs, metavar="N", help="worker processes (default 0: all cores)"
+    )
+    run.add_argument(
+        "--formats",
+        type=_formats,
+        metavar="LIST",
+        help=f"comma-separated outputs, from {','.join(FORMATS)} (default: all)",
+    )
+    run.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        default=None,
+        help="descend into sub-folders of folder inputs",
+    )
+    run.add_argument(
+        "--strict-size",
+        action="store_true",
+        default=None,
+        help="an image whose size differs from the baseline's is an ERROR, not resized",
+    )
+    run.add_argument(
+        "--max-pixels",
+        type=_positive,
+        metavar="N",
+        help="larger images are ERROR rows (default 100000000)",
+    )
+    run.add_argument(
+        "--warn",
+        type=_limit,
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="set a WARN limit (VALUE 'off' removes it); repeatable",
+    )
+    run.add_argument(
+        "--fail",
+        type=_limit,
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="set a FAIL limit (VALUE 'off' removes it); repeatable",
+    )
+    run.add_argument(
+        "--no-outliers", action="store_true", help="turn the batch-relative outlier rule off"
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bar even on a terminal"
+    )
+    run.add_argument(
+        "--quiet", "-q", action="store_true", help="log warnings and errors only; no summary"
+    )
+    run.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < TOML file < command line."""
+    config = load_toml(args.config) if args.config else Config()
+    changes = {"inputs": tuple(args.paths)}
+    for key in ("baseline", "out", "jobs", "formats", "recursive", "strict_size", "max_pixels"):
+        value = getattr(args, key)
+        if value is not None:
+            changes[key] = value
+    limits = config.limits
+    for kind in ("warn", "fail"):
+        for name, value in getattr(args, kind):
+            limits = with_limit(limits, name, kind, value, f"--{kind}")
+    changes["limits"] = limits
+    if args.no_outliers:
+        changes["outliers"] = replace(config.outliers, enabled=False)
+    if args.no_progress:
+        changes["progress"] = False
+    return replace(config, **changes)
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger("reporter")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``reporter`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return int(exc.code or 0)
+    _setup_logging(args)
+    from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
+
+    try:
+        result = run(config_from_args(args))
+    except ConfigError as exc:
+        print(f"reporter: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ReporterError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; no outputs were replaced by partial ones")
+        return 130
+    except Exception:  # a bug: the run could not be done, and the log says where
+        log.exception("internal error: the run could not be done; please report this traceback")
+        return 2
+    if not args.quiet:
+        sys.stdout.write(result.summary)
+    return result.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Every setting of a run, with every default in one place; TOML loading and validation.
+
+Where it sits: the CLI (or a notebook) builds a :class:`Config` and hands it to
+``pipeline.run``. Precedence: these defaults < the TOML file < the command line.
+A bad value raises :class:`ConfigError` with a one-line message (exit status 2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .metrics import METRICS
+
+FORMATS = ("csv", "json")
+"""Output formats this version can write."""
+
+
+class ReporterError(Exception):
+    """A run that cannot be done; the message is one line for the user."""
+
+    exit_code = 2
+
+
+class ConfigError(ReporterError):
+    """A bad setting, from a TOML file or the command line."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """WARN and FAIL limits of one metric; ``None`` means no limit.
+
+    For a metric where higher is better (similarities, PSNR) a value below the
+    limit fires; for a distance (MSE, hash distances) a value above it.
+    """
+
+    warn: float | None = None
+    fail: float | None = None
+
+
+# Chosen from the sample run and the generated test sets: see README "How the
+# default limits were chosen". Pixel-level SSIM, PSNR, MSE and cosine have no
+# default limit: on sparse instrument images two normal runs already differ a lot
+# at the pixel level, so a fixed pixel-level limit either never fires or always does.
+DEFAULT_LIMITS: Mapping[str, Limit] = MappingProxyType(
+    {
+        "ssim_64": Limit(warn=0.94, fail=0.90),
+        "phash": Limit(warn=6, fail=12),
+    }
+)
+
+DEFAULT_OUTLIER_METRICS = ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "phash")
+
+# The smallest spread the outlier rule assumes, in each metric's units: without it
+# a run of near-identical images (MAD = 0) would call any difference an outlier.
+DEFAULT_MIN_SPREAD: Mapping[str, float] = MappingProxyType(
+    {
+        "cosine": 0.001,
+        "ssim": 0.01,
+        "ssim_coarse": 0.01,
+        "ms_ssim": 0.01,
+        "ssim_64": 0.01,
+        "psnr": 0.5,
+        "mse": 1.0,
+        "ahash": 1.0,
+        "phash": 1.0,
+    }
+)
+
+
+@dataclass(frozen=True)
+class OutlierRule:
+    """Batch-relative rule: a metric far from the run's own median (median and MAD).
+
+    The modified z-score (Iglewicz & Hoaglin 1993) is (x - median) / (1.4826 MAD);
+    a value beyond ``z`` on the bad side of the median fires, with ``status``.
+    """
+
+    enabled: bool = True
+    min_images: int = 8
+    z: float = 3.5
+    status: str = "WARN"
+    metrics: tuple[str, ...] = DEFAULT_OUTLIER_METRICS
+    min_spread: Mapping[str, float] = field(default_factory=lambda: DEFAULT_MIN_SPREAD)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run of ``reporter run``."""
+
+    inputs: tuple[Path, ...] = ()
+    baseline: Path | None = None
+    out: Path | None = None
+    reports_root: Path = Path("reports")
+    formats: tuple[str, ...] = FORMATS
+    jobs: int = 0  # 0: one process per core
+    recursive: bool = False
+    strict_size: bool = False
+    max_pixels: int = 100_000_000  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
+    progress: bool = True  # shown only on a terminal, and only for more than a handful of images
+    limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
+    outliers: OutlierRule = field(default_factory=OutlierRule)
+
+    def effective_jobs(self) -> int:
+        return self.jobs or os.cpu_count() or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain data, for the run's metadata."""
+        return {
+            "baseline": str(self.baseline) if self.baseline else None,
+            "formats": list(self.formats),
+            "jobs": self.effective_jobs(),
+            "recursive": self.recursive,
+            "strict_size": self.strict_size,
+            "max_pixels": self.max_pixels,
+            "limits": {k: {"warn": v.warn, "fail": v.fail} for k, v in self.limits.items()},
+            "outliers": {
+                "enabled": self.outliers.enabled,
+                "min_images": self.outliers.min_images,
+                "z": self.outliers.z,
+                "status": self.outliers.status,
+                "metrics": list(self.outliers.metrics),
+                "min_spread": dict(self.outliers.min_spread),
+            },
+        }
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _number(value: Any, where: str) -> float | None:
+    """A limit value: a finite number, or "off" for no limit."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {value!r} is not a number (or 'off')") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    return float(value)
+
+
+def _metric_name(name: str, where: str) -> str:
+    if name not in METRICS:
+        raise ConfigError(f"{where}: unknown metric {name!r}; metrics are {', '.join(METRICS)}")
+    return name
+
+
+def check_limit(name: str, limit: Limit, where: str) -> Limit:
+    """Refuse a WARN limit that a value would cross only after the FAIL limit."""
+    if limit.warn is not None and limit.fail is not None:
+        higher = METRICS[name].higher_is_better
+        if (higher and limit.fail > limit.warn) or (not higher and limit.fail < limit.warn):
+            where_to = "at or below" if higher else "at or above"
+            better = "higher" if higher else "lower"
+            raise ConfigError(
+                f"{where}: {name} fail limit {limit.fail:g} must be {where_to} its warn "
+                f"limit {limit.warn:g} ({better} is better for {name})"
+            )
+    return limit
+
+
+def with_limit(limits: Mapping[str, Limit], name: str, kind: str, value: Any, where: str):
+    """``limits`` with the ``kind`` ("warn" or "fail") limit of ``name`` replaced."""
+    _metric_name(name, where)
+    new = replace(limits.get(name, Limit()), **{kind: _number(value, f"{where} {name}.{kind}")})
+    return MappingProxyType({**limits, name: new})
+
+
+def _check_type(value: Any, kind: type, where: str) -> Any:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; expected one of {', '.join(sorted(allowed))}"
+        )
+
+
+def check(config: Config) -> Config:
+    """Validate values that may come from anywhere; return the config unchanged."""
+    for fmt in config.formats:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown format {fmt!r}; this version writes {', '.join(FORMATS)}")
+    if not config.formats:
+        raise ConfigError("no output format chosen")
+    if config.jobs < 0:
+        raise ConfigError(f"jobs must be 0 (all cores) or more, not {config.jobs}")
+    if config.max_pixels < 1:
+        raise ConfigError(f"max_pixels must be positive, not {config.max_pixels}")
+    for name, limit in config.limits.items():
+        _metric_name(name, "limits")
+        check_limit(name, limit, "limits")
+    o = config.outliers
+    if o.status not in ("WARN", "FAIL"):
+        raise ConfigError(f"outliers.status must be WARN or FAIL, not {o.status!r}")
+    if o.z <= 0 or not math.isfinite(o.z):
+        raise ConfigError(f"outliers.z must be a positive number, not {o.z!r}")
+    if o.min_images < 3:
+        raise ConfigError(f"outliers.min_images must be at least 3, not {o.min_images}")
+    for name in o.metrics:
+        _metric_name(name, "outliers.metrics")
+    return config
+
+
+def load_toml(path: Path, base: Config = Config()) -> Config:
+    """``base`` updated from a TOML file (see config.example.toml)."""
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    _only(data, {"run", "input", "limits", "outliers"}, where)
+    changes: dict[str, Any] = {}
+
+    run = _check_type(data.get("run", {}), dict, f"{where} [run]")
+    _only(run, {"formats", "jobs", "out"}, f"{where} [run]")
+    if "formats" in run:
+        formats = _check_type(run["formats"], list, f"{where} run.formats")
+        changes["formats"] = tuple(_check_type(f, str, f"{where} run.formats") for f in formats)
+    if "jobs" in run:
+        changes["jobs"] = _check_type(run["jobs"], int, f"{where} run.jobs")
+    if "out" in run:
+        changes["out"] = Path(_check_type(run["out"], str, f"{where} run.out"))
+
+    inp = _check_type(data.get("input", {}), dict, f"{where} [input]")
+    _only(inp, {"recursive", "strict_size", "max_pixels", "baseline"}, f"{where} [input]")
+    for key in ("recursive", "strict_size"):
+        if key in inp:
+            changes[key] = _check_type(inp[key], bool, f"{where} input.{key}")
+    if "max_pixels" in inp:
+        changes["max_pixels"] = _check_type(inp["max_pixels"], int, f"{where} input.max_pixels")
+    if "baseline" in inp:
+        changes["baseline"] = Path(_check_type(inp["baseline"], str, f"{where} input.baseline"))
+
+    limits = base.limits
+    table = _check_type(data.get("limits", {}), dict, f"{where} [limits]")
+    for name, spec in table.items():
+        _metric_name(name, f"{where} [limits]")
+        if isinstance(spec, str):  # limits.ssim = "off"
+            _number(spec, f"{where} limits.{name}")  # refuses anything but "off"
+            limits = MappingProxyType({k: v for k, v in limits.items() if k != name})
+            continue
+        _check_type(spec, dict, f"{where} limits.{name}")
+        _only(spec, {"warn", "fail"}, f"{where} limits.{name}")
+        for kind, value in spec.items():
+            limits = with_limit(limits, name, kind, value, where)
+    changes["limits"] = limits
+
+    out = _check_type(data.get("outliers", {}), dict, f"{where} [outliers]")
+    _only(out, {f.name for f in fields(OutlierRule)}, f"{where} [outliers]")
+    o: dict[str, Any] = {}
+    if "enabled" in out:
+        o["enabled"] = _check_type(out["enabled"], bool, f"{where} outliers.enabled")
+    if "min_images" in out:
+        o["min_images"] = _check_type(out["min_images"], int, f"{where} outliers.min_images")
+    if "z" in out:
+        o["z"] = _number(out["z"], f"{where} outliers.z")
+    if "status" in out:
+        o["status"] = _check_type(out["status"], str, f"{where} outliers.status").upper()
+    if "metrics" in out:
+        names = _check_type(out["metrics"], list, f"{where} outliers.metrics")
+        o["metrics"] = tuple(_check_type(n, str, f"{where} outliers.metrics") for n in names)
+    if "min_spread" in out:
+        spread = _check_type(out["min_spread"], dict, f"{where} outliers.min_spread")
+        o["min_spread"] = MappingProxyType(
+            {
+                **base.outliers.min_spread,
+                **{
+                    _metric_name(k, where): _number(v, f"{where} outliers.min_spread.{k}") or 0.0
+                    for k, v in spread.items()
+                },
+            }
+        )
+    changes["outliers"] = replace(base.outliers, **o)
+    return check(replace(base, **changes))

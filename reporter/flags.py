@@ -1,0 +1,128 @@
+"""Verdicts: fixed limits and the batch-relative outlier rule -> status + the reason that fired.
+
+Where it sits: after ``table.build``. :func:`apply` reads the metric columns,
+decides each row's status, and writes every reason that fired (metric, value,
+limit) into the ``reasons`` column. It never recomputes a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRICS
+from .table import REASONS, SEPARATOR, STATUS, Status
+
+
+class Rule(StrEnum):
+    """Which kind of rule fired."""
+
+    WARN_LIMIT = "warn limit"
+    """A fixed WARN limit of the configuration."""
+    FAIL_LIMIT = "fail limit"
+    """A fixed FAIL limit of the configuration."""
+    OUTLIER = "outlier"
+    """Far from the run's own median (median and MAD across the run's images)."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One rule that fired on one image."""
+
+    metric: str
+    rule: Rule
+    status: Status
+    text: str
+
+
+def fmt(name: str, value: float) -> str:
+    """A metric value as the reasons show it."""
+    if METRICS[name].integer:
+        return str(int(value))
+    if np.isinf(value):
+        return "inf"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def limit_flags(name: str, value: float, limit) -> list[Flag]:
+    """The fixed-limit flag of one value (FAIL wins over WARN), or none."""
+    if value is None or pd.isna(value):
+        return []
+    higher = METRICS[name].higher_is_better
+    sign = "<" if higher else ">"
+    for bound, rule, status in (
+        (limit.fail, Rule.FAIL_LIMIT, Status.FAIL),
+        (limit.warn, Rule.WARN_LIMIT, Status.WARN),
+    ):
+        if bound is not None and (value < bound if higher else value > bound):
+            text = f"{name} {fmt(name, value)} {sign} {rule.value} {fmt(name, bound)}"
+            return [Flag(name, rule, status, text)]
+    return []
+
+
+def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
+    """Flags of the batch-relative rule, by row position.
+
+    Only rows with values take part; the rule is silent when fewer than
+    ``rule.min_images`` rows have a value. Only the bad side fires: an image
+    that is *more* like the baseline than the rest is not a finding.
+    """
+    found: dict[int, list[Flag]] = {}
+    if not rule.enabled:
+        return found
+    status = Status(rule.status)
+    for name in rule.metrics:
+        values = frame[name].to_numpy(dtype=float, na_value=np.nan)
+        ok = np.isfinite(values)
+        if ok.sum() < rule.min_images:
+            continue
+        median = float(np.median(values[ok]))
+        spread = 1.4826 * float(np.median(np.abs(values[ok] - median)))
+        spread = max(spread, rule.min_spread.get(name, 0.0))
+        if spread == 0:
+            continue
+        higher = METRICS[name].higher_is_better
+        for i in np.flatnonzero(ok):
+            z = (values[i] - median) / spread
+            if (higher and z < -rule.z) or (not higher and z > rule.z):
+                text = (
+                    f"{name} {fmt(name, values[i])} {Rule.OUTLIER.value} of this run "
+                    f"(median {fmt(name, median)}, robust z {z:+.1f} beyond {rule.z:g})"
+                )
+                found.setdefault(int(i), []).append(Flag(name, Rule.OUTLIER, status, text))
+    return found
+
+
+def apply(frame: pd.DataFrame, limits: Mapping, outliers) -> pd.DataFrame:
+    """A copy of ``frame`` with ``status`` and ``reasons`` decided by every rule."""
+    out = frame.copy()
+    batch = outlier_flags(out, outliers)
+    statuses, reasons = [], []
+    for i, row in enumerate(out.itertuples(index=False)):
+        current = Status(getattr(row, STATUS))
+        if current is Status.ERROR:
+            statuses.append(current.value)
+            reasons.append("")
+            continue
+        flags = [
+            f
+            for name, limit in limits.items()
+            for f in limit_flags(name, getattr(row, name), limit)
+        ]
+        flags += batch.get(i, [])
+        worst = max((f.status for f in flags), key=lambda s: s.severity, default=Status.PASS)
+        statuses.append(worst.value)
+        reasons.append(SEPARATOR.join(f.text for f in flags))
+    out[STATUS] = pd.Categorical(statuses, dtype=out[STATUS].dtype)
+    out[REASONS] = pd.Series(reasons, index=out.index, dtype="str")
+    return out
+
+
+def exit_code(frame: pd.DataFrame) -> int:
+    """0 when every image is PASS or WARN; 1 when any is FAIL or ERROR."""
+    bad = frame[STATUS].isin([Status.FAIL.value, Status.ERROR.value])
+    return 1 if bool(bad.any()) else 0

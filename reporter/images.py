@@ -1,0 +1,200 @@
+"""Any image file -> a normalised array, or an :class:`ImageLoadError` that says why.
+
+Where it sits: the first step of the pipeline. :func:`load` reads one file into
+a uint8 or uint16 array, H x W (greyscale) or H x W x 3 (BGR), with EXIF
+orientation applied and alpha composited on white; :func:`conform` brings it to
+the baseline's depth, channels and size and says what it changed.
+
+Pillow reads only the header (size for the pixel limit, EXIF orientation);
+OpenCV decodes, because it keeps 16-bit colour that Pillow would truncate.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+
+# EXIF orientation -> the operation that turns the stored pixels upright
+# (the same table as Pillow's ImageOps.exif_transpose).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+class ImageLoadError(Exception):
+    """A file that cannot be compared; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """Pixels ready to compare, and what loading did to them."""
+
+    pixels: np.ndarray
+    notes: tuple[str, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _header(data: bytes) -> tuple[str, int, int, int]:
+    """(format, width, height, EXIF orientation) from the header alone."""
+    with warnings.catch_warnings():
+        # Pillow warns or raises on large images; the pixel limit is ours to enforce.
+        warnings.simplefilter("ignore")
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                try:
+                    orientation = int(im.getexif().get(0x0112, 1))
+                except (OSError, ValueError, TypeError, KeyError, SyntaxError):
+                    # a broken EXIF block must not hide the picture
+                    orientation = 1
+                return im.format or "?", im.width, im.height, orientation
+        except UnidentifiedImageError:
+            raise ImageLoadError("not a readable image: unknown format or corrupt header") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ImageLoadError(f"corrupt image header: {exc}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _on_white(pixels: np.ndarray) -> np.ndarray:
+    """Composite B,G,R,A (or grey,A) on a white background, keeping the pixel type."""
+    top = float(np.iinfo(pixels.dtype).max)
+    colour = pixels[:, :, :-1].astype(np.float32)
+    alpha = pixels[:, :, -1:].astype(np.float32) / top
+    out = colour * alpha + top * (1.0 - alpha)
+    out = np.rint(out).astype(pixels.dtype)
+    return out[:, :, 0] if out.shape[2] == 1 else out
+
+
+def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
+    """Read and normalise one image file.
+
+    Raises
+    ------
+    ImageLoadError
+        With a one-line reason: unreadable, empty, not an image, over the pixel
+        limit, truncated or corrupt, or an unsupported pixel type.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageLoadError("empty file (0 bytes)")
+    fmt, width, height, orientation = _header(data)
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{width}x{height} is {width * height / 1e6:.1f} Mpx, over the limit of "
+            f"{max_pixels / 1e6:g} Mpx (max_pixels)"
+        )
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageLoadError(
+            f"OpenCV could not decode the {fmt} data: {_first_line(exc)}"
+        ) from None
+    if pixels is None:
+        raise ImageLoadError(f"truncated or corrupt {fmt} data: OpenCV could not decode it")
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ImageLoadError(
+            f"{pixels.dtype} pixels are not supported: expected 8- or 16-bit integers"
+        )
+    notes = []
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        pixels = _on_white(pixels)
+        notes.append("alpha composited on white")
+    elif pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if orientation in _ORIENT:
+        pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
+        notes.append(f"EXIF orientation {orientation} applied")
+    return LoadedImage(pixels, tuple(notes))
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What every image is brought to: the baseline's size, channels and pixel type."""
+
+    width: int
+    height: int
+    channels: int
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, pixels: np.ndarray) -> Geometry:
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        return cls(pixels.shape[1], pixels.shape[0], channels, pixels.dtype)
+
+
+def conform(
+    image: LoadedImage, target: Geometry, *, strict_size: bool
+) -> tuple[np.ndarray, list[str]]:
+    """Bring ``image`` to the baseline's pixel type and size, and its channels to a common space.
+
+    Returns the pixels and notes saying what changed. The common space for
+    channels is greyscale whenever either side is greyscale: a colour image
+    against a greyscale baseline is converted to grey, and a greyscale image
+    against a colour baseline is compared with the baseline in grey (the caller
+    uses ``Reference.grey`` when the returned array is 2-D and the baseline is not).
+    """
+    pixels = image.pixels
+    notes = list(image.notes)
+    h, w = pixels.shape[:2]
+    if (w, h) != (target.width, target.height):
+        if strict_size:
+            raise ImageLoadError(
+                f"size {w}x{h} differs from the baseline's {target.width}x{target.height} "
+                "(--strict-size)"
+            )
+        shrink = w >= target.width and h >= target.height
+        pixels = cv2.resize(
+            pixels,
+            (target.width, target.height),
+            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
+        )
+        notes.append(f"resized from {w}x{h} to the baseline's {target.width}x{target.height}")
+    if pixels.dtype != target.dtype:
+        if target.dtype == np.uint8:
+            pixels = (pixels >> 8).astype(np.uint8)
+            notes.append("16-bit image compared at the baseline's 8-bit depth (top 8 bits)")
+        else:
+            pixels = pixels.astype(np.uint16) * np.uint16(257)
+            notes.append("8-bit image compared at the baseline's 16-bit depth (x 257)")
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels == 3 and target.channels == 1:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+        notes.append("colour image compared in greyscale (the baseline is greyscale)")
+    elif channels == 1 and target.channels == 3:
+        notes.append("greyscale image compared with the baseline converted to greyscale")
+    return pixels, notes

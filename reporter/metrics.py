@@ -1,0 +1,507 @@
+"""Similarity metrics between the baseline and one image of the run.
+
+Where it sits: ``images`` gives normalised arrays of the baseline's shape and
+depth; :class:`Reference` holds the baseline and every statistic derived from it
+(Gaussian means and variances at each scale, norms, hashes), computed once per
+run; ``Reference.compare(image)`` returns one value per registered metric; the
+pipeline turns those values into table rows.
+
+Everything here is pure: arrays in, numbers out, nothing read or written.
+Adding a metric is one function decorated with :func:`metric`.
+
+Definitions (see README "Metrics"):
+
+* SSIM follows Wang, Bovik, Sheikh & Simoncelli (2004): 11x11 Gaussian window,
+  sigma 1.5, K1 = 0.01, K2 = 0.03, L from the pixel type (255 or 65535),
+  population covariance, a 5-pixel border cropped from the SSIM map, mean over
+  channels. It equals ``skimage.metrics.structural_similarity(baseline, image,
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=L,
+  channel_axis=-1)``.
+* ``ssim_coarse`` is the same SSIM after the automatic downsampling of Wang's
+  reference ``ssim.m`` (2009): an f x f box filter and every f-th pixel, with
+  f = max(1, round(min(H, W) / 256)).
+* ``ssim_64`` is the same SSIM at the level of the 2x2-mean pyramid whose smaller
+  side is nearest 64 px (level round(log2(min(H, W) / 64))), the scale at which
+  two draws of the same sparse dot plot agree and a moved population does not.
+* ``ms_ssim`` is the multi-scale SSIM of Wang, Simoncelli & Bovik (2003) with the
+  weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) and the 2x2-mean downsampling
+  of their ``msssim.m``; negative per-scale terms are clamped to 0, channels are
+  averaged.
+
+References
+----------
+Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, "Image quality assessment:
+from error visibility to structural similarity", IEEE TIP 13(4), 600-612, 2004.
+Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multi-scale structural similarity for
+image quality assessment", 37th Asilomar Conference, 2003.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+
+import cv2
+import numpy as np
+
+from . import hashes
+
+K1 = 0.01
+K2 = 0.03
+SIGMA = 1.5
+WINDOW = 11
+CROP = WINDOW // 2  # skimage crops the filter radius from the SSIM map
+# Values are scaled to [0, 1] before filtering, so L = 1 in the constants.
+C1 = K1**2
+C2 = K2**2
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+COARSE_SIDE = 256  # ssim.m downsamples so that the smaller side is about this
+LOW_SIDE = 64  # ssim_64: the pyramid level whose smaller side is nearest this
+
+_DATA_RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+_GAUSS = cv2.getGaussianKernel(WINDOW, SIGMA, cv2.CV_32F)
+
+
+def data_range(dtype: np.dtype | type) -> float:
+    """L of the SSIM and PSNR formulas: the range of the pixel type, never of the data."""
+    try:
+        return _DATA_RANGE[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(
+            f"unsupported pixel type {np.dtype(dtype)}: expected uint8 or uint16"
+        ) from None
+
+
+def coarse_factor(height: int, width: int) -> int:
+    """Downsampling factor of ``ssim.m``: max(1, round(min(H, W) / 256)).
+
+    MATLAB's ``round`` rounds halves away from zero; Python's ``round`` would not.
+    """
+    return max(1, math.floor(min(height, width) / COARSE_SIDE + 0.5))
+
+
+def low_level(height: int, width: int) -> int:
+    """The 2x2-mean pyramid level whose smaller side is nearest 64 px (0 for small images)."""
+    side = min(height, width)
+    return max(0, round(math.log2(side / LOW_SIDE))) if side > LOW_SIDE else 0
+
+
+def ms_ssim_scales(height: int, width: int) -> int:
+    """How many MS-SSIM scales fit: the smallest must still hold the 11x11 window."""
+    scales, h, w = 1, height, width
+    while scales < len(MS_SSIM_WEIGHTS) and min((h + 1) // 2, (w + 1) // 2) >= WINDOW:
+        h, w = (h + 1) // 2, (w + 1) // 2
+        scales += 1
+    return scales
+
+
+# --- array helpers: all keep an explicit channel axis (H x W x C) ---------------------
+
+
+def _channels_last(pixels: np.ndarray) -> np.ndarray:
+    return pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis]
+
+
+def _scaled(pixels: np.ndarray) -> np.ndarray:
+    """float32 copy in [0, 1], H x W x C."""
+    out = _channels_last(pixels).astype(np.float32)
+    out *= np.float32(1.0 / data_range(pixels.dtype))
+    return out
+
+
+def _blur(a: np.ndarray) -> np.ndarray:
+    # The border mode never matters: the cropped SSIM map only uses pixels whose
+    # whole window lies inside the image.
+    return cv2.sepFilter2D(a, cv2.CV_32F, _GAUSS, _GAUSS, borderType=cv2.BORDER_REFLECT).reshape(
+        a.shape
+    )
+
+
+def _halve(a: np.ndarray) -> np.ndarray:
+    """msssim.m: 2x2 mean filter ('symmetric' border), then every other pixel."""
+    h, w = a.shape[:2]
+    if h % 2 or w % 2:
+        a = cv2.copyMakeBorder(a, 0, h % 2, 0, w % 2, cv2.BORDER_REFLECT).reshape(
+            h + h % 2, w + w % 2, a.shape[2]
+        )
+    out = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return out.reshape(out.shape[0], out.shape[1], a.shape[2])
+
+
+def _wang_downsample(a: np.ndarray, f: int) -> np.ndarray:
+    """ssim.m: imfilter(img, ones(f)/f^2, 'symmetric', 'same'), then img(1:f:end, 1:f:end).
+
+    Only the kept samples are computed: sample i averages rows i*f - anchor ..
+    i*f - anchor + f - 1 (MATLAB centres an even kernel before its middle), so
+    after padding by ``anchor`` the samples are plain f x f block means.
+    """
+    if f == 1:
+        return a
+    h, w, ch = a.shape
+    anchor = (f - 1) // 2
+    nh, nw = -(-h // f), -(-w // f)
+    pad_b, pad_r = max(0, nh * f - anchor - h), max(0, nw * f - anchor - w)
+    padded = cv2.copyMakeBorder(a, anchor, pad_b, anchor, pad_r, cv2.BORDER_REFLECT)
+    padded = padded.reshape(h + anchor + pad_b, w + anchor + pad_r, ch)[: nh * f, : nw * f]
+    out = cv2.resize(padded, (nw, nh), interpolation=cv2.INTER_AREA)
+    return out.reshape(nh, nw, ch)
+
+
+_STRIP_ROWS = 64  # 32 rows x 1024 px x 3 channels x 4 bytes = 384 KiB an array
+
+
+def _channel_means(a: np.ndarray) -> np.ndarray:
+    """Mean of each channel, accumulated in float64 (cv2.mean sums in double)."""
+    return np.array(cv2.mean(a)[: a.shape[2] if a.ndim == 3 else 1])
+
+
+class _Scale:
+    """The baseline's SSIM statistics at one scale (the expensive half of SSIM)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        c = slice(CROP, -CROP)
+        mx = _blur(x)[c, c]
+        self.mx2 = np.ascontiguousarray(2 * mx)
+        self.mx_sq_c1 = np.ascontiguousarray(mx * mx + C1)
+        self.sxx_c2 = np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + C2)
+
+    def compare(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean SSIM and mean contrast-structure term, one value per channel.
+
+        Works in strips of rows so that every intermediate array stays in the
+        CPU cache: the arithmetic after the blurs is bound by memory bandwidth,
+        not by the number of operations. Each strip is blurred with a halo of
+        CROP rows on both sides, so its kept rows equal those of a whole-image blur.
+        """
+        rows, channels = self.mx2.shape[0], self.mx2.shape[2]
+        sums = np.zeros((2, 4))
+        for r0 in range(0, rows, _STRIP_ROWS):
+            r1 = min(rows, r0 + _STRIP_ROWS)
+            ys = y[r0 : r1 + 2 * CROP]
+            xs = self.x[r0 : r1 + 2 * CROP]
+            shape = (r1 - r0, self.mx2.shape[1], channels)
+            c = slice(CROP, -CROP)
+            my = _blur(ys)[c, c]
+            eyy = _blur(cv2.multiply(ys, ys).reshape(ys.shape))[c, c]
+            exy = _blur(cv2.multiply(xs, ys).reshape(ys.shape))[c, c]
+            mx2, mx_sq_c1, sxx_c2 = (a[r0:r1] for a in (self.mx2, self.mx_sq_c1, self.sxx_c2))
+            mxmy2 = cv2.multiply(mx2, my).reshape(shape)  # 2 mx my
+            my_sq = cv2.multiply(my, my).reshape(shape)
+            num2 = cv2.addWeighted(exy, 2.0, mxmy2, -1.0, C2)  # 2 sxy + C2
+            den2 = cv2.subtract(cv2.add(eyy, sxx_c2), my_sq)  # sxx + syy + C2
+            cs = cv2.divide(num2, den2).reshape(shape)
+            den1 = cv2.add(my_sq, mx_sq_c1)  # mx^2 + my^2 + C1
+            num1 = cv2.add(mxmy2, C1, dtype=cv2.CV_32F) if channels == 1 else mxmy2 + np.float32(C1)
+            s = cv2.multiply(cv2.divide(num1, den1), cs.reshape(den1.shape))
+            sums[0] += cv2.sumElems(s)
+            sums[1] += cv2.sumElems(cs)
+        n = rows * self.mx2.shape[1]
+        return sums[0, :channels] / n, sums[1, :channels] / n
+
+
+def _check_pixels(pixels: np.ndarray, role: str) -> None:
+    if not isinstance(pixels, np.ndarray):
+        raise TypeError(f"{role} must be a numpy array, not {type(pixels).__name__}")
+    data_range(pixels.dtype)
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3)):
+        raise ValueError(f"{role} must be H x W or H x W x 3, not {pixels.shape}")
+    if min(pixels.shape[:2]) < WINDOW:
+        raise ValueError(
+            f"{role} is {pixels.shape[1]}x{pixels.shape[0]}: smaller than the "
+            f"{WINDOW}x{WINDOW} SSIM window"
+        )
+
+
+class Reference:
+    """The baseline image and its statistics, computed once and shared by every image.
+
+    Parameters
+    ----------
+    baseline : ndarray
+        uint8 or uint16, H x W (greyscale) or H x W x 3 (BGR), as given by
+        ``images.load``.
+    """
+
+    def __init__(self, baseline: np.ndarray):
+        _check_pixels(baseline, "baseline")
+        self.pixels = baseline
+        self.dtype = baseline.dtype
+        self.data_range = data_range(baseline.dtype)
+        self.height, self.width = baseline.shape[:2]
+        self.channels = 1 if baseline.ndim == 2 else baseline.shape[2]
+        self.coarse_factor = coarse_factor(self.height, self.width)
+        self.ms_ssim_scales = ms_ssim_scales(self.height, self.width)
+        self.low_level = low_level(self.height, self.width)
+        self._scales: dict[int, _Scale] = {}
+
+    def scale(self, k: int) -> _Scale:
+        """SSIM statistics at MS-SSIM scale ``k`` (0 = full resolution)."""
+        if k not in self._scales:
+            x = self.scaled if k == 0 else _halve(self.scale(k - 1).x)
+            self._scales[k] = _Scale(x)
+        return self._scales[k]
+
+    @cached_property
+    def scaled(self) -> np.ndarray:
+        return _scaled(self.pixels)
+
+    @cached_property
+    def coarse(self) -> _Scale:
+        return _Scale(_wang_downsample(self.scaled, self.coarse_factor))
+
+    @cached_property
+    def norm_sq(self) -> float:
+        return cv2.norm(self.pixels, cv2.NORM_L2SQR)
+
+    @cached_property
+    def ahash(self) -> np.ndarray:
+        return hashes.ahash(self.pixels)
+
+    @cached_property
+    def phash(self) -> np.ndarray:
+        return hashes.phash(self.pixels)
+
+    @cached_property
+    def grey(self) -> Reference:
+        """This baseline in greyscale, for greyscale images of the run."""
+        if self.channels == 1:
+            return self
+        return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY))
+
+    def prepare(self) -> Reference:
+        """Compute every statistic now (before worker processes copy this object)."""
+        for k in range(max(self.ms_ssim_scales, self.low_level + 1)):
+            self.scale(k)
+        _ = self.coarse, self.norm_sq, self.ahash, self.phash
+        return self
+
+    def compare(self, image: np.ndarray, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Every registered metric (or those named) of ``image`` against this baseline.
+
+        ``image`` must already have the baseline's shape and pixel type
+        (``images.conform`` does that).
+        """
+        _check_pixels(image, "image")
+        if image.shape != self.pixels.shape or image.dtype != self.dtype:
+            raise ValueError(
+                f"image {image.shape} {image.dtype} does not match the baseline "
+                f"{self.pixels.shape} {self.dtype}"
+            )
+        pair = Pair(self, image)
+        selected = METRICS if names is None else {n: METRICS[n] for n in names}
+        return {name: m.func(pair) for name, m in selected.items()}
+
+
+class Pair:
+    """One image against the reference; caches what several metrics share."""
+
+    def __init__(self, ref: Reference, image: np.ndarray):
+        self.ref = ref
+        self.image = image
+        self._y: dict[int, np.ndarray] = {}
+        self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def scaled(self, k: int) -> np.ndarray:
+        if k not in self._y:
+            self._y[k] = _scaled(self.image) if k == 0 else _halve(self.scaled(k - 1))
+        return self._y[k]
+
+    def scores(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mean SSIM, mean cs) per channel at MS-SSIM scale ``k``."""
+        if k not in self._scores:
+            if self.identical:
+                # Exactly 1, not 1 - float32 rounding: an unchanged image must read as one.
+                ones = np.ones(self.ref.channels)
+                self._scores[k] = (ones, ones)
+            else:
+                self._scores[k] = self.ref.scale(k).compare(self.scaled(k))
+        return self._scores[k]
+
+    @property
+    def identical(self) -> bool:
+        return self.diff_sq == 0
+
+    @cached_property
+    def diff_sq(self) -> float:
+        return cv2.norm(self.ref.pixels, self.image, cv2.NORM_L2SQR)
+
+
+# --- the registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: how to compute it and how to read it."""
+
+    name: str
+    func: Callable[[Pair], float]
+    higher_is_better: bool
+    integer: bool
+    definition: str
+
+
+_REGISTRY: dict[str, Metric] = {}
+METRICS = MappingProxyType(_REGISTRY)
+"""Every metric, in the order of the table's columns."""
+
+
+def metric(name: str, *, higher_is_better: bool, definition: str, integer: bool = False):
+    """Register ``func(pair) -> float`` as a metric column called ``name``."""
+
+    def register(func: Callable[[Pair], float]) -> Callable[[Pair], float]:
+        if name in _REGISTRY:
+            raise ValueError(f"metric {name!r} is registered twice")
+        _REGISTRY[name] = Metric(name, func, higher_is_better, integer, definition)
+        return func
+
+    return register
+
+
+@metric(
+    "cosine",
+    higher_is_better=True,
+    definition="cosine similarity of the flattened raw pixel vectors (float64); "
+    "near 1 for any two images sharing a large background",
+)
+def _cosine(p: Pair) -> float:
+    nx, ny = p.ref.norm_sq, cv2.norm(p.image, cv2.NORM_L2SQR)
+    if nx == 0 or ny == 0:  # an all-black image has no direction
+        return 1.0 if nx == ny else 0.0
+    # x.y from three exact integer sums: |x|^2 + |y|^2 - |x - y|^2 = 2 x.y
+    return min(1.0, (nx + ny - p.diff_sq) / 2 / math.sqrt(nx * ny))
+
+
+@metric(
+    "ssim",
+    higher_is_better=True,
+    definition="SSIM, Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, "
+    "K2 0.03, L from the pixel type, 5-px border cropped, mean over channels "
+    "(= skimage structural_similarity with gaussian_weights=True, "
+    "use_sample_covariance=False)",
+)
+def _ssim(p: Pair) -> float:
+    return float(p.scores(0)[0].mean())
+
+
+@metric(
+    "ssim_coarse",
+    higher_is_better=True,
+    definition="SSIM after the automatic downsampling of Wang's ssim.m: f x f box "
+    "filter and every f-th pixel, f = max(1, round(min(H, W) / 256))",
+)
+def _ssim_coarse(p: Pair) -> float:
+    if p.ref.coarse_factor == 1 or p.identical:
+        return float(p.scores(0)[0].mean())
+    y = _wang_downsample(p.scaled(0), p.ref.coarse_factor)
+    return float(p.ref.coarse.compare(y)[0].mean())
+
+
+@metric(
+    "ms_ssim",
+    higher_is_better=True,
+    definition="multi-scale SSIM, Wang, Simoncelli & Bovik 2003: 5 scales (fewer for "
+    "images under 176 px, weights renormalised), 2x2-mean downsampling, weights "
+    "0.0448 0.2856 0.3001 0.2363 0.1333, negative terms clamped to 0, mean over channels",
+)
+def _ms_ssim(p: Pair) -> float:
+    n = p.ref.ms_ssim_scales
+    weights = np.array(MS_SSIM_WEIGHTS[:n]) / sum(MS_SSIM_WEIGHTS[:n])
+    value = np.ones(p.ref.channels)
+    for k in range(n):
+        s, cs = p.scores(k)
+        term = s if k == n - 1 else cs
+        value *= np.maximum(term, 0.0) ** weights[k]
+    return float(value.mean())
+
+
+@metric(
+    "ssim_64",
+    higher_is_better=True,
+    definition="SSIM at the level of the 2x2-mean pyramid (MS-SSIM's) whose smaller side "
+    "is nearest 64 px: structure at the scale of populations, blobs and layout, where "
+    "sparse images (dot plots) stop being dominated by where single dots landed",
+)
+def _ssim_64(p: Pair) -> float:
+    return float(p.scores(p.ref.low_level)[0].mean())
+
+
+@metric(
+    "psnr",
+    higher_is_better=True,
+    definition="peak signal-to-noise ratio 10 log10(L^2 / MSE) in dB; identical images give inf",
+)
+def _psnr(p: Pair) -> float:
+    mse = _mse(p)
+    return math.inf if mse == 0 else 10 * math.log10(p.ref.data_range**2 / mse)
+
+
+@metric(
+    "mse",
+    higher_is_better=False,
+    definition="mean squared difference over all pixels and channels, in raw pixel units",
+)
+def _mse(p: Pair) -> float:
+    return p.diff_sq / p.image.size
+
+
+@metric(
+    "ahash",
+    higher_is_better=False,
+    integer=True,
+    definition="Hamming distance (0-64) between average hashes (cv2.img_hash, 8x8 mean "
+    "threshold); sensitive to small shifts",
+)
+def _ahash(p: Pair) -> float:
+    return hashes.distance(p.ref.ahash, hashes.ahash(p.image))
+
+
+@metric(
+    "phash",
+    higher_is_better=False,
+    integer=True,
+    definition="Hamming distance (0-64) between DCT perceptual hashes (cv2.img_hash); "
+    "robust to scaling, JPEG and blur",
+)
+def _phash(p: Pair) -> float:
+    return hashes.distance(p.ref.phash, hashes.phash(p.image))
+
+
+# --- pure functions for callers with two arrays ---------------------------------------
+
+
+def _one(name: str, baseline: np.ndarray, image: np.ndarray) -> float:
+    return Reference(baseline).compare(image, [name])[name]
+
+
+def cosine(baseline: np.ndarray, image: np.ndarray) -> float:
+    """Cosine similarity of the two flattened pixel vectors."""
+    return _one("cosine", baseline, image)
+
+
+def ssim(baseline: np.ndarray, image: np.ndarray) -> float:
+    """SSIM (Wang et al. 2004), mean over channels; see the module docstring."""
+    return _one("ssim", baseline, image)
+
+
+def ssim_coarse(baseline: np.ndarray, image: np.ndarray) -> float:
+    """SSIM after ssim.m's automatic downsampling."""
+    return _one("ssim_coarse", baseline, image)
+
+
+def ms_ssim(baseline: np.ndarray, image: np.ndarray) -> float:
+    """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003)."""
+    return _one("ms_ssim", baseline, image)
+
+
+def psnr(baseline: np.ndarray, image: np.ndarray) -> float:
+    """PSNR in dB; ``math.inf`` for identical images."""
+    return _one("psnr", baseline, image)
+
+
+def mse(baseline: np.ndarray, image: np.ndarray) -> float:
+    """Mean squared error in raw pixel units."""
+    return _one("mse", baseline, image)

@@ -1,0 +1,50 @@
+"""CSV and JSON of the results table.
+
+Where it sits: last step of a run, beside the reports. Both files hold the same
+rows. CSV writes PSNR of identical images as ``inf`` and missing values as
+empty cells; JSON, which has no infinity, writes ``"inf"`` as a string and
+missing values as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..atomic import write_atomic, write_text
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8"))
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe value: inf as a string, NaN and <NA> as null, numpy scalars as Python."""
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {col: _plain(val) for col, val in zip(frame.columns, record, strict=True)}
+        for record in frame.itertuples(index=False, name=None)
+    ]
+
+
+def write_json(frame: pd.DataFrame, meta: dict[str, Any], path: Path) -> Path:
+    document = {**meta, "rows": rows(frame)}
+    return write_text(
+        path, json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    )

@@ -1,0 +1,56 @@
+"""The one jinja2 Environment: template lookup, filters, autoescaping.
+
+Where it sits: every renderer that uses a template gets it from
+:func:`environment`. Templates come from a user's folder first (to override a
+single one), then from the package's ``templates/``.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+
+def templates_dir() -> Path:
+    """The shipped templates: inside the installed package, else the source checkout's."""
+    installed = Path(str(resources.files("reporter"))) / "templates"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "templates"
+
+
+def _autoescape(name: str | None) -> bool:
+    # On for every template, whatever its suffix (select_autoescape() misses .j2),
+    # except plain-text ones, where HTML entities would be wrong.
+    return not (name or "").endswith((".txt", ".txt.j2"))
+
+
+def number(value, digits: int = 3) -> str:
+    """A metric for people: fixed digits, inf as the infinity sign, missing as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def environment(user_dir: Path | None = None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if user_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(user_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=_autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["number"] = number
+    return env

@@ -1,0 +1,118 @@
+"""The results table: column names, dtypes, and its construction from per-image results.
+
+Where it sits: between computing and rendering. ``pipeline`` turns each
+:class:`ImageResult` into a row with :func:`build`; ``flags.apply`` fills
+``status`` and ``reasons``; every renderer reads columns by the constants here
+and never recomputes a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from .metrics import METRICS
+
+
+class Status(StrEnum):
+    """The verdict on one image, in order of severity."""
+
+    PASS = "PASS"
+    """Every metric is within its limits."""
+    WARN = "WARN"
+    """A warn limit fired, or the image is an outlier of its run: look at it."""
+    FAIL = "FAIL"
+    """A fail limit fired: the image does not look like the baseline."""
+    ERROR = "ERROR"
+    """The file could not be compared; the ``error`` column says why."""
+
+    @property
+    def severity(self) -> int:
+        return list(Status).index(self)
+
+
+FILE = "file"  # path relative to the input it came from, POSIX separators
+STATUS = "status"
+WIDTH = "width"  # of the file as read (before any resize to the baseline's size)
+HEIGHT = "height"
+NOTES = "notes"  # what was done to compare it (resized, alpha, depth, ...)
+REASONS = "reasons"  # which rule fired, with the value and the limit
+ERROR = "error"  # why the file could not be compared
+PATH = "path"  # the file as found on disk
+
+METRIC_COLUMNS = tuple(METRICS)
+COLUMNS = (FILE, STATUS, *METRIC_COLUMNS, WIDTH, HEIGHT, NOTES, REASONS, ERROR, PATH)
+
+STATUS_DTYPE = pd.CategoricalDtype([s.value for s in Status], ordered=True)
+DTYPES = {
+    FILE: "str",
+    STATUS: STATUS_DTYPE,
+    **{name: ("Int64" if m.integer else "float64") for name, m in METRICS.items()},
+    WIDTH: "Int64",
+    HEIGHT: "Int64",
+    NOTES: "str",
+    REASONS: "str",
+    ERROR: "str",
+    PATH: "str",
+}
+
+SEPARATOR = "; "  # between several notes or reasons in one cell
+
+
+@dataclass
+class ImageResult:
+    """What comparing one file gave: metric values, or the error that stopped it."""
+
+    file: str
+    path: str
+    metrics: dict[str, float] | None = None
+    width: int | None = None
+    height: int | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def build(results: Iterable[ImageResult]) -> pd.DataFrame:
+    """One row per result, in the given order, with explicit dtypes.
+
+    ``status`` is ERROR for results with an error and PASS otherwise until
+    ``flags.apply`` decides; ``reasons`` starts empty.
+    """
+    records = []
+    for r in results:
+        values = r.metrics or {}
+        records.append(
+            {
+                FILE: r.file,
+                STATUS: (Status.ERROR if r.error else Status.PASS).value,
+                **{name: values.get(name, np.nan) for name in METRIC_COLUMNS},
+                WIDTH: r.width,
+                HEIGHT: r.height,
+                NOTES: SEPARATOR.join(r.notes),
+                REASONS: "",
+                ERROR: r.error or "",
+                PATH: r.path,
+            }
+        )
+    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    # Int64 columns go through float first: None and NaN become <NA> either way.
+    for name, dtype in DTYPES.items():
+        if dtype == "Int64":
+            frame[name] = pd.array(
+                [
+                    None if v is None or (isinstance(v, float) and np.isnan(v)) else int(v)
+                    for v in frame[name]
+                ],
+                dtype="Int64",
+            )
+    return frame.astype(DTYPES)
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Rows per status, every status present (zero included), in severity order."""
+    found = frame[STATUS].value_counts()
+    return {s.value: int(found.get(s.value, 0)) for s in Status}

@@ -1,0 +1,51 @@
+"""Shared fixtures: small generated images written to temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+
+def smooth_image(seed: int, shape=(120, 160, 3), dtype=np.uint8) -> np.ndarray:
+    """A photo-like image: blurred noise stretched to the full range of the type."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    img = cv2.GaussianBlur(rng.random(shape[:2] + shape[2:]).astype(np.float32), (0, 0), 4)
+    img = (img - img.min()) / (img.max() - img.min())
+    return np.rint(img * top).astype(dtype)
+
+
+def noisy(img: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(img.dtype).max
+    return np.clip(img.astype(np.float64) + rng.normal(0, sigma * top, img.shape), 0, top).astype(
+        img.dtype
+    )
+
+
+def write(path: Path, img: np.ndarray, params=()) -> Path:
+    ok, buf = cv2.imencode(path.suffix, img, list(params))
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+@pytest.fixture
+def baseline_img() -> np.ndarray:
+    return smooth_image(0)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, baseline_img: np.ndarray) -> Path:
+    """A folder with baseline.png, an identical copy and a slightly noisy copy."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    write(folder / "baseline.png", baseline_img)
+    write(folder / "same.png", baseline_img)
+    write(folder / "noisy.png", noisy(baseline_img, 0.01))
+    return folder

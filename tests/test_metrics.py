@@ -1,0 +1,266 @@
+"""Metric values against independent implementations and hand-computed cases.
+
+References: scikit-image's structural_similarity, peak_signal_noise_ratio and
+mean_squared_error; scipy.ndimage for ssim.m's and msssim.m's downsampling, in
+float64; closed forms for constant images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import data
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+
+from reporter import hashes, metrics
+from reporter.metrics import METRICS, Reference
+
+from conftest import SAMPLES, noisy, smooth_image
+
+
+def sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """The definition reporter promises to match (DOMAIN.md, issue 2)."""
+    return structural_similarity(
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=float(np.iinfo(a.dtype).max),
+        channel_axis=-1 if a.ndim == 3 else None,
+    )
+
+
+def dot_plot(name: str) -> np.ndarray:
+    return cv2.imread(str(SAMPLES / name))
+
+
+CASES = {
+    "colour 8-bit": (smooth_image(0), noisy(smooth_image(0), 0.05)),
+    "grey 8-bit odd size": (smooth_image(1, (97, 131)), noisy(smooth_image(1, (97, 131)), 0.1)),
+    "colour 16-bit": (
+        smooth_image(2, dtype=np.uint16),
+        noisy(smooth_image(2, dtype=np.uint16), 0.02),
+    ),
+    "grey 16-bit": (smooth_image(3, (64, 80), np.uint16), smooth_image(4, (64, 80), np.uint16)),
+    "unrelated": (smooth_image(5), smooth_image(6)),
+    "sparse dot plot": (dot_plot("baseline.png"), dot_plot("fault_shifted_population.png")),
+    "photo": (data.astronaut()[:, :, ::-1].copy(), cv2.GaussianBlur(data.astronaut(), (5, 5), 0)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ssim_matches_skimage(case):
+    a, b = CASES[case]
+    assert metrics.ssim(a, b) == pytest.approx(sk_ssim(a, b), abs=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_psnr_and_mse_match_skimage(case):
+    a, b = CASES[case]
+    top = float(np.iinfo(a.dtype).max)
+    assert metrics.mse(a, b) == pytest.approx(mean_squared_error(a, b), rel=1e-12)
+    assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=top), rel=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cosine_matches_float64_numpy(case):
+    a, b = CASES[case]
+    x, y = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    expected = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
+    assert metrics.cosine(a, b) == pytest.approx(expected, abs=1e-12)
+
+
+def matlab_downsample(img: np.ndarray, f: int) -> np.ndarray:
+    """imfilter(img, ones(f)/f^2, 'symmetric', 'same') then img(1:f:end, 1:f:end), float64.
+
+    MATLAB centres an even kernel at floor((f+1)/2) (1-based); scipy's origin
+    shifts its centre from f // 2, hence origin = (f - 1) // 2 - f // 2.
+    """
+    origin = (f - 1) // 2 - f // 2
+    size = (f, f) + ((1,) if img.ndim == 3 else ())
+    orig = (origin, origin) + ((0,) if img.ndim == 3 else ())
+    out = ndimage.uniform_filter(img.astype(np.float64), size=size, mode="reflect", origin=orig)
+    return out[::f, ::f]
+
+
+def float_ssim_parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean SSIM and mean cs of float64 images in [0, 1], per Wang et al. (one channel)."""
+    g = lambda im: ndimage.gaussian_filter(im, 1.5, truncate=3.5, mode="reflect")  # noqa: E731
+    mx, my = g(a), g(b)
+    sxx, syy, sxy = g(a * a) - mx * mx, g(b * b) - my * my, g(a * b) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    s = cs * (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    crop = (slice(5, -5), slice(5, -5))
+    return float(s[crop].mean()), float(cs[crop].mean())
+
+
+def halve(img: np.ndarray) -> np.ndarray:
+    """msssim.m: 2x2 mean with 'symmetric' border, then every other pixel."""
+    return matlab_downsample(img, 2)
+
+
+def ms_ssim_reference(a: np.ndarray, b: np.ndarray) -> float:
+    weights = np.array(metrics.MS_SSIM_WEIGHTS)
+    top = float(np.iinfo(a.dtype).max)
+    a = a.astype(np.float64) / top
+    b = b.astype(np.float64) / top
+    chans = [(a, b)] if a.ndim == 2 else [(a[..., c], b[..., c]) for c in range(a.shape[2])]
+    values = []
+    for x, y in chans:
+        value = 1.0
+        for k, w in enumerate(weights):
+            s, cs = float_ssim_parts(x, y)
+            value *= max(s if k == len(weights) - 1 else cs, 0.0) ** w
+            x, y = halve(x), halve(y)
+        values.append(value)
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("case", ["colour 8-bit", "sparse dot plot", "photo", "unrelated"])
+def test_ms_ssim_matches_float64_reference(case):
+    a, b = CASES[case]
+    if min(a.shape[:2]) < 176:  # the reference here always uses five scales
+        a = cv2.resize(a, (200, 180))
+        b = cv2.resize(b, (200, 180))
+    assert metrics.ms_ssim(a, b) == pytest.approx(ms_ssim_reference(a, b), abs=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1024, 1100, 3), (640, 700), (384, 500, 3), (517, 300)])
+def test_ssim_coarse_is_skimage_ssim_after_ssim_m_downsampling(shape):
+    a = smooth_image(7, shape)
+    b = noisy(a, 0.05)
+    f = metrics.coarse_factor(*shape[:2])
+    top = float(np.iinfo(a.dtype).max)
+    da, db = (matlab_downsample(im.astype(np.float64) / top, f) for im in (a, b))
+    expected = structural_similarity(
+        da, db, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+        channel_axis=-1 if da.ndim == 3 else None,
+    )
+    assert metrics.ssim_coarse(a, b) == pytest.approx(expected, abs=1e-4)
+
+
+def test_coarse_factor_rounds_halves_up_like_matlab():
+    assert metrics.coarse_factor(383, 1000) == 1
+    assert metrics.coarse_factor(384, 1000) == 2  # 1.5 -> 2
+    assert metrics.coarse_factor(640, 640) == 3  # 2.5 -> 3 (Python's round would give 2)
+    assert metrics.coarse_factor(1024, 1024) == 4
+
+
+def test_ssim_64_is_ssim_at_the_pyramid_level_nearest_64_px():
+    a, b = CASES["sparse dot plot"]  # 512 px: level 3, 64 px
+    assert metrics.low_level(512, 512) == 3
+    top = 255.0
+    x, y = a.astype(np.float64) / top, b.astype(np.float64) / top
+    for _ in range(3):
+        x, y = halve(x), halve(y)
+    expected = np.mean([float_ssim_parts(x[..., c], y[..., c])[0] for c in range(3)])
+    got = Reference(a).compare(b, ["ssim_64"])["ssim_64"]
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_identical_images_score_exactly_perfect():
+    a = CASES["photo"][0]
+    values = Reference(a).compare(a.copy())
+    assert values["ssim"] == 1.0
+    assert values["ssim_coarse"] == 1.0
+    assert values["ms_ssim"] == 1.0
+    assert values["ssim_64"] == 1.0
+    assert values["cosine"] == 1.0
+    assert values["psnr"] == math.inf
+    assert values["mse"] == 0.0
+    assert values["ahash"] == 0 and values["phash"] == 0
+
+
+def test_inverted_image():
+    a = smooth_image(8)
+    inv = 255 - a
+    assert metrics.ssim(a, inv) == pytest.approx(sk_ssim(a, inv), abs=1e-4)
+    assert metrics.ssim(a, inv) < 0  # anti-correlated structure
+    assert metrics.mse(a, inv) == pytest.approx(np.mean((a.astype(float) - inv) ** 2))
+
+
+def test_constant_images_closed_form():
+    """Flat images: every variance is 0, so SSIM is the luminance term alone."""
+    a = np.full((40, 50), 100, np.uint8)
+    b = np.full((40, 50), 200, np.uint8)
+    x, y = 100 / 255, 200 / 255
+    c1 = 0.01**2
+    assert metrics.ssim(a, b) == pytest.approx((2 * x * y + c1) / (x * x + y * y + c1), abs=1e-5)
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100**2))
+    assert metrics.cosine(a, b) == pytest.approx(1.0)  # parallel vectors
+    assert metrics.ssim(a, a) == 1.0
+
+
+def test_all_black_image_cosine():
+    black = np.zeros((20, 20), np.uint8)
+    grey = np.full((20, 20), 9, np.uint8)
+    assert metrics.cosine(black, black) == 1.0
+    assert metrics.cosine(black, grey) == 0.0
+
+
+def test_16_bit_uses_65535_as_dynamic_range():
+    a, b = CASES["colour 16-bit"]
+    assert metrics.ssim(a, b) == pytest.approx(sk_ssim(a, b), abs=1e-4)
+    assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=65535))
+
+
+def test_rejects_mismatched_or_unsupported_arrays():
+    a = smooth_image(0)
+    with pytest.raises(ValueError, match="does not match"):
+        Reference(a).compare(a[:-1])
+    with pytest.raises(TypeError, match="uint8 or uint16"):
+        metrics.ssim(a.astype(np.float32), a.astype(np.float32))
+    with pytest.raises(ValueError, match="smaller than the 11x11"):
+        Reference(np.zeros((8, 30), np.uint8))
+    with pytest.raises(ValueError, match="H x W"):
+        Reference(np.zeros((30, 30, 2), np.uint8))
+
+
+def test_hash_distances():
+    photo = data.astronaut()[:, :, ::-1].copy()
+    h, w = photo.shape[:2]
+    rot = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), 1.0, 1.0), (w, h),
+                         borderMode=cv2.BORDER_REFLECT)
+    ref = Reference(photo)
+    assert ref.compare(photo.copy(), ["phash", "ahash"]) == {"phash": 0, "ahash": 0}
+    small = ref.compare(rot, ["phash", "ahash"])
+    assert small["phash"] <= 6 and small["ahash"] <= 6
+    other = cv2.resize(data.coffee()[:, :, ::-1], (w, h))
+    assert ref.compare(other, ["phash"])["phash"] >= 20
+
+
+def test_hashes_average_blocks_instead_of_sampling_pixels():
+    """Two draws of one dot plot have near-equal hashes; a hash of sampled pixels would not."""
+    a, b = dot_plot("baseline.png"), dot_plot("normal_day01.png")
+    assert hashes.distance(hashes.phash(a), hashes.phash(b)) <= 3
+
+
+def test_baseline_statistics_are_computed_once(monkeypatch):
+    made = []
+    original = metrics._Scale.__init__
+
+    def counting(self, x):
+        made.append(x.shape)
+        original(self, x)
+
+    monkeypatch.setattr(metrics._Scale, "__init__", counting)
+    ref = Reference(smooth_image(0, (300, 300, 3))).prepare()
+    after_prepare = len(made)
+    for seed in range(4):
+        ref.compare(noisy(ref.pixels, 0.05, seed))
+    assert after_prepare > 0
+    assert len(made) == after_prepare  # no image made the baseline's statistics again
+
+
+def test_every_metric_is_registered_with_a_definition():
+    assert list(METRICS) == [
+        "cosine", "ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "mse", "ahash", "phash",
+    ]
+    for m in METRICS.values():
+        assert len(m.definition) > 20
