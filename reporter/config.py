@@ -291,4 +291,7 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
             }
         )
     changes["outliers"] = replace(base.outliers, **o)
-    return check(replace(base, **changes))
+    try:
+        return check(replace(base, **changes))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None

@@ -59,8 +59,11 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _header(data: bytes) -> tuple[str, int, int, int]:
-    """(format, width, height, EXIF orientation) from the header alone."""
+def _header(data: bytes) -> tuple[str, int, int, int] | None:
+    """(format, width, height, EXIF orientation) from the header alone.
+
+    None when Pillow does not know the header (some TIFF variants): OpenCV may.
+    """
     with warnings.catch_warnings():
         # Pillow warns or raises on large images; the pixel limit is ours to enforce.
         warnings.simplefilter("ignore")
@@ -74,7 +77,7 @@ def _header(data: bytes) -> tuple[str, int, int, int]:
                     orientation = 1
                 return im.format or "?", im.width, im.height, orientation
         except UnidentifiedImageError:
-            raise ImageLoadError("not a readable image: unknown format or corrupt header") from None
+            return None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"corrupt image header: {exc}") from None
         finally:
@@ -107,12 +110,14 @@ def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
         raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
-    fmt, width, height, orientation = _header(data)
-    if width * height > max_pixels:
-        raise ImageLoadError(
-            f"{width}x{height} is {width * height / 1e6:.1f} Mpx, over the limit of "
-            f"{max_pixels / 1e6:g} Mpx (max_pixels)"
-        )
+    header = _header(data)
+    if header is None:
+        # Unknown to Pillow: the limit is checked after decoding, with OpenCV's
+        # own limit (2^30 pixels) guarding the decoder.
+        fmt, orientation = path.suffix.lstrip(".").upper() or "image", 1
+    else:
+        fmt, width, height, orientation = header
+        _check_size(width, height, max_pixels)
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -120,7 +125,10 @@ def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
             f"OpenCV could not decode the {fmt} data: {_first_line(exc)}"
         ) from None
     if pixels is None:
+        if header is None:
+            raise ImageLoadError("not a readable image: unknown format or corrupt header")
         raise ImageLoadError(f"truncated or corrupt {fmt} data: OpenCV could not decode it")
+    _check_size(pixels.shape[1], pixels.shape[0], max_pixels)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageLoadError(
             f"{pixels.dtype} pixels are not supported: expected 8- or 16-bit integers"
@@ -135,6 +143,18 @@ def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")
     return LoadedImage(pixels, tuple(notes))
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageLoadError(
+            f"{width}x{height} is {_amount(width * height)}, over the limit of "
+            f"{_amount(max_pixels)} (max_pixels)"
+        )
+
+
+def _amount(pixels: int) -> str:
+    return f"{pixels / 1e6:,.1f} Mpx" if pixels >= 100_000 else f"{pixels:,} px"
 
 
 def _first_line(exc: Exception) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import platform
 import sys
@@ -191,6 +192,22 @@ def _opencv_threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(saved)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """A clean process for each worker, never a fork of this one.
+
+    A forked child inherits OpenCV's thread pool in whatever state the parent
+    left it and can deadlock on its first parallel call (seen as a hang as soon
+    as the parent had blurred a large image). The fork server is a fresh
+    interpreter that imports reporter once; workers fork from it quickly.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["reporter.pipeline"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def compare_all(
     job: _Job, items: list[Input], *, jobs: int, progress: bool
 ) -> list[table.ImageResult]:
@@ -210,7 +227,10 @@ def compare_all(
                     bar.update()
         else:
             with ProcessPoolExecutor(
-                max_workers=min(jobs, len(items)), initializer=_init_worker, initargs=(job,)
+                max_workers=min(jobs, len(items)),
+                mp_context=_pool_context(),
+                initializer=_init_worker,
+                initargs=(job,),
             ) as pool:
                 futures = {pool.submit(_work, item): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
@@ -240,18 +260,21 @@ def _sha256(path: Path) -> str:
 
 
 def _out_dir(config: Config, started: datetime) -> Path:
-    if config.out is not None:
-        out = config.out
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):
-        out = config.reports_root / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            out.mkdir(parents=True)
-            return out
-        except FileExistsError:
-            continue
+    """The run folder, made now: a folder that cannot be written fails before the work."""
+    try:
+        if config.out is not None:
+            config.out.mkdir(parents=True, exist_ok=True)
+            return config.out
+        stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            out = config.reports_root / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                out.mkdir(parents=True)
+                return out
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ReporterError(f"cannot make the output folder: {exc}") from None
     raise ReporterError(f"cannot make a new run folder under {config.reports_root}")
 
 
@@ -274,6 +297,7 @@ def run(config: Config) -> RunResult:
         reference = Reference(baseline.pixels).prepare()
     except (images.ImageLoadError, ValueError) as exc:
         raise ReporterError(f"baseline {baseline_path}: {exc}") from None
+    out_dir = _out_dir(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
     job = _Job(
@@ -322,7 +346,6 @@ def run(config: Config) -> RunResult:
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
     }
 
-    out_dir = _out_dir(config, started)
     outputs: dict[str, Path] = {}
     try:
         # JSON last: its presence says the run folder is complete.

@@ -12,14 +12,13 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import SAMPLES, noisy, smooth_image
 from scipy import ndimage
 from skimage import data
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from reporter import hashes, metrics
 from reporter.metrics import METRICS, Reference
-
-from conftest import SAMPLES, noisy, smooth_image
 
 
 def sk_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,7 +63,9 @@ def test_psnr_and_mse_match_skimage(case):
     a, b = CASES[case]
     top = float(np.iinfo(a.dtype).max)
     assert metrics.mse(a, b) == pytest.approx(mean_squared_error(a, b), rel=1e-12)
-    assert metrics.psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=top), rel=1e-12)
+    assert metrics.psnr(a, b) == pytest.approx(
+        peak_signal_noise_ratio(a, b, data_range=top), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -139,7 +140,12 @@ def test_ssim_coarse_is_skimage_ssim_after_ssim_m_downsampling(shape):
     top = float(np.iinfo(a.dtype).max)
     da, db = (matlab_downsample(im.astype(np.float64) / top, f) for im in (a, b))
     expected = structural_similarity(
-        da, db, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+        da,
+        db,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
         channel_axis=-1 if da.ndim == 3 else None,
     )
     assert metrics.ssim_coarse(a, b) == pytest.approx(expected, abs=1e-4)
@@ -225,8 +231,12 @@ def test_rejects_mismatched_or_unsupported_arrays():
 def test_hash_distances():
     photo = data.astronaut()[:, :, ::-1].copy()
     h, w = photo.shape[:2]
-    rot = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), 1.0, 1.0), (w, h),
-                         borderMode=cv2.BORDER_REFLECT)
+    rot = cv2.warpAffine(
+        photo,
+        cv2.getRotationMatrix2D((w / 2, h / 2), 1.0, 1.0),
+        (w, h),
+        borderMode=cv2.BORDER_REFLECT,
+    )
     ref = Reference(photo)
     assert ref.compare(photo.copy(), ["phash", "ahash"]) == {"phash": 0, "ahash": 0}
     small = ref.compare(rot, ["phash", "ahash"])
@@ -260,7 +270,15 @@ def test_baseline_statistics_are_computed_once(monkeypatch):
 
 def test_every_metric_is_registered_with_a_definition():
     assert list(METRICS) == [
-        "cosine", "ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "mse", "ahash", "phash",
+        "cosine",
+        "ssim",
+        "ssim_coarse",
+        "ms_ssim",
+        "ssim_64",
+        "psnr",
+        "mse",
+        "ahash",
+        "phash",
     ]
     for m in METRICS.values():
         assert len(m.definition) > 20

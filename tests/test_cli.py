@@ -1,0 +1,236 @@
+"""The command line, driven through main(argv): exit statuses, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import noisy, smooth_image, write
+
+from reporter.cli import main
+
+
+def call(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err, err
+    return code, out, err
+
+
+def test_all_pass_exits_0(capsys, run_dir, tmp_path):
+    code, out, _ = call(capsys, "run", run_dir, "--out", tmp_path / "o")
+    assert code == 0
+    assert "PASS" in out
+    assert (tmp_path / "o" / "results.csv").is_file()
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["exit_code"] == 0
+
+
+def test_a_fail_exits_1(capsys, run_dir, tmp_path):
+    write(run_dir / "other.png", smooth_image(99))
+    code, out, _ = call(capsys, "run", run_dir, "--out", tmp_path / "o")
+    assert code == 1
+    assert "FAIL  other.png: ssim_64" in out
+
+
+def test_an_error_row_exits_1(capsys, run_dir, tmp_path):
+    (run_dir / "broken.png").write_bytes(b"junk")
+    code, _, err = call(capsys, "run", run_dir, "--out", tmp_path / "o")
+    assert code == 1
+    assert "broken.png: ERROR not a readable image" in err
+
+
+def test_a_warn_alone_exits_0(capsys, run_dir, tmp_path):
+    code, out, _ = call(capsys, "run", run_dir, "--out", tmp_path / "o", "--warn", "ssim=0.99999")
+    assert code == 0
+    assert "WARN  noisy.png: ssim" in out
+
+
+def test_limits_from_the_command_line_and_off(capsys, run_dir, tmp_path):
+    write(run_dir / "other.png", smooth_image(99))
+    code, _, _ = call(
+        capsys,
+        "run",
+        run_dir,
+        "--out",
+        tmp_path / "o",
+        "--fail",
+        "ssim_64=off",
+        "--warn",
+        "ssim_64=off",
+        "--fail",
+        "phash=off",
+        "--warn",
+        "phash=off",
+        "--no-outliers",
+    )
+    assert code == 0
+
+
+def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
+    ref = write(tmp_path / "reference.png", baseline_img)
+    folder = tmp_path / "today"
+    folder.mkdir()
+    write(folder / "a.png", baseline_img)
+    code, _, _ = call(capsys, "run", folder, "--baseline", ref, "--out", tmp_path / "o")
+    assert code == 0
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert meta["baseline"]["file"] == "reference.png"
+    assert len(meta["baseline"]["sha256"]) == 64
+    assert [r["file"] for r in meta["rows"]] == ["a.png"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "{missing}"], "no such file or folder"),
+        (["run", "{nobase}"], "no baseline: pass --baseline FILE"),
+        (["run", "{run}", "--baseline", "{missing}"], "baseline not found"),
+        (["run", "{run}", "--jobs", "-1"], "argument --jobs/-j: must be 0"),
+        (["run", "{run}", "--jobs", "many"], "is not a whole number"),
+        (["run", "{run}", "--formats", "csv,pdf"], "unknown format 'pdf'"),
+        (["run", "{run}", "--warn", "ssim"], "is not METRIC=VALUE"),
+        (["run", "{run}", "--warn", "sharpness=1"], "unknown metric 'sharpness'"),
+        (["run", "{run}", "--warn", "ssim=high"], "'high' is not a number"),
+        (["run", "{run}", "--warn", "ssim=0.5", "--fail", "ssim=0.9"], "must be at or below"),
+        (["run", "{run}", "--max-pixels", "0"], "must be positive"),
+        (["run", "{run}", "--config", "{missing}"], "config file not found"),
+        (["run", "{run}", "--config", "{badtoml}"], "not valid TOML"),
+        (["run", "{run}", "--config", "{badkey}"], "unknown key 'limts'"),
+        (["run", "{run}", "--config", "{badvalue}"], "expected int, got 'two'"),
+        (["run", "{onlybase}"], "no images to compare"),
+        (["run", "{twobase}"], "several baseline files"),
+        (["run", "{badbase}"], "not a readable image"),
+        (["frobnicate"], "invalid choice"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, run_dir, argv, message):
+    nobase = tmp_path / "nobase"
+    nobase.mkdir()
+    write(nobase / "a.png", smooth_image(0))
+    onlybase = tmp_path / "onlybase"
+    onlybase.mkdir()
+    write(onlybase / "baseline.png", smooth_image(0))
+    twobase = tmp_path / "twobase"
+    twobase.mkdir()
+    write(twobase / "baseline.png", smooth_image(0))
+    write(twobase / "Baseline.tif", smooth_image(0))
+    write(twobase / "a.png", smooth_image(0))
+    badbase = tmp_path / "badbase"
+    badbase.mkdir()
+    (badbase / "baseline.png").write_bytes(b"garbage")
+    write(badbase / "a.png", smooth_image(0))
+    files = {
+        "badtoml": "[limits\nssim = ",
+        "badkey": "[limts]\n",
+        "badvalue": "[run]\njobs = 'two'\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.toml").write_text(text, encoding="utf-8")
+    names = {
+        "missing": tmp_path / "missing.png",
+        "run": run_dir,
+        "nobase": nobase,
+        "onlybase": onlybase,
+        "twobase": twobase,
+        "badbase": badbase,
+        **{name: tmp_path / f"{name}.toml" for name in files},
+    }
+    argv = [a.format(**names) for a in argv] + (
+        ["--out", str(tmp_path / "o")] if argv[:1] == ["run"] else []
+    )
+    code, out, err = call(capsys, *argv)
+    assert code == 2
+    assert message in err, err
+    assert len([line for line in err.splitlines() if "error" in line.lower()]) == 1, err
+    assert not (tmp_path / "o" / "results.csv").exists()
+
+
+def test_help_and_version_exit_0(capsys):
+    assert main(["--version"]) == 0
+    assert "reporter" in capsys.readouterr().out
+    assert main(["run", "--help"]) == 0
+    assert "--baseline" in capsys.readouterr().out
+
+
+def test_quiet_prints_no_summary(capsys, run_dir, tmp_path):
+    code, out, err = call(capsys, "run", run_dir, "--out", tmp_path / "o", "-q")
+    assert code == 0 and out == "" and "INFO" not in err
+
+
+def test_default_out_is_a_new_timestamped_folder(capsys, run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert call(capsys, "run", run_dir)[0] == 0
+    assert call(capsys, "run", run_dir)[0] == 0
+    folders = sorted((tmp_path / "reports").iterdir())
+    assert len(folders) == 2  # two runs in the same second still get a folder each
+    for folder in folders:
+        assert (folder / "results.json").is_file()
+
+
+def test_outputs_are_replaced_whole(capsys, run_dir, tmp_path):
+    out = tmp_path / "o"
+    call(capsys, "run", run_dir, "--out", out)
+    (run_dir / "noisy.png").unlink()
+    call(capsys, "run", run_dir, "--out", out)
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.json"]
+    assert "noisy.png" not in (out / "results.csv").read_text()
+
+
+def test_python_dash_m_and_the_console_script(run_dir, tmp_path):
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "reporter", "run", str(run_dir), "--out", str(tmp_path / "a"), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    script = Path(sys.executable).with_name("reporter")
+    if script.exists():  # present in any environment where the package is installed
+        done = subprocess.run(
+            [str(script), "run", str(run_dir), "--out", str(tmp_path / "b"), "--formats", "csv"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["results.csv"]
+
+
+def test_noisy_run_with_jobs_2_equals_jobs_1(capsys, tmp_path, baseline_img):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    write(folder / "baseline.png", baseline_img)
+    for i in range(6):
+        write(folder / f"img{i}.png", noisy(baseline_img, 0.01 * i, seed=i))
+    (folder / "broken.png").write_bytes(b"junk")
+    call(capsys, "run", folder, "--out", tmp_path / "j1", "--jobs", "1")
+    call(capsys, "run", folder, "--out", tmp_path / "j2", "--jobs", "2")
+    one = json.loads((tmp_path / "j1" / "results.json").read_text())["rows"]
+    two = json.loads((tmp_path / "j2" / "results.json").read_text())["rows"]
+    assert one == two
+    assert np.isclose(one[1]["ssim"], two[1]["ssim"])
+
+
+def test_workers_start_clean_after_opencv_threads_ran_in_the_parent(run_dir, tmp_path):
+    """Forked workers used to deadlock once OpenCV's thread pool had run in the parent."""
+    code = f"""
+import cv2, numpy as np
+from pathlib import Path
+from reporter import pipeline
+from reporter.config import Config
+cv2.setNumThreads(2)
+cv2.GaussianBlur(np.ones((3000, 3000), np.float32), (11, 11), 1.5)
+out = Path({str(tmp_path / "o")!r})
+r = pipeline.run(Config(inputs=(Path({str(run_dir)!r}),), out=out, jobs=2))
+print("exit", r.exit_code)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "exit 0"

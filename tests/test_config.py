@@ -1,0 +1,67 @@
+"""TOML configuration: the example file loads, bad values are one clear ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reporter.config import DEFAULT_LIMITS, Config, ConfigError, Limit, load_toml
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_documented_example_loads_and_says_what_it_says():
+    config = load_toml(EXAMPLE)
+    assert config.limits["ssim_64"] == Limit(warn=0.94, fail=0.90)
+    assert config.limits["ms_ssim"] == Limit(warn=0.90, fail=None)
+    assert "ssim_coarse" not in config.limits or config.limits["ssim_coarse"] == Limit()
+    assert config.outliers.min_images == 8
+    assert config.formats == ("csv", "json")
+
+
+def test_limits_merge_with_the_defaults_and_off_removes(tmp_path):
+    config = load_toml(toml(tmp_path, '[limits]\nphash = { fail = 20 }\nssim_64 = "off"\n'))
+    assert config.limits["phash"] == Limit(warn=DEFAULT_LIMITS["phash"].warn, fail=20)
+    assert "ssim_64" not in config.limits
+    config = load_toml(toml(tmp_path, '[limits.phash]\nwarn = "off"\n'))
+    assert config.limits["phash"].warn is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[limits]\nsharpness = { warn = 1 }\n", "unknown metric 'sharpness'"),
+        ("[limits]\nssim = { warn = 0.8, fail = 0.9 }\n", "fail limit 0.9 must be at or below"),
+        ("[limits]\nphash = { warn = 10, fail = 5 }\n", "must be at or above"),
+        ("[limits]\nssim = { warn = 'high' }\n", "'high' is not a number"),
+        ("[limits]\nssim = { wran = 0.8 }\n", "unknown key 'wran'"),
+        ("[limits]\nssim = 'sometimes'\n", "'sometimes' is not a number"),
+        ("[run]\nformats = ['csv', 'pdf']\n", "unknown format 'pdf'"),
+        ("[run]\njobs = -3\n", "jobs must be 0"),
+        ("[run]\njobs = true\n", "expected int"),
+        ("[input]\nmax_pixels = 0\n", "max_pixels must be positive"),
+        ("[outliers]\nstatus = 'PANIC'\n", "WARN or FAIL"),
+        ("[outliers]\nz = 0\n", "positive number"),
+        ("[outliers]\nmin_images = 1\n", "at least 3"),
+        ("[outliers]\nmetrics = ['ssim', 'nope']\n", "unknown metric 'nope'"),
+        ("[outlier]\n", "unknown key 'outlier'"),
+        ("not toml at all", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")) as info:
+        load_toml(toml(tmp_path, text))
+    assert "\n" not in str(info.value)
+    assert "c.toml" in str(info.value) or "format" in str(info.value)
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        Config().jobs = 3  # type: ignore[misc]

@@ -1,0 +1,236 @@
+"""Every kind of bad or unusual input gives its row: ERROR with a clear reason, or a
+comparison in a documented common space with a note; the other rows are unaffected."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import noisy, smooth_image, write
+from PIL import Image
+
+from reporter import images, pipeline, table
+from reporter.config import Config
+
+
+def run(folder: Path, **kw) -> pd.DataFrame:
+    config = Config(inputs=(folder,), out=folder.parent / "out", jobs=1, **kw)
+    return pipeline.run(config).table.set_index(table.FILE)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge size: the shape of a decompression bomb."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    idat = b"IDAT" + zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
+
+
+@pytest.fixture
+def junk_dir(run_dir: Path, baseline_img: np.ndarray) -> Path:
+    good = cv2.imencode(".png", baseline_img)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", baseline_img)[1].tobytes()
+    (run_dir / "empty.png").write_bytes(b"")
+    (run_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+    (run_dir / "text_named.jpg").write_text("just text", encoding="utf-8")
+    (run_dir / "truncated.png").write_bytes(good[: len(good) // 2])
+    (run_dir / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (run_dir / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    cv2.imwrite(str(run_dir / "float.tif"), baseline_img.astype(np.float32))
+    (run_dir / "notes.txt").write_text("operator notes", encoding="utf-8")
+    (run_dir / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (run_dir / "._hidden.png").write_bytes(b"\0\5\x16\7")
+    return run_dir
+
+
+def test_broken_files_become_error_rows_and_lose_nothing(junk_dir: Path):
+    df = run(junk_dir)
+    expected_errors = {
+        "empty.png": "empty file",
+        "broken.png": "not a readable image",
+        "text_named.jpg": "not a readable image",
+        "truncated.png": "truncated or corrupt PNG",
+        "truncated.jpg": "truncated or corrupt JPEG",
+        "bomb.png": "100000x100000 is 10,000.0 Mpx, over the limit of 100.0 Mpx",
+        "float.tif": "float32 pixels are not supported",
+    }
+    for name, fragment in expected_errors.items():
+        assert df.loc[name, table.STATUS] == "ERROR", name
+        assert fragment in df.loc[name, table.ERROR], (name, df.loc[name, table.ERROR])
+        assert "\n" not in df.loc[name, table.ERROR]
+    # the good images still have their rows and values
+    assert df.loc["same.png", table.STATUS] == "PASS"
+    assert df.loc["same.png", "ssim"] == 1.0
+    assert df.loc["noisy.png", "ssim"] > 0.5
+    # non-images in a folder are skipped, hidden files ignored; neither is a row
+    assert "notes.txt" not in df.index and ".DS_Store" not in df.index
+    assert "._hidden.png" not in df.index
+    assert len(df) == 2 + len(expected_errors)
+
+
+def test_skipped_files_are_listed_in_the_metadata(junk_dir: Path):
+    result = pipeline.run(Config(inputs=(junk_dir,), out=junk_dir.parent / "o", jobs=1))
+    assert [Path(s["path"]).name for s in result.meta["skipped"]] == ["notes.txt"]
+
+
+def test_a_non_image_named_explicitly_is_an_error_row(run_dir: Path, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello", encoding="utf-8")
+    config = Config(inputs=(run_dir, notes), out=tmp_path / "o", jobs=1)
+    df = pipeline.run(config).table.set_index(table.FILE)
+    assert df.loc["notes.txt", table.STATUS] == "ERROR"
+
+
+def test_pixel_limit_is_configurable(run_dir: Path, baseline_img):
+    write(run_dir / "large.png", cv2.resize(baseline_img, (400, 300)))
+    df = run(run_dir, max_pixels=160 * 120)
+    assert df.loc["large.png", table.STATUS] == "ERROR"
+    assert df.loc["large.png", table.ERROR] == (
+        "400x300 is 0.1 Mpx, over the limit of 19,200 px (max_pixels)"
+    )
+    assert df.loc["same.png", table.STATUS] == "PASS"
+
+
+def test_sixteen_bit_copy_of_an_eight_bit_baseline_is_identical(run_dir, baseline_img):
+    write(run_dir / "copy16.png", baseline_img.astype(np.uint16) * 257)
+    write(run_dir / "shift16.tif", baseline_img.astype(np.uint16) << 8)
+    df = run(run_dir)
+    for name in ("copy16.png", "shift16.tif"):
+        assert df.loc[name, "ssim"] == 1.0
+        assert df.loc[name, "psnr"] == np.inf
+        assert "16-bit image compared at the baseline's 8-bit depth" in df.loc[name, table.NOTES]
+
+
+def test_sixteen_bit_baseline_with_an_eight_bit_image(tmp_path):
+    base16 = smooth_image(3, dtype=np.uint16)
+    folder = tmp_path / "r"
+    folder.mkdir()
+    write(folder / "baseline.png", base16)
+    write(folder / "same16.png", base16)
+    write(folder / "as8.png", (base16 >> 8).astype(np.uint8))
+    df = run(folder)
+    assert df.loc["same16.png", "psnr"] == np.inf
+    assert df.loc["as8.png", "ssim"] > 0.99  # only the low byte is lost
+    assert "8-bit image compared at the baseline's 16-bit depth" in df.loc["as8.png", table.NOTES]
+
+
+def test_alpha_is_composited_on_white(run_dir, baseline_img):
+    opaque = np.dstack([baseline_img, np.full(baseline_img.shape[:2], 255, np.uint8)])
+    write(run_dir / "opaque_alpha.png", opaque)
+    clear = np.dstack([baseline_img, np.zeros(baseline_img.shape[:2], np.uint8)])
+    write(run_dir / "transparent.png", clear)
+    df = run(run_dir)
+    assert df.loc["opaque_alpha.png", "psnr"] == np.inf
+    assert "alpha composited on white" in df.loc["opaque_alpha.png", table.NOTES]
+    loaded = images.load(run_dir / "transparent.png", max_pixels=10**8)
+    assert (loaded.pixels == 255).all()
+
+
+def test_greyscale_and_colour_meet_in_greyscale(run_dir, baseline_img, tmp_path):
+    grey = cv2.cvtColor(baseline_img, cv2.COLOR_BGR2GRAY)
+    write(run_dir / "grey.png", grey)
+    df = run(run_dir)
+    assert df.loc["grey.png", "ssim"] == 1.0  # the baseline, converted the same way
+    assert "greyscale image compared with the baseline converted" in df.loc["grey.png", table.NOTES]
+    # and the other way round: a colour image against a greyscale baseline
+    folder = tmp_path / "g"
+    folder.mkdir()
+    write(folder / "baseline.png", grey)
+    write(folder / "colour.png", baseline_img)
+    df2 = run(folder)
+    assert df2.loc["colour.png", "ssim"] == 1.0
+    assert "colour image compared in greyscale" in df2.loc["colour.png", table.NOTES]
+
+
+def test_different_size_is_resized_with_a_note_or_an_error_when_strict(run_dir, baseline_img):
+    big = cv2.resize(baseline_img, (320, 240), interpolation=cv2.INTER_CUBIC)
+    write(run_dir / "bigger.png", big)
+    df = run(run_dir)
+    assert df.loc["bigger.png", table.STATUS] != "ERROR"
+    assert "resized from 320x240 to the baseline's 160x120" in df.loc["bigger.png", table.NOTES]
+    assert df.loc["bigger.png", table.WIDTH] == 320
+    assert df.loc["bigger.png", "ssim"] > 0.9
+    strict = run(run_dir, strict_size=True)
+    assert strict.loc["bigger.png", table.STATUS] == "ERROR"
+    assert (
+        "differs from the baseline's 160x120 (--strict-size)"
+        in strict.loc["bigger.png", table.ERROR]
+    )
+    assert strict.loc["same.png", table.STATUS] == "PASS"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(run_dir, baseline_img, orientation):
+    """The file stores rotated pixels and an EXIF tag that turns them upright."""
+    stored = {
+        3: cv2.rotate(baseline_img, cv2.ROTATE_180),
+        6: cv2.rotate(baseline_img, cv2.ROTATE_90_COUNTERCLOCKWISE),
+        8: cv2.rotate(baseline_img, cv2.ROTATE_90_CLOCKWISE),
+    }[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored[:, :, ::-1]).save(run_dir / "rotated.png", exif=exif)
+    df = run(run_dir)
+    assert df.loc["rotated.png", "psnr"] == np.inf
+    assert f"EXIF orientation {orientation} applied" in df.loc["rotated.png", table.NOTES]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["données_日本.png", "=HYPERLINK(1).png", "<img src=x onerror=alert(1)>.png", "+1 -2 @3.png"],
+)
+def test_odd_file_names(run_dir, baseline_img, name):
+    write(run_dir / "tmp.png", noisy(baseline_img, 0.02))
+    (run_dir / "tmp.png").rename(run_dir / name)
+    result = pipeline.run(Config(inputs=(run_dir,), out=run_dir.parent / "o", jobs=1))
+    df = result.table.set_index(table.FILE)
+    assert df.loc[name, table.STATUS] in ("PASS", "WARN")
+    csv = pd.read_csv(result.outputs["csv"], dtype={table.FILE: str})
+    assert name in set(csv[table.FILE])
+
+
+def test_formats_and_extensions_that_labs_produce(run_dir, baseline_img):
+    for ext, params in [
+        (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
+        (".tif", []),
+        (".bmp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        (".JPEG", []),
+    ]:
+        write(run_dir / f"copy{ext}", baseline_img, params)
+    df = run(run_dir)
+    for ext in (".tif", ".bmp", ".webp"):
+        assert df.loc[f"copy{ext}", "psnr"] == np.inf, ext  # lossless
+    assert df.loc["copy.jpg", "ssim"] > 0.95
+    assert df.loc["copy.JPEG", table.STATUS] != "ERROR"
+
+
+def test_recursive_descends_and_names_rows_by_relative_path(run_dir, baseline_img):
+    sub = run_dir / "day2" / "plots"
+    sub.mkdir(parents=True)
+    write(sub / "same.png", baseline_img)
+    assert "day2/plots/same.png" not in run(run_dir).index
+    df = run(run_dir, recursive=True)
+    assert df.loc["day2/plots/same.png", "ssim"] == 1.0
+
+
+def test_unreadable_baseline_stops_the_run(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "baseline.png").write_bytes(b"nope")
+    write(folder / "a.png", smooth_image(0))
+    with pytest.raises(pipeline.ReporterError, match=r"baseline .*baseline.png: not a readable"):
+        pipeline.run(Config(inputs=(folder,), out=tmp_path / "o"))

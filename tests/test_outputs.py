@@ -1,0 +1,142 @@
+"""CSV and JSON of the sample run against golden files, and the guarantees of the writers.
+
+Refresh the golden files after an intended change with
+``REPORTER_UPDATE_GOLDEN=1 pytest tests/test_outputs.py``, then review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import SAMPLES
+
+from reporter import atomic, pipeline, table
+from reporter.config import Config
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE = os.environ.get("REPORTER_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory) -> pipeline.RunResult:
+    out = tmp_path_factory.mktemp("sample")
+    return pipeline.run(Config(inputs=(SAMPLES,), out=out, jobs=1))
+
+
+def normalised_csv(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    df[table.PATH] = [Path(p).name for p in df[table.PATH]]  # machine-specific folder
+    return df
+
+
+def test_sample_csv_matches_golden(sample_run):
+    got = normalised_csv(sample_run.outputs["csv"])
+    golden = GOLDEN / "sample_results.csv"
+    if UPDATE:
+        got.to_csv(golden, index=False)
+    want = pd.read_csv(golden, keep_default_na=False, dtype=str)
+    assert list(got.columns) == list(want.columns)
+    assert list(got[table.FILE]) == list(want[table.FILE])
+    for col in got.columns:
+        if col in table.METRIC_COLUMNS:
+            # metric values may move in the last digits between OpenCV builds
+            g, w = got[col].astype(float), want[col].astype(float)
+            assert ((g - w).abs() <= 1e-6 + 1e-6 * w.abs()).all(), col
+        else:
+            assert list(got[col]) == list(want[col]), col
+
+
+def test_sample_run_verdicts(sample_run):
+    df = sample_run.table.set_index(table.FILE)
+    assert sample_run.exit_code == 1
+    for name in df.index:
+        expected = "FAIL" if name.startswith("fault_") else "PASS"
+        assert df.loc[name, table.STATUS] == expected, (name, df.loc[name, table.REASONS])
+
+
+def test_csv_writes_inf_and_empty_cells(tmp_path, run_dir):
+    (run_dir / "broken.png").write_bytes(b"junk")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    lines = result.outputs["csv"].read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    same = dict(
+        zip(
+            header,
+            next(line for line in lines if line.startswith("same.png,")).split(","),
+            strict=False,
+        )
+    )
+    assert same["psnr"] == "inf"
+    broken = dict(
+        zip(
+            header,
+            next(line for line in lines if line.startswith("broken.png,")).split(","),
+            strict=False,
+        )
+    )
+    assert broken["ssim"] == "" and broken["status"] == "ERROR"
+
+
+def test_json_has_metadata_and_the_same_rows(sample_run):
+    doc = json.loads(sample_run.outputs["json"].read_text(encoding="utf-8"))
+    assert doc["tool"]["name"] == "reporter"
+    assert doc["baseline"]["file"] == "baseline.png"
+    assert len(doc["baseline"]["sha256"]) == 64
+    assert doc["counts"] == {"PASS": 8, "WARN": 0, "FAIL": 4, "ERROR": 0}
+    assert doc["exit_code"] == 1
+    assert doc["started"] <= doc["finished"]
+    assert set(doc["metrics"]) == set(table.METRIC_COLUMNS)
+    assert "Wang" in doc["metrics"]["ssim"]["definition"]
+    assert doc["config"]["limits"]["ssim_64"] == {"warn": 0.94, "fail": 0.9}
+    assert [s["path"].endswith("make_samples.py") for s in doc["skipped"]] == [True]
+    assert [r["file"] for r in doc["rows"]] == list(sample_run.table[table.FILE])
+    assert set(doc["rows"][0]) == set(table.COLUMNS)
+
+
+def test_json_is_strict_json_with_inf_as_a_string(tmp_path, run_dir):
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    text = result.outputs["json"].read_text(encoding="utf-8")
+    assert "Infinity" not in text and "NaN" not in text
+    rows = {r["file"]: r for r in json.loads(text)["rows"]}
+    assert rows["same.png"]["psnr"] == "inf"
+    assert isinstance(rows["noisy.png"]["psnr"], float) and math.isfinite(rows["noisy.png"]["psnr"])
+    assert rows["same.png"]["error"] == ""
+
+
+def test_table_dtypes_are_explicit(sample_run):
+    df = sample_run.table
+    assert list(df.columns) == list(table.COLUMNS)
+    assert isinstance(df[table.STATUS].dtype, pd.CategoricalDtype)
+    assert str(df["phash"].dtype) == "Int64" and str(df[table.WIDTH].dtype) == "Int64"
+    assert df["ssim"].dtype == "float64"
+    assert pd.api.types.is_string_dtype(df[table.FILE])
+
+
+def test_atomic_write_leaves_the_old_file_whole_on_failure(tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("old,complete\n", encoding="utf-8")
+
+    def crash(tmp: Path) -> None:
+        tmp.write_text("new,half", encoding="utf-8")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic.write_atomic(target, crash)
+    assert target.read_text(encoding="utf-8") == "old,complete\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary left
+
+
+def test_unwritable_output_folder_is_exit_2(tmp_path, run_dir, capsys):
+    from reporter.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x", encoding="utf-8")
+    code = main(["run", str(run_dir), "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
