@@ -1,0 +1,198 @@
+"""Benchmark: how fast reporter compares images, against a naive reference.
+
+Run:  python benchmarks/bench.py [--images 40] [--size 1024]
+
+It generates photo-like colour PNGs (smooth scenes, shapes, sensor noise) in a
+temporary folder, then prints:
+
+* per-image milliseconds for PNG decode and for the metrics (one core), and
+  their ratio (target: metrics <= 1.5 x decode);
+* the whole run (``pipeline.run``: load, compare, flag, write CSV and JSON) per
+  image and in images per second, at --jobs 1 and at all cores;
+* the same images through a naive reference: per pair, ``cv2.imread``,
+  ``cv2.quality.QualitySSIM_compute`` and ``QualityPSNR_compute`` (which
+  recompute the baseline's statistics every call) and a float64 numpy cosine,
+  on one core; and the ratio of the two (target: reporter >= 3 x faster);
+* the peak memory of a --jobs 1 run of N and of 3N images (target: no growth
+  beyond the rows).
+
+Timings are the median of repeated runs on this machine; they vary with the
+CPU and with what else it is doing. It is not a test: nothing here fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def scene(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A photo-like colour picture: smooth background, shapes, texture."""
+    small = rng.random((size // 32, size // 32, 3)).astype(np.float32)
+    img = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    img = (img - img.min()) / (img.max() - img.min()) * 200 + 20
+    for _ in range(25):
+        centre = tuple(int(v) for v in rng.integers(0, size, 2))
+        colour = tuple(float(v) for v in rng.integers(0, 255, 3))
+        cv2.circle(img, centre, int(rng.integers(size // 40, size // 8)), colour, -1, cv2.LINE_AA)
+    texture = cv2.GaussianBlur(rng.normal(0, 12, img.shape).astype(np.float32), (0, 0), 1.2)
+    return np.clip(img + texture, 0, 255).astype(np.uint8)
+
+
+def make_images(folder: Path, n: int, size: int) -> list[Path]:
+    rng = np.random.default_rng(1234)
+    base = scene(rng, size)
+    cv2.imwrite(str(folder / "baseline.png"), base)
+    paths = []
+    for i in range(n):
+        # A later run of the same scene: sensor noise, sometimes a small change.
+        img = base.astype(np.float32) + rng.normal(0, 3, base.shape).astype(np.float32)
+        if i % 5 == 4:
+            cv2.circle(img, (size // 2, size // 2), size // 10, (0, 0, 255), -1)
+        path = folder / f"img{i:04d}.png"
+        cv2.imwrite(str(path), np.clip(img, 0, 255).astype(np.uint8))
+        paths.append(path)
+    return paths
+
+
+def median_ms(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def naive(baseline: Path, paths: list[Path]) -> float:
+    """Seconds for the naive reference over ``paths`` (baseline read once)."""
+    ref = cv2.imread(str(baseline))
+    t = time.perf_counter()
+    for path in paths:
+        img = cv2.imread(str(path))
+        cv2.quality.QualitySSIM_compute(ref, img)
+        cv2.quality.QualityPSNR_compute(ref, img)
+        x = ref.ravel().astype(np.float64)
+        y = img.ravel().astype(np.float64)
+        float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+    return time.perf_counter() - t
+
+
+def run_seconds(folder: Path, jobs: int, out: Path) -> float:
+    from reporter import pipeline
+    from reporter.config import Config
+
+    t = time.perf_counter()
+    pipeline.run(Config(inputs=(folder,), out=out, jobs=jobs, progress=False))
+    return time.perf_counter() - t
+
+
+PEAK = """
+import resource, sys
+from pathlib import Path
+from reporter import pipeline
+from reporter.config import Config
+pipeline.run(Config(inputs=(Path(sys.argv[1]),), out=Path(sys.argv[2]), jobs=1, progress=False))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(folder: Path, out: Path) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.getLogger("reporter").setLevel(logging.WARNING)
+    from reporter.metrics import Reference
+
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = tmp / "run"
+        folder.mkdir()
+        paths = make_images(folder, args.images, args.size)
+        sample = paths[:10]
+
+        cv2.setNumThreads(1)  # one core, as in a --jobs 1 run
+        data = [p.read_bytes() for p in sample]
+        decode = statistics.median(
+            median_ms(lambda d=d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED), 5)
+            for d in data
+        )
+        ref = Reference(cv2.imread(str(folder / "baseline.png"))).prepare()
+        decoded = [cv2.imread(str(p)) for p in sample]
+        metrics = statistics.median(median_ms(lambda i=i: ref.compare(i), 5) for i in decoded)
+
+        naive_s = min(naive(folder / "baseline.png", sample) for _ in range(2)) / len(sample)
+        cv2.setNumThreads(cores)
+
+        one = min(run_seconds(folder, 1, tmp / f"o1_{i}") for i in range(2))
+        many = min(run_seconds(folder, cores, tmp / f"o{cores}_{i}") for i in range(2))
+
+        more = tmp / "more"
+        more.mkdir()
+        for i in range(3):
+            for p in [folder / "baseline.png", *paths]:
+                dest = more / (p.name if p.name == "baseline.png" else f"{i}_{p.name}")
+                if not dest.exists():
+                    os.link(p, dest)
+        rss_n = peak_rss_mb(folder, tmp / "m1")
+        rss_3n = peak_rss_mb(more, tmp / "m3")
+
+    n = args.images
+    figures = {
+        "images": n,
+        "size": f"{args.size}x{args.size} colour PNG",
+        "cores": cores,
+        "decode_ms": round(decode, 1),
+        "metrics_ms": round(metrics, 1),
+        "metrics_over_decode": round(metrics / decode, 2),
+        "run_ms_per_image_jobs1": round(one / n * 1000, 1),
+        "images_per_s_jobs1": round(n / one, 1),
+        f"images_per_s_jobs{cores}": round(n / many, 1),
+        "speedup_all_cores": round(one / many, 2),
+        "naive_ms_per_image": round(naive_s * 1000, 1),
+        "speedup_vs_naive_jobs1": round(naive_s / (one / n), 2),
+        "peak_rss_mb_n": round(rss_n, 1),
+        "peak_rss_mb_3n": round(rss_3n, 1),
+    }
+    width = max(map(len, figures))
+    print("reporter benchmark")
+    for key, value in figures.items():
+        print(f"  {key:<{width}}  {value}")
+    print(
+        f"targets: metrics <= 1.5 x decode ({figures['metrics_over_decode']}x); "
+        f"jobs 1 >= 3 x naive ({figures['speedup_vs_naive_jobs1']}x); "
+        f"{cores} cores >= 1.7 x one ({figures['speedup_all_cores']}x); "
+        f"memory flat ({rss_n:.0f} MB for {n} images, {rss_3n:.0f} MB for {3 * n})"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
