@@ -70,18 +70,33 @@ def _header(data: bytes) -> tuple[str, int, int, int] | None:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(io.BytesIO(data)) as im:
-                try:
-                    orientation = int(im.getexif().get(0x0112, 1))
-                except (OSError, ValueError, TypeError, KeyError, SyntaxError):
-                    # a broken EXIF block must not hide the picture
-                    orientation = 1
-                return im.format or "?", im.width, im.height, orientation
+                return im.format or "?", im.width, im.height, _orientation(im)
         except UnidentifiedImageError:
             return None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"corrupt image header: {exc}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag, read from the header only.
+
+    ``Image.getexif()`` on a PNG decodes the whole image to look for an eXIf
+    chunk after the pixel data (as slow as the decode itself); the chunk
+    belongs before it, where ``Image.open`` has already read it.
+    """
+    try:
+        if im.format == "TIFF":  # a TIFF's tags are its header
+            return int(im.getexif().get(0x0112, 1))
+        raw = im.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(0x0112, 1))
+    except (OSError, ValueError, TypeError, KeyError, SyntaxError):
+        return 1  # a broken EXIF block must not hide the picture
 
 
 def _on_white(pixels: np.ndarray) -> np.ndarray:

@@ -54,9 +54,6 @@ K2 = 0.03
 SIGMA = 1.5
 WINDOW = 11
 CROP = WINDOW // 2  # skimage crops the filter radius from the SSIM map
-# Values are scaled to [0, 1] before filtering, so L = 1 in the constants.
-C1 = K1**2
-C2 = K2**2
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 COARSE_SIDE = 256  # ssim.m downsamples so that the smaller side is about this
 LOW_SIDE = 64  # ssim_64: the pyramid level whose smaller side is nearest this
@@ -105,11 +102,10 @@ def _channels_last(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis]
 
 
-def _scaled(pixels: np.ndarray) -> np.ndarray:
-    """float32 copy in [0, 1], H x W x C."""
-    out = _channels_last(pixels).astype(np.float32)
-    out *= np.float32(1.0 / data_range(pixels.dtype))
-    return out
+def _as_float(pixels: np.ndarray) -> np.ndarray:
+    """float32 copy in raw pixel units, H x W x C (float32 precision is relative,
+    so scaling to [0, 1] would buy nothing and cost a pass over the image)."""
+    return _channels_last(pixels).astype(np.float32)
 
 
 def _blur(a: np.ndarray) -> np.ndarray:
@@ -161,13 +157,14 @@ def _channel_means(a: np.ndarray) -> np.ndarray:
 class _Scale:
     """The baseline's SSIM statistics at one scale (the expensive half of SSIM)."""
 
-    def __init__(self, x: np.ndarray):
+    def __init__(self, x: np.ndarray, c1: float, c2: float):
         self.x = x
+        self.c1, self.c2 = c1, c2
         c = slice(CROP, -CROP)
         mx = _blur(x)[c, c]
         self.mx2 = np.ascontiguousarray(2 * mx)
-        self.mx_sq_c1 = np.ascontiguousarray(mx * mx + C1)
-        self.sxx_c2 = np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + C2)
+        self.mx_sq_c1 = np.ascontiguousarray(mx * mx + c1)
+        self.sxx_c2 = np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + c2)
 
     def compare(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean SSIM and mean contrast-structure term, one value per channel.
@@ -178,24 +175,27 @@ class _Scale:
         CROP rows on both sides, so its kept rows equal those of a whole-image blur.
         """
         rows, channels = self.mx2.shape[0], self.mx2.shape[2]
+        c1, c2 = self.c1, self.c2
         sums = np.zeros((2, 4))
         for r0 in range(0, rows, _STRIP_ROWS):
             r1 = min(rows, r0 + _STRIP_ROWS)
             ys = y[r0 : r1 + 2 * CROP]
+            if ys.dtype == np.uint16:  # OpenCV filters 16-bit input slowly; 8-bit fast
+                ys = ys.astype(np.float32)
             xs = self.x[r0 : r1 + 2 * CROP]
             shape = (r1 - r0, self.mx2.shape[1], channels)
             c = slice(CROP, -CROP)
             my = _blur(ys)[c, c]
-            eyy = _blur(cv2.multiply(ys, ys).reshape(ys.shape))[c, c]
-            exy = _blur(cv2.multiply(xs, ys).reshape(ys.shape))[c, c]
+            eyy = _blur(cv2.multiply(ys, ys, dtype=cv2.CV_32F).reshape(ys.shape))[c, c]
+            exy = _blur(cv2.multiply(xs, ys, dtype=cv2.CV_32F).reshape(ys.shape))[c, c]
             mx2, mx_sq_c1, sxx_c2 = (a[r0:r1] for a in (self.mx2, self.mx_sq_c1, self.sxx_c2))
             mxmy2 = cv2.multiply(mx2, my).reshape(shape)  # 2 mx my
             my_sq = cv2.multiply(my, my).reshape(shape)
-            num2 = cv2.addWeighted(exy, 2.0, mxmy2, -1.0, C2)  # 2 sxy + C2
+            num2 = cv2.addWeighted(exy, 2.0, mxmy2, -1.0, c2)  # 2 sxy + C2
             den2 = cv2.subtract(cv2.add(eyy, sxx_c2), my_sq)  # sxx + syy + C2
             cs = cv2.divide(num2, den2).reshape(shape)
             den1 = cv2.add(my_sq, mx_sq_c1)  # mx^2 + my^2 + C1
-            num1 = cv2.add(mxmy2, C1, dtype=cv2.CV_32F) if channels == 1 else mxmy2 + np.float32(C1)
+            num1 = mxmy2 + np.float32(c1)
             s = cv2.multiply(cv2.divide(num1, den1), cs.reshape(den1.shape))
             sums[0] += cv2.sumElems(s)
             sums[1] += cv2.sumElems(cs)
@@ -236,22 +236,24 @@ class Reference:
         self.coarse_factor = coarse_factor(self.height, self.width)
         self.ms_ssim_scales = ms_ssim_scales(self.height, self.width)
         self.low_level = low_level(self.height, self.width)
+        self.c1 = (K1 * self.data_range) ** 2
+        self.c2 = (K2 * self.data_range) ** 2
         self._scales: dict[int, _Scale] = {}
 
     def scale(self, k: int) -> _Scale:
         """SSIM statistics at MS-SSIM scale ``k`` (0 = full resolution)."""
         if k not in self._scales:
-            x = self.scaled if k == 0 else _halve(self.scale(k - 1).x)
-            self._scales[k] = _Scale(x)
+            x = self.float_pixels if k == 0 else _halve(self.scale(k - 1).x)
+            self._scales[k] = _Scale(x, self.c1, self.c2)
         return self._scales[k]
 
     @cached_property
-    def scaled(self) -> np.ndarray:
-        return _scaled(self.pixels)
+    def float_pixels(self) -> np.ndarray:
+        return _as_float(self.pixels)
 
     @cached_property
     def coarse(self) -> _Scale:
-        return _Scale(_wang_downsample(self.scaled, self.coarse_factor))
+        return _Scale(_wang_downsample(self.float_pixels, self.coarse_factor), self.c1, self.c2)
 
     @cached_property
     def norm_sq(self) -> float:
@@ -272,8 +274,18 @@ class Reference:
             return self
         return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY))
 
+    def __getstate__(self) -> dict:
+        # A worker process gets the pixels and prepares its own statistics: sending
+        # them (about 20 float32 copies of the image) costs more than computing them.
+        return {"pixels": self.pixels, "prepared": bool(self._scales)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["pixels"])
+        if state["prepared"]:
+            self.prepare()
+
     def prepare(self) -> Reference:
-        """Compute every statistic now (before worker processes copy this object)."""
+        """Compute every statistic now, once, for all the images to come."""
         for k in range(max(self.ms_ssim_scales, self.low_level + 1)):
             self.scale(k)
         _ = self.coarse, self.norm_sq, self.ahash, self.phash
@@ -305,10 +317,15 @@ class Pair:
         self._y: dict[int, np.ndarray] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def scaled(self, k: int) -> np.ndarray:
+    def level(self, k: int) -> np.ndarray:
+        """The image at pyramid level ``k``; level 0 is the pixels themselves, not a copy."""
         if k not in self._y:
-            self._y[k] = _scaled(self.image) if k == 0 else _halve(self.scaled(k - 1))
+            self._y[k] = _channels_last(self.image) if k == 0 else _halve(self.float_level(k - 1))
         return self._y[k]
+
+    def float_level(self, k: int) -> np.ndarray:
+        y = self.level(k)
+        return y if y.dtype == np.float32 else _as_float(y)
 
     def scores(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(mean SSIM, mean cs) per channel at MS-SSIM scale ``k``."""
@@ -318,7 +335,7 @@ class Pair:
                 ones = np.ones(self.ref.channels)
                 self._scores[k] = (ones, ones)
             else:
-                self._scores[k] = self.ref.scale(k).compare(self.scaled(k))
+                self._scores[k] = self.ref.scale(k).compare(self.level(k))
         return self._scores[k]
 
     @property
@@ -396,7 +413,7 @@ def _ssim(p: Pair) -> float:
 def _ssim_coarse(p: Pair) -> float:
     if p.ref.coarse_factor == 1 or p.identical:
         return float(p.scores(0)[0].mean())
-    y = _wang_downsample(p.scaled(0), p.ref.coarse_factor)
+    y = _wang_downsample(p.float_level(0), p.ref.coarse_factor)
     return float(p.ref.coarse.compare(y)[0].mean())
 
 

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import platform
-import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,25 +20,15 @@ from typing import Any
 
 import cv2
 import pandas as pd
-from tqdm import tqdm
 
 from . import __version__, flags, images, table
+from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
 from .metrics import METRICS, Reference
 from .render import data
 from .render.templates import environment
 
 log = logging.getLogger("reporter")
-
-PROGRESS_MIN_IMAGES = 10  # below this a progress bar is only noise
-
-
-@dataclass(frozen=True)
-class Input:
-    """A file to compare and how it is named in the table."""
-
-    path: Path
-    file: str  # relative to the input it came from
 
 
 @dataclass(frozen=True)
@@ -134,120 +118,6 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
 # --- comparing ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Job:
-    reference: Reference
-    geometry: images.Geometry
-    max_pixels: int
-    strict_size: bool
-
-
-def compare_file(job: _Job, item: Input) -> table.ImageResult:
-    """One file against the baseline; any failure becomes an ERROR result, never an exception."""
-    result = table.ImageResult(file=item.file, path=str(item.path))
-    try:
-        loaded = images.load(item.path, max_pixels=job.max_pixels)
-        result.width, result.height = loaded.width, loaded.height
-        pixels, result.notes = images.conform(loaded, job.geometry, strict_size=job.strict_size)
-        ref = job.reference
-        if pixels.ndim == 2 and ref.channels != 1:
-            ref = ref.grey
-        result.metrics = ref.compare(pixels)
-    except images.ImageLoadError as exc:
-        result.error = str(exc)
-    except Exception as exc:  # one bad file must not cost the other rows
-        log.debug("unexpected error on %s", item.path, exc_info=True)
-        result.error = f"unexpected {type(exc).__name__} while comparing: {exc}"
-    return result
-
-
-_worker_job: _Job | None = None  # set once in each worker process by _init_worker
-
-
-def quiet_opencv() -> None:
-    """Keep OpenCV's own decoder warnings out of the log: each failure is an ERROR row."""
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
-
-def _init_worker(job: _Job) -> None:
-    global _worker_job
-    quiet_opencv()
-    cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
-    _worker_job = job
-
-
-def _work(item: Input) -> table.ImageResult:
-    if _worker_job is None:
-        raise RuntimeError("worker used before _init_worker")
-    return compare_file(_worker_job, item)
-
-
-@contextmanager
-def _opencv_threads(n: int) -> Iterator[None]:
-    saved = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(saved)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """A clean process for each worker, never a fork of this one.
-
-    A forked child inherits OpenCV's thread pool in whatever state the parent
-    left it and can deadlock on its first parallel call (seen as a hang as soon
-    as the parent had blurred a large image). The fork server is a fresh
-    interpreter that imports reporter once; workers fork from it quickly.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["reporter.pipeline"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def compare_all(
-    job: _Job, items: list[Input], *, jobs: int, progress: bool
-) -> list[table.ImageResult]:
-    """Every item's result, in the order of ``items``."""
-    bar = tqdm(
-        total=len(items),
-        unit="img",
-        file=sys.stderr,
-        disable=not (progress and sys.stderr.isatty() and len(items) > PROGRESS_MIN_IMAGES),
-    )
-    results: list[table.ImageResult | None] = [None] * len(items)
-    with bar:
-        if jobs <= 1 or len(items) <= 1:
-            with _opencv_threads(1):
-                for i, item in enumerate(items):
-                    results[i] = compare_file(job, item)
-                    bar.update()
-        else:
-            with ProcessPoolExecutor(
-                max_workers=min(jobs, len(items)),
-                mp_context=_pool_context(),
-                initializer=_init_worker,
-                initargs=(job,),
-            ) as pool:
-                futures = {pool.submit(_work, item): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except BrokenProcessPool:
-                        item = items[i]
-                        results[i] = table.ImageResult(
-                            file=item.file,
-                            path=str(item.path),
-                            error="the worker process comparing it died (out of memory?)",
-                        )
-                    bar.update()
-    return [r for r in results if r is not None]
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -292,6 +162,7 @@ def run(config: Config) -> RunResult:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
+    start_workers(config.effective_jobs(), len(items))
     try:
         baseline = images.load(baseline_path, max_pixels=config.max_pixels)
         reference = Reference(baseline.pixels).prepare()
@@ -300,9 +171,7 @@ def run(config: Config) -> RunResult:
     out_dir = _out_dir(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
-    job = _Job(
-        reference, images.Geometry.of(baseline.pixels), config.max_pixels, config.strict_size
-    )
+    job = Job(reference, images.Geometry.of(baseline.pixels), config.max_pixels, config.strict_size)
     results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
     frame = flags.apply(table.build(results), config.limits, config.outliers)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):

@@ -9,12 +9,12 @@ and never recomputes a metric.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
+from .compare import ImageResult
 from .metrics import METRICS
 
 
@@ -61,19 +61,6 @@ DTYPES = {
 }
 
 SEPARATOR = "; "  # between several notes or reasons in one cell
-
-
-@dataclass
-class ImageResult:
-    """What comparing one file gave: metric values, or the error that stopped it."""
-
-    file: str
-    path: str
-    metrics: dict[str, float] | None = None
-    width: int | None = None
-    height: int | None = None
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
 
 
 def build(results: Iterable[ImageResult]) -> pd.DataFrame:

@@ -197,7 +197,8 @@ def test_constant_images_closed_form():
     b = np.full((40, 50), 200, np.uint8)
     x, y = 100 / 255, 200 / 255
     c1 = 0.01**2
-    assert metrics.ssim(a, b) == pytest.approx((2 * x * y + c1) / (x * x + y * y + c1), abs=1e-5)
+    # Flat mid-grey is float32's worst case (E[y^2] - mean^2 cancels): within the 1e-4 contract.
+    assert metrics.ssim(a, b) == pytest.approx((2 * x * y + c1) / (x * x + y * y + c1), abs=1e-4)
     assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100**2))
     assert metrics.cosine(a, b) == pytest.approx(1.0)  # parallel vectors
     assert metrics.ssim(a, a) == 1.0
@@ -255,9 +256,9 @@ def test_baseline_statistics_are_computed_once(monkeypatch):
     made = []
     original = metrics._Scale.__init__
 
-    def counting(self, x):
+    def counting(self, x, *constants):
         made.append(x.shape)
-        original(self, x)
+        original(self, x, *constants)
 
     monkeypatch.setattr(metrics._Scale, "__init__", counting)
     ref = Reference(smooth_image(0, (300, 300, 3))).prepare()

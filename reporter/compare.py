@@ -1,0 +1,172 @@
+"""One file against the baseline, in this process or in worker processes.
+
+Where it sits: between ``pipeline.discover`` and ``table.build``. Each file is
+loaded, brought to the baseline's geometry and measured by the shared
+``metrics.Reference``; whatever goes wrong becomes an ERROR result, never an
+exception. Worker processes import only this module's dependencies (OpenCV,
+numpy, Pillow), not pandas, so they start quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from . import images
+from .metrics import Reference
+
+log = logging.getLogger("reporter")
+
+PROGRESS_MIN_IMAGES = 10  # below this a progress bar is only noise
+
+
+@dataclass(frozen=True)
+class Input:
+    """A file to compare and how it is named in the table."""
+
+    path: Path
+    file: str  # relative to the input it came from
+
+
+@dataclass
+class ImageResult:
+    """What comparing one file gave: metric values, or the error that stopped it."""
+
+    file: str
+    path: str
+    metrics: dict[str, float] | None = None
+    width: int | None = None
+    height: int | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    reference: Reference
+    geometry: images.Geometry
+    max_pixels: int
+    strict_size: bool
+
+
+def compare_file(job: Job, item: Input) -> ImageResult:
+    """One file against the baseline; any failure becomes an ERROR result, never an exception."""
+    result = ImageResult(file=item.file, path=str(item.path))
+    try:
+        loaded = images.load(item.path, max_pixels=job.max_pixels)
+        result.width, result.height = loaded.width, loaded.height
+        pixels, result.notes = images.conform(loaded, job.geometry, strict_size=job.strict_size)
+        ref = job.reference
+        if pixels.ndim == 2 and ref.channels != 1:
+            ref = ref.grey
+        result.metrics = ref.compare(pixels)
+    except images.ImageLoadError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # one bad file must not cost the other rows
+        log.debug("unexpected error on %s", item.path, exc_info=True)
+        result.error = f"unexpected {type(exc).__name__} while comparing: {exc}"
+    return result
+
+
+_worker_job: Job | None = None  # set once in each worker process by _init_worker
+
+
+def quiet_opencv() -> None:
+    """Keep OpenCV's own decoder warnings out of the log: each failure is an ERROR row."""
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def _init_worker(job: Job) -> None:
+    global _worker_job
+    quiet_opencv()
+    cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
+    _worker_job = job
+
+
+def _work(item: Input) -> ImageResult:
+    if _worker_job is None:
+        raise RuntimeError("worker used before _init_worker")
+    return compare_file(_worker_job, item)
+
+
+@contextmanager
+def _opencv_threads(n: int) -> Iterator[None]:
+    saved = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(saved)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """A clean process for each worker, never a fork of this one.
+
+    A forked child inherits OpenCV's thread pool in whatever state the parent
+    left it and can deadlock on its first parallel call (seen as a hang as soon
+    as the parent had blurred a large image). The fork server is a fresh
+    interpreter that imports reporter once; workers fork from it quickly.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["reporter.compare"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def start_workers(jobs: int, count: int) -> None:
+    """Start the fork server now, so that it imports while the baseline is prepared."""
+    if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+        _pool_context()
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def compare_all(job: Job, items: list[Input], *, jobs: int, progress: bool) -> list[ImageResult]:
+    """Every item's result, in the order of ``items``."""
+    bar = tqdm(
+        total=len(items),
+        unit="img",
+        file=sys.stderr,
+        disable=not (progress and sys.stderr.isatty() and len(items) > PROGRESS_MIN_IMAGES),
+    )
+    results: list[ImageResult | None] = [None] * len(items)
+    with bar:
+        if jobs <= 1 or len(items) <= 1:
+            with _opencv_threads(1):
+                for i, item in enumerate(items):
+                    results[i] = compare_file(job, item)
+                    bar.update()
+        else:
+            with ProcessPoolExecutor(
+                max_workers=min(jobs, len(items)),
+                mp_context=_pool_context(),
+                initializer=_init_worker,
+                initargs=(job,),
+            ) as pool:
+                futures = {pool.submit(_work, item): i for i, item in enumerate(items)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except BrokenProcessPool:
+                        item = items[i]
+                        results[i] = ImageResult(
+                            file=item.file,
+                            path=str(item.path),
+                            error="the worker process comparing it died (out of memory?)",
+                        )
+                    bar.update()
+    return [r for r in results if r is not None]
