@@ -134,39 +134,82 @@ def start_workers(jobs: int, count: int) -> None:
         forkserver.ensure_running()
 
 
+MAX_WORKER_DEATHS = 5  # past this, something is wrong with the machine, not with an image
+
+
+def _pool_pass(
+    job: Job, items: list[Input], indices: list[int], workers: int, bar: tqdm
+) -> tuple[dict[int, ImageResult], list[int]]:
+    """Compare ``items[indices]`` in a fresh pool: the results, and what a dead worker lost."""
+    done: dict[int, ImageResult] = {}
+    lost: list[int] = []
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(indices)),
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(job,),
+    ) as pool:
+        futures = {pool.submit(_work, items[i]): i for i in indices}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                done[i] = future.result()
+                bar.update()
+            except BrokenProcessPool:
+                lost.append(i)
+    return done, sorted(lost)
+
+
 def compare_all(job: Job, items: list[Input], *, jobs: int, progress: bool) -> list[ImageResult]:
-    """Every item's result, in the order of ``items``."""
+    """Every item's result, in the order of ``items``.
+
+    When a worker process dies (a crash in a decoder, the out-of-memory killer),
+    the pool loses every image it had not finished. The first of them is then
+    compared alone in a fresh worker: if that worker dies too, the image gets an
+    ERROR row saying so; the others are compared again. One bad file costs its
+    own row, not its neighbours'.
+    """
     bar = tqdm(
         total=len(items),
         unit="img",
         file=sys.stderr,
         disable=not (progress and sys.stderr.isatty() and len(items) > PROGRESS_MIN_IMAGES),
     )
-    results: list[ImageResult | None] = [None] * len(items)
+    results: dict[int, ImageResult] = {}
     with bar:
         if jobs <= 1 or len(items) <= 1:
             with _opencv_threads(1):
                 for i, item in enumerate(items):
                     results[i] = compare_file(job, item)
                     bar.update()
-        else:
-            with ProcessPoolExecutor(
-                max_workers=min(jobs, len(items)),
-                mp_context=_pool_context(),
-                initializer=_init_worker,
-                initargs=(job,),
-            ) as pool:
-                futures = {pool.submit(_work, item): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except BrokenProcessPool:
-                        item = items[i]
-                        results[i] = ImageResult(
-                            file=item.file,
-                            path=str(item.path),
-                            error="the worker process comparing it died (out of memory?)",
-                        )
-                    bar.update()
-    return [r for r in results if r is not None]
+            return [results[i] for i in range(len(items))]
+        pending = list(range(len(items)))
+        deaths = 0
+        while pending:
+            done, lost = _pool_pass(job, items, pending, jobs, bar)
+            results.update(done)
+            if not lost:
+                break
+            deaths += 1
+            log.warning("a worker process died; comparing %d image(s) again", len(lost))
+            first, pending = lost[0], lost[1:]
+            alone, again = _pool_pass(job, items, [first], 1, bar)
+            results.update(alone)
+            if again:
+                results[first] = _died(items[first])
+                bar.update()
+            if deaths >= MAX_WORKER_DEATHS:
+                for i in pending:
+                    results[i] = _died(items[i], f"after {deaths} worker processes died")
+                break
+    return [results[i] for i in range(len(items))]
+
+
+def _died(item: Input, why: str = "") -> ImageResult:
+    reason = why or "while comparing this image"
+    log.error("%s: the worker process died %s", item.path, reason)
+    return ImageResult(
+        file=item.file,
+        path=str(item.path),
+        error=f"the worker process died {reason} (a crash in a decoder, or out of memory)",
+    )

@@ -67,6 +67,8 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
     for given in inputs:
         if given.is_file():
             add(given, given.name)  # named explicitly: compared even with an odd extension
+        elif given.exists() and not given.is_dir():
+            raise ReporterError(f"{given} is not a regular file (a pipe or a device?)")
         elif given.is_dir():
             pattern = "**/*" if recursive else "*"
             for path in sorted(given.glob(pattern), key=lambda p: p.relative_to(given).as_posix()):
@@ -74,6 +76,10 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
                 if any(part.startswith(".") for part in rel.parts):
                     continue  # hidden files and folders (.DS_Store, ._x.png, .git)
                 if path.is_dir():
+                    continue
+                if not path.is_file():  # a FIFO or socket: reading it could block forever
+                    skipped.append(Skipped(str(path), "not a regular file"))
+                    log.warning("skipped %s: not a regular file", path)
                     continue
                 if not images.is_image(path):
                     skipped.append(Skipped(str(path), "not an image file extension"))
@@ -84,8 +90,6 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
                     )
                     continue
                 add(path, rel.as_posix())
-        elif given.exists():
-            raise ReporterError(f"{given} is neither a file nor a folder")
         else:
             raise ReporterError(f"no such file or folder: {given}")
     return found, skipped

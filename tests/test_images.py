@@ -234,3 +234,23 @@ def test_unreadable_baseline_stops_the_run(tmp_path):
     write(folder / "a.png", smooth_image(0))
     with pytest.raises(pipeline.ReporterError, match=r"baseline .*baseline.png: not a readable"):
         pipeline.run(Config(inputs=(folder,), out=tmp_path / "o"))
+
+
+def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path):
+    """Reading a FIFO blocks until someone writes to it: a scheduled run would hang."""
+    import os
+
+    os.mkfifo(run_dir / "stream.png")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    assert "stream.png" not in set(result.table[table.FILE])
+    assert {"path": str(run_dir / "stream.png"), "reason": "not a regular file"} in result.meta[
+        "skipped"
+    ]
+    with pytest.raises(pipeline.ReporterError, match="not a regular file"):
+        pipeline.run(
+            Config(
+                inputs=(run_dir / "stream.png",),
+                baseline=run_dir / "baseline.png",
+                out=tmp_path / "o2",
+            )
+        )
