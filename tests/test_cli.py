@@ -288,3 +288,51 @@ def test_a_killed_worker_costs_no_rows(tmp_path, caplog):
     assert len(df) == 40
     assert (df["status"] != "ERROR").all(), df[df["status"] == "ERROR"]["error"].tolist()
     assert df["ssim"].notna().all()
+
+
+def _run_with_stderr(argv: list[str], stderr) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reporter", *argv],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    write(folder / "baseline.png", baseline_img)
+    for i in range(12):  # more than a handful
+        write(folder / f"img{i:02d}.png", noisy(baseline_img, 0.01, seed=i))
+    argv = ["run", str(folder), "--jobs", "1"]
+    # a terminal: the bar is drawn
+    primary, secondary = pty.openpty()
+    # a new pseudo-terminal is 0 x 0; a real one has a size (tqdm draws to its width)
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    done = _run_with_stderr([*argv, "--out", str(tmp_path / "tty")], secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    on_tty = b"".join(chunks).decode("utf-8", "replace")
+    assert done.returncode == 0
+    assert "12/12" in on_tty and "img/s" in on_tty
+    # a pipe or a file (cron): no bar, only log lines
+    done = _run_with_stderr([*argv, "--out", str(tmp_path / "pipe")], subprocess.PIPE)
+    piped = done.stderr.decode()
+    assert "img/s" not in piped and "\r" not in piped
+    assert "INFO comparing 12 image(s)" in piped

@@ -254,3 +254,14 @@ def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path)
                 out=tmp_path / "o2",
             )
         )
+
+
+def test_exif_orientation_of_a_camera_jpeg(run_dir, baseline_img):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated a quarter turn anticlockwise; EXIF says turn it back
+    stored = cv2.rotate(baseline_img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    Image.fromarray(stored[:, :, ::-1]).save(run_dir / "camera.jpg", quality=98, exif=exif)
+    df = run(run_dir)
+    assert "EXIF orientation 6 applied" in df.loc["camera.jpg", table.NOTES]
+    assert "resized" not in df.loc["camera.jpg", table.NOTES]  # upright: the baseline's shape
+    assert df.loc["camera.jpg", "ssim"] > 0.95
