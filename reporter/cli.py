@@ -120,22 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="larger images are ERROR rows (default 100000000)",
     )
-    run.add_argument(
-        "--warn",
-        type=_limit,
-        action="append",
-        default=[],
-        metavar="METRIC=VALUE",
-        help="set a WARN limit (VALUE 'off' removes it); repeatable",
-    )
-    run.add_argument(
-        "--fail",
-        type=_limit,
-        action="append",
-        default=[],
-        metavar="METRIC=VALUE",
-        help="set a FAIL limit (VALUE 'off' removes it); repeatable",
-    )
+    for kind in ("warn", "fail"):
+        run.add_argument(
+            f"--{kind}",
+            type=_limit,
+            action="append",
+            default=[],
+            metavar="METRIC=VALUE",
+            help=f"set a {kind.upper()} limit (VALUE 'off' removes it); repeatable",
+        )
     run.add_argument(
         "--no-outliers", action="store_true", help="turn the batch-relative outlier rule off"
     )

@@ -45,7 +45,9 @@ def fmt(name: str, value: float) -> str:
         return str(int(value))
     if np.isinf(value):
         return "inf"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    return f"{value:.2f}" if abs(value) < 1000 else f"{value:.1f}"
 
 
 def limit_flags(name: str, value: float, limit) -> list[Flag]:
@@ -113,7 +115,9 @@ def apply(frame: pd.DataFrame, limits: Mapping, outliers) -> pd.DataFrame:
             for name, limit in limits.items()
             for f in limit_flags(name, getattr(row, name), limit)
         ]
-        flags += batch.get(i, [])
+        # A metric past its fixed limit is already explained; being an outlier as well adds nothing.
+        limited = {f.metric for f in flags}
+        flags += [f for f in batch.get(i, []) if f.metric not in limited]
         worst = max((f.status for f in flags), key=lambda s: s.severity, default=Status.PASS)
         statuses.append(worst.value)
         reasons.append(SEPARATOR.join(f.text for f in flags))

@@ -249,6 +249,17 @@ def verdict(counts: dict[str, int]) -> str:
     return "PASS"
 
 
+SUMMARY_REASONS = 3  # per image in the printed summary; the CSV has them all
+
+
+def _first_reasons(reasons: str) -> str:
+    parts = [p for p in reasons.split(table.SEPARATOR) if p]
+    if len(parts) <= SUMMARY_REASONS:
+        return reasons
+    more = len(parts) - SUMMARY_REASONS
+    return table.SEPARATOR.join(parts[:SUMMARY_REASONS]) + f" (+{more} more)"
+
+
 def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> str:
     flagged = frame[frame[table.STATUS] != table.Status.PASS.value].sort_values(
         table.STATUS, ascending=False, kind="stable"
@@ -266,7 +277,7 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
                 {
                     "status": r[table.STATUS],
                     "file": r[table.FILE],
-                    "reasons": r[table.REASONS],
+                    "reasons": _first_reasons(r[table.REASONS]),
                     "error": r[table.ERROR],
                 }
                 for r in flagged.to_dict("records")

@@ -336,3 +336,15 @@ def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
     piped = done.stderr.decode()
     assert "img/s" not in piped and "\r" not in piped
     assert "INFO comparing 12 image(s)" in piped
+
+
+def test_summary_shows_three_reasons_and_counts_the_rest(capsys, run_dir, tmp_path):
+    write(run_dir / "other.png", smooth_image(99))
+    argv = ["run", run_dir, "--out", tmp_path / "o"]
+    for metric in ("ssim", "ms_ssim", "psnr", "cosine"):
+        argv += ["--warn", f"{metric}=0.99999" if metric != "psnr" else "psnr=99"]
+    code, out, _ = call(capsys, *argv)
+    line = next(line for line in out.splitlines() if "other.png" in line)
+    assert line.count(";") == 2 and line.endswith("more)")
+    csv = (tmp_path / "o" / "results.csv").read_text(encoding="utf-8")
+    assert "cosine" in csv.split("other.png", 1)[1].splitlines()[0]  # the CSV keeps every reason

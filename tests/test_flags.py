@@ -101,3 +101,13 @@ def test_every_status_and_rule_is_documented(status):
     assert status.__doc__ is not None
     for rule in flags.Rule:
         assert rule.value
+
+
+def test_an_outlier_on_a_metric_past_its_limit_is_not_repeated():
+    rule = OutlierRule(metrics=("ssim_64", "ssim"), min_images=8)
+    values = {"ssim_64": [0.96] * 8 + [0.80], "ssim": [0.87] * 8 + [0.70]}
+    out = flags.apply(frame(values), {"ssim_64": Limit(warn=0.94, fail=0.90)}, rule)
+    reasons = out.loc[8, table.REASONS].split(table.SEPARATOR)
+    assert reasons[0] == "ssim_64 0.800 < fail limit 0.900"
+    assert [r.split()[0] for r in reasons] == ["ssim_64", "ssim"]  # no second ssim_64 entry
+    assert "outlier" in reasons[1]
