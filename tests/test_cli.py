@@ -300,6 +300,7 @@ def _run_with_stderr(argv: list[str], stderr) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
     import fcntl
     import pty
