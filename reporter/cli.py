@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated outputs, from {','.join(FORMATS)} (default: all)",
     )
     run.add_argument(
+        "--templates",
+        type=Path,
+        metavar="DIR",
+        help="a folder of templates that override the shipped ones, file by file",
+    )
+    run.add_argument(
         "--recursive",
         "-r",
         action="store_true",
@@ -146,7 +152,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < TOML file < command line."""
     config = load_toml(args.config) if args.config else Config()
     changes = {"inputs": tuple(args.paths)}
-    for key in ("baseline", "out", "jobs", "formats", "recursive", "strict_size", "max_pixels"):
+    for key in (
+        "baseline",
+        "out",
+        "jobs",
+        "formats",
+        "recursive",
+        "strict_size",
+        "max_pixels",
+        "templates",
+    ):
         value = getattr(args, key)
         if value is not None:
             changes[key] = value

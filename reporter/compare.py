@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
-from . import images
+from . import images, visuals
 from .metrics import Reference
 
 log = logging.getLogger("reporter")
@@ -49,14 +50,19 @@ class ImageResult:
     height: int | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    thumbnail: bytes | None = None  # JPEG, longest side 200 px (visuals.py)
+    diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
 
 
 @dataclass(frozen=True)
 class Job:
+    """What every comparison of a run shares."""
+
     reference: Reference
     geometry: images.Geometry
     max_pixels: int
     strict_size: bool
+    baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -65,17 +71,33 @@ def compare_file(job: Job, item: Input) -> ImageResult:
     try:
         loaded = images.load(item.path, max_pixels=job.max_pixels)
         result.width, result.height = loaded.width, loaded.height
+        if job.baseline_small is not None:
+            result.thumbnail = _visual(visuals.thumbnail, loaded.pixels, result)
         pixels, result.notes = images.conform(loaded, job.geometry, strict_size=job.strict_size)
         ref = job.reference
         if pixels.ndim == 2 and ref.channels != 1:
             ref = ref.grey
         result.metrics = ref.compare(pixels)
+        if job.baseline_small is not None:
+            result.diff_map = _visual(
+                lambda p: visuals.diff_map(job.baseline_small, p), pixels, result
+            )
     except images.ImageLoadError as exc:
         result.error = str(exc)
     except Exception as exc:  # one bad file must not cost the other rows
         log.debug("unexpected error on %s", item.path, exc_info=True)
         result.error = f"unexpected {type(exc).__name__} while comparing: {exc}"
     return result
+
+
+def _visual(make, pixels: np.ndarray, result: ImageResult) -> bytes | None:
+    """A picture for the reports; failing to make one never costs the row its metrics."""
+    try:
+        return make(pixels)
+    except Exception as exc:  # noqa: BLE001 - reported in the row's notes
+        log.debug("no picture for %s", result.path, exc_info=True)
+        result.notes.append(f"no picture: {type(exc).__name__}: {exc}")
+        return None
 
 
 _worker_job: Job | None = None  # set once in each worker process by _init_worker

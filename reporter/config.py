@@ -18,7 +18,7 @@ from typing import Any
 
 from .metrics import METRICS
 
-FORMATS = ("csv", "json")
+FORMATS = ("csv", "json", "html")
 """Output formats this version can write."""
 
 
@@ -104,6 +104,7 @@ class Config:
     strict_size: bool = False
     max_pixels: int = 100_000_000  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
     progress: bool = True  # shown only on a terminal, and only for more than a handful of images
+    templates: Path | None = None  # a folder whose templates override the shipped ones
     limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
     outliers: OutlierRule = field(default_factory=OutlierRule)
 
@@ -197,6 +198,8 @@ def check(config: Config) -> Config:
             raise ConfigError(f"unknown format {fmt!r}; this version writes {', '.join(FORMATS)}")
     if not config.formats:
         raise ConfigError("no output format chosen")
+    if config.templates is not None and not config.templates.is_dir():
+        raise ConfigError(f"templates folder not found: {config.templates}")
     if config.jobs < 0:
         raise ConfigError(f"jobs must be 0 (all cores) or more, not {config.jobs}")
     if config.max_pixels < 1:
@@ -232,7 +235,7 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
     changes: dict[str, Any] = {}
 
     run = _check_type(data.get("run", {}), dict, f"{where} [run]")
-    _only(run, {"formats", "jobs", "out"}, f"{where} [run]")
+    _only(run, {"formats", "jobs", "out", "templates"}, f"{where} [run]")
     if "formats" in run:
         formats = _check_type(run["formats"], list, f"{where} run.formats")
         changes["formats"] = tuple(_check_type(f, str, f"{where} run.formats") for f in formats)
@@ -240,6 +243,8 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         changes["jobs"] = _check_type(run["jobs"], int, f"{where} run.jobs")
     if "out" in run:
         changes["out"] = Path(_check_type(run["out"], str, f"{where} run.out"))
+    if "templates" in run:
+        changes["templates"] = Path(_check_type(run["templates"], str, f"{where} run.templates"))
 
     inp = _check_type(data.get("input", {}), dict, f"{where} [input]")
     _only(inp, {"recursive", "strict_size", "max_pixels", "baseline"}, f"{where} [input]")

@@ -21,11 +21,12 @@ from typing import Any
 import cv2
 import pandas as pd
 
-from . import __version__, flags, images, table
+from . import __version__, flags, images, table, visuals
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
 from .metrics import METRICS, Reference
 from .render import data
+from .render.html import write_html
 from .render.templates import environment
 
 log = logging.getLogger("reporter")
@@ -175,7 +176,14 @@ def run(config: Config) -> RunResult:
     out_dir = _out_dir(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
-    job = Job(reference, images.Geometry.of(baseline.pixels), config.max_pixels, config.strict_size)
+    pictures = "html" in config.formats
+    job = Job(
+        reference,
+        images.Geometry.of(baseline.pixels),
+        config.max_pixels,
+        config.strict_size,
+        baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
+    )
     results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
     frame = flags.apply(table.build(results), config.limits, config.outliers)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
@@ -224,6 +232,14 @@ def run(config: Config) -> RunResult:
         # JSON last: its presence says the run folder is complete.
         if "csv" in config.formats:
             outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
+        if "html" in config.formats:
+            outputs["html"] = write_html(
+                frame,
+                meta,
+                visuals.thumbnail(baseline.pixels),
+                out_dir / "report.html",
+                templates=config.templates,
+            )
         if "json" in config.formats:
             outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
     except OSError as exc:

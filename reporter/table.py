@@ -43,9 +43,14 @@ NOTES = "notes"  # what was done to compare it (resized, alpha, depth, ...)
 REASONS = "reasons"  # which rule fired, with the value and the limit
 ERROR = "error"  # why the file could not be compared
 PATH = "path"  # the file as found on disk
+THUMBNAIL = "thumbnail"  # JPEG bytes, for the reports only (not in CSV or JSON)
+DIFF_MAP = "diff_map"  # JPEG bytes of 1 - SSIM at thumbnail scale, likewise
 
 METRIC_COLUMNS = tuple(METRICS)
 COLUMNS = (FILE, STATUS, *METRIC_COLUMNS, WIDTH, HEIGHT, NOTES, REASONS, ERROR, PATH)
+"""The data columns: CSV and JSON hold exactly these."""
+PICTURES = (THUMBNAIL, DIFF_MAP)
+"""Encoded pictures for the reports, after the data columns."""
 
 STATUS_DTYPE = pd.CategoricalDtype([s.value for s in Status], ordered=True)
 DTYPES = {
@@ -58,6 +63,8 @@ DTYPES = {
     REASONS: "str",
     ERROR: "str",
     PATH: "str",
+    THUMBNAIL: "object",
+    DIFF_MAP: "object",
 }
 
 SEPARATOR = "; "  # between several notes or reasons in one cell
@@ -83,9 +90,11 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 REASONS: "",
                 ERROR: r.error or "",
                 PATH: r.path,
+                THUMBNAIL: r.thumbnail,
+                DIFF_MAP: r.diff_map,
             }
         )
-    frame = pd.DataFrame.from_records(records, columns=list(COLUMNS))
+    frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *PICTURES])
     # Int64 columns go through float first: None and NaN become <NA> either way.
     for name, dtype in DTYPES.items():
         if dtype == "Int64":

@@ -110,7 +110,7 @@ def test_json_is_strict_json_with_inf_as_a_string(tmp_path, run_dir):
 
 def test_table_dtypes_are_explicit(sample_run):
     df = sample_run.table
-    assert list(df.columns) == list(table.COLUMNS)
+    assert list(df.columns) == [*table.COLUMNS, *table.PICTURES]
     assert isinstance(df[table.STATUS].dtype, pd.CategoricalDtype)
     assert str(df["phash"].dtype) == "Int64" and str(df[table.WIDTH].dtype) == "Int64"
     assert df["ssim"].dtype == "float64"

@@ -16,10 +16,12 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import write_atomic, write_text
+from ..table import COLUMNS
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    return write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, encoding="utf-8"))
+    data = frame[list(COLUMNS)]
+    return write_atomic(path, lambda tmp: data.to_csv(tmp, index=False, encoding="utf-8"))
 
 
 def _plain(value: Any) -> Any:
@@ -37,9 +39,10 @@ def _plain(value: Any) -> Any:
 
 
 def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    data = frame[list(COLUMNS)]
     return [
-        {col: _plain(val) for col, val in zip(frame.columns, record, strict=True)}
-        for record in frame.itertuples(index=False, name=None)
+        {col: _plain(val) for col, val in zip(data.columns, record, strict=True)}
+        for record in data.itertuples(index=False, name=None)
     ]
 
 

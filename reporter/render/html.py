@@ -1,0 +1,192 @@
+"""report.html: one self-contained page a QC engineer reads in a browser.
+
+Where it sits: after ``flags.apply``. :func:`view` turns the DataFrame (read by
+the column constants of ``table``) and the run's metadata into a view model;
+``templates/report.html.j2`` only loops and branches over it. Every picture is
+embedded as a data: URI and the page loads nothing from anywhere, so it opens
+from a file on a laptop with no network. Failures come first; a small inline
+script sorts and filters, and the page reads fully without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import visuals
+from ..atomic import write_text
+from ..metrics import METRICS
+from ..table import (
+    DIFF_MAP,
+    ERROR,
+    FILE,
+    HEIGHT,
+    NOTES,
+    PATH,
+    REASONS,
+    SEPARATOR,
+    STATUS,
+    THUMBNAIL,
+    WIDTH,
+    Status,
+)
+from .templates import environment
+
+# How many digits each metric deserves: cosine sits near 1 on any image with a
+# shared background, so it needs more than the SSIMs.
+DIGITS = {"cosine": 4, "psnr": 2, "mse": 1}
+
+
+def data_uri(jpeg: bytes | None) -> str | None:
+    if not jpeg:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def show(name: str, value: Any) -> str:
+    """A metric for people: fixed digits, PSNR of identical images as the infinity sign."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if METRICS[name].integer:
+        return str(int(value))
+    if math.isinf(value):
+        return "∞"
+    return f"{value:.{DIGITS.get(name, 3)}f}"
+
+
+def sort_key(value: Any) -> str:
+    """What the table's script sorts a cell by; empty sorts last, inf as the largest."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return "1e308" if isinstance(value, float) and math.isinf(value) else repr(float(value))
+
+
+@dataclass
+class Cell:
+    text: str
+    key: str
+    flagged: bool
+
+
+@dataclass
+class Row:
+    file: str
+    path: str
+    status: str
+    cells: list[Cell]
+    reasons: list[str]
+    notes: list[str]
+    error: str
+    size: str
+    thumbnail: str | None
+    diff_map: str | None
+
+
+@dataclass
+class Report:
+    title: str
+    verdict: str
+    counts: dict[str, int]
+    total: int
+    started: str
+    duration: str
+    version: str
+    baseline: dict[str, Any]
+    baseline_thumbnail: str | None
+    metrics: list[dict[str, Any]]
+    rows: list[Row]
+    errors: list[Row]
+    skipped: list[dict[str, str]]
+    legend: str
+    outliers: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _split(text: str) -> list[str]:
+    return [part for part in (text or "").split(SEPARATOR) if part]
+
+
+def view(frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None) -> Report:
+    """The view model of the page: everything the template shows, already formatted."""
+    order = {s.value: i for i, s in enumerate(reversed(list(Status)))}  # ERROR first
+    ranked = frame.assign(_rank=frame[STATUS].astype(str).map(order)).sort_values(
+        ["_rank", FILE], kind="stable"
+    )
+    limits = meta["config"]["limits"]
+    rows = []
+    for r in ranked.to_dict("records"):
+        reasons = _split(r[REASONS])
+        fired = {reason.split(" ", 1)[0] for reason in reasons}
+        size = f"{r[WIDTH]}x{r[HEIGHT]}" if pd.notna(r[WIDTH]) else ""
+        rows.append(
+            Row(
+                file=r[FILE],
+                path=r[PATH],
+                status=str(r[STATUS]),
+                cells=[Cell(show(m, r[m]), sort_key(r[m]), m in fired) for m in METRICS],
+                reasons=reasons,
+                notes=_split(r[NOTES]),
+                error=r[ERROR] or "",
+                size=size,
+                thumbnail=data_uri(r[THUMBNAIL]),
+                diff_map=data_uri(r[DIFF_MAP]),
+            )
+        )
+    metrics = [
+        {
+            "name": name,
+            "definition": m.definition,
+            "direction": "higher is better" if m.higher_is_better else "lower is better",
+            "warn": _limit(name, limits.get(name, {}).get("warn")),
+            "fail": _limit(name, limits.get(name, {}).get("fail")),
+        }
+        for name, m in METRICS.items()
+    ]
+    counts = meta["counts"]
+    verdict = next((s for s in ("ERROR", "FAIL", "WARN") if counts.get(s)), "PASS")
+    return Report(
+        title=f"QC {verdict}: {sum(counts[s] for s in ('WARN', 'FAIL', 'ERROR'))} of "
+        f"{len(frame)} images flagged",
+        verdict=verdict,
+        counts=counts,
+        total=len(frame),
+        started=meta["started"].replace("T", " "),
+        duration=f"{meta['duration_s']:.1f} s",
+        version=meta["tool"]["version"],
+        baseline=meta["baseline"],
+        baseline_thumbnail=data_uri(baseline_thumbnail),
+        metrics=metrics,
+        rows=rows,
+        errors=[row for row in rows if row.status == Status.ERROR.value],
+        skipped=meta["skipped"],
+        legend=visuals.LEGEND,
+        outliers=meta["config"]["outliers"],
+    )
+
+
+def _limit(name: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    sign = "<" if METRICS[name].higher_is_better else ">"
+    return f"{sign} {show(name, float(value))}"
+
+
+def write_html(
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    baseline_thumbnail: bytes | None,
+    path: Path,
+    *,
+    templates: Path | None = None,
+) -> Path:
+    page = (
+        environment(templates)
+        .get_template("report.html.j2")
+        .render(report=view(frame, meta, baseline_thumbnail))
+    )
+    return write_text(path, page)

@@ -1,0 +1,113 @@
+"""Thumbnails and diff maps: made once per image, encoded, shared by every output.
+
+Where it sits: ``compare.compare_file`` calls :func:`thumbnail` and
+:func:`diff_map` right after the metrics, on the same normalised pixels (EXIF
+orientation applied, alpha on white), so every report shows what was measured.
+The results are small JPEGs (longest side 200 px, aspect ratio kept).
+
+The diff map is the SSIM map (Wang et al. 2004, the same window and constants
+as the ``ssim`` metric, borders reflected instead of cropped) of copies whose
+smaller side is about 64 px (the scale of the ``ssim_64`` metric), enlarged to
+the thumbnail's size and shown as 1 - SSIM on a fixed colour scale
+(``COLORMAP``): black where the image is locally like the baseline, bright where
+it is not. At pixel scale a sparse dot plot lights up everywhere (each day's dots
+land elsewhere); at 64 px only moved, spread or missing structure does. A fixed
+scale keeps maps comparable from row to row.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from . import hashes, metrics
+
+THUMB_SIDE = 200
+JPEG_QUALITY = 85
+COLORMAP = cv2.COLORMAP_INFERNO
+MAP_SIDE = metrics.LOW_SIDE  # the smaller side of the copies the SSIM map is computed on
+LEGEND = (
+    "SSIM map at 64-px scale (as ssim_64): black = alike (SSIM 1), "
+    "bright = different (SSIM 0 or less)"
+)
+
+
+def fit(width: int, height: int, side: int = THUMB_SIDE) -> tuple[int, int]:
+    """The size that fits in ``side`` x ``side`` with the aspect ratio kept (never enlarged)."""
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def small(pixels: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """An 8-bit, area-averaged copy that fits in ``side`` px."""
+    out = hashes.to_8bit(pixels)
+    size = fit(out.shape[1], out.shape[0], side)
+    if size != (out.shape[1], out.shape[0]):
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def encode(pixels: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any 8-bit 1- or 3-channel array
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def thumbnail(pixels: np.ndarray) -> bytes:
+    """JPEG of the image, longest side 200 px."""
+    return encode(small(pixels))
+
+
+def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM of two same-shape 8-bit arrays, mean over channels, full size."""
+    x = metrics._channels_last(baseline).astype(np.float64)
+    y = metrics._channels_last(image).astype(np.float64)
+    c1, c2 = (metrics.K1 * 255) ** 2, (metrics.K2 * 255) ** 2
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(
+            a, (metrics.WINDOW, metrics.WINDOW), metrics.SIGMA, borderType=cv2.BORDER_REFLECT
+        ).reshape(a.shape)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(axis=2)
+
+
+def _map_scale(pixels: np.ndarray) -> np.ndarray:
+    """An area-averaged 8-bit copy whose smaller side is about MAP_SIDE px."""
+    out = hashes.to_8bit(pixels)
+    h, w = out.shape[:2]
+    scale = min(1.0, MAP_SIDE / min(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(out, size, interpolation=cv2.INTER_AREA) if scale < 1 else out
+
+
+def diff_map(baseline_small: np.ndarray, image: np.ndarray) -> bytes:
+    """JPEG of 1 - SSIM at 64-px scale, the size of the image's thumbnail.
+
+    ``baseline_small`` is the baseline at map scale (:func:`_map_scale`, once per
+    run); ``image`` has the baseline's geometry (``images.conform``), except that
+    a greyscale image may meet a colour baseline.
+    """
+    y = _map_scale(image)
+    x = baseline_small
+    if y.ndim != x.ndim:
+        x = cv2.cvtColor(x, cv2.COLOR_BGR2GRAY)
+    if min(y.shape[:2]) >= metrics.WINDOW:
+        dissimilarity = 1 - ssim_map(x, y)
+    else:  # too small for the window: the absolute difference instead
+        dissimilarity = np.abs(y.astype(np.float64) - x) / 255
+        if dissimilarity.ndim == 3:
+            dissimilarity = dissimilarity.mean(axis=2)
+    level = (np.clip(dissimilarity, 0, 1) * 255).astype(np.uint8)
+    size = fit(image.shape[1], image.shape[0])
+    coloured = cv2.applyColorMap(cv2.resize(level, size, interpolation=cv2.INTER_LINEAR), COLORMAP)
+    return encode(coloured)
+
+
+def baseline_for_maps(pixels: np.ndarray) -> np.ndarray:
+    """What every diff map of a run compares with: the baseline at map scale."""
+    return _map_scale(pixels)

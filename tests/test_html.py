@@ -1,0 +1,150 @@
+"""report.html: self-contained, escaped, complete, failures first; rendered by a real browser."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SAMPLES, noisy, smooth_image, write
+
+from reporter import pipeline
+from reporter.config import Config
+
+EVIL = "<img src=x onerror=alert(1)>.png"
+
+
+class Page(HTMLParser):
+    """The tags and attributes of a page, as a browser would parse them."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for t, attrs in self.tags if t == tag]
+
+
+@pytest.fixture
+def report(run_dir: Path, tmp_path: Path, baseline_img) -> Path:
+    write(run_dir / "other.png", smooth_image(99))
+    write(run_dir / "tmp.png", noisy(baseline_img, 0.02))
+    (run_dir / "tmp.png").rename(run_dir / EVIL)
+    (run_dir / "broken.png").write_bytes(b"junk")
+    (run_dir / "notes.txt").write_text("x", encoding="utf-8")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    return result.outputs["html"]
+
+
+def test_the_page_is_self_contained(report: Path):
+    text = report.read_text(encoding="utf-8")
+    page = Page(text)
+    images = page.all("img")
+    assert (
+        len(images) == 1 + 2 * 4
+    )  # the baseline, and a thumbnail and a diff map per compared image
+    assert all(img["src"].startswith("data:image/jpeg;base64,") for img in images)
+    assert not page.all("link") and not page.all("iframe")
+    assert all("src" not in attrs for attrs in page.all("script"))
+    assert "http://" not in text and "https://" not in text and "@import" not in text
+    assert not re.search(r"url\(", text)
+
+
+def test_outside_text_is_escaped(report: Path):
+    text = report.read_text(encoding="utf-8")
+    assert EVIL not in text
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in text
+    assert not [img for img in Page(text).all("img") if "onerror" in img]
+
+
+def test_errors_and_skipped_files_are_listed_and_failures_come_first(report: Path):
+    text = report.read_text(encoding="utf-8")
+    statuses = [attrs["data-status"] for attrs in Page(text).all("tr") if "data-status" in attrs]
+    rank = {"ERROR": 0, "FAIL": 1, "WARN": 2, "PASS": 3}
+    assert statuses == sorted(statuses, key=rank.get)
+    assert statuses[0] == "ERROR" and "FAIL" in statuses and "PASS" in statuses
+    assert "not a readable image: unknown format or corrupt header" in text
+    assert "notes.txt" in text and "not an image file extension" in text
+    assert "∞" in text  # PSNR of the identical copy
+    assert "ssim_64" in text and "Wang" in text  # limits and definitions are on the page
+
+
+def test_thumbnails_fit_200_px_and_keep_their_aspect(tmp_path, baseline_img):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    wide = cv2.resize(baseline_img, (640, 240))
+    write(folder / "baseline.png", wide)
+    write(folder / "same.png", wide)
+    result = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1))
+    images = Page(result.outputs["html"].read_text(encoding="utf-8")).all("img")
+    for img in images:
+        data = base64.b64decode(img["src"].split(",", 1)[1])
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert pixels.shape[:2] == (75, 200)
+
+
+def test_a_users_template_folder_overrides_one_template(run_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html.j2").write_text(
+        "<p>{{ report.verdict }} {{ report.rows|length }}</p>", "utf-8"
+    )
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1, templates=mine))
+    assert result.outputs["html"].read_text(encoding="utf-8") == "<p>PASS 2</p>"
+    assert "reporter" in result.summary  # the other templates are still the shipped ones
+
+
+def test_no_html_no_pictures(run_dir, tmp_path):
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1, formats=("csv",)))
+    assert result.table["thumbnail"].isna().all()
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["results.csv"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (.ci/run installs it)")
+def test_chromium_renders_the_rows(tmp_path):
+    result = pipeline.run(Config(inputs=(SAMPLES,), out=tmp_path / "o", jobs=1))
+    page = result.outputs["html"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rows = re.findall(r'<tr class="row" data-status="(\w+)"', dom.stdout)
+    assert len(rows) == 12 and rows[:4] == ["FAIL"] * 4
+    assert 'id="controls" hidden' not in dom.stdout  # the inline script ran
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1400,1200", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = cv2.imread(str(shot))
+    # The FAIL badges (#c62828) and the thumbnails are drawn, not just present in the DOM.
+    red = np.all(np.abs(pixels.astype(int) - (0x28, 0x28, 0xC6)) < 12, axis=2)
+    assert red[300:, :150].sum() > 200  # badges in the status column, below the banner
+    assert pixels[300:, 350:800].std() > 30  # pictures, not an empty table
