@@ -2,20 +2,29 @@
 
 Exit statuses: 0 every image PASS or WARN; 1 any image FAIL or ERROR; 2 the run
 could not be done (bad argument or config, no baseline, no images, unreadable
-baseline, outputs not writable, internal error). Usage errors never print a
-traceback.
+baseline, outputs not writable, internal error); 3 the reports are written but
+the e-mail could not be sent. Usage errors never print a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import FORMATS, Config, ConfigError, ReporterError, load_toml, with_limit
+from .config import (
+    FORMATS,
+    Config,
+    ConfigError,
+    ReporterError,
+    load_toml,
+    with_environment,
+    with_limit,
+)
 from .metrics import METRICS
 
 log = logging.getLogger("reporter")
@@ -136,6 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"set a {kind.upper()} limit (VALUE 'off' removes it); repeatable",
         )
     run.add_argument(
+        "--series", metavar="NAME", help="instrument and plot, for titles and subjects"
+    )
+    mail = run.add_argument_group(
+        "e-mail",
+        "SMTP user and password come only from REPORTER_SMTP_USER and REPORTER_SMTP_PASSWORD "
+        "or the [email] table of the config file, never from the command line",
+    )
+    mail.add_argument("--eml", type=Path, metavar="FILE", help="write the e-mail message to FILE")
+    mail.add_argument(
+        "--email-to",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="send it to ADDR; repeatable",
+    )
+    mail.add_argument("--email-from", metavar="ADDR", help="sender (default reporter@this-host)")
+    mail.add_argument("--smtp-host", metavar="HOST", help="SMTP server (default localhost)")
+    mail.add_argument("--smtp-port", type=_positive, metavar="N", help="default 25, 587, or 465")
+    security = mail.add_mutually_exclusive_group()
+    security.add_argument("--smtp-starttls", action="store_true", default=None, help="STARTTLS")
+    security.add_argument(
+        "--smtp-ssl", action="store_true", default=None, help="TLS from the start"
+    )
+    run.add_argument(
         "--no-outliers", action="store_true", help="turn the batch-relative outlier rule off"
     )
     run.add_argument(
@@ -174,7 +207,31 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["outliers"] = replace(config.outliers, enabled=False)
     if args.no_progress:
         changes["progress"] = False
-    return replace(config, **changes)
+    if args.series is not None:
+        changes["series"] = args.series
+    email, smtp = config.email, config.email.smtp
+    smtp = replace(
+        smtp,
+        **{
+            name: value
+            for name, value in (
+                ("host", args.smtp_host),
+                ("port", args.smtp_port),
+                ("starttls", args.smtp_starttls),
+                ("ssl", args.smtp_ssl),
+            )
+            if value is not None
+        },
+    )
+    email = replace(
+        email,
+        to=tuple(args.email_to) or email.to,
+        sender=args.email_from or email.sender,
+        eml=args.eml or email.eml,
+        smtp=smtp,
+    )
+    changes["email"] = email
+    return with_environment(replace(config, **changes), os.environ)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:

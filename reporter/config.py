@@ -91,6 +91,38 @@ class OutlierRule:
 
 
 @dataclass(frozen=True)
+class Smtp:
+    """Where and how to send. User and password never come from the command line."""
+
+    host: str = "localhost"
+    port: int | None = None  # None: 465 with ssl, 587 with starttls, else 25
+    starttls: bool = False
+    ssl: bool = False
+    user: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        return 465 if self.ssl else 587 if self.starttls else 25
+
+
+@dataclass(frozen=True)
+class Email:
+    """Where the e-mailed report goes. Nothing is sent unless ``to`` has an address."""
+
+    to: tuple[str, ...] = ()
+    sender: str | None = None  # default: reporter@<this host>
+    eml: Path | None = None  # also write the message here
+    smtp: Smtp = field(default_factory=Smtp)
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.to) or self.eml is not None
+
+
+@dataclass(frozen=True)
 class Config:
     """One run of ``reporter run``."""
 
@@ -105,6 +137,8 @@ class Config:
     max_pixels: int = 100_000_000  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
     progress: bool = True  # shown only on a terminal, and only for more than a handful of images
     templates: Path | None = None  # a folder whose templates override the shipped ones
+    series: str | None = None  # the instrument and plot, for titles and the e-mail subject
+    email: Email = field(default_factory=Email)
     limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
     outliers: OutlierRule = field(default_factory=OutlierRule)
 
@@ -208,6 +242,14 @@ def check(config: Config) -> Config:
         _metric_name(name, "limits")
         check_limit(name, limit, "limits")
     o = config.outliers
+    smtp = config.email.smtp
+    if smtp.ssl and smtp.starttls:
+        raise ConfigError("choose one of smtp ssl and starttls, not both")
+    if smtp.port is not None and not 0 < smtp.port < 65536:
+        raise ConfigError(f"smtp port must be 1 to 65535, not {smtp.port}")
+    for address in config.email.to:
+        if "@" not in address or any(c in address for c in " ,;<>\r\n"):
+            raise ConfigError(f"not an e-mail address: {address!r}")
     if o.status not in ("WARN", "FAIL"):
         raise ConfigError(f"outliers.status must be WARN or FAIL, not {o.status!r}")
     if o.z <= 0 or not math.isfinite(o.z):
@@ -231,11 +273,13 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    _only(data, {"run", "input", "limits", "outliers"}, where)
+    _only(data, {"run", "input", "limits", "outliers", "email"}, where)
     changes: dict[str, Any] = {}
 
     run = _check_type(data.get("run", {}), dict, f"{where} [run]")
-    _only(run, {"formats", "jobs", "out", "templates"}, f"{where} [run]")
+    _only(run, {"formats", "jobs", "out", "templates", "series"}, f"{where} [run]")
+    if "series" in run:
+        changes["series"] = _check_type(run["series"], str, f"{where} run.series")
     if "formats" in run:
         formats = _check_type(run["formats"], list, f"{where} run.formats")
         changes["formats"] = tuple(_check_type(f, str, f"{where} run.formats") for f in formats)
@@ -296,7 +340,60 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
             }
         )
     changes["outliers"] = replace(base.outliers, **o)
+    changes["email"] = _email(data.get("email", {}), base.email, where)
     try:
         return check(replace(base, **changes))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _email(table: Any, base: Email, where: str) -> Email:
+    """The [email] table; the SMTP user and password may come from here or the environment."""
+    table = _check_type(table, dict, f"{where} [email]")
+    keys = {
+        "to",
+        "from",
+        "eml",
+        "smtp_host",
+        "smtp_port",
+        "starttls",
+        "ssl",
+        "user",
+        "password",
+        "timeout",
+    }
+    _only(table, keys, f"{where} [email]")
+    email, smtp = {}, {}
+    if "to" in table:
+        to = _check_type(table["to"], list, f"{where} email.to")
+        email["to"] = tuple(_check_type(a, str, f"{where} email.to") for a in to)
+    if "from" in table:
+        email["sender"] = _check_type(table["from"], str, f"{where} email.from")
+    if "eml" in table:
+        email["eml"] = Path(_check_type(table["eml"], str, f"{where} email.eml"))
+    for key, field_name, kind in (
+        ("smtp_host", "host", str),
+        ("smtp_port", "port", int),
+        ("starttls", "starttls", bool),
+        ("ssl", "ssl", bool),
+        ("user", "user", str),
+        ("password", "password", str),
+    ):
+        if key in table:
+            smtp[field_name] = _check_type(table[key], kind, f"{where} email.{key}")
+    if "timeout" in table:
+        timeout = _number(table["timeout"], f"{where} email.timeout")
+        if not timeout or timeout <= 0:
+            raise ConfigError(f"{where}: email.timeout must be a positive number of seconds")
+        smtp["timeout"] = timeout
+    return replace(base, **email, smtp=replace(base.smtp, **smtp))
+
+
+def with_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    """SMTP credentials from REPORTER_SMTP_USER and REPORTER_SMTP_PASSWORD, over the file's."""
+    smtp = config.email.smtp
+    user = environ.get("REPORTER_SMTP_USER") or smtp.user
+    password = environ.get("REPORTER_SMTP_PASSWORD") or smtp.password
+    return replace(
+        config, email=replace(config.email, smtp=replace(smtp, user=user, password=password))
+    )

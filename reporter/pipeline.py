@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import platform
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,10 +23,11 @@ import cv2
 import pandas as pd
 
 from . import __version__, flags, images, table, visuals
+from .atomic import write_atomic
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
 from .metrics import METRICS, Reference
-from .render import data
+from .render import data, mail
 from .render.html import write_html
 from .render.templates import environment
 
@@ -176,7 +178,7 @@ def run(config: Config) -> RunResult:
     out_dir = _out_dir(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
-    pictures = "html" in config.formats
+    pictures = "html" in config.formats or config.email.wanted
     job = Job(
         reference,
         images.Geometry.of(baseline.pixels),
@@ -232,14 +234,17 @@ def run(config: Config) -> RunResult:
         # JSON last: its presence says the run folder is complete.
         if "csv" in config.formats:
             outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
+        baseline_thumbnail = visuals.thumbnail(baseline.pixels) if pictures else None
         if "html" in config.formats:
             outputs["html"] = write_html(
-                frame,
-                meta,
-                visuals.thumbnail(baseline.pixels),
-                out_dir / "report.html",
-                templates=config.templates,
+                frame, meta, baseline_thumbnail, out_dir / "report.html", templates=config.templates
             )
+        summary = render_summary(frame, meta, out_dir)
+        if config.email.wanted:
+            exit_code = _deliver(
+                config, frame, meta, summary, baseline_thumbnail, outputs, exit_code
+            )
+            meta["exit_code"] = exit_code
         if "json" in config.formats:
             outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
     except OSError as exc:
@@ -247,7 +252,6 @@ def run(config: Config) -> RunResult:
             f"cannot write the results to {out_dir}: {exc.strerror or exc}"
         ) from None
 
-    summary = render_summary(frame, meta, out_dir)
     log.info(
         "%d image(s): %s; exit status %d; results in %s",
         len(frame),
@@ -256,6 +260,37 @@ def run(config: Config) -> RunResult:
         out_dir,
     )
     return RunResult(exit_code, frame, meta, out_dir, outputs, summary)
+
+
+def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_code) -> int:
+    """Write and send the e-mail; a failure to send is exit status 3, never silent."""
+    email = config.email
+    sender = email.sender or f"reporter@{socket.getfqdn() or 'localhost'}"
+    attachments = tuple(outputs[k] for k in ("html", "xlsx") if k in outputs)
+    msg = mail.build(
+        frame,
+        meta,
+        summary,
+        sender=sender,
+        recipients=email.to,
+        series=config.series,
+        baseline_thumbnail=baseline_thumbnail,
+        attachments=attachments,
+        templates=config.templates,
+    )
+    if email.eml is not None:
+        outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
+    meta["email"] = {"to": list(email.to), "subject": msg["Subject"], "sent": False, "error": None}
+    if email.to:
+        try:
+            mail.send(msg, email.to, email.smtp)
+        except mail.DeliveryError as exc:
+            log.error("%s; the reports are in %s", exc, outputs.get("html", "the run folder"))
+            meta["email"]["error"] = str(exc)
+            return exc.exit_code
+        meta["email"]["sent"] = True
+        log.info("e-mailed the report to %s", ", ".join(email.to))
+    return exit_code
 
 
 def verdict(counts: dict[str, int]) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,26 @@ class Report:
     outliers: dict[str, Any]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def flagged(self) -> list[Row]:
+        return [row for row in self.rows if row.status != Status.PASS.value]
+
 
 def _split(text: str) -> list[str]:
     return [part for part in (text or "").split(SEPARATOR) if part]
 
 
-def view(frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None) -> Report:
-    """The view model of the page: everything the template shows, already formatted."""
+def view(
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    baseline_thumbnail: bytes | None,
+    picture: Callable[[bytes | None], str | None] = data_uri,
+) -> Report:
+    """The view model of the page: everything the template shows, already formatted.
+
+    ``picture`` turns a JPEG into what an ``<img src>`` holds: a data: URI for
+    the page, a ``cid:`` reference for the e-mail.
+    """
     order = {s.value: i for i, s in enumerate(reversed(list(Status)))}  # ERROR first
     ranked = frame.assign(_rank=frame[STATUS].astype(str).map(order)).sort_values(
         ["_rank", FILE], kind="stable"
@@ -133,8 +147,8 @@ def view(frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | 
                 notes=_split(r[NOTES]),
                 error=r[ERROR] or "",
                 size=size,
-                thumbnail=data_uri(r[THUMBNAIL]),
-                diff_map=data_uri(r[DIFF_MAP]),
+                thumbnail=picture(r[THUMBNAIL]),
+                diff_map=picture(r[DIFF_MAP]),
             )
         )
     metrics = [
@@ -159,7 +173,7 @@ def view(frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | 
         duration=f"{meta['duration_s']:.1f} s",
         version=meta["tool"]["version"],
         baseline=meta["baseline"],
-        baseline_thumbnail=data_uri(baseline_thumbnail),
+        baseline_thumbnail=picture(baseline_thumbnail),
         metrics=metrics,
         rows=rows,
         errors=[row for row in rows if row.status == Status.ERROR.value],

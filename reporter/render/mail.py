@@ -1,0 +1,149 @@
+"""The e-mailed report: a small HTML body with inline images, a text part, the full report attached.
+
+Where it sits: after the reports are written. :func:`build` makes the MIME
+message from the same view model as report.html; :func:`send` hands it to an
+SMTP server. The structure is the one that renders in Gmail, Outlook and Apple
+Mail alike::
+
+    multipart/mixed
+      multipart/alternative
+        text/plain                 the summary
+        multipart/related
+          text/html                CSS inlined, table layout, images as cid:
+          image/jpeg ...           one part per cid
+      text/html (attachment)       report.html
+
+Gmail and Outlook do not show data: URIs, hence cid: parts; Gmail clips HTML
+over about 102 KB, hence a body of the flagged images only, within
+``BODY_LIMIT``, and the whole report attached.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import pandas as pd
+
+from ..config import ReporterError, Smtp
+from .html import view
+from .templates import environment
+
+BODY_LIMIT = 100_000  # bytes of HTML in the body
+MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
+
+
+class DeliveryError(ReporterError):
+    """The message could not be handed to the SMTP server; the reports are on disk."""
+
+    exit_code = 3
+
+
+def subject(meta: dict[str, Any], total: int, series: str | None) -> str:
+    """E.g. ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
+    counts = meta["counts"]
+    verdict = next((s for s in ("ERROR", "FAIL", "WARN") if counts.get(s)), "PASS")
+    flagged = counts["WARN"] + counts["FAIL"] + counts["ERROR"]
+    day = datetime.fromisoformat(meta["started"]).astimezone().date().isoformat()
+    parts = [f"[QC {verdict}] {flagged} of {total} images flagged"]
+    if series:
+        parts.append(series)
+    parts.append(day)
+    return " - ".join(parts)
+
+
+def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates) -> tuple[str, dict]:
+    parts: dict[str, bytes] = {}
+
+    def cid(jpeg: bytes | None) -> str | None:
+        if not jpeg:
+            return None
+        name = make_msgid(domain="reporter.invalid")[1:-1]
+        parts[name] = jpeg
+        return f"cid:{name}"
+
+    report = view(frame, meta, None, picture=lambda jpeg: None)
+    flagged = report.flagged[:rows_shown]
+    # Pictures only for the rows the body shows: each is a part of the message.
+    shown = {row.file for row in flagged}
+    small = frame[frame["file"].isin(shown)]
+    pictures = view(small, meta, None, picture=cid)  # the body shows no baseline picture
+    by_file = {row.file: row for row in pictures.rows}
+    for row in flagged:
+        row.thumbnail, row.diff_map = by_file[row.file].thumbnail, by_file[row.file].diff_map
+    page = (
+        environment(templates)
+        .get_template("mail.html.j2")
+        .render(report=report, rows=flagged, hidden=len(report.flagged) - len(flagged))
+    )
+    inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
+    return inliner.inline(page), parts
+
+
+def build(
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    text: str,
+    *,
+    sender: str,
+    recipients: tuple[str, ...],
+    series: str | None = None,
+    baseline_thumbnail: bytes | None = None,
+    attachments: tuple[Path, ...] = (),
+    templates: Path | None = None,
+) -> EmailMessage:
+    """The whole message, ready to write as .eml or to send."""
+    rows_shown = MAX_BODY_ROWS
+    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates)
+    while len(body.encode("utf-8")) > BODY_LIMIT and rows_shown > 0:
+        rows_shown //= 2  # long reasons or file names: show fewer rows, never clip
+        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates)
+    msg = EmailMessage()
+    msg["Subject"] = subject(meta, len(frame), series)
+    msg["From"] = sender
+    msg["To"] = ", ".join(recipients) if recipients else sender
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="reporter.invalid")
+    msg.set_content(text + "\nThe full report is attached.\n")
+    msg.add_alternative(body, subtype="html")
+    html_part = msg.get_payload()[1]
+    for name, jpeg in parts.items():
+        html_part.add_related(jpeg, maintype="image", subtype="jpeg", cid=f"<{name}>")
+    for path in attachments:
+        # As bytes (base64): a text part would have its line endings rewritten on the way.
+        maintype, subtype = (
+            ("text", "html") if path.suffix == ".html" else ("application", "octet-stream")
+        )
+        msg.add_attachment(
+            path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
+        )
+    return msg
+
+
+def send(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp) -> None:
+    """Hand the message to the SMTP server, or raise DeliveryError saying why."""
+    port = smtp.effective_port()
+    where = f"{smtp.host}:{port}"
+    try:
+        if smtp.ssl:
+            client = smtplib.SMTP_SSL(
+                smtp.host, port, timeout=smtp.timeout, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(smtp.host, port, timeout=smtp.timeout)
+        with client:
+            if smtp.starttls:
+                client.starttls(context=ssl.create_default_context())
+            if smtp.user:
+                client.login(smtp.user, smtp.password or "")
+            refused = client.send_message(msg, to_addrs=list(recipients))
+        if refused:
+            raise DeliveryError(f"the server at {where} refused {', '.join(sorted(refused))}")
+    except (OSError, smtplib.SMTPException) as exc:  # timeouts are OSErrors
+        raise DeliveryError(f"could not send the e-mail through {where}: {exc}") from None

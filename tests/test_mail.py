@@ -1,0 +1,232 @@
+"""The e-mailed report: MIME structure, cid: images, body size, and delivery to a real
+SMTP server on loopback (aiosmtpd), including a failed delivery."""
+
+from __future__ import annotations
+
+import email
+import re
+import socket
+from email import policy
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from conftest import SAMPLES, smooth_image, write
+
+from reporter.cli import main
+
+
+def parse(data: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(data, policy=policy.default)
+
+
+def structure(part) -> list:
+    """The tree of content types, e.g. ["multipart/mixed", [...]]."""
+    if part.is_multipart():
+        return [part.get_content_type(), [structure(p) for p in part.iter_parts()]]
+    return part.get_content_type()
+
+
+def check_message(msg) -> None:
+    """The structure that renders in Gmail and Outlook, with every cid: resolved."""
+    assert msg.get_content_type() == "multipart/mixed"
+    alternative, *attachments = list(msg.iter_parts())
+    assert alternative.get_content_type() == "multipart/alternative"
+    text, related = list(alternative.iter_parts())
+    assert text.get_content_type() == "text/plain"
+    assert related.get_content_type() == "multipart/related"
+    html, *images = list(related.iter_parts())
+    assert html.get_content_type() == "text/html"
+    body = html.get_content()
+    assert len(body.encode("utf-8")) < 100_000
+    cids = set(re.findall(r'src="cid:([^"]+)"', body))
+    parts = {p["Content-ID"].strip("<>") for p in images}
+    assert cids and cids == parts
+    for image in images:
+        assert image.get_content_type() == "image/jpeg"
+        assert image.get_content_disposition() == "inline"  # not shown as attachments
+    assert "data:" not in body and "<style" not in body  # Gmail and Outlook: inline styles only
+    assert 'style="' in body
+    assert [a.get_filename() for a in attachments] == ["report.html"]
+    assert all(a.get_content_disposition() == "attachment" for a in attachments)
+
+
+def test_eml_has_the_structure_and_every_cid(tmp_path, capsys):
+    eml = tmp_path / "qc.eml"
+    code = main(
+        [
+            "run",
+            str(SAMPLES),
+            "--out",
+            str(tmp_path / "o"),
+            "--eml",
+            str(eml),
+            "--series",
+            "FSC-SSC",
+            "-q",
+        ]
+    )
+    assert code == 1
+    msg = parse(eml.read_bytes())
+    check_message(msg)
+    assert re.fullmatch(
+        r"\[QC FAIL\] 4 of 12 images flagged - FSC-SSC - \d{4}-\d\d-\d\d", msg["Subject"]
+    )
+    text = msg.get_body(("plain",)).get_content()
+    assert "fault_debris.png" in text and "The full report is attached." in text
+    html = msg.get_body(("html",)).get_content()
+    shown = set(re.findall(r"fault_\w+\.png", html))
+    assert len(shown) == 4 and "normal_day" not in html  # flagged images only
+    assert "8 images passed" in html
+
+
+def test_the_body_stays_small_with_many_flagged_images(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    write(folder / "baseline.png", smooth_image(0, (300, 400, 3)))
+    for i in range(60):
+        write(folder / f"unrelated_{i:02d}_{'x' * 80}.png", smooth_image(100 + i, (300, 400, 3)))
+    eml = tmp_path / "m.eml"
+    assert main(["run", str(folder), "--out", str(tmp_path / "o"), "--eml", str(eml), "-q"]) == 1
+    msg = parse(eml.read_bytes())
+    check_message(msg)
+    html = msg.get_body(("html",)).get_content()
+    assert "more flagged images in the attached report" in html
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what arrives."""
+
+    def __init__(self):
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.original_content))
+        return "250 Message accepted for delivery"
+
+
+def accept_qc(server, session, envelope, mechanism, auth_data):
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"qc"
+        and auth_data.password == b"s3cret"
+    )
+    return AuthResult(success=ok)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    inbox = Inbox()
+    # Controller checks readiness by connecting to its port, so it needs a real one, not 0.
+    controller = Controller(
+        inbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=accept_qc,
+        auth_require_tls=False,
+    )
+    controller.start()
+    try:
+        yield inbox, controller.port
+    finally:
+        controller.stop()
+
+
+def test_the_report_arrives_whole_at_a_real_smtp_server(smtp_server, tmp_path, monkeypatch):
+    inbox, port = smtp_server
+    monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
+    monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
+    code = main(
+        [
+            "run",
+            str(SAMPLES),
+            "--out",
+            str(tmp_path / "o"),
+            "--email-to",
+            "lab@example.org",
+            "--email-to",
+            "manager@example.org",
+            "--email-from",
+            "qc@example.org",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(port),
+            "-q",
+        ]
+    )
+    assert code == 1  # the verdict, not the delivery
+    [(sender, recipients, data)] = inbox.messages
+    assert sender == "qc@example.org"
+    assert recipients == ["lab@example.org", "manager@example.org"]
+    msg = parse(data)
+    check_message(msg)
+    attached = next(msg.iter_attachments()).get_payload(decode=True)
+    assert attached == (tmp_path / "o" / "report.html").read_bytes()
+    meta = (tmp_path / "o" / "results.json").read_text(encoding="utf-8")
+    assert '"sent": true' in meta
+
+
+def test_wrong_credentials_and_unreachable_servers_exit_3_and_keep_the_reports(
+    smtp_server, tmp_path, monkeypatch, capsys
+):
+    inbox, port = smtp_server
+    monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
+    monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "wrong")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[email]\ntimeout = 3\n", encoding="utf-8"
+    )  # aiosmtpd lingers after a refusal
+    argv = [
+        "run",
+        str(SAMPLES),
+        "--email-to",
+        "lab@example.org",
+        "--smtp-host",
+        "127.0.0.1",
+        "-q",
+        "--config",
+        str(config),
+    ]
+    code = main([*argv, "--out", str(tmp_path / "a"), "--smtp-port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "could not send the e-mail through 127.0.0.1" in err and "Traceback" not in err
+    assert not inbox.messages
+    assert (tmp_path / "a" / "report.html").is_file()
+    assert '"exit_code": 3' in (tmp_path / "a" / "results.json").read_text(encoding="utf-8")
+    code = main([*argv, "--out", str(tmp_path / "b"), "--smtp-port", str(free_port())])
+    assert code == 3
+    assert "Connection refused" in capsys.readouterr().err
+    assert (tmp_path / "b" / "results.csv").is_file()
+
+
+def test_no_password_option_on_the_command_line(capsys):
+    assert main(["run", "x", "--smtp-password", "p"]) == 2
+    assert "unrecognized arguments: --smtp-password" in capsys.readouterr().err
+
+
+def test_email_settings_from_the_config_file(tmp_path, run_dir):
+    from reporter.config import ConfigError, load_toml
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[email]\nto = ["lab@example.org"]\nsmtp_host = "mail"\nstarttls = true\n'
+        'user = "qc"\npassword = "pw"\n',
+        encoding="utf-8",
+    )
+    config = load_toml(path)
+    assert config.email.to == ("lab@example.org",) and config.email.smtp.effective_port() == 587
+    assert config.email.smtp.user == "qc"
+    path.write_text('[email]\nto = ["not an address"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not an e-mail address"):
+        load_toml(path)
+    path.write_text("[email]\nssl = true\nstarttls = true\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not both"):
+        load_toml(path)
