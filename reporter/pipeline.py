@@ -216,6 +216,7 @@ def run(config: Config) -> RunResult:
             "sha256": _sha256(baseline_path),
             "notes": list(baseline.notes),
         },
+        "series": config.series,
         "inputs": [str(p) for p in config.inputs],
         "config": config.to_dict(),
         "metrics": {

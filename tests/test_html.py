@@ -42,7 +42,9 @@ def report(run_dir: Path, tmp_path: Path, baseline_img) -> Path:
     (run_dir / "tmp.png").rename(run_dir / EVIL)
     (run_dir / "broken.png").write_bytes(b"junk")
     (run_dir / "notes.txt").write_text("x", encoding="utf-8")
-    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    result = pipeline.run(
+        Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1, series="Canto <II> FSC/SSC")
+    )
     return result.outputs["html"]
 
 
@@ -77,6 +79,7 @@ def test_errors_and_skipped_files_are_listed_and_failures_come_first(report: Pat
     assert "notes.txt" in text and "not an image file extension" in text
     assert "∞" in text  # PSNR of the identical copy
     assert "ssim_64" in text and "Wang" in text  # limits and definitions are on the page
+    assert "<strong>Canto &lt;II&gt; FSC/SSC</strong>" in text  # the series, escaped, in the banner
 
 
 def test_thumbnails_fit_200_px_and_keep_their_aspect(tmp_path, baseline_img):

@@ -91,6 +91,7 @@ class Row:
 @dataclass
 class Report:
     title: str
+    series: str | None
     verdict: str
     counts: dict[str, int]
     total: int
@@ -166,6 +167,7 @@ def view(
     return Report(
         title=f"QC {verdict}: {sum(counts[s] for s in ('WARN', 'FAIL', 'ERROR'))} of "
         f"{len(frame)} images flagged",
+        series=meta.get("series"),
         verdict=verdict,
         counts=counts,
         total=len(frame),
