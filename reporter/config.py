@@ -217,6 +217,11 @@ def _check_type(value: Any, kind: type, where: str) -> Any:
     return value
 
 
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    """A TOML list of strings."""
+    return tuple(_check_type(item, str, where) for item in _check_type(value, list, where))
+
+
 def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -281,8 +286,7 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
     if "series" in run:
         changes["series"] = _check_type(run["series"], str, f"{where} run.series")
     if "formats" in run:
-        formats = _check_type(run["formats"], list, f"{where} run.formats")
-        changes["formats"] = tuple(_check_type(f, str, f"{where} run.formats") for f in formats)
+        changes["formats"] = _strings(run["formats"], f"{where} run.formats")
     if "jobs" in run:
         changes["jobs"] = _check_type(run["jobs"], int, f"{where} run.jobs")
     if "out" in run:
@@ -326,8 +330,7 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
     if "status" in out:
         o["status"] = _check_type(out["status"], str, f"{where} outliers.status").upper()
     if "metrics" in out:
-        names = _check_type(out["metrics"], list, f"{where} outliers.metrics")
-        o["metrics"] = tuple(_check_type(n, str, f"{where} outliers.metrics") for n in names)
+        o["metrics"] = _strings(out["metrics"], f"{where} outliers.metrics")
     if "min_spread" in out:
         spread = _check_type(out["min_spread"], dict, f"{where} outliers.min_spread")
         o["min_spread"] = MappingProxyType(
@@ -365,8 +368,7 @@ def _email(table: Any, base: Email, where: str) -> Email:
     _only(table, keys, f"{where} [email]")
     email, smtp = {}, {}
     if "to" in table:
-        to = _check_type(table["to"], list, f"{where} email.to")
-        email["to"] = tuple(_check_type(a, str, f"{where} email.to") for a in to)
+        email["to"] = _strings(table["to"], f"{where} email.to")
     if "from" in table:
         email["sender"] = _check_type(table["from"], str, f"{where} email.from")
     if "eml" in table:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import jinja2
 import pandas as pd
 
 from . import __version__, flags, images, table, visuals
@@ -249,9 +250,13 @@ def run(config: Config) -> RunResult:
         if "json" in config.formats:
             outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
     except OSError as exc:
-        raise ReporterError(
-            f"cannot write the results to {out_dir}: {exc.strerror or exc}"
-        ) from None
+        where = exc.filename or out_dir
+        raise ReporterError(f"cannot write {where}: {exc.strerror or exc}") from None
+    except jinja2.TemplateError as exc:  # most likely a template of --templates
+        line = getattr(exc, "lineno", None)
+        name = getattr(exc, "filename", None) or getattr(exc, "name", None) or "a template"
+        at = f" (line {line})" if line else ""
+        raise ReporterError(f"template {name}{at}: {exc.message or exc}") from None
 
     log.info(
         "%d image(s): %s; exit status %d; results in %s",

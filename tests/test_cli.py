@@ -349,3 +349,17 @@ def test_summary_shows_three_reasons_and_counts_the_rest(capsys, run_dir, tmp_pa
     assert line.count(";") == 2 and line.endswith("more)")
     csv = (tmp_path / "o" / "results.csv").read_text(encoding="utf-8")
     assert "cosine" in csv.split("other.png", 1)[1].splitlines()[0]  # the CSV keeps every reason
+
+
+def test_a_broken_user_template_or_eml_path_is_one_line_and_exit_2(capsys, run_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html.j2").write_text("<p>\n{% for x in %}</p>", encoding="utf-8")
+    code, _, err = call(capsys, "run", run_dir, "--out", tmp_path / "o", "--templates", mine)
+    assert code == 2
+    assert "report.html.j2 (line 2): Expected an expression" in err
+    code, _, err = call(
+        capsys, "run", run_dir, "--out", tmp_path / "o2", "--eml", tmp_path / "missing" / "qc.eml"
+    )
+    assert code == 2
+    assert f"cannot write {tmp_path / 'missing' / 'qc.eml'}: No such file or directory" in err
