@@ -98,7 +98,8 @@ def run_seconds(folder: Path, jobs: int, out: Path) -> float:
     from reporter.config import Config
 
     t = time.perf_counter()
-    pipeline.run(Config(inputs=(folder,), out=out, jobs=jobs, formats=("csv", "json"), progress=False))
+    config = Config(inputs=(folder,), out=out, jobs=jobs, formats=("csv", "json"), progress=False)
+    pipeline.run(config)
     return time.perf_counter() - t
 
 
@@ -107,7 +108,9 @@ import resource, sys
 from pathlib import Path
 from reporter import pipeline
 from reporter.config import Config
-pipeline.run(Config(inputs=(Path(sys.argv[1]),), out=Path(sys.argv[2]), jobs=1, formats=("csv", "json"), progress=False))
+config = Config(inputs=(Path(sys.argv[1]),), out=Path(sys.argv[2]), jobs=1,
+                formats=("csv", "json"), progress=False)
+pipeline.run(config)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
