@@ -299,13 +299,6 @@ def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_cod
     return exit_code
 
 
-def verdict(counts: dict[str, int]) -> str:
-    for status in ("ERROR", "FAIL", "WARN"):
-        if counts.get(status):
-            return status
-    return "PASS"
-
-
 SUMMARY_REASONS = 3  # per image in the printed summary; the CSV has them all
 
 
@@ -326,7 +319,7 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
         .get_template("summary.txt.j2")
         .render(
             version=__version__,
-            verdict=verdict(meta["counts"]),
+            verdict=table.verdict(meta["counts"]),
             total=len(frame),
             baseline=meta["baseline"]["file"],
             counts=meta["counts"],

@@ -112,3 +112,14 @@ def counts(frame: pd.DataFrame) -> dict[str, int]:
     """Rows per status, every status present (zero included), in severity order."""
     found = frame[STATUS].value_counts()
     return {s.value: int(found.get(s.value, 0)) for s in Status}
+
+
+def verdict(counts: dict[str, int]) -> str:
+    """The run's verdict: the worst status any image has (PASS for an all-clear run)."""
+    worst = [s for s in Status if counts.get(s.value)]
+    return max(worst, key=lambda s: s.severity).value if worst else Status.PASS.value
+
+
+def flagged(counts: dict[str, int]) -> int:
+    """Images that are not PASS."""
+    return sum(n for status, n in counts.items() if status != Status.PASS.value)

@@ -111,3 +111,10 @@ def test_an_outlier_on_a_metric_past_its_limit_is_not_repeated():
     assert reasons[0] == "ssim_64 0.800 < fail limit 0.900"
     assert [r.split()[0] for r in reasons] == ["ssim_64", "ssim"]  # no second ssim_64 entry
     assert "outlier" in reasons[1]
+
+
+def test_the_run_verdict_is_the_worst_status_present():
+    assert table.verdict({"PASS": 3, "WARN": 0, "FAIL": 0, "ERROR": 0}) == "PASS"
+    assert table.verdict({"PASS": 3, "WARN": 2, "FAIL": 0, "ERROR": 0}) == "WARN"
+    assert table.verdict({"PASS": 0, "WARN": 2, "FAIL": 1, "ERROR": 1}) == "ERROR"
+    assert table.flagged({"PASS": 3, "WARN": 2, "FAIL": 1, "ERROR": 1}) == 4

@@ -35,7 +35,9 @@ from ..table import (
     THUMBNAIL,
     WIDTH,
     Status,
+    flagged,
 )
+from ..table import verdict as table_verdict
 from .templates import environment
 
 # How many digits each metric deserves: cosine sits near 1 on any image with a
@@ -163,10 +165,9 @@ def view(
         for name, m in METRICS.items()
     ]
     counts = meta["counts"]
-    verdict = next((s for s in ("ERROR", "FAIL", "WARN") if counts.get(s)), "PASS")
+    verdict = table_verdict(counts)
     return Report(
-        title=f"QC {verdict}: {sum(counts[s] for s in ('WARN', 'FAIL', 'ERROR'))} of "
-        f"{len(frame)} images flagged",
+        title=f"QC {verdict}: {flagged(counts)} of {len(frame)} images flagged",
         series=meta.get("series"),
         verdict=verdict,
         counts=counts,

@@ -31,6 +31,7 @@ from typing import Any
 import css_inline
 import pandas as pd
 
+from .. import table
 from ..config import ReporterError, Smtp
 from .html import view
 from .templates import environment
@@ -48,10 +49,8 @@ class DeliveryError(ReporterError):
 def subject(meta: dict[str, Any], total: int, series: str | None) -> str:
     """E.g. ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
     counts = meta["counts"]
-    verdict = next((s for s in ("ERROR", "FAIL", "WARN") if counts.get(s)), "PASS")
-    flagged = counts["WARN"] + counts["FAIL"] + counts["ERROR"]
     day = datetime.fromisoformat(meta["started"]).astimezone().date().isoformat()
-    parts = [f"[QC {verdict}] {flagged} of {total} images flagged"]
+    parts = [f"[QC {table.verdict(counts)}] {table.flagged(counts)} of {total} images flagged"]
     if series:
         parts.append(series)
     parts.append(day)
