@@ -18,7 +18,7 @@ from typing import Any
 
 from .metrics import METRICS
 
-FORMATS = ("csv", "json", "html")
+FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
 
 
@@ -115,6 +115,7 @@ class Email:
     to: tuple[str, ...] = ()
     sender: str | None = None  # default: reporter@<this host>
     eml: Path | None = None  # also write the message here
+    max_attachment_mb: float = 15.0  # reports over this (together) stay on disk, not attached
     smtp: Smtp = field(default_factory=Smtp)
 
     @property
@@ -364,6 +365,7 @@ def _email(table: Any, base: Email, where: str) -> Email:
         "user",
         "password",
         "timeout",
+        "max_attachment_mb",
     }
     _only(table, keys, f"{where} [email]")
     email, smtp = {}, {}
@@ -388,6 +390,11 @@ def _email(table: Any, base: Email, where: str) -> Email:
         if not timeout or timeout <= 0:
             raise ConfigError(f"{where}: email.timeout must be a positive number of seconds")
         smtp["timeout"] = timeout
+    if "max_attachment_mb" in table:
+        limit = _number(table["max_attachment_mb"], f"{where} email.max_attachment_mb")
+        if limit is None or limit < 0:
+            raise ConfigError(f"{where}: email.max_attachment_mb must be a number of MB, 0 or more")
+        email["max_attachment_mb"] = float(limit)
     return replace(base, **email, smtp=replace(base.smtp, **smtp))
 
 

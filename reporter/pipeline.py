@@ -29,6 +29,7 @@ from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
 from .metrics import METRICS, Reference
 from .render import data, mail
+from .render.excel import write_xlsx
 from .render.html import write_html
 from .render.templates import environment
 
@@ -179,7 +180,7 @@ def run(config: Config) -> RunResult:
     out_dir = _out_dir(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
-    pictures = "html" in config.formats or config.email.wanted
+    pictures = bool({"html", "xlsx"} & set(config.formats)) or config.email.wanted
     job = Job(
         reference,
         images.Geometry.of(baseline.pixels),
@@ -237,6 +238,8 @@ def run(config: Config) -> RunResult:
         if "csv" in config.formats:
             outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
         baseline_thumbnail = visuals.thumbnail(baseline.pixels) if pictures else None
+        if "xlsx" in config.formats:  # before the e-mail, which attaches it
+            outputs["xlsx"] = write_xlsx(frame, meta, baseline_thumbnail, out_dir / "report.xlsx")
         if "html" in config.formats:
             outputs["html"] = write_html(
                 frame, meta, baseline_thumbnail, out_dir / "report.html", templates=config.templates
@@ -268,11 +271,38 @@ def run(config: Config) -> RunResult:
     return RunResult(exit_code, frame, meta, out_dir, outputs, summary)
 
 
+def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], list]:
+    """The reports that fit in the attachment budget, in order, and those left out with sizes.
+
+    Mail servers refuse messages over 10-25 MB (attachments grow by a third in
+    base64); a report left out is named in the message, with where it is.
+    """
+    budget = limit_mb * 1e6
+    kept, left = [], []
+    for path in paths:
+        size = path.stat().st_size
+        if size <= budget:
+            kept.append(path)
+            budget -= size
+        else:
+            left.append((path, size))
+    return tuple(kept), left
+
+
 def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_code) -> int:
     """Write and send the e-mail; a failure to send is exit status 3, never silent."""
     email = config.email
     sender = email.sender or f"reporter@{socket.getfqdn() or 'localhost'}"
-    attachments = tuple(outputs[k] for k in ("html", "xlsx") if k in outputs)
+    attachments, omitted = _attachments(
+        [outputs[k] for k in ("html", "xlsx") if k in outputs], email.max_attachment_mb
+    )
+    for path, size in omitted:
+        log.warning(
+            "%s (%.1f MB) not attached: over the %g MB for attachments ([email] max_attachment_mb)",
+            path.name,
+            size / 1e6,
+            email.max_attachment_mb,
+        )
     msg = mail.build(
         frame,
         meta,
@@ -282,6 +312,7 @@ def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_cod
         series=config.series,
         baseline_thumbnail=baseline_thumbnail,
         attachments=attachments,
+        omitted=tuple(path for path, _ in omitted),
         templates=config.templates,
     )
     if email.eml is not None:

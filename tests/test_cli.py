@@ -178,7 +178,12 @@ def test_outputs_are_replaced_whole(capsys, run_dir, tmp_path):
     call(capsys, "run", run_dir, "--out", out)
     (run_dir / "noisy.png").unlink()
     call(capsys, "run", run_dir, "--out", out)
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.csv", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "report.html",
+        "report.xlsx",
+        "results.csv",
+        "results.json",
+    ]
     assert "noisy.png" not in (out / "results.csv").read_text()
 
 

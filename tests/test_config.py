@@ -23,7 +23,7 @@ def test_the_documented_example_loads_and_says_what_it_says():
     assert config.limits["ms_ssim"] == Limit(warn=0.90, fail=None)
     assert "ssim_coarse" not in config.limits or config.limits["ssim_coarse"] == Limit()
     assert config.outliers.min_images == 8
-    assert config.formats == ("csv", "json", "html")
+    assert config.formats == ("csv", "json", "html", "xlsx")
 
 
 def test_limits_merge_with_the_defaults_and_off_removes(tmp_path):

@@ -47,7 +47,8 @@ def check_message(msg) -> None:
         assert image.get_content_disposition() == "inline"  # not shown as attachments
     assert "data:" not in body and "<style" not in body  # Gmail and Outlook: inline styles only
     assert 'style="' in body
-    assert [a.get_filename() for a in attachments] == ["report.html"]
+    assert [a.get_filename() for a in attachments] == ["report.html", "report.xlsx"]
+    assert attachments[1].get_content_type().endswith("spreadsheetml.sheet")
     assert all(a.get_content_disposition() == "attachment" for a in attachments)
 
 
@@ -73,7 +74,7 @@ def test_eml_has_the_structure_and_every_cid(tmp_path, capsys):
         r"\[QC FAIL\] 4 of 12 images flagged - FSC-SSC - \d{4}-\d\d-\d\d", msg["Subject"]
     )
     text = msg.get_body(("plain",)).get_content()
-    assert "fault_debris.png" in text and "The full report is attached." in text
+    assert "fault_debris.png" in text and "Attached: report.html, report.xlsx." in text
     html = msg.get_body(("html",)).get_content()
     shown = set(re.findall(r"fault_\w+\.png", html))
     assert len(shown) == 4 and "normal_day" not in html  # flagged images only
@@ -91,7 +92,34 @@ def test_the_body_stays_small_with_many_flagged_images(tmp_path):
     msg = parse(eml.read_bytes())
     check_message(msg)
     html = msg.get_body(("html",)).get_content()
-    assert "more flagged images in the attached report" in html
+    assert "more flagged images in the full report" in html
+
+
+def test_reports_too_large_to_mail_stay_on_disk_and_are_named(tmp_path):
+    """Mail servers refuse large messages: a report over the budget is named, not attached."""
+    html_size = None
+    config = tmp_path / "c.toml"
+    eml = tmp_path / "m.eml"
+    for budget in (100, 0.01):
+        config.write_text(f"[email]\nmax_attachment_mb = {budget}\n", encoding="utf-8")
+        out = tmp_path / f"o{budget}"
+        args = ["run", str(SAMPLES), "--out", str(out), "--eml", str(eml), "--config", str(config)]
+        assert main([*args, "-q"]) == 1
+        msg = parse(eml.read_bytes())
+        names = [a.get_filename() for a in msg.iter_attachments()]
+        text = msg.get_body(("plain",)).get_content()
+        html = msg.get_body(("html",)).get_content()
+        if budget == 100:
+            assert names == ["report.html", "report.xlsx"]
+            assert "Attached: report.html, report.xlsx." in text
+            html_size = (out / "report.html").stat().st_size
+        else:
+            assert names == []
+            for name in ("report.html", "report.xlsx"):
+                line = f"Not attached (too large for e-mail): {name}, in {out}"
+                assert line in text and line in html
+            assert (out / "report.xlsx").is_file()  # on disk all the same
+    assert html_size and html_size > 0.01e6
 
 
 class Inbox:
@@ -230,3 +258,15 @@ def test_email_settings_from_the_config_file(tmp_path, run_dir):
     path.write_text("[email]\nssl = true\nstarttls = true\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not both"):
         load_toml(path)
+
+
+def test_a_bad_attachment_budget_is_a_config_error(tmp_path):
+    from reporter.config import ConfigError, load_toml
+
+    path = tmp_path / "c.toml"
+    for value in ("-1", '"lots"'):
+        path.write_text(f"[email]\nmax_attachment_mb = {value}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match="max_attachment_mb"):
+            load_toml(path)
+    path.write_text("[email]\nmax_attachment_mb = 0\n", encoding="utf-8")  # attach nothing
+    assert load_toml(path).email.max_attachment_mb == 0

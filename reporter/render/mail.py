@@ -12,16 +12,18 @@ Mail alike::
           text/html                CSS inlined, table layout, images as cid:
           image/jpeg ...           one part per cid
       text/html (attachment)       report.html
+      application/vnd...sheet      report.xlsx (when written)
 
 Gmail and Outlook do not show data: URIs, hence cid: parts; Gmail clips HTML
 over about 102 KB, hence a body of the flagged images only, within
-``BODY_LIMIT``, and the whole report attached.
+``BODY_LIMIT``, and the whole report (and the workbook) attached.
 """
 
 from __future__ import annotations
 
 import smtplib
 import ssl
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -37,6 +39,10 @@ from .html import view
 from .templates import environment
 
 BODY_LIMIT = 100_000  # bytes of HTML in the body
+ATTACHMENT_TYPES = {
+    ".html": ("text", "html"),
+    ".xlsx": ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+}
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
 
 
@@ -57,7 +63,26 @@ def subject(meta: dict[str, Any], total: int, series: str | None) -> str:
     return " - ".join(parts)
 
 
-def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates) -> tuple[str, dict]:
+@dataclass(frozen=True)
+class Files:
+    """The reports attached to the message, and those too large to attach."""
+
+    attached: tuple[Path, ...]
+    omitted: tuple[Path, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.attached]
+
+    def text(self) -> str:
+        lines = [f"Attached: {', '.join(self.names)}." if self.attached else "Nothing attached."]
+        lines += [
+            f"Not attached (too large for e-mail): {p.name}, in {p.parent}" for p in self.omitted
+        ]
+        return "\n".join(lines)
+
+
+def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates, files) -> tuple[str, dict]:
     parts: dict[str, bytes] = {}
 
     def cid(jpeg: bytes | None) -> str | None:
@@ -79,7 +104,7 @@ def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates) -> tuple[
     page = (
         environment(templates)
         .get_template("mail.html.j2")
-        .render(report=report, rows=flagged, hidden=len(report.flagged) - len(flagged))
+        .render(report=report, rows=flagged, hidden=len(report.flagged) - len(flagged), files=files)
     )
     inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
     return inliner.inline(page), parts
@@ -95,30 +120,30 @@ def build(
     series: str | None = None,
     baseline_thumbnail: bytes | None = None,
     attachments: tuple[Path, ...] = (),
+    omitted: tuple[Path, ...] = (),
     templates: Path | None = None,
 ) -> EmailMessage:
     """The whole message, ready to write as .eml or to send."""
     rows_shown = MAX_BODY_ROWS
-    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates)
+    files = Files(attachments, omitted)
+    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files)
     while len(body.encode("utf-8")) > BODY_LIMIT and rows_shown > 0:
         rows_shown //= 2  # long reasons or file names: show fewer rows, never clip
-        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates)
+        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files)
     msg = EmailMessage()
     msg["Subject"] = subject(meta, len(frame), series)
     msg["From"] = sender
     msg["To"] = ", ".join(recipients) if recipients else sender
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain="reporter.invalid")
-    msg.set_content(text + "\nThe full report is attached.\n")
+    msg.set_content(text + "\n" + files.text() + "\n")
     msg.add_alternative(body, subtype="html")
     html_part = msg.get_payload()[1]
     for name, jpeg in parts.items():
         html_part.add_related(jpeg, maintype="image", subtype="jpeg", cid=f"<{name}>")
     for path in attachments:
         # As bytes (base64): a text part would have its line endings rewritten on the way.
-        maintype, subtype = (
-            ("text", "html") if path.suffix == ".html" else ("application", "octet-stream")
-        )
+        maintype, subtype = ATTACHMENT_TYPES.get(path.suffix, ("application", "octet-stream"))
         msg.add_attachment(
             path.read_bytes(), maintype=maintype, subtype=subtype, filename=path.name
         )

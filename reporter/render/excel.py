@@ -1,0 +1,653 @@
+"""report.xlsx: the workbook a lab manager sorts, filters, pastes into QC records and prints.
+
+Where it sits: after ``flags.apply``, beside ``render.html``. :func:`write_xlsx`
+reads the DataFrame by the column constants of ``table`` and the run's metadata,
+and writes a fresh workbook (never re-opened: openpyxl loses pictures and charts
+on a round trip) through ``atomic.write_atomic``.
+
+Sheets:
+
+- **Summary**: verdict, counts, run metadata, the baseline's thumbnail and
+  fingerprint, the limits in force, the metric definitions, the configuration.
+- **Results**: one row per image in the table's order; thumbnail and diff map
+  pasted into their cells with two-cell anchors (they move with their row when
+  the table is sorted or filtered); metrics as numbers; status colours and
+  metric cells past a limit coloured by conditional formatting, so an edited
+  value re-colours; the file name links to the file.
+- **Errors**: ERROR rows and skipped files with their messages.
+- **Trend**: a native line chart of ssim, ssim_coarse and ssim_64 across the
+  run's images, with ssim_64's limits, and the numbers it plots.
+
+Text from outside (file names, paths, notes, messages) is always a string cell
+with a quote prefix where it starts like a formula; see :func:`put_text`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.cell.rich_text import CellRichText, TextBlock
+from openpyxl.cell.text import InlineFont
+from openpyxl.chart import LineChart, Reference
+from openpyxl.comments import Comment
+from openpyxl.drawing.image import Image
+from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
+from openpyxl.formatting.rule import CellIsRule, FormulaRule
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.units import pixels_to_EMU, pixels_to_points
+from openpyxl.worksheet.worksheet import Worksheet
+from PIL import Image as PILImage
+
+from .. import visuals
+from ..atomic import write_atomic
+from ..metrics import METRICS
+from ..table import (
+    DIFF_MAP,
+    ERROR,
+    FILE,
+    HEIGHT,
+    NOTES,
+    PATH,
+    REASONS,
+    STATUS,
+    THUMBNAIL,
+    WIDTH,
+    Status,
+    flagged,
+    verdict,
+)
+
+# --- text and numbers ---------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""A string starting with one of these is a formula to a spreadsheet (OWASP CSV injection)."""
+MAX_TEXT = 32_767  # characters in one cell (Excel's limit; longer text is cut with a mark)
+MAX_LINK = 2_079  # characters in a hyperlink Excel will follow
+
+PSNR_INF = 1e307
+"""PSNR of identical images: a number larger than any real PSNR, shown as "∞" by its format."""
+
+NUMBER_FORMATS = {
+    "cosine": "0.0000",
+    "psnr": '[>=1E+300]"∞";0.00',
+    "mse": "0.0",
+}
+DEFAULT_NUMBER_FORMAT = "0.000"
+
+
+def clean(text: str) -> str:
+    """Text a cell can hold: XML-illegal control characters as U+FFFD, cut at Excel's limit."""
+    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
+def put_text(ws: Worksheet, row: int, col: int, value: str | None, **style: Any):
+    """Write outside text as a string cell, never as a formula.
+
+    openpyxl stores any string starting with ``=`` as a formula; the data type
+    is forced back to string, and text that a user's later edit or a CSV export
+    could turn into a formula gets Excel's quote prefix as well.
+    """
+    cell = ws.cell(row=row, column=col)
+    if value:
+        text = clean(str(value))
+        cell.value = text
+        cell.data_type = "s"
+        if text.startswith(FORMULA_STARTS):
+            cell.quotePrefix = True
+    for name, setting in style.items():
+        setattr(cell, name, setting)
+    return cell
+
+
+def put_metric(ws: Worksheet, row: int, col: int, name: str, value: Any):
+    """A metric as a number with its number format; missing stays empty, inf as PSNR_INF."""
+    cell = ws.cell(row=row, column=col)
+    cell.number_format = (
+        "0" if METRICS[name].integer else NUMBER_FORMATS.get(name, DEFAULT_NUMBER_FORMAT)
+    )
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return cell
+    if METRICS[name].integer:
+        cell.value = int(value)
+    elif math.isinf(value):
+        cell.value = PSNR_INF if value > 0 else -PSNR_INF
+    else:
+        cell.value = float(value)
+    return cell
+
+
+# --- looks --------------------------------------------------------------------------------
+
+STATUS_COLOURS = {  # as report.html's badges: white text on the status colour
+    Status.PASS: "1B7F3B",
+    Status.WARN: "B26A00",
+    Status.FAIL: "C62828",
+    Status.ERROR: "5B2A86",
+}
+LIMIT_COLOURS = {  # light fills for metric cells past a limit, so the number stays readable
+    Status.FAIL: ("FFC7CE", "9C0006"),
+    Status.WARN: ("FFEB9C", "9C5700"),
+}
+
+
+def solid(colour: str) -> PatternFill:
+    # Both colours set: LibreOffice reads the background colour of a conditional format's fill.
+    return PatternFill(fill_type="solid", start_color=colour, end_color=colour, bgColor=colour)
+
+
+BOLD = Font(bold=True)
+HEADER_FILL = solid("E8EBEF")
+SECTION = Font(bold=True, size=12)
+LINK = Font(color="0563C1", underline="single")
+MUTED = Font(color="5F6B7A", italic=True)
+WRAP_TOP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
+
+DEFINITION_WIDTH = 90  # characters: the metric definitions on the Summary sheet
+PICTURE_SIDE = 120  # px: the 200-px thumbnails shown smaller, so a printed page holds ~6 rows
+PAD = 4  # px around a picture inside its cell
+MAX_ROW_POINTS = 409  # Excel's tallest row
+
+
+def text_height(text: str, width: float) -> float:
+    """Row height in points for wrapped text in a column ``width`` characters wide.
+
+    Neither Excel nor LibreOffice grows a row for wrapped text written by a
+    program when the file is opened, so long text gets its height here.
+    """
+    lines = sum(max(1, math.ceil(len(part) * 1.05 / width)) for part in text.split("\n"))
+    return 15.0 * lines
+
+
+def width_chars(pixels: float) -> float:
+    """Excel's column width (characters of the default font's digit, 7 px) for a pixel width."""
+    return round((pixels - 5) / 7 + 0.5, 2)
+
+
+# --- pictures -----------------------------------------------------------------------------
+
+
+def picture(jpeg: bytes, row: int, col: int, side: int = PICTURE_SIDE) -> Image:
+    """The JPEG as a picture inside cell (row, col), 1-based, that moves and sizes with it.
+
+    Both corners of the two-cell anchor lie in the same cell, so sorting or
+    filtering carries the picture with its row, and hiding the row hides it.
+    """
+    img = Image(BytesIO(jpeg))  # openpyxl re-reads the source at save(): bytes, not a path
+    w, h = visuals.fit(img.width, img.height, side)
+    img.width, img.height = w, h
+    img.anchor = TwoCellAnchor(
+        editAs="twoCell",
+        _from=AnchorMarker(
+            col=col - 1, colOff=pixels_to_EMU(PAD), row=row - 1, rowOff=pixels_to_EMU(PAD)
+        ),
+        to=AnchorMarker(
+            col=col - 1, colOff=pixels_to_EMU(PAD + w), row=row - 1, rowOff=pixels_to_EMU(PAD + h)
+        ),
+    )
+    return img
+
+
+def picture_box(frame: pd.DataFrame, side: int = PICTURE_SIDE) -> tuple[int, int]:
+    """The largest displayed picture of the run, in px, to size the columns."""
+    w_max, h_max = 0, 0
+    for jpeg in frame[THUMBNAIL]:
+        if jpeg:
+            with PILImage.open(BytesIO(jpeg)) as im:
+                w, h = visuals.fit(*im.size, side)
+            w_max, h_max = max(w_max, w), max(h_max, h)
+    return w_max, h_max
+
+
+# --- sheets -------------------------------------------------------------------------------
+
+HEADER_ROW = 2  # row 1 of Results is the legend
+# Name, status, pictures, reasons and error first, so one screen shows what and why;
+# the other columns follow in the CSV's order.
+LEADING = (FILE, STATUS, THUMBNAIL, DIFF_MAP, REASONS, ERROR)
+TRAILING = (WIDTH, HEIGHT, NOTES, PATH)
+RESULT_COLUMNS = (*LEADING, *METRICS, *TRAILING)
+TEXT_WIDTHS = {FILE: (12, 40), REASONS: (30, 60), NOTES: (12, 40), ERROR: (12, 40), PATH: (12, 60)}
+
+
+def _limits(meta: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    return meta["config"]["limits"]
+
+
+def _limit_text(name: str, bound: float | None) -> str:
+    if bound is None:
+        return ""
+    return f"{'<' if METRICS[name].higher_is_better else '>'} {bound:g}"
+
+
+def legend() -> CellRichText:
+    def coloured(text: str, colour: str) -> TextBlock:
+        return TextBlock(InlineFont(b=True, color=colour), text)
+
+    parts: list[str | TextBlock] = [TextBlock(InlineFont(b=True), "Colours (live rules): status ")]
+    for status in Status:
+        parts += [coloured(status.value, STATUS_COLOURS[status]), " "]
+    parts += [
+        "| metric past its ",
+        coloured("FAIL", LIMIT_COLOURS[Status.FAIL][1]),
+        " or ",
+        coloured("WARN", LIMIT_COLOURS[Status.WARN][1]),
+        " limit (Summary sheet): edit a value and it re-colours. Outliers of the run are "
+        "named under reasons. PSNR \u221e: identical images.",
+    ]
+    return CellRichText(parts)
+
+
+def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    col = {name: i for i, name in enumerate(RESULT_COLUMNS, 1)}
+    first, last = HEADER_ROW + 1, HEADER_ROW + len(frame)
+
+    # Legend (row 1): one line of coloured words, in the colours the rules paint.
+    ws.cell(row=1, column=1).value = legend()
+    for name, c in col.items():
+        cell = put_text(
+            ws,
+            HEADER_ROW,
+            c,
+            name,
+            font=BOLD,
+            fill=HEADER_FILL,
+            alignment=Alignment(vertical="center"),
+        )
+        if name in METRICS or name in (WIDTH, HEIGHT):  # numbers: header over the digits
+            cell.alignment = Alignment(vertical="center", horizontal="right")
+        if name in METRICS:
+            m = METRICS[name]
+            cell.comment = Comment(
+                f"{m.definition} ({'higher' if m.higher_is_better else 'lower'} is better)",
+                "reporter",
+                width=320,
+                height=140,
+            )
+
+    # Column widths first (row heights depend on them): pictures to the largest
+    # picture, text to its content within bounds.
+    box_w, box_h = picture_box(frame)
+    widths: dict[str, float] = {STATUS: 9, WIDTH: 9, HEIGHT: 9}
+    for name in (THUMBNAIL, DIFF_MAP):
+        widths[name] = width_chars(max(box_w + 2 * PAD, 80))
+    for name, (low, high) in TEXT_WIDTHS.items():
+        longest = max([len(str(v)) for v in frame[name] if v] + [len(name)])
+        widths[name] = min(max(longest + 2, low), high)
+    for name in METRICS:
+        widths[name] = max(len(name) + 3, 9)
+    for name, width in widths.items():
+        ws.column_dimensions[get_column_letter(col[name])].width = width
+
+    picture_points = pixels_to_points(box_h + 2 * PAD) if box_h else 0.0
+    images: list[Image] = []
+    for r, record in enumerate(frame.to_dict("records"), first):
+        link = put_text(ws, r, col[FILE], record[FILE], alignment=WRAP_TOP)
+        target = Path(record[PATH]).absolute().as_uri() if record[PATH] else ""
+        if target and len(target) <= MAX_LINK:
+            link.hyperlink = target
+            link.font = LINK
+        put_text(
+            ws,
+            r,
+            col[STATUS],
+            str(record[STATUS]),
+            font=BOLD,
+            alignment=Alignment(horizontal="center", vertical="top"),
+        )
+        for name in (THUMBNAIL, DIFF_MAP):
+            if record[name]:
+                images.append(picture(record[name], r, col[name]))
+        for name in METRICS:
+            put_metric(ws, r, col[name], name, record[name]).alignment = TOP
+        for name in (WIDTH, HEIGHT):
+            if pd.notna(record[name]):
+                ws.cell(row=r, column=col[name], value=int(record[name])).alignment = TOP
+        for name in (REASONS, NOTES, ERROR, PATH):
+            put_text(ws, r, col[name], record[name], alignment=WRAP_TOP)
+        # Tall enough for its picture and its longest wrapped text: nothing spills or hides.
+        text = max(text_height(str(record[n] or ""), widths[n]) for n in TEXT_WIDTHS)
+        height = max(picture_points if record[THUMBNAIL] else 0.0, text)
+        if height > 15.0:
+            ws.row_dimensions[r].height = min(height, MAX_ROW_POINTS)
+    for img in images:
+        ws.add_image(img)
+
+    end = get_column_letter(len(RESULT_COLUMNS))
+    ws.auto_filter.ref = f"A{HEADER_ROW}:{end}{max(last, HEADER_ROW)}"
+    ws.freeze_panes = ws.cell(row=first, column=col[STATUS] + 1)  # header and name stay in view
+    ws.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"
+    if len(frame):
+        add_rules(ws, col, first, last, _limits(meta))
+
+
+def add_rules(ws: Worksheet, col: dict[str, int], first: int, last: int, limits) -> None:
+    """Conditional formats: status colours, and metric cells past the run's own limits."""
+    status = get_column_letter(col[STATUS])
+    for s, colour in STATUS_COLOURS.items():
+        ws.conditional_formatting.add(
+            f"{status}{first}:{status}{last}",
+            CellIsRule(
+                operator="equal",
+                formula=[f'"{s.value}"'],
+                fill=solid(colour),
+                font=Font(bold=True, color="FFFFFF"),
+            ),
+        )
+    for name, bounds in limits.items():
+        if name not in col:
+            continue
+        letter = get_column_letter(col[name])
+        top = f"{letter}{first}"  # relative: the rule shifts to each cell of the range
+        less = METRICS[name].higher_is_better
+        for level in (Status.FAIL, Status.WARN):  # FAIL first, and it stops there
+            bound = bounds.get(level.value.lower())
+            if bound is None:
+                continue
+            fill, font = LIMIT_COLOURS[level]
+            # ISNUMBER: an empty cell (an ERROR row) counts as 0 in a plain "less than" rule.
+            test = f"{top}{'<' if less else '>'}{bound!r}"
+            ws.conditional_formatting.add(
+                f"{letter}{first}:{letter}{last}",
+                FormulaRule(
+                    formula=[f"AND(ISNUMBER({top}),{test})"],
+                    fill=solid(fill),
+                    font=Font(color=font, bold=True),
+                    stopIfTrue=True,
+                ),
+            )
+
+
+def summary_sheet(
+    ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None
+) -> None:
+    counts = meta["counts"]
+    worst = Status(verdict(counts))
+    ws.column_dimensions["A"].width = 22
+    ws.column_dimensions["B"].width = 16
+    ws.column_dimensions["C"].width = 16
+    ws.column_dimensions["D"].width = 16
+    ws.column_dimensions["E"].width = DEFINITION_WIDTH
+
+    put_text(
+        ws,
+        1,
+        1,
+        f"QC {worst.value}: {flagged(counts)} of {len(frame)} images flagged",
+        font=Font(bold=True, size=16, color="FFFFFF"),
+        fill=solid(STATUS_COLOURS[worst]),
+    )
+    for c in range(2, 6):
+        ws.cell(row=1, column=c).fill = solid(STATUS_COLOURS[worst])
+    ws.row_dimensions[1].height = 24
+
+    row = 3
+    put_text(ws, row, 1, "Images by status", font=SECTION)
+    row += 1
+    for s in Status:
+        put_text(
+            ws, row, 1, s.value, font=Font(bold=True, color="FFFFFF"), fill=solid(STATUS_COLOURS[s])
+        )
+        ws.cell(row=row, column=2, value=int(counts.get(s.value, 0)))
+        row += 1
+    put_text(ws, row, 1, "total", font=BOLD)
+    ws.cell(row=row, column=2, value=len(frame)).font = BOLD
+    row += 1
+    put_text(ws, row, 1, "skipped files")
+    ws.cell(row=row, column=2, value=len(meta["skipped"]))
+    row += 2
+
+    tool = meta["tool"]
+    base = meta["baseline"]
+    facts = [
+        ("series", meta.get("series") or ""),
+        ("started (UTC)", meta["started"].replace("T", " ")),
+        ("finished (UTC)", meta["finished"].replace("T", " ")),
+        ("duration", f"{meta['duration_s']:.1f} s"),
+        ("exit status", str(meta["exit_code"])),
+        ("inputs", ", ".join(meta["inputs"])),
+        (
+            "tool",
+            f"reporter {tool['version']} (Python {tool['python']}, OpenCV {tool['opencv']}, "
+            f"pandas {tool['pandas']})",
+        ),
+    ]
+    put_text(ws, row, 1, "Run", font=SECTION)
+    row = _pairs(ws, row + 1, facts) + 1
+
+    put_text(ws, row, 1, "Baseline", font=SECTION)
+    baseline_row = row + 1
+    facts = [
+        ("file", base["file"]),
+        ("path", base["path"]),
+        (
+            "size",
+            f"{base['width']} x {base['height']} px, {base['channels']} channel(s), "
+            f"{base['bit_depth']}-bit, {base['bytes']:,} bytes",
+        ),
+        ("sha256", base["sha256"]),
+        ("notes", "; ".join(base["notes"])),
+    ]
+    row = _pairs(ws, baseline_row, facts)
+    if baseline_thumbnail:
+        img = picture(baseline_thumbnail, baseline_row + len(facts), 2, side=160)
+        ws.add_image(img)
+        ws.row_dimensions[baseline_row + len(facts)].height = pixels_to_points(img.height + 2 * PAD)
+        ws.merge_cells(
+            start_row=baseline_row + len(facts),
+            end_row=baseline_row + len(facts),
+            start_column=2,
+            end_column=3,
+        )
+        row += 1
+    row += 1
+
+    put_text(ws, row, 1, "Limits in force", font=SECTION)
+    row += 1
+    for c, head in enumerate(("metric", "direction", "WARN when", "FAIL when", "definition"), 1):
+        put_text(ws, row, c, head, font=BOLD, fill=HEADER_FILL)
+    row += 1
+    limits = _limits(meta)
+    for name, m in METRICS.items():
+        bounds = limits.get(name, {})
+        put_text(ws, row, 1, name, font=BOLD, alignment=TOP)
+        put_text(
+            ws,
+            row,
+            2,
+            "higher is better" if m.higher_is_better else "lower is better",
+            alignment=TOP,
+        )
+        put_text(ws, row, 3, _limit_text(name, bounds.get("warn")), alignment=TOP)
+        put_text(ws, row, 4, _limit_text(name, bounds.get("fail")), alignment=TOP)
+        put_text(ws, row, 5, m.definition, alignment=WRAP_TOP)
+        ws.row_dimensions[row].height = text_height(m.definition, DEFINITION_WIDTH)
+        row += 1
+    outliers = meta["config"]["outliers"]
+    rule = (
+        f"on {', '.join(outliers['metrics'])}: WARN when more than {outliers['z']:g} robust SD "
+        f"(1.4826 x MAD) from the run's median, on the bad side, with at least "
+        f"{outliers['min_images']} images"
+        if outliers["enabled"]
+        else "off"
+    )
+    put_text(ws, row, 1, "outlier rule", font=BOLD, alignment=TOP)
+    put_text(ws, row, 2, rule, alignment=WRAP_TOP)
+    ws.merge_cells(start_row=row, end_row=row, start_column=2, end_column=5)
+    ws.row_dimensions[row].height = text_height(rule, 3 * 16 + DEFINITION_WIDTH)
+    row += 2
+
+    put_text(ws, row, 1, "Reading the pictures", font=SECTION)
+    row += 1
+    put_text(ws, row, 1, "diff map", font=BOLD)
+    put_text(ws, row, 2, visuals.LEGEND)
+    row += 1
+    put_text(ws, row, 1, "PSNR ∞", font=BOLD)
+    put_text(
+        ws,
+        row,
+        2,
+        f"identical images; stored as {PSNR_INF:.0E} so it sorts as the best "
+        "and never trips a limit",
+    )
+    row += 2
+
+    put_text(ws, row, 1, "Configuration", font=SECTION)
+    row += 1
+    config = {k: v for k, v in meta["config"].items() if k not in ("limits", "outliers")}
+    _pairs(ws, row, [(k, json.dumps(v, ensure_ascii=False)) for k, v in config.items()])
+    ws.sheet_view.showGridLines = False
+
+
+def _pairs(ws: Worksheet, row: int, pairs: list[tuple[str, str]]) -> int:
+    """Label in column A, value from column B on; returns the next free row."""
+    for label, value in pairs:
+        put_text(ws, row, 1, label, font=BOLD, alignment=TOP)
+        put_text(ws, row, 2, value, alignment=TOP)
+        row += 1
+    return row
+
+
+def errors_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    ws.column_dimensions["A"].width = 40
+    ws.column_dimensions["B"].width = 70
+    ws.column_dimensions["C"].width = 60
+    errors = frame[frame[STATUS] == Status.ERROR.value]
+    put_text(ws, 1, 1, f"Images that could not be compared ({len(errors)})", font=SECTION)
+    for c, head in enumerate((FILE, ERROR, PATH), 1):
+        put_text(ws, 2, c, head, font=BOLD, fill=HEADER_FILL)
+    row = 3
+    for record in errors.to_dict("records"):
+        for c, name in enumerate((FILE, ERROR, PATH), 1):
+            put_text(ws, row, c, record[name], alignment=WRAP_TOP)
+        row += 1
+    if errors.empty:
+        put_text(ws, row, 1, "none", font=MUTED)
+        row += 1
+    row += 1
+    skipped = meta["skipped"]
+    put_text(ws, row, 1, f"Files skipped ({len(skipped)})", font=SECTION)
+    row += 1
+    for c, head in enumerate(("path", "reason"), 1):
+        put_text(ws, row, c, head, font=BOLD, fill=HEADER_FILL)
+    row += 1
+    for item in skipped:
+        put_text(ws, row, 1, item["path"], alignment=WRAP_TOP)
+        put_text(ws, row, 2, item["reason"], alignment=WRAP_TOP)
+        row += 1
+    if not skipped:
+        put_text(ws, row, 1, "none", font=MUTED)
+    ws.freeze_panes = "A3"
+
+
+TREND_METRICS = ("ssim", "ssim_coarse", "ssim_64")
+
+
+CHART_ROWS = 22  # rows the chart covers at the top of the Trend sheet
+
+
+def trend_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """The run's images in order: a line chart of the SSIMs over its table of numbers.
+
+    ssim_64's limits are drawn as dashed lines, so a point below a line is a
+    flag. The chart sits above the table so that both print on the first page.
+    """
+    bounds = _limits(meta).get("ssim_64", {})
+    lines = [(f"ssim_64 {level} limit", bounds.get(level)) for level in ("warn", "fail")]
+    lines = [(label, value) for label, value in lines if value is not None]
+    heads = ("#", FILE, *TREND_METRICS, *(label for label, _ in lines))
+    top = CHART_ROWS + 1  # the table's header row
+    for c, head in enumerate(heads, 1):
+        put_text(ws, top, c, head, font=BOLD, fill=HEADER_FILL)
+        if c != 2:  # numbers: header over the digits
+            ws.cell(row=top, column=c).alignment = Alignment(horizontal="right")
+    ws.column_dimensions["A"].width = 5
+    ws.column_dimensions["B"].width = 34
+    for c in range(3, len(heads) + 1):
+        ws.column_dimensions[get_column_letter(c)].width = 17
+    for i, record in enumerate(frame.to_dict("records"), 1):
+        ws.cell(row=top + i, column=1, value=i)
+        put_text(ws, top + i, 2, record[FILE])
+        for c, name in enumerate(TREND_METRICS, 3):
+            put_metric(ws, top + i, c, name, record[name])
+        for c, (_, value) in enumerate(lines, 3 + len(TREND_METRICS)):
+            ws.cell(row=top + i, column=c, value=float(value)).number_format = DEFAULT_NUMBER_FORMAT
+    if frame.empty:
+        return
+
+    chart = LineChart()
+    chart.title = "SSIM by image (higher: more like the baseline)"
+    chart.y_axis.title = "SSIM"
+    chart.x_axis.title = "image # (names in the table below)"
+    chart.height, chart.width = 11, 26  # cm: about CHART_ROWS rows by columns A to F
+    chart.display_blanks = "gap"  # an ERROR row is a gap, not a zero
+    last = top + len(frame)
+    chart.add_data(
+        Reference(ws, min_col=3, max_col=len(heads), min_row=top, max_row=last),
+        titles_from_data=True,
+    )
+    # Numbers, not names: rotated file names would take half the chart's height.
+    chart.set_categories(Reference(ws, min_col=1, min_row=top + 1, max_row=last))
+    for i, series in enumerate(chart.series):
+        series.smooth = False
+        if i >= len(TREND_METRICS):  # limit lines: dashed, no markers
+            series.marker.symbol = "none"
+            series.graphicalProperties.line.dashStyle = "dash"
+            series.graphicalProperties.line.solidFill = (
+                "C62828" if "fail" in heads[2 + i] else "B26A00"
+            )
+        else:
+            series.marker.symbol = "circle"
+    values = frame[list(TREND_METRICS)].to_numpy(dtype=float, na_value=float("nan")).ravel()
+    values = [v for v in values if math.isfinite(v)] + [v for _, v in lines]
+    if values:  # zoom on the data: similarities of a healthy run differ in the 2nd decimal
+        chart.y_axis.scaling.min = max(-1.0, math.floor(min(values) * 20 - 1) / 20)
+        chart.y_axis.scaling.max = 1.0
+    chart.y_axis.number_format = "0.00"
+    for axis in (chart.x_axis, chart.y_axis):
+        axis.delete = False  # openpyxl 3.1 leaves it unset, and Excel then hides the axes
+    chart.legend.position = "b"
+    ws.add_chart(chart, "A1")
+
+
+def print_setup(ws: Worksheet, landscape: bool = True) -> None:
+    """Fit each sheet to the page width; the rows flow onto as many pages as they need."""
+    ws.page_setup.orientation = "landscape" if landscape else "portrait"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.fitToWidth, ws.page_setup.fitToHeight = 1, 0
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+
+
+def workbook(
+    frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None
+) -> Workbook:
+    wb = Workbook()
+    summary = wb.active
+    summary.title = "Summary"
+    results_sheet(wb.create_sheet("Results"), frame, meta)
+    summary_sheet(summary, frame, meta, baseline_thumbnail)
+    errors_sheet(wb.create_sheet("Errors"), frame, meta)
+    trend_sheet(wb.create_sheet("Trend"), frame, meta)
+    for ws in wb.worksheets:
+        print_setup(ws, landscape=ws.title != "Summary")
+    wb.properties.creator = f"reporter {meta['tool']['version']}"
+    wb.properties.title = f"QC {verdict(meta['counts'])}" + (
+        f" - {meta['series']}" if meta.get("series") else ""
+    )
+    return wb
+
+
+def write_xlsx(
+    frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None, path: Path
+) -> Path:
+    book = workbook(frame, meta, baseline_thumbnail)
+    return write_atomic(path, lambda tmp: book.save(tmp))
