@@ -145,7 +145,34 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"set a {kind.upper()} limit (VALUE 'off' removes it); repeatable",
         )
     run.add_argument(
-        "--series", metavar="NAME", help="instrument and plot, for titles and subjects"
+        "--series",
+        metavar="NAME",
+        help="instrument and plot: titles, subjects, and the run history with control limits",
+    )
+    control = run.add_argument_group("series history (runs with --series)")
+    _history_option(control)
+    control.add_argument(
+        "--no-history", action="store_true", help="do not read or record the series' history"
+    )
+    control.add_argument(
+        "--slot-pattern",
+        metavar="REGEX",
+        help="a file's slot: group 'slot' (or 1) of REGEX on its name, e.g. '(?P<slot>.+)_\\d{8}'",
+    )
+    control.add_argument(
+        "--keep", type=_jobs, metavar="N", help="keep the newest N run folders (default 0: all)"
+    )
+    control.add_argument(
+        "--missing-after",
+        type=_hours,
+        metavar="HOURS",
+        help="report a gap when the series' previous run is older than HOURS",
+    )
+    control.add_argument(
+        "--lock-wait",
+        type=_hours,
+        metavar="SECONDS",
+        help="wait this long for another run of the series (default 30), then exit 2",
     )
     mail = run.add_argument_group(
         "e-mail",
@@ -178,7 +205,64 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true", help="log warnings and errors only; no summary"
     )
     run.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+
+    baseline = sub.add_parser(
+        "baseline", help="record or show a series' baseline (its control periods)"
+    )
+    verbs = baseline.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    setter = verbs.add_parser(
+        "set", help="keep a copy of FILE as the series' baseline; a new control period starts"
+    )
+    setter.add_argument("series", metavar="SERIES")
+    setter.add_argument("file", type=Path, metavar="FILE")
+    setter.add_argument("--reason", required=True, help="why (new bead lot, service visit ...)")
+    setter.add_argument("--by", help="who (default: the user running the command)")
+    shower = verbs.add_parser("show", help="the series' baseline and every earlier one")
+    shower.add_argument("series", metavar="SERIES")
+
+    history = sub.add_parser("history", help="the series' last runs, one line each")
+    history.add_argument("series", metavar="SERIES")
+    history.add_argument("--last", type=_positive, default=30, metavar="N", help="default 30")
+    history.add_argument("--csv", action="store_true", help="every run as CSV on standard output")
+    history.add_argument(
+        "--missing-after",
+        type=_hours,
+        metavar="HOURS",
+        help="exit 1 with a message when the last run is older than HOURS (a dead schedule)",
+    )
+
+    accept = sub.add_parser(
+        "accept", help="let a flagged run's values into the control limits, saying who and why"
+    )
+    accept.add_argument("series", metavar="SERIES")
+    accept.add_argument("run_id", type=_positive, metavar="RUN_ID")
+    accept.add_argument("--reason", required=True, help="why the run is fine after all")
+    accept.add_argument("--by", help="who (default: the user running the command)")
+    for admin in (setter, shower, history, accept):
+        _history_option(admin)
+        admin.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
+        admin.add_argument("--quiet", "-q", action="store_true", help=argparse.SUPPRESS)
+        admin.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def _history_option(parser) -> None:
+    parser.add_argument(
+        "--history",
+        type=Path,
+        metavar="PATH",
+        help="the history database (default: [history] path, else reports/history.sqlite)",
+    )
+
+
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a number, 0 or more")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -209,6 +293,19 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["progress"] = False
     if args.series is not None:
         changes["series"] = args.series
+    history = config.history
+    for key, value in (
+        ("path", args.history),
+        ("slot_pattern", args.slot_pattern),
+        ("keep_runs", args.keep),
+        ("missing_after", args.missing_after),
+        ("lock_wait", args.lock_wait),
+    ):
+        if value is not None:
+            history = replace(history, **{key: value})
+    if args.no_history:
+        history = replace(history, enabled=False)
+    changes["history"] = history
     email, smtp = config.email, config.email.smtp
     smtp = replace(
         smtp,
@@ -254,6 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0)
     _setup_logging(args)
+    if args.command != "run":
+        from .admin import command
+
+        try:
+            return command(args)
+        except ConfigError as exc:
+            print(f"reporter: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except ReporterError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
     from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
 
     try:

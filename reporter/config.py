@@ -90,6 +90,50 @@ class OutlierRule:
     min_spread: Mapping[str, float] = field(default_factory=lambda: DEFAULT_MIN_SPREAD)
 
 
+WESTGARD_RULES = ("1-2s", "1-3s", "2-2s", "R-4s", "4-1s", "10x", "EWMA")
+"""Control rules on a metric's z-score against its series' limits (see control.py)."""
+
+DEFAULT_CONTROL_METRICS = ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr")
+
+# The smallest SD the control rules assume, in each metric's units: a slot whose
+# first runs happened to agree to the fourth decimal must not call the fifth a fault.
+DEFAULT_MIN_SD: Mapping[str, float] = MappingProxyType(
+    {
+        "cosine": 1e-4,
+        "ssim": 0.002,
+        "ssim_coarse": 0.002,
+        "ms_ssim": 0.002,
+        "ssim_64": 0.002,
+        "psnr": 0.05,
+        "mse": 0.5,
+        "ahash": 0.5,
+        "phash": 0.5,
+    }
+)
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """The run history of a series, its control limits and rules, and run-folder upkeep."""
+
+    enabled: bool = True  # recorded whenever the run has a series
+    path: Path | None = None  # None: <reports_root>/history.sqlite
+    slot_pattern: str | None = None  # regex on the file name; group "slot" (or 1) is the slot
+    min_runs: int = 20  # in-control runs before the limits are established
+    rules: tuple[str, ...] = WESTGARD_RULES
+    metrics: tuple[str, ...] = DEFAULT_CONTROL_METRICS
+    chart_metrics: tuple[str, ...] = ("ssim_64",)
+    chart_runs: int = 60  # runs shown on a Levey-Jennings chart
+    ewma_lambda: float = 0.2
+    ewma_limit: float = 3.0  # L: the EWMA fires beyond L of its own SDs
+    drift_status: str = "WARN"  # status of an EWMA drift flag
+    both_sides: bool = False  # rules fire also when a value is far *more* like the baseline
+    min_sd: Mapping[str, float] = field(default_factory=lambda: DEFAULT_MIN_SD)
+    lock_wait: float = 30.0  # seconds a run waits for another run of its series
+    keep_runs: int = 0  # run folders kept per series (0: all)
+    missing_after: float | None = None  # hours; a longer gap since the last run is reported
+
+
 @dataclass(frozen=True)
 class Smtp:
     """Where and how to send. User and password never come from the command line."""
@@ -142,9 +186,17 @@ class Config:
     email: Email = field(default_factory=Email)
     limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
     outliers: OutlierRule = field(default_factory=OutlierRule)
+    history: HistorySettings = field(default_factory=HistorySettings)
 
     def effective_jobs(self) -> int:
         return self.jobs or os.cpu_count() or 1
+
+    def history_path(self) -> Path:
+        return self.history.path or self.reports_root / "history.sqlite"
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.history.enabled and bool(self.series)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain data, for the run's metadata."""
@@ -163,6 +215,21 @@ class Config:
                 "status": self.outliers.status,
                 "metrics": list(self.outliers.metrics),
                 "min_spread": dict(self.outliers.min_spread),
+            },
+            "history": {
+                "enabled": self.keeps_history,
+                "path": str(self.history_path()) if self.keeps_history else None,
+                "slot_pattern": self.history.slot_pattern,
+                "min_runs": self.history.min_runs,
+                "rules": list(self.history.rules),
+                "metrics": list(self.history.metrics),
+                "ewma_lambda": self.history.ewma_lambda,
+                "ewma_limit": self.history.ewma_limit,
+                "drift_status": self.history.drift_status,
+                "both_sides": self.history.both_sides,
+                "min_sd": dict(self.history.min_sd),
+                "keep_runs": self.history.keep_runs,
+                "missing_after": self.history.missing_after,
             },
         }
 
@@ -264,7 +331,42 @@ def check(config: Config) -> Config:
         raise ConfigError(f"outliers.min_images must be at least 3, not {o.min_images}")
     for name in o.metrics:
         _metric_name(name, "outliers.metrics")
+    check_history(config.history)
     return config
+
+
+def check_history(h: HistorySettings) -> HistorySettings:
+    import re
+
+    if h.slot_pattern is not None:
+        try:
+            re.compile(h.slot_pattern)
+        except re.error as exc:
+            raise ConfigError(f"history.slot_pattern {h.slot_pattern!r}: {exc}") from None
+    if h.min_runs < 2:
+        raise ConfigError(f"history.min_runs must be at least 2, not {h.min_runs}")
+    for rule in h.rules:
+        if rule not in WESTGARD_RULES:
+            raise ConfigError(
+                f"history.rules: unknown rule {rule!r}; rules are {', '.join(WESTGARD_RULES)}"
+            )
+    for name in (*h.metrics, *h.chart_metrics, *h.min_sd):
+        _metric_name(name, "history")
+    if not 0 < h.ewma_lambda <= 1:
+        raise ConfigError(f"history.ewma_lambda must be in (0, 1], not {h.ewma_lambda!r}")
+    if not h.ewma_limit > 0:
+        raise ConfigError(f"history.ewma_limit must be positive, not {h.ewma_limit!r}")
+    if h.drift_status not in ("WARN", "FAIL"):
+        raise ConfigError(f"history.drift_status must be WARN or FAIL, not {h.drift_status!r}")
+    if h.lock_wait < 0:
+        raise ConfigError(f"history.lock_wait must be 0 or more seconds, not {h.lock_wait!r}")
+    if h.keep_runs < 0:
+        raise ConfigError(f"history.keep_runs must be 0 (all) or more, not {h.keep_runs}")
+    if h.missing_after is not None and not h.missing_after > 0:
+        raise ConfigError(f"history.missing_after must be positive hours, not {h.missing_after!r}")
+    if h.chart_runs < 2:
+        raise ConfigError(f"history.chart_runs must be at least 2, not {h.chart_runs}")
+    return h
 
 
 def load_toml(path: Path, base: Config = Config()) -> Config:
@@ -279,7 +381,7 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    _only(data, {"run", "input", "limits", "outliers", "email"}, where)
+    _only(data, {"run", "input", "limits", "outliers", "email", "history"}, where)
     changes: dict[str, Any] = {}
 
     run = _check_type(data.get("run", {}), dict, f"{where} [run]")
@@ -345,10 +447,47 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         )
     changes["outliers"] = replace(base.outliers, **o)
     changes["email"] = _email(data.get("email", {}), base.email, where)
+    changes["history"] = _history(data.get("history", {}), base.history, where)
     try:
         return check(replace(base, **changes))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _history(table: Any, base: HistorySettings, where: str) -> HistorySettings:
+    """The [history] table."""
+    table = _check_type(table, dict, f"{where} [history]")
+    _only(table, {f.name for f in fields(HistorySettings)}, f"{where} [history]")
+    h: dict[str, Any] = {}
+    kinds = {"enabled": bool, "slot_pattern": str, "min_runs": int, "drift_status": str}
+    kinds |= {"keep_runs": int, "chart_runs": int, "both_sides": bool}
+    for key, kind in kinds.items():
+        if key in table:
+            h[key] = _check_type(table[key], kind, f"{where} history.{key}")
+    if "drift_status" in h:
+        h["drift_status"] = h["drift_status"].upper()
+    if "path" in table:
+        h["path"] = Path(_check_type(table["path"], str, f"{where} history.path"))
+    for key in ("rules", "metrics", "chart_metrics"):
+        if key in table:
+            h[key] = _strings(table[key], f"{where} history.{key}")
+    for key in ("ewma_lambda", "ewma_limit", "lock_wait", "missing_after"):
+        if key in table:
+            h[key] = _number(table[key], f"{where} history.{key}")
+            if h[key] is None and key != "missing_after":
+                raise ConfigError(f"{where}: history.{key} must be a number")
+    if "min_sd" in table:
+        spread = _check_type(table["min_sd"], dict, f"{where} history.min_sd")
+        h["min_sd"] = MappingProxyType(
+            {
+                **base.min_sd,
+                **{
+                    _metric_name(k, where): _number(v, f"{where} history.min_sd.{k}") or 0.0
+                    for k, v in spread.items()
+                },
+            }
+        )
+    return replace(base, **h)
 
 
 def _email(table: Any, base: Email, where: str) -> Email:

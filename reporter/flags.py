@@ -27,6 +27,8 @@ class Rule(StrEnum):
     """A fixed FAIL limit of the configuration."""
     OUTLIER = "outlier"
     """Far from the run's own median (median and MAD across the run's images)."""
+    CONTROL = "control rule"
+    """A Westgard or EWMA rule against the series' control limits (see control.py)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,13 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
     return found
 
 
-def apply(frame: pd.DataFrame, limits: Mapping, outliers) -> pd.DataFrame:
-    """A copy of ``frame`` with ``status`` and ``reasons`` decided by every rule."""
+def apply(
+    frame: pd.DataFrame, limits: Mapping, outliers, extra: Mapping[int, list[Flag]] | None = None
+) -> pd.DataFrame:
+    """A copy of ``frame`` with ``status`` and ``reasons`` decided by every rule.
+
+    ``extra``: flags decided elsewhere (the series' control rules), by row position.
+    """
     out = frame.copy()
     batch = outlier_flags(out, outliers)
     statuses, reasons = [], []
@@ -118,6 +125,7 @@ def apply(frame: pd.DataFrame, limits: Mapping, outliers) -> pd.DataFrame:
         # A metric past its fixed limit is already explained; being an outlier as well adds nothing.
         limited = {f.metric for f in flags}
         flags += [f for f in batch.get(i, []) if f.metric not in limited]
+        flags += (extra or {}).get(i, [])
         worst = max((f.status for f in flags), key=lambda s: s.severity, default=Status.PASS)
         statuses.append(worst.value)
         reasons.append(SEPARATOR.join(f.text for f in flags))

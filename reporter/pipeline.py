@@ -8,13 +8,14 @@ ERROR row and every other file still gets its row.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import getpass
 import logging
 import os
 import platform
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ import cv2
 import jinja2
 import pandas as pd
 
-from . import __version__, flags, images, table, visuals
+from . import __version__, flags, images, series, table, visuals
 from .atomic import write_atomic
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
+from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
 from .render import data, mail
 from .render.excel import write_xlsx
@@ -130,43 +132,66 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
 # --- the run ------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _out_dir(config: Config, started: datetime) -> Path:
-    """The run folder, made now: a folder that cannot be written fails before the work."""
-    try:
-        if config.out is not None:
-            config.out.mkdir(parents=True, exist_ok=True)
-            return config.out
-        stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
-        for n in range(1, 1000):
-            out = config.reports_root / (stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                out.mkdir(parents=True)
-                return out
-            except FileExistsError:
-                continue
-    except OSError as exc:
-        raise ReporterError(f"cannot make the output folder: {exc}") from None
-    raise ReporterError(f"cannot make a new run folder under {config.reports_root}")
-
-
 def run(config: Config) -> RunResult:
-    """Compare every input image with the baseline and write the outputs."""
+    """Compare every input image with the baseline and write the outputs.
+
+    A run with a series (and history on) holds the series' lock for its whole
+    length, reads the series' control period and records itself in the history.
+    """
     check(config)
+    if not config.inputs:
+        raise ReporterError("no inputs: give image files or folders")
+    if not config.keeps_history:
+        return _run(config, None)
+    store = History(config.history_path())
+    try:
+        locks = config.history_path().parent / "locks"
+        with series_lock(locks, config.series, config.history.lock_wait):
+            return _run(config, store)
+    finally:
+        store.close()
+
+
+def _baseline(config: Config, found: list[Input], store: History | None):
+    """The baseline file and the inputs without it; with a series, its recorded baseline.
+
+    A series whose baseline was never recorded gets this run's (its first
+    control period begins). A run given another baseline than the recorded one
+    is compared against the one given, and says so loudly.
+    """
+    recorded = store.baseline(config.series) if store else None
+    if recorded is not None and config.baseline is None:
+        named = [i for i in found if i.path.stem.lower() == "baseline"]
+        if not named:  # the series' own copy
+            stored = Path(recorded.stored)
+            if not stored.is_file():
+                raise ReporterError(
+                    f"the recorded baseline of series {config.series!r} is missing: {stored}; "
+                    "pass --baseline FILE, or record one with 'reporter baseline set'"
+                )
+            config = replace(config, baseline=stored)
+    baseline_path, items = choose_baseline(config, found)
+    if store is not None and recorded is None:
+        recorded = store.set_baseline(
+            config.series, baseline_path, reason="the first run of the series", by=user()
+        )
+        log.info("series %r: recorded %s as its baseline", config.series, baseline_path)
+    return baseline_path, items, recorded
+
+
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in the environment (some containers)
+        return "unknown"
+
+
+def _run(config: Config, store: History | None) -> RunResult:
     quiet_opencv()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    if not config.inputs:
-        raise ReporterError("no inputs: give image files or folders")
     found, skipped = discover(config.inputs, recursive=config.recursive)
-    baseline_path, items = choose_baseline(config, found)
+    baseline_path, items, recorded = _baseline(config, found, store)
     if not items:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
@@ -177,7 +202,8 @@ def run(config: Config) -> RunResult:
         reference = Reference(baseline.pixels).prepare()
     except (images.ImageLoadError, ValueError) as exc:
         raise ReporterError(f"baseline {baseline_path}: {exc}") from None
-    out_dir = _out_dir(config, started)
+    baseline_sha = sha256_of(baseline_path)
+    out_dir, named = series.run_folder(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
 
     pictures = bool({"html", "xlsx"} & set(config.formats)) or config.email.wanted
@@ -189,7 +215,12 @@ def run(config: Config) -> RunResult:
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
     )
     results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
-    frame = flags.apply(table.build(results), config.limits, config.outliers)
+    frame = table.build(results)
+    context = None
+    if store is not None:
+        context = series.SeriesRun.start(config, store, recorded, baseline_sha, frame, started)
+    extra = context.extra if context else None
+    frame = flags.apply(frame, config.limits, config.outliers, extra)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
 
@@ -215,7 +246,7 @@ def run(config: Config) -> RunResult:
             "channels": reference.channels,
             "bit_depth": 8 * reference.pixels.dtype.itemsize,
             "bytes": baseline_path.stat().st_size,
-            "sha256": _sha256(baseline_path),
+            "sha256": baseline_sha,
             "notes": list(baseline.notes),
         },
         "series": config.series,
@@ -230,28 +261,25 @@ def run(config: Config) -> RunResult:
         "counts": counts,
         "exit_code": exit_code,
         "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "history": None,
     }
-
     outputs: dict[str, Path] = {}
+    # The run enters the history in a transaction around the reports (which show its id):
+    # committed once they are written, rolled back if writing them fails or the run is killed.
+    recording = (
+        context.recording(store, frame, meta, out_dir)
+        if context is not None
+        else contextlib.nullcontext(None)
+    )
     try:
-        # JSON last: its presence says the run folder is complete.
-        if "csv" in config.formats:
-            outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
-        baseline_thumbnail = visuals.thumbnail(baseline.pixels) if pictures else None
-        if "xlsx" in config.formats:  # before the e-mail, which attaches it
-            outputs["xlsx"] = write_xlsx(frame, meta, baseline_thumbnail, out_dir / "report.xlsx")
-        if "html" in config.formats:
-            outputs["html"] = write_html(
-                frame, meta, baseline_thumbnail, out_dir / "report.html", templates=config.templates
-            )
-        summary = render_summary(frame, meta, out_dir)
-        if config.email.wanted:
-            exit_code = _deliver(
-                config, frame, meta, summary, baseline_thumbnail, outputs, exit_code
-            )
-            meta["exit_code"] = exit_code
-        if "json" in config.formats:
-            outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
+        with recording as meta["history"]:
+            summary = _write(config, frame, meta, baseline, pictures, context, out_dir, outputs)
+            if named:
+                series.point_latest(out_dir)
+                series.prune(out_dir, config.history.keep_runs)
+            if context is not None:  # the e-mail may have changed it (status 3)
+                store.set_exit_code(meta["history"]["run_id"], meta["exit_code"])
+        exit_code = meta["exit_code"]
     except OSError as exc:
         where = exc.filename or out_dir
         raise ReporterError(f"cannot write {where}: {exc.strerror or exc}") from None
@@ -269,6 +297,36 @@ def run(config: Config) -> RunResult:
         out_dir,
     )
     return RunResult(exit_code, frame, meta, out_dir, outputs, summary)
+
+
+def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs) -> str:
+    """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the printed summary."""
+    # JSON last: its presence says the run folder is complete.
+    if "csv" in config.formats:
+        outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
+    baseline_thumbnail = visuals.thumbnail(baseline.pixels) if pictures else None
+    charts = context.charts(frame) if context is not None and pictures else []
+    if "xlsx" in config.formats:  # before the e-mail, which attaches it
+        outputs["xlsx"] = write_xlsx(
+            frame, meta, baseline_thumbnail, out_dir / "report.xlsx", charts=charts
+        )
+    if "html" in config.formats:
+        outputs["html"] = write_html(
+            frame,
+            meta,
+            baseline_thumbnail,
+            out_dir / "report.html",
+            templates=config.templates,
+            charts=charts,
+        )
+    summary = render_summary(frame, meta, out_dir)
+    if config.email.wanted:
+        meta["exit_code"] = _deliver(
+            config, frame, meta, summary, baseline_thumbnail, outputs, meta["exit_code"]
+        )
+    if "json" in config.formats:
+        outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
+    return summary
 
 
 def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], list]:

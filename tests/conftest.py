@@ -49,3 +49,10 @@ def run_dir(tmp_path: Path, baseline_img: np.ndarray) -> Path:
     write(folder / "same.png", baseline_img)
     write(folder / "noisy.png", noisy(baseline_img, 0.01))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Every test runs in its own folder: a run with a series keeps its history under
+    ./reports by default, which must never be the repository's."""
+    monkeypatch.chdir(tmp_path)

@@ -167,10 +167,12 @@ def test_default_out_is_a_new_timestamped_folder(capsys, run_dir, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert call(capsys, "run", run_dir)[0] == 0
     assert call(capsys, "run", run_dir)[0] == 0
-    folders = sorted((tmp_path / "reports").iterdir())
+    folders = sorted(p for p in (tmp_path / "reports").iterdir() if p.name != "latest")
     assert len(folders) == 2  # two runs in the same second still get a folder each
     for folder in folders:
         assert (folder / "results.json").is_file()
+    latest = tmp_path / "reports" / "latest"
+    assert latest.is_symlink() and latest.resolve() == folders[-1].resolve()
 
 
 def test_outputs_are_replaced_whole(capsys, run_dir, tmp_path):

@@ -189,7 +189,14 @@ def test_summary_errors_and_trend(run):
     assert "broken.png" in errors and any("notes.txt" in str(v) for v in errors)
     broken = run.table.set_index("file").loc["broken.png", "error"]
     assert broken in errors
+    # The first run of its series: no history yet, so the trend is across this run's images.
     (chart,) = wb["Trend"]._charts
+    assert len(chart.series) == 5
+
+
+def test_without_a_series_the_trend_is_across_images(run_dir):
+    result = pipeline.run(Config(inputs=(run_dir,), out=Path("o"), jobs=1))
+    (chart,) = load_workbook(result.outputs["xlsx"])["Trend"]._charts
     assert isinstance(chart, LineChart)
     assert len(chart.series) == 5  # ssim, ssim_coarse, ssim_64 and ssim_64's two limits
     assert all(s.smooth is False for s in chart.series)

@@ -48,6 +48,7 @@ from PIL import Image as PILImage
 
 from .. import visuals
 from ..atomic import write_atomic
+from ..charts import window as chart_window
 from ..metrics import METRICS
 from ..table import (
     DIFF_MAP,
@@ -424,6 +425,46 @@ def summary_sheet(
     ]
     put_text(ws, row, 1, "Run", font=SECTION)
     row = _pairs(ws, row + 1, facts) + 1
+    control = meta.get("history")
+    if control:
+        put_text(ws, row, 1, "Series control", font=SECTION)
+        period = control["baseline"]
+        if control["baseline_mismatch"]:
+            limits = "not applied: " + control["baseline_mismatch"]
+        elif control["established"]:
+            limits = f"established from {control['min_runs']} in-control runs; rules " + ", ".join(
+                control["rules"]
+            )
+        else:
+            limits = (
+                f"provisional: {control['in_control_runs']} of {control['min_runs']} in-control "
+                "runs so far; the fixed limits decide"
+            )
+        facts = [
+            ("run id", str(control["run_id"])),
+            (
+                "control period",
+                f"baseline sha256 {period['sha256'][:12]}, set {period['set_at']} "
+                f"by {period['set_by']}: {period['reason']}",
+            ),
+            ("control limits", limits),
+            ("previous run", control["previous_run"] or "none (first run)"),
+            ("history", control["path"]),
+        ]
+        if control["missing"]:
+            facts.append(
+                (
+                    "GAP",
+                    f"no run for {control['gap_hours']:.1f} h before this one "
+                    f"(more than {control['missing_after']:g} h)",
+                )
+            )
+        first = row + 1
+        row = _pairs(ws, first, facts) + 1
+        if control["baseline_mismatch"] or control["missing"]:
+            for r in range(first, row - 1):
+                if ws.cell(row=r, column=1).value in ("control limits", "GAP"):
+                    ws.cell(row=r, column=2).font = Font(bold=True, color="C62828")
 
     put_text(ws, row, 1, "Baseline", font=SECTION)
     baseline_row = row + 1
@@ -511,9 +552,13 @@ def summary_sheet(
 
 def _pairs(ws: Worksheet, row: int, pairs: list[tuple[str, str]]) -> int:
     """Label in column A, value from column B on; returns the next free row."""
+    span = 3 * 16 + DEFINITION_WIDTH  # columns B to E of the Summary sheet
     for label, value in pairs:
         put_text(ws, row, 1, label, font=BOLD, alignment=TOP)
-        put_text(ws, row, 2, value, alignment=TOP)
+        put_text(ws, row, 2, value, alignment=WRAP_TOP)
+        if len(value or "") > 16:  # long text wraps within B:E instead of widening the page
+            ws.merge_cells(start_row=row, end_row=row, start_column=2, end_column=5)
+            ws.row_dimensions[row].height = text_height(value, span)
         row += 1
     return row
 
@@ -620,6 +665,85 @@ def trend_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> Non
     ws.add_chart(chart, "A1")
 
 
+LJ_ROWS = 18  # rows a Levey-Jennings chart covers on the Trend sheet
+
+
+def control_sheet(ws: Worksheet, charts: list, meta: dict[str, Any]) -> None:
+    """The series' trend across runs: per slot and chart metric, its values and limits
+    as a table, and a native Levey-Jennings chart of them beside it."""
+    heads = (
+        "run",
+        "started",
+        "value",
+        "mean",
+        "-3SD",
+        "-2SD",
+        "-1SD",
+        "+1SD",
+        "+2SD",
+        "+3SD",
+        "rules",
+    )
+    widths = (7, 18, 10, 10, 9, 9, 9, 9, 9, 9, 22)
+    for c, width in enumerate(widths, 1):
+        ws.column_dimensions[get_column_letter(c)].width = width
+    row = 1
+    for chart in charts:
+        lim = chart.limit
+        put_text(ws, row, 1, chart.title, font=SECTION)
+        put_text(ws, row, 4, chart.caption, font=MUTED)
+        top = row + 1
+        for c, head in enumerate(heads, 1):
+            put_text(ws, top, c, head, font=BOLD, fill=HEADER_FILL)
+        for i, point in enumerate(chart.points, top + 1):
+            if point.run_id is not None:
+                ws.cell(row=i, column=1, value=point.run_id)
+            else:
+                put_text(ws, i, 1, "this", font=BOLD)
+            put_text(ws, i, 2, point.started.replace("T", " ")[:16])
+            if point.value is not None:
+                put_metric(ws, i, 3, chart.metric, point.value)
+            if lim.mean is not None and lim.sd is not None:
+                for c, k in enumerate((0, -3, -2, -1, 1, 2, 3), 4):
+                    cell = ws.cell(row=i, column=c, value=lim.mean + k * lim.sd)
+                    cell.number_format = DEFAULT_NUMBER_FORMAT
+            text = ", ".join(point.rules) + ("" if point.in_control else " (out of control)")
+            put_text(ws, i, 11, text.strip(", "))
+        last = top + len(chart.points)
+        if len(chart.points) >= 2:
+            lj = LineChart()
+            lj.title = clean(f"{chart.title} (Levey-Jennings)")  # a slot is a file name
+            lj.height, lj.width = 8.5, 17
+            lj.display_blanks = "gap"
+            lj.add_data(
+                Reference(ws, min_col=3, max_col=10, min_row=top, max_row=last),
+                titles_from_data=True,
+            )
+            lj.set_categories(Reference(ws, min_col=1, min_row=top + 1, max_row=last))
+            low, high = chart_window(chart)
+            if low is not None:  # the control band, as on the PNG: a far-off fault is off-scale
+                lj.y_axis.scaling.min, lj.y_axis.scaling.max = low, high
+            lj.x_axis.title = "run"
+            for i, series in enumerate(lj.series):
+                series.smooth = False
+                if i == 0:  # the values: points joined by a thin line
+                    series.marker.symbol = "circle"
+                    series.graphicalProperties.line.solidFill = "1F5FA8"
+                    continue
+                series.marker.symbol = "none"
+                k = abs((-3, -2, -1, 1, 2, 3)[i - 2]) if i >= 2 else 0
+                colour = {0: "1D232B", 1: "9AA5B1", 2: "B26A00", 3: "C62828"}[k]
+                series.graphicalProperties.line.solidFill = colour
+                series.graphicalProperties.line.dashStyle = "solid" if k == 0 else "dash"
+            lj.legend = None
+            lj.y_axis.number_format = "0.000"
+            for axis in (lj.x_axis, lj.y_axis):
+                axis.delete = False
+            ws.add_chart(lj, f"{get_column_letter(len(heads) + 2)}{row}")
+        row = max(last, row + LJ_ROWS) + 2
+    ws.freeze_panes = "A1"
+
+
 def print_setup(ws: Worksheet, landscape: bool = True) -> None:
     """Fit each sheet to the page width; the rows flow onto as many pages as they need."""
     ws.page_setup.orientation = "landscape" if landscape else "portrait"
@@ -629,7 +753,10 @@ def print_setup(ws: Worksheet, landscape: bool = True) -> None:
 
 
 def workbook(
-    frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    baseline_thumbnail: bytes | None,
+    charts: list | None = None,
 ) -> Workbook:
     wb = Workbook()
     summary = wb.active
@@ -637,7 +764,10 @@ def workbook(
     results_sheet(wb.create_sheet("Results"), frame, meta)
     summary_sheet(summary, frame, meta, baseline_thumbnail)
     errors_sheet(wb.create_sheet("Errors"), frame, meta)
-    trend_sheet(wb.create_sheet("Trend"), frame, meta)
+    if charts:  # a series with history: the trend across runs
+        control_sheet(wb.create_sheet("Trend"), charts, meta)
+    else:
+        trend_sheet(wb.create_sheet("Trend"), frame, meta)
     for ws in wb.worksheets:
         print_setup(ws, landscape=ws.title != "Summary")
     wb.properties.creator = f"reporter {meta['tool']['version']}"
@@ -648,7 +778,12 @@ def workbook(
 
 
 def write_xlsx(
-    frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None, path: Path
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    baseline_thumbnail: bytes | None,
+    path: Path,
+    *,
+    charts: list | None = None,
 ) -> Path:
-    book = workbook(frame, meta, baseline_thumbnail)
+    book = workbook(frame, meta, baseline_thumbnail, charts)
     return write_atomic(path, lambda tmp: book.save(tmp))

@@ -109,6 +109,8 @@ class Report:
     legend: str
     outliers: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    control: dict[str, Any] | None = None  # the series' history part of the metadata
+    charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
 
     @property
     def flagged(self) -> list[Row]:
@@ -119,11 +121,17 @@ def _split(text: str) -> list[str]:
     return [part for part in (text or "").split(SEPARATOR) if part]
 
 
+def png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def view(
     frame: pd.DataFrame,
     meta: dict[str, Any],
     baseline_thumbnail: bytes | None,
     picture: Callable[[bytes | None], str | None] = data_uri,
+    charts: list | None = None,
+    chart_picture: Callable[[bytes], str] = png_uri,
 ) -> Report:
     """The view model of the page: everything the template shows, already formatted.
 
@@ -183,6 +191,16 @@ def view(
         skipped=meta["skipped"],
         legend=visuals.LEGEND,
         outliers=meta["config"]["outliers"],
+        control=meta.get("history"),
+        charts=[
+            {
+                "title": c.title,
+                "caption": c.caption,
+                "src": chart_picture(c.png()),
+                "status": c.status,
+            }
+            for c in charts or []
+        ],
     )
 
 
@@ -200,10 +218,11 @@ def write_html(
     path: Path,
     *,
     templates: Path | None = None,
+    charts: list | None = None,
 ) -> Path:
     page = (
         environment(templates)
         .get_template("report.html.j2")
-        .render(report=view(frame, meta, baseline_thumbnail))
+        .render(report=view(frame, meta, baseline_thumbnail, charts=charts))
     )
     return write_text(path, page)

@@ -1,0 +1,143 @@
+"""The series subcommands: ``baseline set|show``, ``history`` and ``accept``.
+
+Where it sits: ``cli.main`` hands them the parsed arguments; they read and
+write the history database (``history.History``) and print for people (or CSV
+for ``history --csv``). Returns the exit status: 0, or 1 when ``history
+--missing-after`` finds the series silent for too long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import getpass
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import Config, load_toml
+from .history import History, series_lock
+from .series import gap_hours
+
+
+def _by(args: argparse.Namespace) -> str:
+    if args.by:
+        return args.by
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _path(args: argparse.Namespace) -> Path:
+    if args.history is not None:
+        return args.history
+    config = load_toml(args.config) if args.config else Config()
+    return config.history_path()
+
+
+def command(args: argparse.Namespace) -> int:
+    path = _path(args)
+    reading = args.command != "baseline" or args.verb != "set"
+    if reading and not path.is_file():  # do not create an empty database by mistake
+        print(f"reporter: error: no history at {path} (pass --history PATH)", file=sys.stderr)
+        return 2
+    with History(path) as store:
+        if args.command == "baseline" and args.verb == "set":
+            with series_lock(path.parent / "locks", args.series, 30.0):
+                b = store.set_baseline(args.series, args.file, reason=args.reason, by=_by(args))
+            print(
+                f"series {args.series}: baseline {b.sha256[:12]} ({args.file}) set by {b.set_by};"
+            )
+            print(f"a new control period starts; copy kept at {b.stored}")
+            return 0
+        if args.command == "baseline":
+            return show_baselines(store, args.series)
+        if args.command == "history":
+            return show_history(store, args)
+        run = store.accept(args.series, args.run_id, reason=args.reason, by=_by(args))
+        print(
+            f"run {run.id} of {run.series} ({run.started}, {run.verdict}) accepted by "
+            f"{run.accepted_by}: its values now count for the control limits"
+        )
+        return 0
+
+
+def show_baselines(store: History, series: str) -> int:
+    records = store.baselines(series)
+    if not records:
+        print(f"series {series}: no baseline recorded yet")
+        return 0
+    current = records[-1]
+    runs = [r for r in store.runs(series) if r.baseline_id == current.id]
+    print(f"series {series}: current baseline {current.sha256}")
+    print(f"  copy   {current.stored}")
+    print(f"  from   {current.source}")
+    print(f"  set    {current.set_at} by {current.set_by}: {current.reason}")
+    print(f"  period {len(runs)} run(s) against it so far")
+    if len(records) > 1:
+        print("earlier baselines (newest first):")
+        for b in reversed(records[:-1]):
+            print(f"  {b.set_at}  {b.sha256[:12]}  by {b.set_by}: {b.reason}")
+    return 0
+
+
+HISTORY_COLUMNS = (
+    "run_id",
+    "started",
+    "verdict",
+    "exit_code",
+    "images",
+    "failed",
+    "baseline_sha256",
+    "accepted_by",
+    "accepted_reason",
+    "out_dir",
+)
+
+
+def show_history(store: History, args: argparse.Namespace) -> int:
+    runs = store.runs(args.series, last=None if args.csv else args.last)
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        for r in runs:
+            writer.writerow(
+                (
+                    r.id,
+                    r.started,
+                    r.verdict,
+                    r.exit_code,
+                    r.images,
+                    r.failed,
+                    r.baseline_sha256,
+                    r.accepted_by or "",
+                    r.accepted_reason or "",
+                    r.out_dir or "",
+                )
+            )
+    else:
+        if not runs:
+            print(f"series {args.series}: no runs recorded")
+        for r in runs:
+            accepted = (
+                f"  accepted by {r.accepted_by}: {r.accepted_reason}" if r.accepted_by else ""
+            )
+            flagged = f", {r.failed} FAIL" if r.failed else ""
+            print(
+                f"{r.id:>6}  {r.started.replace('T', ' ')[:16]}  {r.verdict:<5}  "
+                f"{r.images} image(s){flagged}  exit {r.exit_code}  "
+                f"baseline {r.baseline_sha256[:8]}{accepted}"
+            )
+    if args.missing_after is not None:
+        last = store.runs(args.series, last=1)
+        gap = gap_hours(last[0].started if last else None, datetime.now(UTC))
+        if gap is None or gap > args.missing_after:
+            since = "ever" if gap is None else f"for {gap:.1f} h (last {last[0].started})"
+            print(
+                f"MISSING: no run of series {args.series} {since}; more than "
+                f"{args.missing_after:g} h: is its scheduled job still running?",
+                file=sys.stderr,
+            )
+            return 1
+    return 0

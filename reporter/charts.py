@@ -1,0 +1,193 @@
+"""Levey-Jennings charts of a series: one PNG per slot and chart metric.
+
+Where it sits: ``series.SeriesRun.charts`` makes :class:`Chart` objects from the
+control evaluation; report.html embeds their PNG (so the chart survives being
+mailed) and report.xlsx draws the same numbers as native charts.
+
+Drawn with matplotlib's object API (no pyplot: no global state, no display):
+the runs of the current control period in order, this run last and larger;
+the mean and the +-1, 2 and 3 SD lines; points where a control rule fired in
+red (a FAIL rule) or amber (1-2s, EWMA); runs that are out of control and not
+accepted as hollow grey circles (they do not count for the limits).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .control import FAIL_RULES, ControlLimit, Point
+
+COLOURS = {"mean": "#1d232b", 1: "#9aa5b1", 2: "#b26a00", 3: "#c62828"}
+FAIL_RED, WARN_AMBER, OK_BLUE = "#c62828", "#b26a00", "#1f5fa8"
+
+
+@dataclass
+class Chart:
+    slot: str
+    metric: str
+    limit: ControlLimit
+    points: list[Point]
+    min_runs: int
+    status: str  # this run's status for the slot
+    _png: bytes | None = field(default=None, repr=False)
+
+    @property
+    def title(self) -> str:
+        return f"{self.slot}: {self.metric}"
+
+    @property
+    def caption(self) -> str:
+        lim = self.limit
+        if lim.mean is None or lim.sd is None:
+            return f"no limits yet: {lim.n} of {self.min_runs} in-control runs"
+        numbers = f"mean {lim.mean:.4g}, SD {lim.sd:.2g}"
+        if lim.provisional:
+            return (
+                f"provisional limits ({numbers}) from {lim.n} of {self.min_runs} runs: "
+                "the fixed limits decide"
+            )
+        return f"{numbers}, from the period's first {lim.n} in-control runs"
+
+    def png(self) -> bytes:
+        if self._png is None:
+            self._png = draw(self)
+        return self._png
+
+
+def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    ax = fig.subplots()
+    points = chart.points
+    xs = list(range(1, len(points) + 1))
+    lim = chart.limit
+    if lim.mean is not None and lim.sd is not None:
+        style = "--" if lim.provisional else "-"
+        ax.axhline(lim.mean, color=COLOURS["mean"], lw=1, ls=style)
+        for k in (1, 2, 3):
+            for sign in (1, -1):
+                ax.axhline(
+                    lim.mean + sign * k * lim.sd,
+                    color=COLOURS[k],
+                    lw=0.8,
+                    ls=":" if k == 1 else "--",
+                    alpha=0.5 if lim.provisional else 0.9,
+                )
+            ax.annotate(
+                f"+{k}SD",
+                (1.005, lim.mean + k * lim.sd),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                color=COLOURS[k],
+                va="center",
+            )
+            ax.annotate(
+                f"-{k}SD",
+                (1.005, lim.mean - k * lim.sd),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                color=COLOURS[k],
+                va="center",
+            )
+        ax.annotate(
+            "mean", (1.005, lim.mean), xycoords=("axes fraction", "data"), fontsize=7, va="center"
+        )
+    low, high = window(chart)
+
+    def shown(value: float) -> float:  # off-scale values sit on the edge of the window
+        return value if low is None else min(max(value, low), high)
+
+    kept = [
+        (x, shown(p.value))
+        for x, p in zip(xs, points, strict=True)
+        if p.value is not None and p.in_control
+    ]
+    if kept:
+        ax.plot(*zip(*kept, strict=True), color=OK_BLUE, lw=0.8, alpha=0.6)
+    for x, p in zip(xs, points, strict=True):
+        if p.value is None:
+            continue
+        size = 42 if p.run_id is None else 16
+        y, marker = shown(p.value), "o"
+        if y != p.value:  # off the scale: a triangle on the edge (this run's value beside it)
+            marker = "v" if p.value < y else "^"
+        if y != p.value and p.run_id is None:
+            ax.annotate(
+                f"{p.value:.3g}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(5, 2 if marker == "v" else -8),
+                fontsize=6,
+                color="#5f6b7a",
+            )
+        if not p.in_control:
+            ax.scatter(
+                [x], [y], s=size, marker=marker, facecolors="none", edgecolors="#7a8591", zorder=3
+            )
+            continue
+        fail = any(r in FAIL_RULES for r in p.rules)
+        colour = FAIL_RED if fail else WARN_AMBER if p.rules else OK_BLUE
+        edge = "#1d232b" if p.run_id is None else "none"
+        ax.scatter([x], [y], s=size, marker=marker, color=colour, zorder=3, edgecolors=edge)
+    if low is not None:
+        ax.set_ylim(low, high)
+    ticks = _ticks(len(points))
+    ax.set_xticks([xs[i] for i in ticks])
+    ax.set_xticklabels([_when(points, i) for i in ticks], fontsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlim(0.5, len(points) + 0.5)
+    ax.set_title(_label(chart.title), fontsize=9, loc="left", fontweight="bold")
+    ax.set_title(chart.caption, fontsize=7, loc="right", color="#5f6b7a")
+    ax.grid(axis="y", color="#eef0f3", lw=0.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.subplots_adjust(left=0.09, right=0.93, top=0.86, bottom=0.14)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+WINDOW_SD = 4.5  # the y axis spans the mean +- this many SD (and the in-control points)
+
+
+def window(chart: Chart) -> tuple[float | None, float | None]:
+    """The y range: the control band, so one far-off fault does not flatten the others."""
+    lim = chart.limit
+    if lim.mean is None or lim.sd is None:
+        return None, None
+    inside = [
+        p.value
+        for p in chart.points
+        if p.value is not None and p.in_control and abs(p.value - lim.mean) <= 6 * lim.sd
+    ]
+    return (
+        min([lim.mean - WINDOW_SD * lim.sd, *inside]),
+        max([lim.mean + WINDOW_SD * lim.sd, *inside]),
+    )
+
+
+def _when(points: list[Point], i: int) -> str:
+    """A tick label: the date, or the time when the chart covers less than two days."""
+    first = datetime.fromisoformat(points[0].started)
+    last = datetime.fromisoformat(points[-1].started)
+    return points[i].started[11:16] if abs((last - first).days) < 2 else points[i].started[5:10]
+
+
+def _label(text: str) -> str:
+    """Outside text (a slot is a file name) as matplotlib draws it literally: no control
+    characters (no glyph), and ``$`` escaped (it would start mathtext)."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text).replace("$", r"\$")
+
+
+def _ticks(n: int, most: int = 10) -> list[int]:
+    """Indexes of the points that get a date label: at most ``most``, always the last."""
+    step = max(1, -(-n // most))
+    picked = list(range(n - 1, -1, -step))
+    return sorted(picked)

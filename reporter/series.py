@@ -1,0 +1,315 @@
+"""A series' scheduled runs: slots, run folders, the ``latest`` pointer, retention, gaps.
+
+Where it sits: ``pipeline.run`` calls these around the comparison for runs that
+have a series (and, for the folder, for every run). Nothing here reads pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import table
+from .charts import Chart
+from .config import Config, ReporterError
+from .control import Control, evaluate
+from .flags import Flag
+from .history import Baseline, History, slug
+from .metrics import METRICS
+
+log = logging.getLogger("reporter")
+
+RUN_FOLDER = re.compile(r"^\d{8}-\d{6}(-\d+)?$")  # what run_folder() makes: 20261122-073000[-2]
+LATEST = "latest"
+
+
+def slot_of(file: str, pattern: str | None) -> str:
+    """The slot of an image: its name, or the part a pattern keeps.
+
+    With a pattern, the group named ``slot`` (or else group 1) is the slot; a
+    pattern without groups is cut out of the name. E.g. ``_\\d{4}-\\d\\d-\\d\\d``
+    turns ``FSC_SSC_2026-11-22.png`` into ``FSC_SSC.png``, and
+    ``(?P<slot>.+)_\\d{4}-\\d\\d-\\d\\d`` into ``FSC_SSC``. A name the pattern does
+    not match keeps its name.
+    """
+    if not pattern:
+        return file
+    match = re.search(pattern, file)
+    if not match:
+        return file
+    if "slot" in match.re.groupindex:
+        return match.group("slot") or file
+    if match.re.groups:
+        return match.group(1) or file
+    return (file[: match.start()] + file[match.end() :]) or file
+
+
+def slots(files: list[str], pattern: str | None) -> list[str]:
+    """Slots of a run's files; a slot two files would share falls back to the file's name."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for file in files:
+        slot = slot_of(file, pattern)
+        if slot in seen:
+            log.warning(
+                "%s: slot %r is taken by another file of this run; using its name", file, slot
+            )
+            slot = file
+        seen.add(slot)
+        out.append(slot)
+    return out
+
+
+def run_folder(config: Config, started: datetime) -> tuple[Path, bool]:
+    """The run folder, made now, and whether reporter named it (then it is pruned and pointed to).
+
+    ``--out`` is used as given. Otherwise each run gets a new folder named by its
+    start time under the reports root, in a sub-folder per series.
+    """
+    try:
+        if config.out is not None:
+            config.out.mkdir(parents=True, exist_ok=True)
+            return config.out, False
+        root = config.reports_root / slug(config.series) if config.series else config.reports_root
+        stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            out = root / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                out.mkdir(parents=True)
+                return out, True
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ReporterError(f"cannot make the output folder: {exc}") from None
+    raise ReporterError(f"cannot make a new run folder under {config.reports_root}")
+
+
+def point_latest(out: Path) -> Path:
+    """Make ``latest`` beside the run folder point to it (a symlink, replaced atomically).
+
+    Where symbolic links cannot be made (Windows without the privilege), a
+    ``latest.txt`` file names the folder instead.
+    """
+    link = out.parent / LATEST
+    tmp = out.parent / f".{LATEST}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(out.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+        return link
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        note = out.parent / f"{LATEST}.txt"
+        note.write_text(out.name + "\n", encoding="utf-8")
+        return note
+
+
+def prune(out: Path, keep: int) -> list[Path]:
+    """Delete the oldest run folders beside ``out`` so that ``keep`` remain (0: keep all).
+
+    Only folders named as reporter names them are touched, never ``out``.
+    """
+    if keep <= 0:
+        return []
+    runs = sorted(
+        p
+        for p in out.parent.iterdir()
+        if p.is_dir() and not p.is_symlink() and RUN_FOLDER.match(p.name)
+    )
+    old = [p for p in runs if p != out][: max(0, len(runs) - keep)]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed old run folder %s (keeping %d)", path, keep)
+    return old
+
+
+def gap_hours(previous: str | None, started: datetime) -> float | None:
+    """Hours since the series' previous run started, or None for its first run."""
+    if previous is None:
+        return None
+    return (started - datetime.fromisoformat(previous)).total_seconds() / 3600
+
+
+# --- one run of a series: control rules, its record, its charts ------------------------------
+
+MAX_CHARTS = 24  # Levey-Jennings charts in a report: flagged slots first
+
+
+@dataclass
+class SeriesRun:
+    """What a run of a series knows beyond its own images."""
+
+    config: Config
+    baseline: Baseline  # the series' recorded baseline (the control period)
+    baseline_sha: str  # of the file this run compared against
+    slots: list[str]  # per row of the table
+    control: Control | None  # None when the run's baseline is not the recorded one
+    mismatch: str | None
+    previous: str | None  # when the series' previous run started
+    gap: float | None  # hours since then
+    extra: dict[int, list[Flag]]  # control flags by row position
+
+    @classmethod
+    def start(
+        cls,
+        config: Config,
+        store: History,
+        baseline: Baseline,
+        sha: str,
+        frame: pd.DataFrame,
+        started: datetime,
+    ) -> SeriesRun:
+        slots_ = slots(list(frame[table.FILE]), config.history.slot_pattern)
+        last = store.runs(config.series, last=1)
+        previous = last[0].started if last else None
+        gap = gap_hours(previous, started)
+        if gap is not None and config.history.missing_after and gap > config.history.missing_after:
+            log.warning(
+                "series %r had no run for %.1f h before this one (more than %g h)",
+                config.series,
+                gap,
+                config.history.missing_after,
+            )
+        mismatch = None
+        control = None
+        extra: dict[int, list[Flag]] = {}
+        if baseline.sha256 != sha:
+            mismatch = (
+                f"this run's baseline (sha256 {sha[:12]}) is not the series' recorded baseline "
+                f"(sha256 {baseline.sha256[:12]}, set {baseline.set_at} by {baseline.set_by}: "
+                f"{baseline.reason}); control limits were not applied and the run does not count "
+                "for them. If the change is intended: reporter baseline set"
+            )
+            log.warning("series %r: %s", config.series, mismatch)
+        else:
+            today = {
+                slot: {name: _plain(row[name]) for name in METRICS}
+                for slot, row in zip(slots_, frame.to_dict("records"), strict=True)
+                if row[table.STATUS] != table.Status.ERROR.value
+            }
+            control = evaluate(
+                store.period(config.series, baseline),
+                today,
+                config.history,
+                started.isoformat(timespec="seconds"),
+            )
+            extra = {i: control.flags[s] for i, s in enumerate(slots_) if control.flags.get(s)}
+        return cls(config, baseline, sha, slots_, control, mismatch, previous, gap, extra)
+
+    @contextlib.contextmanager
+    def recording(self, store: History, frame: pd.DataFrame, meta: dict[str, Any], out: Path):
+        """Record the run for the block (committed when it ends without an exception);
+        yields the history part of the run's metadata."""
+        counts = meta["counts"]
+        with store.recording(
+            {
+                "series": self.config.series,
+                "started": meta["started"],
+                "finished": meta["finished"],
+                "verdict": table.verdict(counts),
+                "exit_code": meta["exit_code"],
+                "images": len(frame),
+                "failed": counts.get(table.Status.FAIL.value, 0),
+                "baseline_sha256": self.baseline_sha,
+                "baseline_path": meta["baseline"]["path"],
+                "out_dir": str(out.absolute()),
+                "tool_version": meta["tool"]["version"],
+                "baseline_id": self.baseline.id,
+            },
+            [
+                {
+                    "slot": slot,
+                    "file": row[table.FILE],
+                    "status": str(row[table.STATUS]),
+                    "reasons": row[table.REASONS],
+                    "error": row[table.ERROR],
+                    "metrics": {name: _plain(row[name]) for name in METRICS},
+                }
+                for slot, row in zip(self.slots, frame.to_dict("records"), strict=True)
+            ],
+        ) as run_id:
+            yield self._meta(store, frame, run_id)
+
+    def _meta(self, store: History, frame: pd.DataFrame, run_id: int) -> dict[str, Any]:
+        settings = self.config.history
+        limits = self.control.limits if self.control else {}
+        established = [lim for lim in limits.values() if not lim.provisional]
+        return {
+            "path": str(store.path),
+            "series": self.config.series,
+            "run_id": run_id,
+            "slots": dict(zip(frame[table.FILE], self.slots, strict=True)),
+            "baseline": {
+                "id": self.baseline.id,
+                "sha256": self.baseline.sha256,
+                "set_at": self.baseline.set_at,
+                "set_by": self.baseline.set_by,
+                "reason": self.baseline.reason,
+                "stored": self.baseline.stored,
+            },
+            "baseline_mismatch": self.mismatch,
+            "min_runs": settings.min_runs,
+            "in_control_runs": max((lim.n for lim in limits.values()), default=0),
+            "established": bool(established) and len(established) == len(limits),
+            "rules": list(settings.rules),
+            "limits": {
+                f"{slot}|{metric}": {
+                    "slot": slot,
+                    "metric": metric,
+                    "mean": lim.mean,
+                    "sd": lim.sd,
+                    "n": lim.n,
+                    "provisional": lim.provisional,
+                }
+                for (slot, metric), lim in limits.items()
+            },
+            "previous_run": self.previous,
+            "gap_hours": None if self.gap is None else round(self.gap, 2),
+            "missing_after": settings.missing_after,
+            "missing": bool(
+                self.gap is not None
+                and settings.missing_after
+                and self.gap > settings.missing_after
+            ),
+        }
+
+    def charts(self, frame: pd.DataFrame) -> list[Chart]:
+        """Levey-Jennings charts of the chart metrics, flagged slots first, at most MAX_CHARTS.
+
+        Slots with no earlier run in the period get none (a chart of one point says nothing).
+        """
+        if self.control is None:
+            return []
+        status = dict(zip(self.slots, frame[table.STATUS].astype(str), strict=True))
+        rank = {s.value: s.severity for s in table.Status}
+        # A chart needs a past: the first run of a series has none.
+        drawn = [key for key, points in self.control.points.items() if len(points) >= 2]
+        order = sorted(drawn, key=lambda key: (-rank[status[key[0]]], key[0]))
+        return [
+            Chart(
+                slot,
+                metric,
+                self.control.limits[(slot, metric)],
+                self.control.points[(slot, metric)],
+                self.control.min_runs,
+                status[slot],
+            )
+            for slot, metric in order[:MAX_CHARTS]
+        ]
+
+
+def _plain(value: Any) -> float | None:
+    if value is None or value is pd.NA:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value

@@ -1,0 +1,573 @@
+"""Scheduled QC: history store, control limits, Westgard and EWMA rules, baselines, locks."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from openpyxl import load_workbook
+
+from reporter import history as history_module
+from reporter.cli import main
+from reporter.config import Config, HistorySettings, ReporterError
+from reporter.control import evaluate
+from reporter.history import History, series_lock
+from reporter.pipeline import run
+
+# --- the rules, on numbers -------------------------------------------------------------------
+
+SETTINGS = HistorySettings(min_sd={})
+MEAN, SD = 0.960, 0.003
+
+
+def period(values, slot="A", metric="ssim_64", in_control=None):
+    """History rows of one slot's metric, oldest first, as History.period returns them."""
+    flags = in_control or [True] * len(values)
+    return [
+        {
+            "run_id": i + 1,
+            "started": f"2026-10-{1 + i // 24:02d}T{i % 24:02d}:00:00+00:00",
+            "slot": slot,
+            "metric": metric,
+            "value": v,
+            "status": "PASS",
+            "reasons": "",
+            "in_control": ok,
+        }
+        for i, (v, ok) in enumerate(zip(values, flags, strict=True))
+    ]
+
+
+def normal_values(n=20, seed=3):
+    """n in-control values with exactly mean MEAN and SD SD (so z-scores are exact)."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=n)
+    v = (v - v.mean()) / v.std(ddof=1)
+    return list(MEAN + SD * v)
+
+
+def rules_fired(values_before, today_z, slot_values=None):
+    base = normal_values()
+    rows = period(base + [MEAN + SD * z for z in values_before])
+    today = {"A": {"ssim_64": MEAN + SD * today_z}}
+    if slot_values:
+        for slot, z in slot_values.items():
+            rows += period(base, slot=slot)
+            today[slot] = {"ssim_64": MEAN + SD * z}
+    control = evaluate(rows, today, SETTINGS, "2026-11-22T07:30:00+00:00")
+    return {
+        slot: [(f.text.split(":")[0].split(" ", 1)[1], f.status.value) for f in flags]
+        for slot, flags in control.flags.items()
+    }, control
+
+
+def test_limits_are_the_mean_and_sd_of_the_first_in_control_runs():
+    base = normal_values()
+    outlier = [0.5]  # out of control: must not move the limits
+    rows = period(base[:10] + outlier + base[10:], in_control=[True] * 10 + [False] + [True] * 10)
+    control = evaluate(rows, {"A": {"ssim_64": MEAN}}, SETTINGS, "2026-11-22T00:00:00+00:00")
+    limit = control.limits[("A", "ssim_64")]
+    assert not limit.provisional and limit.n == 20
+    assert limit.mean == pytest.approx(MEAN) and limit.sd == pytest.approx(SD)
+
+
+def test_a_normal_run_fires_nothing():
+    fired, _ = rules_fired([0.3, -0.2, 0.1], 0.5)
+    assert fired.get("A", []) == []
+
+
+@pytest.mark.parametrize(
+    ("before", "today", "expected"),
+    [
+        ([], -2.5, [("1-2s", "WARN")]),  # a warning, not a rejection
+        ([], 2.5, []),  # more like the baseline than usual: not a finding
+        ([], -3.5, [("1-3s", "FAIL")]),
+        ([-2.4], -2.3, [("2-2s", "FAIL")]),
+        ([2.4], -2.3, [("1-2s", "WARN")]),  # opposite sides: not 2-2s
+        ([-1.3, -1.5, -1.2], -1.4, [("4-1s", "FAIL")]),
+        ([-1.3, 0.2, -1.2], -1.4, []),
+        ([-0.4] * 9, -0.5, [("10x", "FAIL")]),
+        ([0.4] * 8 + [-0.1], 0.5, []),  # nine on one side is not ten
+    ],
+)
+def test_each_westgard_rule_fires_when_it_should(before, today, expected):
+    fired, _ = rules_fired(before, today)
+    assert fired.get("A", []) == expected
+
+
+def test_both_sides_when_asked():
+    rows = period(normal_values())
+    both = HistorySettings(min_sd={}, both_sides=True)
+    control = evaluate(rows, {"A": {"ssim_64": MEAN + 3.5 * SD}}, both, "2026-11-22T00:00:00")
+    assert [f.text.split(":")[0] for f in control.flags["A"]] == ["ssim_64 1-3s"]
+    assert "> mean+3SD" in control.flags["A"][0].text
+
+
+def test_a_distance_is_bad_upwards():
+    rows = period([10 + 0.5 * v for v in range(-10, 10)], metric="phash")
+    settings = HistorySettings(min_sd={}, metrics=("phash",), chart_metrics=())
+    up = evaluate(rows, {"A": {"phash": 30.0}}, settings, "2026-11-22T00:00:00")
+    down = evaluate(rows, {"A": {"phash": -10.0}}, settings, "2026-11-22T00:00:00")
+    assert up.flags["A"][0].text.startswith("phash 1-3s: 30 > mean+3SD")
+    assert down.flags.get("A", []) == []
+
+
+def test_r4s_compares_the_slots_of_one_run():
+    fired, _ = rules_fired([], 2.3, slot_values={"B": -2.4})
+    assert ("R-4s", "FAIL") in fired["A"] and ("R-4s", "FAIL") in fired["B"]
+
+
+def test_ewma_catches_a_slow_drift_inside_the_limits():
+    # -0.1 SD a run, every third run back up by 1.2 SD: never four beyond 1 SD or ten
+    # below the mean in a row, and no point beyond 2 SD until the EWMA has fired.
+    drift = [-0.1 * i + (1.2 if i % 3 == 0 else 0) for i in range(1, 25)]
+    seen = []
+    for i in range(len(drift)):
+        fired, _ = rules_fired(drift[:i], drift[i])
+        seen.append(fired.get("A", []))
+    first = next(i for i, f in enumerate(seen) if f)
+    assert seen[first] == [("EWMA", "WARN")]  # drift is the first thing seen
+    assert max(abs(z) for z in drift[: first + 1]) < 2
+
+
+def test_limits_are_provisional_until_min_runs():
+    rows = period(normal_values()[:12])
+    control = evaluate(rows, {"A": {"ssim_64": 0.5}}, SETTINGS, "2026-11-22T00:00:00+00:00")
+    assert control.limits[("A", "ssim_64")].provisional
+    assert control.flags.get("A", []) == []  # the fixed limits decide meanwhile
+
+
+def test_the_drift_example_has_a_text_naming_rule_values_and_limit():
+    _, control = rules_fired([-2.4], -2.3)
+    (flag,) = control.flags["A"]
+    assert re.fullmatch(r"ssim_64 2-2s: 0\.953, 0\.953 < mean-2SD 0\.954", flag.text), flag.text
+
+
+# --- a generated series through the whole pipeline ------------------------------------------
+
+
+def _samples():
+    spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_samples"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+MS = _samples()
+SERIES = "Canto II FSC/SSC"
+PATTERN = r"(?P<slot>.+)_\d{4}-\d\d-\d\d"
+
+
+def plot(rng, pops, events=MS.EVENTS):
+    return MS.render(MS.draw_events(MS.jitter(pops, rng), events, rng), MS.TITLE)
+
+
+def day(folder: Path, name: str, tubes: dict[str, np.ndarray]) -> Path:
+    run_dir = folder / name
+    run_dir.mkdir(parents=True)
+    for tube, img in tubes.items():
+        cv2.imwrite(str(run_dir / f"{tube}_{name}.png"), img)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def series_runs(tmp_path_factory):
+    """22 normal days of two tubes, then a shift, a spread and few events on tube A."""
+    root = tmp_path_factory.mktemp("series")
+    rng = np.random.default_rng(2026)
+    baseline = root / "baseline.png"
+    cv2.imwrite(str(baseline), MS.render(MS.draw_events(MS.CONTROL, MS.EVENTS, rng), MS.TITLE))
+    other = MS.CONTROL  # tube B: a second acquisition of the same control
+    days = [f"2026-10-{d:02d}" for d in range(1, 23)]
+    faults = {
+        "2026-10-23": MS.FAULTS["fault_shifted_population"](MS.CONTROL),
+        "2026-10-24": MS.FAULTS["fault_broad_spread"](MS.CONTROL),
+    }
+    config = dict(
+        baseline=baseline,
+        series=SERIES,
+        jobs=1,
+        formats=("csv", "json", "html", "xlsx"),
+        reports_root=root / "reports",
+        history=HistorySettings(slot_pattern=PATTERN, min_runs=20),
+    )
+    results = {}
+    for name in days:
+        tubes = {"tubeA": plot(rng, MS.CONTROL), "tubeB": plot(rng, other)}
+        results[name] = run(Config(inputs=(day(root / "in", name, tubes),), **config))
+    for name, pops in faults.items():
+        tubes = {"tubeA": plot(rng, pops), "tubeB": plot(rng, other)}
+        results[name] = run(Config(inputs=(day(root / "in", name, tubes),), **config))
+    few = {"tubeA": plot(rng, MS.CONTROL, MS.EVENTS // 10), "tubeB": plot(rng, other)}
+    results["2026-10-25"] = run(Config(inputs=(day(root / "in", "2026-10-25", few),), **config))
+    return root, results
+
+
+def control_reasons(result) -> dict[str, list[str]]:
+    out = {}
+    for record in result.table.to_dict("records"):
+        rules = re.findall(r"\b\w+ (1-2s|1-3s|2-2s|R-4s|4-1s|10x|EWMA):", record["reasons"])
+        out[record["file"]] = rules
+    return out
+
+
+def test_every_run_is_recorded_with_its_slots(series_runs):
+    root, results = series_runs
+    with History(root / "reports" / "history.sqlite") as store:
+        runs = store.runs(SERIES)
+        assert len(runs) == 25
+        assert [r.id for r in runs] == [r.meta["history"]["run_id"] for r in results.values()]
+        slots = {row[0] for row in store.db.execute("SELECT DISTINCT slot FROM results")}
+    assert slots == {"tubeA", "tubeB"}  # the date is cut out of the name by the pattern
+
+
+def test_limits_are_provisional_for_20_runs_then_established(series_runs):
+    _, results = series_runs
+    first = list(results.values())
+    assert all(not r.meta["history"]["established"] for r in first[:20])
+    assert first[19].meta["history"]["in_control_runs"] == 19
+    assert all(r.meta["history"]["established"] for r in first[20:])
+
+
+def test_normal_days_fire_no_control_rule_and_faults_do(series_runs):
+    _, results = series_runs
+    normal = list(results.values())[:22]
+    fired = [rule for r in normal for rules in control_reasons(r).values() for rule in rules]
+    assert [rule for rule in fired if rule != "1-2s"] == []  # at most a 1-2s warning
+    assert len(fired) <= 2
+    for name in ("2026-10-23", "2026-10-24", "2026-10-25"):
+        result = results[name]
+        tube_a = next(f for f in control_reasons(result) if f.startswith("tubeA"))
+        assert "1-3s" in control_reasons(result)[tube_a], name
+        row = result.table.set_index("file").loc[tube_a]
+        assert row["status"] == "FAIL" and "ssim_64 1-3s:" in row["reasons"]
+
+
+def test_failed_images_stay_out_of_the_limits(series_runs):
+    root, results = series_runs
+    last = results["2026-10-25"].meta["history"]["limits"]
+    assert last["tubeA|ssim_64"]["n"] == 20  # the two faults before it are not counted
+    with History(root / "reports" / "history.sqlite") as store:
+        base = store.baseline(SERIES)
+        rows = [r for r in store.period(SERIES, base) if r["slot"] == "tubeA"]
+    failed = {r["run_id"] for r in rows if not r["in_control"]}
+    fault_ids = {results[d].meta["history"]["run_id"] for d in ("2026-10-23", "2026-10-24")}
+    assert fault_ids <= failed
+
+
+def test_reports_show_the_levey_jennings_charts(series_runs):
+    _, results = series_runs
+    result = results["2026-10-25"]
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    charts = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="Levey-Jennings chart', page)
+    assert len(charts) == 2  # tubeA and tubeB, ssim_64
+    img = cv2.imdecode(np.frombuffer(base64.b64decode(charts[0]), np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == (270, 700) and img.std() > 10
+    red = np.all(np.abs(img.astype(int) - (0x28, 0x28, 0xC6)) < 40, axis=2)
+    assert red.sum() > 20  # the flagged point and the 3 SD lines
+    assert f"{SERIES}, run {result.meta['history']['run_id']}" in page
+    trend = load_workbook(result.outputs["xlsx"])["Trend"]
+    assert len(trend._charts) == 2
+    assert all(
+        len(c.series) == 8 and all(s.smooth is False for s in c.series) for c in trend._charts
+    )
+
+
+def test_accepting_a_run_lets_it_into_the_limits(series_runs, capsys):
+    root, results = series_runs
+    db = root / "reports" / "history.sqlite"
+    run_id = results["2026-10-23"].meta["history"]["run_id"]
+    code = main(
+        [
+            "accept",
+            SERIES,
+            str(run_id),
+            "--reason",
+            "new bead lot",
+            "--by",
+            "ana",
+            "--history",
+            str(db),
+        ]
+    )
+    assert code == 0 and "accepted by ana" in capsys.readouterr().out
+    with History(db) as store:
+        rows = [r for r in store.period(SERIES, store.baseline(SERIES)) if r["run_id"] == run_id]
+        assert rows and all(r["in_control"] for r in rows)
+    assert main(["accept", SERIES, str(run_id), "--reason", "x", "--history", str(db)]) == 2
+    assert "already accepted by ana" in capsys.readouterr().err
+    assert main(["history", SERIES, "--history", str(db), "--last", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(re.match(r"\s+\d+  2026-", line) for line in lines)
+    assert main(["history", SERIES, "--history", str(db), "--csv"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("run_id,started,verdict") and len(table) == 26
+    assert any(",ana,new bead lot," in line for line in table)
+
+
+def test_missing_after_reports_a_silent_series(series_runs, capsys):
+    root, _ = series_runs
+    db = str(root / "reports" / "history.sqlite")
+    assert main(["history", SERIES, "--history", db, "--missing-after", "24"]) == 0
+    assert main(["history", SERIES, "--history", db, "--missing-after", "0.00001"]) == 1
+    assert "MISSING: no run of series" in capsys.readouterr().err
+    assert main(["history", "never run", "--history", db, "--missing-after", "24"]) == 1
+
+
+# --- baselines and periods --------------------------------------------------------------------
+
+
+def small_series(tmp_path, runs=3, **history):
+    """A few quick runs of the sample images' normal days against sample_images/baseline.png."""
+    inputs = tuple(sorted(SAMPLES.glob("normal_day0[1-3].png")))
+    config = Config(
+        inputs=inputs,
+        baseline=SAMPLES / "baseline.png",
+        series="S",
+        jobs=1,
+        formats=("json",),
+        history=HistorySettings(path=tmp_path / "h" / "history.sqlite", **history),
+        reports_root=tmp_path / "reports",
+    )
+    return config, [run(config) for _ in range(runs)]
+
+
+def test_a_new_baseline_starts_a_new_period_and_a_different_one_is_loud(tmp_path, capsys):
+    config, results = small_series(tmp_path)
+    first = results[-1].meta["history"]
+    assert first["baseline"]["reason"] == "the first run of the series"
+    assert first["limits"]["normal_day01.png|ssim_64"]["n"] == 2
+    db = str(config.history_path())
+    new = SAMPLES / "normal_day08.png"
+    assert (
+        main(
+            [
+                "baseline",
+                "set",
+                "S",
+                str(new),
+                "--reason",
+                "service visit",
+                "--by",
+                "bo",
+                "--history",
+                db,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    # Runs that still name the old baseline are loud, and stay out of the new period.
+    loud = run(config)
+    assert "not the series' recorded baseline" in loud.meta["history"]["baseline_mismatch"]
+    assert loud.meta["history"]["limits"] == {}
+    # Runs without --baseline use the series' copy, in the new period from zero.
+    fresh = run(Config(**{**config.__dict__, "baseline": None}))
+    assert fresh.meta["history"]["baseline"]["reason"] == "service visit"
+    assert fresh.meta["baseline"]["sha256"] == history_module.sha256_of(new)
+    assert fresh.meta["history"]["limits"]["normal_day01.png|ssim_64"]["n"] == 0
+    assert main(["baseline", "show", "S", "--history", db]) == 0
+    shown = capsys.readouterr().out
+    assert "set by" not in shown and "by bo: service visit" in shown
+    assert "by " in shown and "the first run of the series" in shown  # the earlier one
+
+
+def test_the_html_report_shouts_about_a_different_baseline(tmp_path):
+    config, _ = small_series(tmp_path, runs=1)
+    History(config.history_path()).set_baseline(
+        "S", SAMPLES / "normal_day08.png", reason="lot", by="x"
+    )
+    result = run(Config(**{**config.__dict__, "formats": ("html",)}))
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    assert 'class="alarm"' in page and "Baseline differs" in page
+
+
+def test_latest_pointer_and_retention(tmp_path):
+    config, results = small_series(tmp_path, runs=4, keep_runs=2)
+    folder = results[-1].out_dir.parent
+    kept = sorted(p.name for p in folder.iterdir() if p.name != "latest")
+    assert kept == sorted(r.out_dir.name for r in results[-2:])
+    assert (folder / "latest").resolve() == results[-1].out_dir.resolve()
+
+
+def test_a_gap_before_a_run_is_reported(tmp_path):
+    config, _ = small_series(tmp_path, runs=1)
+    with History(config.history_path()) as store:
+        store.db.execute("UPDATE runs SET started = '2026-01-01T00:00:00+00:00'")
+    result = run(
+        Config(
+            **{
+                **config.__dict__,
+                "history": HistorySettings(path=config.history_path(), missing_after=26),
+            }
+        )
+    )
+    assert result.meta["history"]["missing"] and result.meta["history"]["gap_hours"] > 26
+
+
+# --- robustness: kill, concurrency, schema --------------------------------------------------
+
+
+def cli_args(config: Config, *extra: str) -> list[str]:
+    """The command line of a small_series run."""
+    return [
+        "run",
+        *map(str, config.inputs),
+        "--baseline",
+        str(config.baseline),
+        "--series",
+        "S",
+        "--history",
+        str(config.history_path()),
+        "--jobs",
+        "1",
+        *extra,
+    ]
+
+
+KILLED = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from reporter import history
+    from reporter.cli import main
+
+    original = history.History._insert_rows
+
+    def slow(self, db, run_id, rows):
+        original(self, db, run_id, rows)
+        Path(sys.argv[1]).write_text("inside")  # the run's rows are in, not committed
+        time.sleep(120)
+
+    history.History._insert_rows = slow
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
+
+def test_a_run_killed_mid_transaction_leaves_the_history_as_it_was(tmp_path):
+    config, _ = small_series(tmp_path, runs=2)
+    db = config.history_path()
+    marker = tmp_path / "inside"
+    args = cli_args(config, "--out", str(tmp_path / "killed"), "-q")
+    child = subprocess.Popen([sys.executable, "-c", KILLED, str(marker), *args])
+    try:
+        for _ in range(600):
+            if marker.exists() or child.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert marker.exists(), "the run never reached its transaction"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert raw.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert raw.execute("SELECT count(DISTINCT run_id) FROM results").fetchone()[0] == 2
+    assert not (tmp_path / "killed" / "results.json").exists()
+    # The lock died with the process: the next run goes ahead and is recorded.
+    assert main(args[:-3] + ["--out", str(tmp_path / "after"), "-q"]) == 0
+    with History(db) as store:
+        assert len(store.runs("S")) == 3
+
+
+def test_a_second_run_of_the_series_waits_then_stops_with_status_2(tmp_path, capsys):
+    config, _ = small_series(tmp_path, runs=1)
+    db = config.history_path()
+    args = cli_args(config, "--lock-wait", "0.5", "-q")
+    with series_lock(db.parent / "locks", "S", 0):
+        t0 = time.monotonic()
+        assert main(args) == 2
+        assert time.monotonic() - t0 >= 0.5
+    assert "another run of series 'S' is still going" in capsys.readouterr().err
+    with History(db) as store:
+        assert len(store.runs("S")) == 1  # nothing recorded, nothing written
+
+
+def test_two_overlapping_runs_take_turns(tmp_path):
+    config, _ = small_series(tmp_path, runs=1)
+    db = config.history_path()
+    args = cli_args(config, "-q")
+    script = "import sys; from reporter.cli import main; sys.exit(main(sys.argv[1:]))"
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, *args, "--out", str(tmp_path / f"c{i}")])
+        for i in range(2)
+    ]
+    assert [c.wait(timeout=120) for c in children] == [0, 0]
+    with History(db) as store:
+        runs = store.runs("S")
+    assert len(runs) == 3 and len({r.started for r in runs} | {r.id for r in runs}) >= 3
+
+
+def test_an_older_schema_is_migrated_with_its_runs(tmp_path):
+    db = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(db)
+    history_module._v1(raw)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO runs (series, started, finished, verdict, exit_code, images, failed,"
+        " baseline_sha256, baseline_path, out_dir, tool_version) VALUES"
+        " ('S', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00', 'PASS', 0, 1, 0,"
+        " ?, ?, NULL, '0.0.1')",
+        (history_module.sha256_of(SAMPLES / "baseline.png"), str(SAMPLES / "baseline.png")),
+    )
+    raw.execute(
+        "INSERT INTO results VALUES (1, 'normal_day01.png', 'normal_day01.png', 'PASS', '', '')"
+    )
+    raw.execute("INSERT INTO measurements VALUES (1, 'normal_day01.png', 'ssim_64', 0.961)")
+    raw.commit()
+    raw.close()
+    with History(db) as store:
+        assert store.version() == history_module.SCHEMA_VERSION
+        (baseline,) = store.baselines("S")
+        assert baseline.reason == "recorded by the upgrade to history schema 2"
+        assert [r["value"] for r in store.period("S", baseline)] == [0.961]  # still counted
+    config = Config(
+        inputs=(SAMPLES / "normal_day01.png",),
+        baseline=SAMPLES / "baseline.png",
+        series="S",
+        jobs=1,
+        formats=("json",),
+        out=tmp_path / "o",
+        history=HistorySettings(path=db),
+    )
+    result = run(config)
+    assert result.meta["history"]["limits"]["normal_day01.png|ssim_64"]["n"] == 1
+
+
+def test_a_newer_or_broken_database_is_one_line_and_status_2(tmp_path, capsys):
+    newer = tmp_path / "newer.sqlite"
+    sqlite3.connect(newer).execute("PRAGMA user_version = 99")
+    with pytest.raises(ReporterError, match="schema version 99, newer than this reporter"):
+        History(newer)
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"not a database at all" * 100)
+    code = main(
+        [
+            "run",
+            str(SAMPLES / "normal_day01.png"),
+            "--baseline",
+            str(SAMPLES / "baseline.png"),
+            "--series",
+            "S",
+            "--history",
+            str(broken),
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "history" in err and "Traceback" not in err
