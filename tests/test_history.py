@@ -571,3 +571,23 @@ def test_a_newer_or_broken_database_is_one_line_and_status_2(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "history" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[history]\nrules = ["1-2s", "3-3s"]\n', "unknown rule '3-3s'"),
+        ("[history]\nslot_pattern = '(unclosed'\n", "history.slot_pattern"),
+        ('[history]\ndrift_status = "PANIC"\n', "drift_status must be WARN or FAIL"),
+        ("[history]\nmin_runs = 1\n", "min_runs must be at least 2"),
+        ('[history]\nmetrics = ["nope"]\n', "unknown metric 'nope'"),
+        ("[history]\nkeep = 3\n", "unknown key 'keep'"),
+    ],
+)
+def test_bad_history_settings_are_one_line_and_status_2(tmp_path, capsys, toml, message):
+    config = tmp_path / "c.toml"
+    config.write_text(toml, encoding="utf-8")
+    code = main(["run", str(SAMPLES), "--series", "S", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "reports").exists()  # stopped before any work
