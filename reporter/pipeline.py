@@ -322,7 +322,7 @@ def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs) -
     summary = render_summary(frame, meta, out_dir)
     if config.email.wanted:
         meta["exit_code"] = _deliver(
-            config, frame, meta, summary, baseline_thumbnail, outputs, meta["exit_code"]
+            config, frame, meta, summary, baseline_thumbnail, outputs, meta["exit_code"], charts
         )
     if "json" in config.formats:
         outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
@@ -347,7 +347,9 @@ def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], 
     return tuple(kept), left
 
 
-def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_code) -> int:
+def _deliver(
+    config, frame, meta, summary, baseline_thumbnail, outputs, exit_code, charts=()
+) -> int:
     """Write and send the e-mail; a failure to send is exit status 3, never silent."""
     email = config.email
     sender = email.sender or f"reporter@{socket.getfqdn() or 'localhost'}"
@@ -371,6 +373,7 @@ def _deliver(config, frame, meta, summary, baseline_thumbnail, outputs, exit_cod
         baseline_thumbnail=baseline_thumbnail,
         attachments=attachments,
         omitted=tuple(path for path, _ in omitted),
+        charts=tuple(charts),
         templates=config.templates,
     )
     if email.eml is not None:
@@ -422,6 +425,7 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
                 for r in flagged.to_dict("records")
             ],
             skipped=len(meta["skipped"]),
+            control=meta.get("history"),
             out_dir=os.fspath(out_dir),
         )
     )

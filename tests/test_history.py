@@ -372,6 +372,7 @@ def test_a_new_baseline_starts_a_new_period_and_a_different_one_is_loud(tmp_path
     first = results[-1].meta["history"]
     assert first["baseline"]["reason"] == "the first run of the series"
     assert first["limits"]["normal_day01.png|ssim_64"]["n"] == 2
+    assert "Series S, run 3: control limits provisional (2 of 20 runs)." in results[-1].summary
     db = str(config.history_path())
     new = SAMPLES / "normal_day08.png"
     assert (
@@ -396,6 +397,7 @@ def test_a_new_baseline_starts_a_new_period_and_a_different_one_is_loud(tmp_path
     loud = run(config)
     assert "not the series' recorded baseline" in loud.meta["history"]["baseline_mismatch"]
     assert loud.meta["history"]["limits"] == {}
+    assert "BASELINE DIFFERS from the recorded one" in loud.summary
     # Runs without --baseline use the series' copy, in the new period from zero.
     fresh = run(Config(**{**config.__dict__, "baseline": None}))
     assert fresh.meta["history"]["baseline"]["reason"] == "service visit"
@@ -612,3 +614,37 @@ def test_bad_history_settings_are_one_line_and_status_2(tmp_path, capsys, toml, 
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "reports").exists()  # stopped before any work
+
+
+def test_the_mail_shows_since_when_for_a_flagged_slot(tmp_path):
+    import shutil
+    from email import message_from_bytes, policy
+
+    from test_mail import check_message
+
+    config, _ = small_series(tmp_path, runs=2)
+    today = tmp_path / "today"
+    today.mkdir()
+    for name in ("normal_day01.png", "normal_day02.png"):
+        shutil.copy(SAMPLES / name, today / name)
+    shutil.copy(SAMPLES / "fault_debris.png", today / "normal_day03.png")  # slot 3 goes bad
+    eml = tmp_path / "qc.eml"
+    code = main(
+        cli_args(
+            Config(**{**config.__dict__, "inputs": (today,)}),
+            "--eml",
+            str(eml),
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        )
+    )
+    assert code == 1
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    check_message(msg)
+    html = msg.get_body(("html",)).get_content()
+    assert (
+        "Since when" in html and 'alt="Levey-Jennings chart of normal_day03.png: ssim_64"' in html
+    )
+    pngs = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+    assert len(pngs) == 1 and pngs[0].get_payload(decode=True).startswith(b"\x89PNG")

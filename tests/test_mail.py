@@ -43,7 +43,7 @@ def check_message(msg) -> None:
     parts = {p["Content-ID"].strip("<>") for p in images}
     assert cids and cids == parts
     for image in images:
-        assert image.get_content_type() == "image/jpeg"
+        assert image.get_content_type() in ("image/jpeg", "image/png")  # pictures, charts
         assert image.get_content_disposition() == "inline"  # not shown as attachments
     assert "data:" not in body and "<style" not in body  # Gmail and Outlook: inline styles only
     assert 'style="' in body

@@ -43,6 +43,7 @@ ATTACHMENT_TYPES = {
     ".html": ("text", "html"),
     ".xlsx": ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
 }
+MAX_BODY_CHARTS = 4  # Levey-Jennings charts of flagged slots in the body
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
 
 
@@ -82,15 +83,24 @@ class Files:
         return "\n".join(lines)
 
 
-def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates, files) -> tuple[str, dict]:
-    parts: dict[str, bytes] = {}
+def _body(
+    frame, meta, baseline_thumbnail, rows_shown: int, templates, files, charts=()
+) -> tuple[str, dict]:
+    parts: dict[str, tuple[bytes, str]] = {}  # cid -> (bytes, image subtype)
 
-    def cid(jpeg: bytes | None) -> str | None:
-        if not jpeg:
+    def cid(data: bytes | None, subtype: str = "jpeg") -> str | None:
+        if not data:
             return None
         name = make_msgid(domain="reporter.invalid")[1:-1]
-        parts[name] = jpeg
+        parts[name] = (data, subtype)
         return f"cid:{name}"
+
+    # Since when: the Levey-Jennings charts of the flagged slots (they come first).
+    shown_charts = [
+        {"title": c.title, "caption": c.caption, "src": cid(c.png(), "png")}
+        for c in charts
+        if c.status != "PASS"
+    ][:MAX_BODY_CHARTS]
 
     report = view(frame, meta, None, picture=lambda jpeg: None)
     flagged = report.flagged[:rows_shown]
@@ -104,7 +114,13 @@ def _body(frame, meta, baseline_thumbnail, rows_shown: int, templates, files) ->
     page = (
         environment(templates)
         .get_template("mail.html.j2")
-        .render(report=report, rows=flagged, hidden=len(report.flagged) - len(flagged), files=files)
+        .render(
+            report=report,
+            rows=flagged,
+            hidden=len(report.flagged) - len(flagged),
+            files=files,
+            charts=shown_charts,
+        )
     )
     inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
     return inliner.inline(page), parts
@@ -122,14 +138,15 @@ def build(
     attachments: tuple[Path, ...] = (),
     omitted: tuple[Path, ...] = (),
     templates: Path | None = None,
+    charts: tuple = (),
 ) -> EmailMessage:
     """The whole message, ready to write as .eml or to send."""
     rows_shown = MAX_BODY_ROWS
     files = Files(attachments, omitted)
-    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files)
+    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files, charts)
     while len(body.encode("utf-8")) > BODY_LIMIT and rows_shown > 0:
         rows_shown //= 2  # long reasons or file names: show fewer rows, never clip
-        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files)
+        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files, charts)
     msg = EmailMessage()
     msg["Subject"] = subject(meta, len(frame), series)
     msg["From"] = sender
@@ -139,8 +156,8 @@ def build(
     msg.set_content(text + "\n" + files.text() + "\n")
     msg.add_alternative(body, subtype="html")
     html_part = msg.get_payload()[1]
-    for name, jpeg in parts.items():
-        html_part.add_related(jpeg, maintype="image", subtype="jpeg", cid=f"<{name}>")
+    for name, (data, subtype) in parts.items():
+        html_part.add_related(data, maintype="image", subtype=subtype, cid=f"<{name}>")
     for path in attachments:
         # As bytes (base64): a text part would have its line endings rewritten on the way.
         maintype, subtype = ATTACHMENT_TYPES.get(path.suffix, ("application", "octet-stream"))
