@@ -19,7 +19,9 @@ temporary folder, then prints:
   linked under ten names) with every report: the size of report.html (target:
   under 15 MB) and, where Chromium is installed, how long it takes to load and
   lay it out; the size of report.xlsx (target: under 50 MB) and the time to
-  write it (target: well under a minute).
+  write it (target: well under a minute);
+* the series history with a year of daily runs of 20 slots: the time to record a
+  run, to read its control period, and to evaluate the rules.
 
 Each timing is the best of several repeats (per image: the median over ten
 images of the best of five), because on a shared machine the slower repeats
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -178,6 +181,66 @@ def scale_run(tmp: Path, count: int) -> dict[str, float]:
     return figures
 
 
+def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, float]:
+    """A year of daily runs of 20 slots in the history: recording one run, reading the
+    control period, and evaluating the rules for a new run."""
+    from reporter.config import HistorySettings
+    from reporter.control import evaluate
+    from reporter.history import History
+    from reporter.metrics import METRICS
+
+    rng = np.random.default_rng(1)
+    day0 = datetime(2026, 1, 1, 7, 30, tzinfo=UTC)
+    source = tmp / "history_baseline.png"
+    source.write_bytes(b"baseline")
+    with History(tmp / "history.sqlite") as store:
+        base = store.set_baseline("S", source, reason="benchmark", by="bench")
+        t = time.perf_counter()
+        for i in range(runs):
+            rows = [
+                {
+                    "slot": f"slot{j}",
+                    "file": f"slot{j}.png",
+                    "status": "PASS",
+                    "reasons": "",
+                    "error": "",
+                    "metrics": {m: float(rng.normal(0.96, 0.003)) for m in METRICS},
+                }
+                for j in range(slots)
+            ]
+            run = {
+                "series": "S",
+                "started": (day0 + timedelta(days=i)).isoformat(),
+                "finished": "",
+                "verdict": "PASS",
+                "exit_code": 0,
+                "images": slots,
+                "failed": 0,
+                "baseline_sha256": base.sha256,
+                "baseline_path": str(source),
+                "out_dir": None,
+                "tool_version": "bench",
+                "baseline_id": base.id,
+            }
+            with store.recording(run, rows):
+                pass
+        record = (time.perf_counter() - t) / runs
+        t = time.perf_counter()
+        period = store.period("S", base)
+        read = time.perf_counter() - t
+        today = {f"slot{j}": {m: 0.95 for m in METRICS} for j in range(slots)}
+        t = time.perf_counter()
+        evaluate(period, today, HistorySettings(), "2027-01-01T00:00:00+00:00")
+        rules = time.perf_counter() - t
+    return {
+        "history_runs_x_slots": f"{runs} x {slots}",
+        "history_record_ms": round(record * 1000, 1),
+        "history_read_period_ms": round(read * 1000),
+        "history_rules_ms": round(rules * 1000),
+        "history_db_mb": round((tmp / "history.sqlite").stat().st_size / 1e6, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
@@ -229,6 +292,7 @@ def main() -> None:
         rss_n = peak_rss_mb(folder, tmp / "m1")
         rss_3n = peak_rss_mb(more, tmp / "m3")
         scale = scale_run(tmp, args.scale) if args.scale else {}
+        scale.update(history_figures(tmp))
 
     n = args.images
     figures = {
