@@ -149,6 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="instrument and plot: titles, subjects, and the run history with control limits",
     )
+    what = run.add_argument_group("what is compared")
+    what.add_argument(
+        "--ignore",
+        type=_region,
+        action="append",
+        default=[],
+        metavar="X,Y,W,H",
+        help="leave this rectangle (baseline pixels) out of every metric; repeatable",
+    )
+    what.add_argument(
+        "--mask", type=Path, metavar="FILE", help="baseline-sized image: black pixels are ignored"
+    )
+    what.add_argument(
+        "--align",
+        action="store_true",
+        default=None,
+        help="compensate each image's measured shift before comparing (off by default)",
+    )
+    what.add_argument(
+        "--max-shift",
+        type=_limit_value,
+        default=_UNSET,
+        metavar="PX",
+        help="a larger measured shift is a flag (default 2; 'off' for none)",
+    )
     control = run.add_argument_group("series history (runs with --series)")
     _history_option(control)
     control.add_argument(
@@ -246,6 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_UNSET = object()  # an option not given (where None means "off")
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    from .masks import Region
+
+    try:
+        r = Region.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return (r.x, r.y, r.w, r.h)
+
+
+def _limit_value(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    value = _hours(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive (or 'off')")
+    return value
+
+
 def _history_option(parser) -> None:
     parser.add_argument(
         "--history",
@@ -267,7 +314,7 @@ def _hours(text: str) -> float:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < TOML file < command line."""
-    config = load_toml(args.config) if args.config else Config()
+    config = load_toml(args.config, series=args.series) if args.config else Config()
     changes = {"inputs": tuple(args.paths)}
     for key in (
         "baseline",
@@ -306,6 +353,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.no_history:
         history = replace(history, enabled=False)
     changes["history"] = history
+    comparison = config.comparison
+    if args.ignore:
+        comparison = replace(comparison, ignore=comparison.ignore + tuple(args.ignore))
+    if args.mask is not None:
+        comparison = replace(comparison, mask=args.mask)
+    if args.align:
+        comparison = replace(comparison, align=True)
+    if args.max_shift is not _UNSET:  # "off" gives None
+        comparison = replace(comparison, max_shift=args.max_shift)
+    changes["comparison"] = comparison
     email, smtp = config.email, config.email.smtp
     smtp = replace(
         smtp,

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import images, visuals
+from .align import Aligner, compensate
 from .metrics import Reference
 
 log = logging.getLogger("reporter")
@@ -50,6 +52,8 @@ class ImageResult:
     height: int | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    shift_x: float | None = None  # measured translation against the baseline, px (align.py)
+    shift_y: float | None = None
     thumbnail: bytes | None = None  # JPEG, longest side 200 px (visuals.py)
     diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
 
@@ -63,6 +67,15 @@ class Job:
     max_pixels: int
     strict_size: bool
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
+    measure_shift: bool = True  # measure each image's shift against the baseline
+    align: bool = False  # and compensate it before the metrics
+
+    @cached_property
+    def aligner(self) -> Aligner | None:
+        """Made where it is used (in each worker), from the reference's pixels: sending its
+        float copies to every worker made them start slower (and a pool broken by a
+        killed worker then waited forever on a worker still starting)."""
+        return Aligner(self.reference.pixels) if self.measure_shift else None
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -77,7 +90,15 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         ref = job.reference
         if pixels.ndim == 2 and ref.channels != 1:
             ref = ref.grey
-        result.metrics = ref.compare(pixels)
+        valid = None
+        if job.aligner is not None:
+            result.shift_x, result.shift_y = job.aligner.estimate(pixels)
+            if job.align:
+                dx, dy = job.aligner.refine(pixels)
+                result.shift_x, result.shift_y = dx, dy
+                pixels, valid = compensate(pixels, dx, dy)
+                result.notes.append(f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px")
+        result.metrics = ref.compare(pixels, valid=valid)
         if job.baseline_small is not None:
             result.diff_map = _visual(
                 lambda p: visuals.diff_map(job.baseline_small, p), pixels, result

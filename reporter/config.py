@@ -135,6 +135,23 @@ class HistorySettings:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """What is compared: ignored regions, and whether a shift is compensated.
+
+    ``ignore`` holds rectangles (x, y, w, h) in baseline pixels; ``mask`` a
+    black-and-white image of the baseline's size (black = ignored); see masks.py.
+    The shift of every image is measured whatever ``align`` says; one larger than
+    ``max_shift`` px fires with ``shift_status``.
+    """
+
+    ignore: tuple[tuple[int, int, int, int], ...] = ()
+    mask: Path | None = None
+    align: bool = False
+    max_shift: float | None = 2.0
+    shift_status: str = "WARN"
+
+
+@dataclass(frozen=True)
 class Smtp:
     """Where and how to send. User and password never come from the command line."""
 
@@ -187,6 +204,7 @@ class Config:
     limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
     outliers: OutlierRule = field(default_factory=OutlierRule)
     history: HistorySettings = field(default_factory=HistorySettings)
+    comparison: Comparison = field(default_factory=Comparison)
 
     def effective_jobs(self) -> int:
         return self.jobs or os.cpu_count() or 1
@@ -215,6 +233,13 @@ class Config:
                 "status": self.outliers.status,
                 "metrics": list(self.outliers.metrics),
                 "min_spread": dict(self.outliers.min_spread),
+            },
+            "comparison": {
+                "ignore": [list(r) for r in self.comparison.ignore],
+                "mask": str(self.comparison.mask) if self.comparison.mask else None,
+                "align": self.comparison.align,
+                "max_shift": self.comparison.max_shift,
+                "shift_status": self.comparison.shift_status,
             },
             "history": {
                 "enabled": self.keeps_history,
@@ -332,6 +357,16 @@ def check(config: Config) -> Config:
     for name in o.metrics:
         _metric_name(name, "outliers.metrics")
     check_history(config.history)
+    c = config.comparison
+    for region in c.ignore:
+        if len(region) != 4 or min(region[:2]) < 0 or min(region[2:]) <= 0:
+            raise ConfigError(f"ignore region {region}: X,Y must be 0 or more, W,H positive")
+    if c.mask is not None and not c.mask.is_file():
+        raise ConfigError(f"mask file not found: {c.mask}")
+    if c.max_shift is not None and not c.max_shift > 0:
+        raise ConfigError(f"max_shift must be a positive number of pixels, not {c.max_shift!r}")
+    if c.shift_status not in ("WARN", "FAIL"):
+        raise ConfigError(f"shift_status must be WARN or FAIL, not {c.shift_status!r}")
     return config
 
 
@@ -369,8 +404,12 @@ def check_history(h: HistorySettings) -> HistorySettings:
     return h
 
 
-def load_toml(path: Path, base: Config = Config()) -> Config:
-    """``base`` updated from a TOML file (see config.example.toml)."""
+def load_toml(path: Path, base: Config = Config(), series: str | None = None) -> Config:
+    """``base`` updated from a TOML file (see config.example.toml).
+
+    A ``[series."NAME"]`` table applies over the file's ``[compare]`` when the
+    run's series is NAME (``series``, else the file's ``[run] series``).
+    """
     where = str(path)
     try:
         with open(path, "rb") as fh:
@@ -381,7 +420,9 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    _only(data, {"run", "input", "limits", "outliers", "email", "history"}, where)
+    _only(
+        data, {"run", "input", "limits", "outliers", "email", "history", "compare", "series"}, where
+    )
     changes: dict[str, Any] = {}
 
     run = _check_type(data.get("run", {}), dict, f"{where} [run]")
@@ -406,6 +447,16 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         changes["max_pixels"] = _check_type(inp["max_pixels"], int, f"{where} input.max_pixels")
     if "baseline" in inp:
         changes["baseline"] = Path(_check_type(inp["baseline"], str, f"{where} input.baseline"))
+
+    comparison = _comparison(data.get("compare", {}), base.comparison, f"{where} [compare]")
+    tables = _check_type(data.get("series", {}), dict, f"{where} [series]")
+    name = series or changes.get("series") or base.series
+    for key, table in tables.items():
+        _check_type(table, dict, f"{where} [series.{key!r}]")
+        checked = _comparison(table, comparison, f"{where} [series.{key!r}]")
+        if key == name:
+            comparison = checked
+    changes["comparison"] = comparison
 
     limits = base.limits
     table = _check_type(data.get("limits", {}), dict, f"{where} [limits]")
@@ -452,6 +503,30 @@ def load_toml(path: Path, base: Config = Config()) -> Config:
         return check(replace(base, **changes))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _comparison(table: Any, base: Comparison, where: str) -> Comparison:
+    """A [compare] table, or a [series."NAME"] table (the same keys)."""
+    table = _check_type(table, dict, where)
+    _only(table, {f.name for f in fields(Comparison)}, where)
+    c: dict[str, Any] = {}
+    if "ignore" in table:
+        regions = []
+        for item in _check_type(table["ignore"], list, f"{where} ignore"):
+            items = _check_type(item, list, f"{where} ignore")
+            if len(items) != 4:
+                raise ConfigError(f"{where} ignore: {item!r} is not [x, y, w, h]")
+            regions.append(tuple(_check_type(v, int, f"{where} ignore") for v in items))
+        c["ignore"] = tuple(regions)
+    if "mask" in table:
+        c["mask"] = Path(_check_type(table["mask"], str, f"{where} mask"))
+    if "align" in table:
+        c["align"] = _check_type(table["align"], bool, f"{where} align")
+    if "max_shift" in table:
+        c["max_shift"] = _number(table["max_shift"], f"{where} max_shift")
+    if "shift_status" in table:
+        c["shift_status"] = _check_type(table["shift_status"], str, f"{where} shift_status").upper()
+    return replace(base, **c)
 
 
 def _history(table: Any, base: HistorySettings, where: str) -> HistorySettings:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
-from .table import REASONS, SEPARATOR, STATUS, Status
+from .table import REASONS, SEPARATOR, SHIFT_X, SHIFT_Y, STATUS, Status
 
 
 class Rule(StrEnum):
@@ -27,6 +27,8 @@ class Rule(StrEnum):
     """A fixed FAIL limit of the configuration."""
     OUTLIER = "outlier"
     """Far from the run's own median (median and MAD across the run's images)."""
+    SHIFT = "shift limit"
+    """The image moved against the baseline by more than ``max_shift`` px."""
     CONTROL = "control rule"
     """A Westgard or EWMA rule against the series' control limits (see control.py)."""
 
@@ -101,8 +103,27 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
     return found
 
 
+def shift_flags(dx: float, dy: float, comparison) -> list[Flag]:
+    """The shift flag of one image: its measured move is larger than ``max_shift`` px."""
+    if comparison is None or comparison.max_shift is None or pd.isna(dx) or pd.isna(dy):
+        return []
+    size = float(np.hypot(dx, dy))
+    if size <= comparison.max_shift:
+        return []
+    action = "compensated" if comparison.align else "not compensated (--align)"
+    text = (
+        f"shift {size:.1f} px (x {dx:+.1f}, y {dy:+.1f}) > limit {comparison.max_shift:g} px: "
+        f"the image moved against the baseline; {action}"
+    )
+    return [Flag("shift", Rule.SHIFT, Status(comparison.shift_status), text)]
+
+
 def apply(
-    frame: pd.DataFrame, limits: Mapping, outliers, extra: Mapping[int, list[Flag]] | None = None
+    frame: pd.DataFrame,
+    limits: Mapping,
+    outliers,
+    extra: Mapping[int, list[Flag]] | None = None,
+    comparison=None,
 ) -> pd.DataFrame:
     """A copy of ``frame`` with ``status`` and ``reasons`` decided by every rule.
 
@@ -125,6 +146,7 @@ def apply(
         # A metric past its fixed limit is already explained; being an outlier as well adds nothing.
         limited = {f.metric for f in flags}
         flags += [f for f in batch.get(i, []) if f.metric not in limited]
+        flags += shift_flags(getattr(row, SHIFT_X), getattr(row, SHIFT_Y), comparison)
         flags += (extra or {}).get(i, [])
         worst = max((f.status for f in flags), key=lambda s: s.severity, default=Status.PASS)
         statuses.append(worst.value)

@@ -149,6 +149,11 @@ def _wang_downsample(a: np.ndarray, f: int) -> np.ndarray:
 _STRIP_ROWS = 64  # 32 rows x 1024 px x 3 channels x 4 bytes = 384 KiB an array
 
 
+def _u8(valid: np.ndarray | None) -> np.ndarray | None:
+    """An OpenCV mask (uint8, 255 = counted) from a boolean mask."""
+    return None if valid is None else valid.astype(np.uint8) * 255
+
+
 def _channel_means(a: np.ndarray) -> np.ndarray:
     """Mean of each channel, accumulated in float64 (cv2.mean sums in double)."""
     return np.array(cv2.mean(a)[: a.shape[2] if a.ndim == 3 else 1])
@@ -166,8 +171,12 @@ class _Scale:
         self.mx_sq_c1 = np.ascontiguousarray(mx * mx + c1)
         self.sxx_c2 = np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + c2)
 
-    def compare(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def compare(self, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean SSIM and mean contrast-structure term, one value per channel.
+
+        ``w``: weights of the cropped SSIM map (rows x cols x 1), the share of
+        each pixel that is compared (0 inside ignored regions); None weighs all
+        alike. A map with no weight left is averaged unweighted.
 
         Works in strips of rows so that every intermediate array stays in the
         CPU cache: the arithmetic after the blurs is bound by memory bandwidth,
@@ -197,9 +206,14 @@ class _Scale:
             den1 = cv2.add(my_sq, mx_sq_c1)  # mx^2 + my^2 + C1
             num1 = mxmy2 + np.float32(c1)
             s = cv2.multiply(cv2.divide(num1, den1), cs.reshape(den1.shape))
-            sums[0] += cv2.sumElems(s)
-            sums[1] += cv2.sumElems(cs)
-        n = rows * self.mx2.shape[1]
+            if w is None:
+                sums[0] += cv2.sumElems(s)
+                sums[1] += cv2.sumElems(cs)
+            else:
+                ws = w[r0:r1]
+                sums[0, :channels] += (s.reshape(shape) * ws).sum(axis=(0, 1), dtype=np.float64)
+                sums[1, :channels] += (cs * ws).sum(axis=(0, 1), dtype=np.float64)
+        n = rows * self.mx2.shape[1] if w is None else float(w.sum(dtype=np.float64))
         return sums[0, :channels] / n, sums[1, :channels] / n
 
 
@@ -224,10 +238,20 @@ class Reference:
     baseline : ndarray
         uint8 or uint16, H x W (greyscale) or H x W x 3 (BGR), as given by
         ``images.load``.
+    valid : ndarray of bool, optional
+        H x W, False where pixels are ignored (``masks.py``). Every metric then
+        leaves them out: an image's pixels there are replaced by the baseline's
+        (so hashes and the SSIM windows that reach into a region see no
+        difference there), SSIM maps are averaged over the valid pixels only (at
+        each scale, weighted by the share of valid pixels), and cosine, MSE and
+        PSNR sum over the valid pixels only.
     """
 
-    def __init__(self, baseline: np.ndarray):
+    def __init__(self, baseline: np.ndarray, valid: np.ndarray | None = None):
         _check_pixels(baseline, "baseline")
+        if valid is not None and valid.shape != baseline.shape[:2]:
+            raise ValueError(f"mask {valid.shape} does not match the baseline {baseline.shape}")
+        self.valid = None if valid is None or valid.all() else valid.astype(bool)
         self.pixels = baseline
         self.dtype = baseline.dtype
         self.data_range = data_range(baseline.dtype)
@@ -264,7 +288,7 @@ class Reference:
 
     @cached_property
     def norm_sq(self) -> float:
-        return cv2.norm(self.pixels, cv2.NORM_L2SQR)
+        return cv2.norm(self.pixels, cv2.NORM_L2SQR, mask=_u8(self.valid))
 
     @cached_property
     def ahash(self) -> np.ndarray:
@@ -279,15 +303,15 @@ class Reference:
         """This baseline in greyscale, for greyscale images of the run."""
         if self.channels == 1:
             return self
-        return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY))
+        return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY), self.valid)
 
     def __getstate__(self) -> dict:
         # A worker process gets the pixels and prepares its own statistics: sending
         # them (about 20 float32 copies of the image) costs more than computing them.
-        return {"pixels": self.pixels, "prepared": bool(self._scales)}
+        return {"pixels": self.pixels, "valid": self.valid, "prepared": bool(self._scales)}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["pixels"])
+        self.__init__(state["pixels"], state["valid"])
         if state["prepared"]:
             self.prepare()
 
@@ -298,11 +322,18 @@ class Reference:
         _ = self.coarse, self.norm_sq, self.ahash, self.phash
         return self
 
-    def compare(self, image: np.ndarray, names: Iterable[str] | None = None) -> dict[str, float]:
+    def compare(
+        self,
+        image: np.ndarray,
+        names: Iterable[str] | None = None,
+        valid: np.ndarray | None = None,
+    ) -> dict[str, float]:
         """Every registered metric (or those named) of ``image`` against this baseline.
 
         ``image`` must already have the baseline's shape and pixel type
-        (``images.conform`` does that).
+        (``images.conform`` does that). ``valid``: pixels of this image that can
+        be compared (False where an alignment shifted in pixels from outside),
+        on top of the baseline's own mask.
         """
         _check_pixels(image, "image")
         if image.shape != self.pixels.shape or image.dtype != self.dtype:
@@ -310,7 +341,18 @@ class Reference:
                 f"image {image.shape} {image.dtype} does not match the baseline "
                 f"{self.pixels.shape} {self.dtype}"
             )
-        pair = Pair(self, image)
+        if valid is not None and self.valid is not None:
+            valid = valid & self.valid
+        elif valid is None:
+            valid = self.valid
+        if valid is not None and not valid.all():
+            if not valid.any():
+                raise ValueError("every pixel is ignored: nothing left to compare")
+            # The ignored pixels take the baseline's values: no difference can come from them.
+            image = np.where(valid if image.ndim == 2 else valid[:, :, None], image, self.pixels)
+        else:
+            valid = None
+        pair = Pair(self, image, valid)
         selected = METRICS if names is None else {n: METRICS[n] for n in names}
         return {name: m.func(pair) for name, m in selected.items()}
 
@@ -318,11 +360,39 @@ class Reference:
 class Pair:
     """One image against the reference; caches what several metrics share."""
 
-    def __init__(self, ref: Reference, image: np.ndarray):
+    def __init__(self, ref: Reference, image: np.ndarray, valid: np.ndarray | None = None):
         self.ref = ref
         self.image = image
+        self.valid = valid  # None: every pixel counts
         self._y: dict[int, np.ndarray] = {}
+        self._w: dict[int, np.ndarray] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def weights(self, k: int) -> np.ndarray | None:
+        """The share of valid pixels at pyramid level ``k``, uncropped (H x W x 1), or None."""
+        if self.valid is None:
+            return None
+        if k not in self._w:
+            if k == 0:
+                self._w[k] = self.valid.astype(np.float32)[:, :, np.newaxis]
+            else:
+                self._w[k] = _halve(self.weights(k - 1))
+        return self._w[k]
+
+    def cropped(self, w: np.ndarray | None) -> np.ndarray | None:
+        """Weights of the cropped SSIM map; None when none are left (then all count alike)."""
+        if w is None:
+            return None
+        c = slice(CROP, -CROP)
+        out = np.ascontiguousarray(w[c, c])
+        return out if out.sum() >= 1 else None
+
+    @property
+    def compared(self) -> int:
+        """How many pixel positions are compared."""
+        if self.valid is None:
+            return self.image.shape[0] * self.image.shape[1]
+        return int(np.count_nonzero(self.valid))
 
     def level(self, k: int) -> np.ndarray:
         """The image at pyramid level ``k``; level 0 is the pixels themselves, not a copy."""
@@ -342,7 +412,9 @@ class Pair:
                 ones = np.ones(self.ref.channels)
                 self._scores[k] = (ones, ones)
             else:
-                self._scores[k] = self.ref.scale(k).compare(self.level(k))
+                self._scores[k] = self.ref.scale(k).compare(
+                    self.level(k), self.cropped(self.weights(k))
+                )
         return self._scores[k]
 
     @property
@@ -392,7 +464,10 @@ def metric(name: str, *, higher_is_better: bool, definition: str, integer: bool 
     "near 1 for any two images sharing a large background",
 )
 def _cosine(p: Pair) -> float:
-    nx, ny = p.ref.norm_sq, cv2.norm(p.image, cv2.NORM_L2SQR)
+    nx, ny = p.ref.norm_sq, cv2.norm(p.image, cv2.NORM_L2SQR, mask=_u8(p.ref.valid))
+    if p.valid is not None and p.ref.valid is not p.valid:  # this image's own mask
+        nx = cv2.norm(p.ref.pixels, cv2.NORM_L2SQR, mask=_u8(p.valid))
+        ny = cv2.norm(p.image, cv2.NORM_L2SQR, mask=_u8(p.valid))
     if nx == 0 or ny == 0:  # an all-black image has no direction
         return 1.0 if nx == ny else 0.0
     # x.y from three exact integer sums: |x|^2 + |y|^2 - |x - y|^2 = 2 x.y
@@ -421,7 +496,9 @@ def _ssim_coarse(p: Pair) -> float:
     if p.ref.coarse_factor == 1 or p.identical:
         return float(p.scores(0)[0].mean())
     y = _wang_downsample(p.float_level(0), p.ref.coarse_factor)
-    return float(p.ref.coarse.compare(y)[0].mean())
+    w = p.weights(0)
+    w = None if w is None else p.cropped(_wang_downsample(w, p.ref.coarse_factor))
+    return float(p.ref.coarse.compare(y, w)[0].mean())
 
 
 @metric(
@@ -469,7 +546,8 @@ def _psnr(p: Pair) -> float:
     definition="mean squared difference over all pixels and channels, in raw pixel units",
 )
 def _mse(p: Pair) -> float:
-    return p.diff_sq / p.image.size
+    channels = 1 if p.image.ndim == 2 else p.image.shape[2]
+    return p.diff_sq / (p.compared * channels)  # ignored pixels add 0 to diff_sq
 
 
 @metric(

@@ -24,7 +24,7 @@ import cv2
 import jinja2
 import pandas as pd
 
-from . import __version__, flags, images, series, table, visuals
+from . import __version__, flags, images, masks, series, table, visuals
 from .atomic import write_atomic
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, check
@@ -199,8 +199,15 @@ def _run(config: Config, store: History | None) -> RunResult:
     start_workers(config.effective_jobs(), len(items))
     try:
         baseline = images.load(baseline_path, max_pixels=config.max_pixels)
-        reference = Reference(baseline.pixels).prepare()
-    except (images.ImageLoadError, ValueError) as exc:
+    except images.ImageLoadError as exc:
+        raise ReporterError(f"baseline {baseline_path}: {exc}") from None
+    h, w = baseline.pixels.shape[:2]
+    valid = masks.build(
+        w, h, tuple(masks.Region(*r) for r in config.comparison.ignore), config.comparison.mask
+    )
+    try:
+        reference = Reference(baseline.pixels, valid).prepare()
+    except ValueError as exc:
         raise ReporterError(f"baseline {baseline_path}: {exc}") from None
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = series.run_folder(config, started)
@@ -213,6 +220,7 @@ def _run(config: Config, store: History | None) -> RunResult:
         config.max_pixels,
         config.strict_size,
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
+        align=config.comparison.align,
     )
     results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
     frame = table.build(results)
@@ -220,7 +228,7 @@ def _run(config: Config, store: History | None) -> RunResult:
     if store is not None:
         context = series.SeriesRun.start(config, store, recorded, baseline_sha, frame, started)
     extra = context.extra if context else None
-    frame = flags.apply(frame, config.limits, config.outliers, extra)
+    frame = flags.apply(frame, config.limits, config.outliers, extra, config.comparison)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
 
@@ -273,7 +281,9 @@ def _run(config: Config, store: History | None) -> RunResult:
     )
     try:
         with recording as meta["history"]:
-            summary = _write(config, frame, meta, baseline, pictures, context, out_dir, outputs)
+            summary = _write(
+                config, frame, meta, baseline, pictures, context, out_dir, outputs, reference.valid
+            )
             if named:
                 series.point_latest(out_dir)
                 series.prune(out_dir, config.history.keep_runs)
@@ -299,12 +309,12 @@ def _run(config: Config, store: History | None) -> RunResult:
     return RunResult(exit_code, frame, meta, out_dir, outputs, summary)
 
 
-def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs) -> str:
+def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, valid) -> str:
     """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the printed summary."""
     # JSON last: its presence says the run folder is complete.
     if "csv" in config.formats:
         outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
-    baseline_thumbnail = visuals.thumbnail(baseline.pixels) if pictures else None
+    baseline_thumbnail = visuals.thumbnail(baseline.pixels, ignored=valid) if pictures else None
     charts = context.charts(frame) if context is not None and pictures else []
     if "xlsx" in config.formats:  # before the e-mail, which attaches it
         outputs["xlsx"] = write_xlsx(

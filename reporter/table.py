@@ -43,11 +43,25 @@ NOTES = "notes"  # what was done to compare it (resized, alpha, depth, ...)
 REASONS = "reasons"  # which rule fired, with the value and the limit
 ERROR = "error"  # why the file could not be compared
 PATH = "path"  # the file as found on disk
+SHIFT_X = "shift_x"  # measured translation against the baseline, px (right positive)
+SHIFT_Y = "shift_y"  # (down positive)
 THUMBNAIL = "thumbnail"  # JPEG bytes, for the reports only (not in CSV or JSON)
 DIFF_MAP = "diff_map"  # JPEG bytes of 1 - SSIM at thumbnail scale, likewise
 
 METRIC_COLUMNS = tuple(METRICS)
-COLUMNS = (FILE, STATUS, *METRIC_COLUMNS, WIDTH, HEIGHT, NOTES, REASONS, ERROR, PATH)
+COLUMNS = (
+    FILE,
+    STATUS,
+    *METRIC_COLUMNS,
+    SHIFT_X,
+    SHIFT_Y,
+    WIDTH,
+    HEIGHT,
+    NOTES,
+    REASONS,
+    ERROR,
+    PATH,
+)
 """The data columns: CSV and JSON hold exactly these."""
 PICTURES = (THUMBNAIL, DIFF_MAP)
 """Encoded pictures for the reports, after the data columns."""
@@ -57,6 +71,8 @@ DTYPES = {
     FILE: "str",
     STATUS: STATUS_DTYPE,
     **{name: ("Int64" if m.integer else "float64") for name, m in METRICS.items()},
+    SHIFT_X: "float64",
+    SHIFT_Y: "float64",
     WIDTH: "Int64",
     HEIGHT: "Int64",
     NOTES: "str",
@@ -84,6 +100,8 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 FILE: r.file,
                 STATUS: (Status.ERROR if r.error else Status.PASS).value,
                 **{name: values.get(name, np.nan) for name in METRIC_COLUMNS},
+                SHIFT_X: np.nan if r.shift_x is None else round(r.shift_x, 3),
+                SHIFT_Y: np.nan if r.shift_y is None else round(r.shift_y, 3),
                 WIDTH: r.width,
                 HEIGHT: r.height,
                 NOTES: SEPARATOR.join(r.notes),

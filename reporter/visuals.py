@@ -54,9 +54,31 @@ def encode(pixels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def thumbnail(pixels: np.ndarray) -> bytes:
-    """JPEG of the image, longest side 200 px."""
-    return encode(small(pixels))
+def thumbnail(pixels: np.ndarray, ignored: np.ndarray | None = None) -> bytes:
+    """JPEG of the image, longest side 200 px; with ``ignored`` (the valid-pixel mask of
+    masks.py), the ignored regions hatched and outlined in cyan."""
+    out = small(pixels)
+    if ignored is not None:
+        out = _hatch(out, ignored)
+    return encode(out)
+
+
+IGNORED_COLOUR = (255, 255, 0)  # BGR cyan: no instrument plot uses it for data
+
+
+def _hatch(thumb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = thumb if thumb.ndim == 3 else cv2.cvtColor(thumb, cv2.COLOR_GRAY2BGR)
+    out = out.copy()
+    h, w = out.shape[:2]
+    shown = cv2.resize(valid.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_AREA)
+    off = shown < 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    stripes = off & ((xx + yy) % 6 < 2)
+    out[off] = (out[off] * 0.55 + 0.45 * np.array((160, 160, 160))).astype(np.uint8)
+    out[stripes] = IGNORED_COLOUR
+    contours, _ = cv2.findContours(off.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, IGNORED_COLOUR, 1)
+    return out
 
 
 def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
