@@ -58,6 +58,8 @@ from ..table import (
     NOTES,
     PATH,
     REASONS,
+    SHIFT_X,
+    SHIFT_Y,
     STATUS,
     THUMBNAIL,
     WIDTH,
@@ -217,7 +219,7 @@ HEADER_ROW = 2  # row 1 of Results is the legend
 # the other columns follow in the CSV's order.
 LEADING = (FILE, STATUS, THUMBNAIL, DIFF_MAP, REASONS, ERROR)
 TRAILING = (WIDTH, HEIGHT, NOTES, PATH)
-RESULT_COLUMNS = (*LEADING, *METRICS, *TRAILING)
+RESULT_COLUMNS = (*LEADING, *METRICS, SHIFT_X, SHIFT_Y, *TRAILING)
 TEXT_WIDTHS = {FILE: (12, 40), REASONS: (30, 60), NOTES: (12, 40), ERROR: (12, 40), PATH: (12, 60)}
 
 
@@ -265,7 +267,7 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
             fill=HEADER_FILL,
             alignment=Alignment(vertical="center"),
         )
-        if name in METRICS or name in (WIDTH, HEIGHT):  # numbers: header over the digits
+        if name in METRICS or name in (WIDTH, HEIGHT, SHIFT_X, SHIFT_Y):  # header over digits
             cell.alignment = Alignment(vertical="center", horizontal="right")
         if name in METRICS:
             m = METRICS[name]
@@ -279,7 +281,7 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
     # Column widths first (row heights depend on them): pictures to the largest
     # picture, text to its content within bounds.
     box_w, box_h = picture_box(frame)
-    widths: dict[str, float] = {STATUS: 9, WIDTH: 9, HEIGHT: 9}
+    widths: dict[str, float] = {STATUS: 9, WIDTH: 9, HEIGHT: 9, SHIFT_X: 9, SHIFT_Y: 9}
     for name in (THUMBNAIL, DIFF_MAP):
         widths[name] = width_chars(max(box_w + 2 * PAD, 80))
     for name, (low, high) in TEXT_WIDTHS.items():
@@ -314,6 +316,10 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
         for name in (WIDTH, HEIGHT):
             if pd.notna(record[name]):
                 ws.cell(row=r, column=col[name], value=int(record[name])).alignment = TOP
+        for name in (SHIFT_X, SHIFT_Y):
+            if pd.notna(record[name]):
+                cell = ws.cell(row=r, column=col[name], value=float(record[name]))
+                cell.number_format, cell.alignment = "0.0", TOP
         for name in (REASONS, NOTES, ERROR, PATH):
             put_text(ws, r, col[name], record[name], alignment=WRAP_TOP)
         # Tall enough for its picture and its longest wrapped text: nothing spills or hides.
@@ -478,6 +484,7 @@ def summary_sheet(
         ),
         ("sha256", base["sha256"]),
         ("notes", "; ".join(base["notes"])),
+        ("ignored", _ignored(meta["config"].get("comparison", {}))),
     ]
     row = _pairs(ws, baseline_row, facts)
     if baseline_thumbnail:
@@ -548,6 +555,16 @@ def summary_sheet(
     config = {k: v for k, v in meta["config"].items() if k not in ("limits", "outliers")}
     _pairs(ws, row, [(k, json.dumps(v, ensure_ascii=False)) for k, v in config.items()])
     ws.sheet_view.showGridLines = False
+
+
+def _ignored(c: dict[str, Any]) -> str:
+    """The ignored regions and the alignment, for the Summary sheet."""
+    parts = [f"x {x}, y {y}, {w}x{h} px" for x, y, w, h in c.get("ignore", [])]
+    if c.get("mask"):
+        parts.append(f"black pixels of {c['mask']}")
+    text = "; ".join(parts) + " (left out of every metric)" if parts else "nothing"
+    align = "on (shifts compensated)" if c.get("align") else "off (shifts measured only)"
+    return f"{text}; alignment {align}"
 
 
 def _pairs(ws: Worksheet, row: int, pairs: list[tuple[str, str]]) -> int:

@@ -31,6 +31,8 @@ from ..table import (
     PATH,
     REASONS,
     SEPARATOR,
+    SHIFT_X,
+    SHIFT_Y,
     STATUS,
     THUMBNAIL,
     WIDTH,
@@ -86,6 +88,7 @@ class Row:
     notes: list[str]
     error: str
     size: str
+    shift: str
     thumbnail: str | None
     diff_map: str | None
 
@@ -109,6 +112,7 @@ class Report:
     legend: str
     outliers: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
     control: dict[str, Any] | None = None  # the series' history part of the metadata
     charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
 
@@ -148,6 +152,7 @@ def view(
         reasons = _split(r[REASONS])
         fired = {reason.split(" ", 1)[0] for reason in reasons}
         size = f"{r[WIDTH]}x{r[HEIGHT]}" if pd.notna(r[WIDTH]) else ""
+        shift = f"shift {r[SHIFT_X]:+.1f}, {r[SHIFT_Y]:+.1f} px" if pd.notna(r[SHIFT_X]) else ""
         rows.append(
             Row(
                 file=r[FILE],
@@ -158,6 +163,7 @@ def view(
                 notes=_split(r[NOTES]),
                 error=r[ERROR] or "",
                 size=size,
+                shift=shift,
                 thumbnail=picture(r[THUMBNAIL]),
                 diff_map=picture(r[DIFF_MAP]),
             )
@@ -191,6 +197,7 @@ def view(
         skipped=meta["skipped"],
         legend=visuals.LEGEND,
         outliers=meta["config"]["outliers"],
+        comparison=meta["config"].get("comparison", {}),
         control=meta.get("history"),
         charts=[
             {

@@ -1,0 +1,196 @@
+"""Ignore regions, measured shifts and --align: what instruments really do between runs."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import cv2
+import numpy as np
+import pytest
+from conftest import smooth_image, write
+
+from reporter import pipeline
+from reporter.align import Aligner, compensate
+from reporter.cli import main
+from reporter.config import Comparison, Config
+from reporter.metrics import Reference
+
+
+def screenshot(stamp: str, change: bool = False) -> np.ndarray:
+    """An instrument screenshot: a picture, a timestamp in the top-right corner."""
+    img = smooth_image(5, (240, 320, 3))
+    cv2.rectangle(img, (200, 0), (319, 24), (255, 255, 255), -1)
+    cv2.putText(img, stamp, (204, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    if change:  # a real change in the middle of the picture
+        cv2.circle(img, (120, 140), 30, (0, 0, 255), -1)
+    return img
+
+
+@pytest.fixture
+def screens(tmp_path):
+    folder = tmp_path / "screens"
+    folder.mkdir()
+    write(folder / "baseline.png", screenshot("2026-11-21 07:30"))
+    write(folder / "new_stamp.png", screenshot("2026-11-22 07:31"))
+    write(folder / "real_change.png", screenshot("2026-11-22 07:31", change=True))
+    return folder
+
+
+CORNER = "200,0,120,25"
+
+
+def statuses(result) -> dict[str, str]:
+    return dict(zip(result.table["file"], result.table["status"].astype(str), strict=True))
+
+
+def test_a_new_timestamp_in_a_masked_corner_passes_and_a_real_change_still_fails(
+    screens, tmp_path, capsys
+):
+    # A screenshot is expected to repeat exactly: a PSNR limit of 40 dB (identical is inf).
+    common = ["run", str(screens), "--fail", "psnr=40", "--no-outliers", "--formats", "json"]
+    assert main([*common, "--out", str(tmp_path / "a"), "-q"]) == 1
+    import json
+
+    unmasked = json.loads((tmp_path / "a" / "results.json").read_text(encoding="utf-8"))
+    by_file = {r["file"]: r for r in unmasked["rows"]}
+    assert by_file["new_stamp.png"]["status"] == "FAIL"  # the clock alone would cry wolf
+    assert main([*common, "--ignore", CORNER, "--out", str(tmp_path / "b"), "-q"]) == 1
+    masked = json.loads((tmp_path / "b" / "results.json").read_text(encoding="utf-8"))
+    by_file = {r["file"]: r for r in masked["rows"]}
+    assert by_file["new_stamp.png"]["status"] == "PASS"
+    assert by_file["new_stamp.png"]["ssim"] == 1.0 and by_file["new_stamp.png"]["psnr"] == "inf"
+    assert by_file["real_change.png"]["status"] == "FAIL"
+    assert masked["config"]["comparison"]["ignore"] == [[200, 0, 120, 25]]
+
+
+def test_a_mask_file_works_like_the_rectangles(screens, tmp_path):
+    mask = np.full((240, 320), 255, np.uint8)
+    mask[0:25, 200:320] = 0
+    write(tmp_path / "mask.png", mask)
+    config = Config(
+        inputs=(screens,),
+        out=tmp_path / "o",
+        jobs=1,
+        formats=("json", "html"),
+        comparison=Comparison(mask=tmp_path / "mask.png"),
+    )
+    result = pipeline.run(config)
+    by_rect = pipeline.run(
+        Config(
+            **{
+                **config.__dict__,
+                "out": tmp_path / "r",
+                "comparison": Comparison(ignore=((200, 0, 120, 25),)),
+            }
+        )
+    )
+    assert result.table["ssim"].tolist() == by_rect.table["ssim"].tolist()
+    # The baseline's thumbnail shows the ignored corner (hatched in cyan).
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    src = re.search(r'<img src="data:image/jpeg;base64,([^"]+)" alt="baseline', page).group(1)
+    thumb = cv2.imdecode(np.frombuffer(base64.b64decode(src), np.uint8), cv2.IMREAD_COLOR)
+    cyan = np.all(np.abs(thumb.astype(int) - (255, 255, 0)) < 60, axis=2)
+    h, w = cyan.shape
+    assert cyan[: h // 8, int(w * 0.6) :].sum() > 20 and cyan[h // 4 :, :].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: write(p, np.zeros((100, 100), np.uint8)), "is 100x100, the baseline 320x240"),
+        (lambda p: p.write_bytes(b"not an image"), "not a readable image"),
+        (lambda p: write(p, np.zeros((240, 320), np.uint8)), "nothing left to compare"),
+    ],
+)
+def test_a_bad_mask_is_one_line_and_status_2(screens, tmp_path, capsys, make, message):
+    mask = tmp_path / "mask.png"
+    make(mask)
+    code = main(["run", str(screens), "--mask", str(mask), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_bad_ignore_regions_are_usage_errors(screens, capsys):
+    assert main(["run", str(screens), "--ignore", "1,2,3"]) == 2
+    assert "is not X,Y,W,H" in capsys.readouterr().err
+    assert main(["run", str(screens), "--ignore", "400,0,10,10", "--out", "o"]) == 2
+    assert "lies outside the 320x240 baseline" in capsys.readouterr().err
+
+
+# --- shifts -----------------------------------------------------------------------------------
+
+
+def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, move, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.fixture
+def moved(tmp_path):
+    folder = tmp_path / "moved"
+    folder.mkdir()
+    base = smooth_image(7, (300, 400, 3))
+    write(folder / "baseline.png", base)
+    write(folder / "moved.png", shifted(base, 3, -2))  # the stage moved 3 px right, 2 up
+    write(folder / "same.png", base)
+    return folder
+
+
+def test_without_align_a_shifted_copy_drops_and_its_shift_is_reported(moved, tmp_path):
+    result = pipeline.run(Config(inputs=(moved,), out=tmp_path / "o", jobs=1, formats=("json",)))
+    row = result.table.set_index("file").loc["moved.png"]
+    assert row["shift_x"] == pytest.approx(3, abs=0.3) and row["shift_y"] == pytest.approx(
+        -2, abs=0.3
+    )
+    assert row["ssim"] < 0.9
+    assert row["status"] in ("WARN", "FAIL")
+    assert re.search(r"shift 3\.6 px \(x \+3\.0, y -[12]\.\d\) > limit 2 px", row["reasons"])
+    assert "not compensated (--align)" in row["reasons"]
+    same = result.table.set_index("file").loc["same.png"]
+    assert same["shift_x"] == 0 and same["shift_y"] == 0
+
+
+def test_with_align_a_shifted_copy_scores_like_the_original(moved, tmp_path):
+    config = Config(
+        inputs=(moved,),
+        out=tmp_path / "o",
+        jobs=1,
+        formats=("json",),
+        comparison=Comparison(align=True),
+    )
+    row = pipeline.run(config).table.set_index("file").loc["moved.png"]
+    assert row["ssim"] > 0.999 and row["ssim_64"] > 0.999 and row["psnr"] > 40
+    assert row["shift_x"] == pytest.approx(3, abs=0.1)
+    assert row["shift_y"] == pytest.approx(-2, abs=0.1)
+    assert re.search(r"aligned: moved back by \+3\.0\d, -[12]\.\d\d px", row["notes"])
+    # Still a finding: a moved stage is flagged, and the reason says it was compensated.
+    assert "> limit 2 px: the image moved against the baseline; compensated" in row["reasons"]
+
+
+def test_the_shift_limit_can_be_raised_or_turned_off(moved, capsys, tmp_path):
+    for limit, flagged in (("5", False), ("off", False), ("1", True)):
+        out = tmp_path / f"o{limit}"
+        main(["run", str(moved), "--max-shift", limit, "--formats", "csv", "--out", str(out), "-q"])
+        text = (out / "results.csv").read_text(encoding="utf-8")
+        assert ("the image moved against the baseline" in text) is flagged, limit
+
+
+def test_the_estimate_is_sub_pixel_and_leaves_its_inputs_alone():
+    base = smooth_image(3, (200, 260))
+    aligner = Aligner(base)
+    image = shifted(base, 1.5, 0.75)
+    before = image.copy()
+    first = aligner.estimate(image)
+    assert first == aligner.estimate(image)  # the same answer every time
+    assert np.array_equal(image, before)
+    assert first[0] == pytest.approx(1.5, abs=0.1) and first[1] == pytest.approx(0.75, abs=0.1)
+
+
+def test_compensation_leaves_out_what_came_from_outside():
+    base = smooth_image(4, (120, 160, 3))
+    back, valid = compensate(shifted(base, 4, -3), 4, -3)
+    assert not valid[:, -4:].any() and not valid[:3, :].any() and valid[3:, :-4].all()
+    ref = Reference(base)
+    assert ref.compare(back, valid=valid)["ssim"] > ref.compare(back)["ssim"]
