@@ -18,6 +18,9 @@ import cv2
 import numpy as np
 
 SIDE = 512  # px: the estimate for the table runs on copies no larger than this
+MIN_RESPONSE = 0.05  # a weaker correlation peak is no measurement (a copy degraded past
+# recognition: the robustness table's 1/16 downscale of a dot plot peaked at -0.01 and
+# "measured" 74 px; healthy dot plots peak at 0.16 to 0.28, clean shifts near 1)
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
@@ -51,7 +54,8 @@ class Aligner:
         self._full_window: np.ndarray | None = None
 
     def estimate(self, image: np.ndarray) -> tuple[float, float]:
-        """(shift_x, shift_y) of ``image`` (the baseline's size) in baseline pixels."""
+        """(shift_x, shift_y) of ``image`` (the baseline's size) in baseline pixels;
+        NaN when there is no clear correlation peak to measure it by."""
         small = _small(_grey(image), self.factor)
         dx, dy = _correlate(self.small, small, self.window)
         return dx * self.factor, dy * self.factor
@@ -69,7 +73,9 @@ class Aligner:
 def _correlate(a: np.ndarray, b: np.ndarray, window: np.ndarray) -> tuple[float, float]:
     """cv2.phaseCorrelate on copies: OpenCV 5.0 writes into its inputs (seen on the
     second one), which made repeated estimates drift and the baseline's copy rot."""
-    (dx, dy), _ = cv2.phaseCorrelate(a.copy(), b.copy(), window.copy())
+    (dx, dy), response = cv2.phaseCorrelate(a.copy(), b.copy(), window.copy())
+    if not response >= MIN_RESPONSE:
+        return math.nan, math.nan
     return float(dx), float(dy)
 
 

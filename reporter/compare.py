@@ -10,6 +10,7 @@ numpy, Pillow), not pandas, so they start quickly.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import sys
 from collections.abc import Iterator
@@ -92,12 +93,16 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             ref = ref.grey
         valid = None
         if job.aligner is not None:
-            result.shift_x, result.shift_y = job.aligner.estimate(pixels)
-            if job.align:
+            dx, dy = job.aligner.estimate(pixels)
+            if job.align and not math.isnan(dx):
                 dx, dy = job.aligner.refine(pixels)
+            if math.isnan(dx):
+                result.notes.append("shift not measured: no clear correlation peak")
+            else:
                 result.shift_x, result.shift_y = dx, dy
-                pixels, valid = compensate(pixels, dx, dy)
-                result.notes.append(f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px")
+                if job.align:
+                    pixels, valid = compensate(pixels, dx, dy)
+                    result.notes.append(f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px")
         result.metrics = ref.compare(pixels, valid=valid)
         if job.baseline_small is not None:
             result.diff_map = _visual(

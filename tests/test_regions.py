@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -194,3 +195,80 @@ def test_compensation_leaves_out_what_came_from_outside():
     assert not valid[:, -4:].any() and not valid[:3, :].any() and valid[3:, :-4].all()
     ref = Reference(base)
     assert ref.compare(back, valid=valid)["ssim"] > ref.compare(back)["ssim"]
+
+
+def test_the_robustness_table_in_docs_is_what_the_script_writes(tmp_path):
+    """docs/robustness.md is generated: rerunning the script gives the same file."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "robustness.md"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "robustness.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_text(encoding="utf-8") == (root / "docs" / "robustness.md").read_text(
+        encoding="utf-8"
+    )
+    assert out.read_text(encoding="utf-8").count("| translation ") == 14  # 7 shifts, 2 images
+
+
+def test_a_shift_that_cannot_be_measured_is_left_empty_not_made_up(tmp_path):
+    plot = cv2.imread(str(Path(__file__).resolve().parents[1] / "sample_images" / "baseline.png"))
+    tiny = cv2.resize(plot, (32, 32), interpolation=cv2.INTER_AREA)
+    assert all(np.isnan(Aligner(plot).estimate(cv2.resize(tiny, (512, 512)))))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder / "baseline.png", plot)
+    write(folder / "tiny.png", tiny)
+    row = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1, formats=("json",)))
+    record = row.table.iloc[0]
+    assert np.isnan(record["shift_x"]) and "shift not measured" in record["notes"]
+    assert "moved against the baseline" not in record["reasons"]
+
+
+def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):
+    from reporter.cli import build_parser, config_from_args
+    from reporter.config import ConfigError, load_toml
+
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[compare]\nignore = [[0, 0, 10, 10]]\nmax_shift = 3\n"
+        '[series."Canto"]\nignore = [[5, 5, 20, 20]]\nalign = true\n',
+        encoding="utf-8",
+    )
+    plain = load_toml(path)
+    assert plain.comparison.ignore == ((0, 0, 10, 10),) and not plain.comparison.align
+    canto = load_toml(path, series="Canto")
+    assert canto.comparison.ignore == ((5, 5, 20, 20),) and canto.comparison.align
+    assert canto.comparison.max_shift == 3  # inherited from [compare]
+    args = build_parser().parse_args(
+        [
+            "run",
+            "x",
+            "--config",
+            str(path),
+            "--series",
+            "Canto",
+            "--ignore",
+            "1,2,3,4",
+            "--max-shift",
+            "off",
+        ]
+    )
+    config = config_from_args(args)
+    assert config.comparison.ignore == ((5, 5, 20, 20), (1, 2, 3, 4))
+    assert config.comparison.max_shift is None and config.comparison.align
+    for bad, message in (
+        ("[compare]\nignore = [[1, 2, 3]]\n", "is not [x, y, w, h]"),
+        ('[compare]\nshift_status = "PANIC"\n', "shift_status must be WARN or FAIL"),
+        ('[compare]\nmask = "nope.png"\n', "mask file not found"),
+        ('[series."X"]\nalign = "yes"\n', "expected bool"),
+    ):
+        path.write_text(bad, encoding="utf-8")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_toml(path)
