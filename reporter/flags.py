@@ -103,6 +103,11 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
     return found
 
 
+def px(value: float) -> str:
+    """A signed shift with one decimal, never "-0.0"."""
+    return f"{round(value, 1) + 0.0:+.1f}"
+
+
 def shift_flags(dx: float, dy: float, comparison) -> list[Flag]:
     """The shift flag of one image: its measured move is larger than ``max_shift`` px."""
     if comparison is None or comparison.max_shift is None or pd.isna(dx) or pd.isna(dy):
@@ -110,10 +115,10 @@ def shift_flags(dx: float, dy: float, comparison) -> list[Flag]:
     size = float(np.hypot(dx, dy))
     if size <= comparison.max_shift:
         return []
-    action = "compensated" if comparison.align else "not compensated (--align)"
+    action = "compensated" if comparison.align else "not compensated, see --align"
     text = (
-        f"shift {size:.1f} px (x {dx:+.1f}, y {dy:+.1f}) > limit {comparison.max_shift:g} px: "
-        f"the image moved against the baseline; {action}"
+        f"shift {size:.1f} px (x {px(dx)}, y {px(dy)}) > limit {comparison.max_shift:g} px: "
+        f"the image moved against the baseline ({action})"
     )
     return [Flag("shift", Rule.SHIFT, Status(comparison.shift_status), text)]
 

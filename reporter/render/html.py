@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import visuals
 from ..atomic import write_text
+from ..flags import px
 from ..metrics import METRICS
 from ..table import (
     DIFF_MAP,
@@ -152,7 +153,7 @@ def view(
         reasons = _split(r[REASONS])
         fired = {reason.split(" ", 1)[0] for reason in reasons}
         size = f"{r[WIDTH]}x{r[HEIGHT]}" if pd.notna(r[WIDTH]) else ""
-        shift = f"shift {r[SHIFT_X]:+.1f}, {r[SHIFT_Y]:+.1f} px" if pd.notna(r[SHIFT_X]) else ""
+        shift = f"shift {px(r[SHIFT_X])}, {px(r[SHIFT_Y])} px" if pd.notna(r[SHIFT_X]) else ""
         rows.append(
             Row(
                 file=r[FILE],
