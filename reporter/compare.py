@@ -104,9 +104,10 @@ def compare_file(job: Job, item: Input) -> ImageResult:
                     pixels, valid = compensate(pixels, dx, dy)
                     result.notes.append(f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px")
         result.metrics = ref.compare(pixels, valid=valid)
-        if job.baseline_small is not None:
+        if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
+            shown, _ = ref.masked(pixels, valid)
             result.diff_map = _visual(
-                lambda p: visuals.diff_map(job.baseline_small, p), pixels, result
+                lambda p: visuals.diff_map(job.baseline_small, p), shown, result
             )
     except images.ImageLoadError as exc:
         result.error = str(exc)

@@ -341,20 +341,27 @@ class Reference:
                 f"image {image.shape} {image.dtype} does not match the baseline "
                 f"{self.pixels.shape} {self.dtype}"
             )
+        image, valid = self.masked(image, valid)
+        pair = Pair(self, image, valid)
+        selected = METRICS if names is None else {n: METRICS[n] for n in names}
+        return {name: m.func(pair) for name, m in selected.items()}
+
+    def masked(
+        self, image: np.ndarray, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``image`` with the baseline's pixels wherever nothing is compared (this
+        baseline's ignored regions and ``valid``'s False pixels), and the combined mask
+        (None when every pixel counts). What the metrics and the diff map see."""
         if valid is not None and self.valid is not None:
             valid = valid & self.valid
         elif valid is None:
             valid = self.valid
-        if valid is not None and not valid.all():
-            if not valid.any():
-                raise ValueError("every pixel is ignored: nothing left to compare")
-            # The ignored pixels take the baseline's values: no difference can come from them.
-            image = np.where(valid if image.ndim == 2 else valid[:, :, None], image, self.pixels)
-        else:
-            valid = None
-        pair = Pair(self, image, valid)
-        selected = METRICS if names is None else {n: METRICS[n] for n in names}
-        return {name: m.func(pair) for name, m in selected.items()}
+        if valid is None or valid.all():
+            return image, None
+        if not valid.any():
+            raise ValueError("every pixel is ignored: nothing left to compare")
+        # The ignored pixels take the baseline's values: no difference can come from them.
+        return np.where(valid if image.ndim == 2 else valid[:, :, None], image, self.pixels), valid
 
 
 class Pair:

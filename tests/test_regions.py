@@ -65,6 +65,22 @@ def test_a_new_timestamp_in_a_masked_corner_passes_and_a_real_change_still_fails
     assert masked["config"]["comparison"]["ignore"] == [[200, 0, 120, 25]]
 
 
+def test_the_diff_map_is_dark_where_nothing_is_compared(screens, tmp_path):
+    def diff_map(comparison):
+        config = Config(
+            inputs=(screens,),
+            out=tmp_path / str(id(comparison)),
+            jobs=1,
+            formats=("html",),
+            comparison=comparison,
+        )
+        jpeg = pipeline.run(config).table.set_index("file").loc["new_stamp.png", "diff_map"]
+        return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+    assert diff_map(Comparison()).max() > 40  # the new timestamp lights up
+    assert diff_map(Comparison(ignore=((200, 0, 120, 25),))).max() < 20  # masked: dark
+
+
 def test_a_mask_file_works_like_the_rectangles(screens, tmp_path):
     mask = np.full((240, 320), 255, np.uint8)
     mask[0:25, 200:320] = 0
