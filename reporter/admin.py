@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 import getpass
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import Config, load_toml
+from .config import Config, ReporterError, load_toml
 from .history import History, series_lock
 from .series import gap_hours
 
@@ -37,6 +38,13 @@ def _path(args: argparse.Namespace) -> Path:
 
 
 def command(args: argparse.Namespace) -> int:
+    try:
+        return _command(args)
+    except sqlite3.Error as exc:  # a damaged or locked database: one line, status 2
+        raise ReporterError(f"history {_path(args)}: {exc}") from None
+
+
+def _command(args: argparse.Namespace) -> int:
     path = _path(args)
     reading = args.command != "baseline" or args.verb != "set"
     if reading and not path.is_file():  # do not create an empty database by mistake

@@ -189,13 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     control.add_argument(
         "--missing-after",
-        type=_hours,
+        type=_non_negative,
         metavar="HOURS",
         help="report a gap when the series' previous run is older than HOURS",
     )
     control.add_argument(
         "--lock-wait",
-        type=_hours,
+        type=_non_negative,
         metavar="SECONDS",
         help="wait this long for another run of the series (default 30), then exit 2",
     )
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--csv", action="store_true", help="every run as CSV on standard output")
     history.add_argument(
         "--missing-after",
-        type=_hours,
+        type=_non_negative,
         metavar="HOURS",
         help="exit 1 with a message when the last run is older than HOURS (a dead schedule)",
     )
@@ -287,7 +287,7 @@ def _region(text: str) -> tuple[int, int, int, int]:
 def _limit_value(text: str) -> float | None:
     if text.strip().lower() == "off":
         return None
-    value = _hours(text)
+    value = _non_negative(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be positive (or 'off')")
     return value
@@ -302,7 +302,7 @@ def _history_option(parser) -> None:
     )
 
 
-def _hours(text: str) -> float:
+def _non_negative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:

@@ -486,15 +486,8 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
     if "metrics" in out:
         o["metrics"] = _strings(out["metrics"], f"{where} outliers.metrics")
     if "min_spread" in out:
-        spread = _check_type(out["min_spread"], dict, f"{where} outliers.min_spread")
-        o["min_spread"] = MappingProxyType(
-            {
-                **base.outliers.min_spread,
-                **{
-                    _metric_name(k, where): _number(v, f"{where} outliers.min_spread.{k}") or 0.0
-                    for k, v in spread.items()
-                },
-            }
+        o["min_spread"] = _floors(
+            out["min_spread"], base.outliers.min_spread, f"{where} outliers.min_spread"
         )
     changes["outliers"] = replace(base.outliers, **o)
     changes["email"] = _email(data.get("email", {}), base.email, where)
@@ -503,6 +496,17 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
         return check(replace(base, **changes))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+def _floors(table: Any, base: Mapping[str, float], where: str) -> Mapping[str, float]:
+    """A table of per-metric floors (min_spread, min_sd) over the defaults."""
+    table = _check_type(table, dict, where)
+    return MappingProxyType(
+        {
+            **base,
+            **{_metric_name(k, where): _number(v, f"{where}.{k}") or 0.0 for k, v in table.items()},
+        }
+    )
 
 
 def _comparison(table: Any, base: Comparison, where: str) -> Comparison:
@@ -552,16 +556,7 @@ def _history(table: Any, base: HistorySettings, where: str) -> HistorySettings:
             if h[key] is None and key != "missing_after":
                 raise ConfigError(f"{where}: history.{key} must be a number")
     if "min_sd" in table:
-        spread = _check_type(table["min_sd"], dict, f"{where} history.min_sd")
-        h["min_sd"] = MappingProxyType(
-            {
-                **base.min_sd,
-                **{
-                    _metric_name(k, where): _number(v, f"{where} history.min_sd.{k}") or 0.0
-                    for k, v in spread.items()
-                },
-            }
-        )
+        h["min_sd"] = _floors(table["min_sd"], base.min_sd, f"{where} history.min_sd")
     return replace(base, **h)
 
 

@@ -31,6 +31,7 @@ Definitions (Westgard, Barry, Hunt & Groth 1981; EWMA after Roberts 1959):
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,12 @@ def limits_of(values: list[float], metric: str, settings: HistorySettings) -> Co
 
 def fired_rules(reasons: str, metric: str) -> list[str]:
     """The control rules named for ``metric`` in a stored reasons text."""
-    return [r for r in (*FAIL_RULES, "1-2s", "EWMA") if f"{metric} {r}" in (reasons or "")]
+    # Whole names only: "ssim 1-3s" must not match inside "ms_ssim 1-3s".
+    return [
+        r
+        for r in (*FAIL_RULES, "1-2s", "EWMA")
+        if re.search(rf"(?<![\w]){re.escape(metric)} {re.escape(r)}:", reasons or "")
+    ]
 
 
 def _side(z: float) -> int:

@@ -326,7 +326,7 @@ class History:
         return [Run(*row) for row in reversed(self.db.execute(query, params).fetchall())]
 
     def run(self, run_id: int) -> Run | None:
-        found = [r for r in self.runs_by_id((run_id,))]
+        found = self.runs_by_id((run_id,))
         return found[0] if found else None
 
     def runs_by_id(self, ids) -> list[Run]:

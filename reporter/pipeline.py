@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import socket
+import sqlite3
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -148,6 +149,8 @@ def run(config: Config) -> RunResult:
         locks = config.history_path().parent / "locks"
         with series_lock(locks, config.series, config.history.lock_wait):
             return _run(config, store)
+    except sqlite3.Error as exc:  # locked too long, disk full, a damaged table: one line
+        raise ReporterError(f"history {config.history_path()}: {exc}") from None
     finally:
         store.close()
 

@@ -116,6 +116,15 @@ def test_both_sides_when_asked():
     assert "> mean+3SD" in control.flags["A"][0].text
 
 
+def test_chart_marks_read_whole_metric_names():
+    from reporter.control import fired_rules
+
+    reasons = "ms_ssim 1-3s: 0.800 < mean-3SD 0.913; ssim_64 EWMA: drift 1.2 SD below"
+    assert fired_rules(reasons, "ssim") == []  # not the ms_ssim flag
+    assert fired_rules(reasons, "ms_ssim") == ["1-3s"]
+    assert fired_rules(reasons, "ssim_64") == ["EWMA"]
+
+
 def test_a_distance_is_bad_upwards():
     rows = period([10 + 0.5 * v for v in range(-10, 10)], metric="phash")
     settings = HistorySettings(min_sd={}, metrics=("phash",), chart_metrics=())
@@ -532,8 +541,11 @@ def test_two_overlapping_runs_take_turns(tmp_path):
     ]
     assert [c.wait(timeout=120) for c in children] == [0, 0]
     with History(db) as store:
-        runs = store.runs("S")
-    assert len(runs) == 3 and len({r.started for r in runs} | {r.id for r in runs}) >= 3
+        assert len(store.runs("S")) == 3
+        spans = store.db.execute("SELECT started, finished FROM runs ORDER BY id").fetchall()
+    # Taking turns: the later run started (it starts its clock once it holds the lock)
+    # no earlier than the one before it finished.
+    assert spans[2][0] >= spans[1][1]
 
 
 def test_an_older_schema_is_migrated_with_its_runs(tmp_path):
@@ -648,3 +660,20 @@ def test_the_mail_shows_since_when_for_a_flagged_slot(tmp_path):
     )
     pngs = [p for p in msg.walk() if p.get_content_type() == "image/png"]
     assert len(pngs) == 1 and pngs[0].get_payload(decode=True).startswith(b"\x89PNG")
+
+
+def test_a_damaged_history_is_one_line_and_status_2(tmp_path, capsys):
+    config, _ = small_series(tmp_path, runs=1)
+    db = config.history_path()
+    with sqlite3.connect(db) as raw:
+        raw.execute("DROP TABLE measurements")
+    code = main(cli_args(config, "--out", str(tmp_path / "o"), "-q"))
+    err = capsys.readouterr().err
+    assert code == 2 and "no such table: measurements" in err and "Traceback" not in err
+    assert main(["history", "S", "--history", str(db)]) == 0  # runs are still listed
+    capsys.readouterr()
+    with sqlite3.connect(db) as raw:
+        raw.execute("DROP TABLE acceptances")
+    assert main(["history", "S", "--history", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "no such table: acceptances" in err and "Traceback" not in err
