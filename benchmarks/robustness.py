@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from reporter import images  # noqa: E402
-from reporter.align import Aligner  # noqa: E402
 from reporter.config import DEFAULT_LIMITS  # noqa: E402
 from reporter.metrics import METRICS, Reference  # noqa: E402
 
@@ -113,10 +112,7 @@ def measure(baseline: np.ndarray, image: np.ndarray) -> dict[str, float]:
     pixels, _ = images.conform(loaded, images.Geometry.of(baseline), strict_size=False)
     if pixels.ndim == 2 and ref.channels != 1:
         ref = ref.grey
-    values = ref.compare(pixels)
-    dx, dy = Aligner(baseline).estimate(pixels)
-    values["shift"] = math.hypot(dx, dy)
-    return values
+    return ref.compare(pixels)
 
 
 def fmt(name: str, value: float) -> str:
@@ -128,6 +124,8 @@ def fmt(name: str, value: float) -> str:
         return "inf"
     if name in ("psnr", "shift"):
         return f"{value:.1f}"
+    if METRICS[name].two_sided:
+        return f"{value:+.3f}"
     if name == "mse":
         return f"{value:.0f}"
     return f"{value:.3f}"
@@ -139,7 +137,7 @@ def rows_for(baseline: np.ndarray, other: np.ndarray) -> list[tuple[str, str, di
     return rows
 
 
-COLUMNS = [*METRICS, "shift"]
+COLUMNS = list(METRICS)
 
 
 def table(rows: list[tuple[str, str, dict]]) -> list[str]:
@@ -157,17 +155,16 @@ def crossings(rows: list[tuple[str, str, dict]]) -> list[str]:
     """For each default limit: the mildest level of each transformation that crosses it."""
     lines = []
     for name, limit in DEFAULT_LIMITS.items():
-        higher = METRICS[name].higher_is_better
+        m = METRICS[name]
         for kind_label, bound in (("WARN", limit.warn), ("FAIL", limit.fail)):
             if bound is None:
                 continue
             hit: dict[str, str] = {}
             for kind, level, values in rows:
-                v = values[name]
-                if kind not in hit and (v < bound if higher else v > bound):
+                if kind not in hit and m.worse(values[name], bound):
                     hit[kind] = f"{kind} {level}".strip()
-            sign = "<" if higher else ">"
             crossed = ", ".join(hit.values()) or "nothing"
+            sign = m.sign.replace("\u00b1", "\u00b1")
             lines.append(f"* `{name}` {sign} {bound:g} ({kind_label}): {crossed}")
     return lines
 
@@ -176,13 +173,17 @@ def translation_vs_different(rows: list[tuple[str, str, dict]]) -> list[str]:
     """The smallest translation that scores worse than a different image, per metric."""
     other = rows[-1][2]
     lines = []
-    for name in METRICS:
-        higher = METRICS[name].higher_is_better
+    for name, m in METRICS.items():
+        if name == "shift":
+            continue
+
+        def badness(value: float, m=m) -> float:
+            return abs(value) if m.two_sided else -value if m.higher_is_better else value
+
         worse = [
             level
             for kind, level, v in rows
-            if kind == "translation"
-            and (v[name] <= other[name] if higher else v[name] >= other[name])
+            if kind == "translation" and badness(v[name]) >= badness(other[name])
         ]
         lines.append(f"`{name}` {worse[0]}" if worse else f"`{name}` never (up to 64 px)")
     return lines
@@ -198,8 +199,8 @@ READING = """\
   means shift with the content); pHash, built on the lowest frequencies, holds
   for several pixels; `ms_ssim` and `ssim_64` tolerate a pixel or so. The
   measured `shift` recovers the translation almost exactly. When a camera,
-  stage or screen can move, use `--align` and keep the shift flag (a moved stage
-  is a finding) rather than loosening limits.
+  stage or screen can move, use `--align` rather than loosening limits, and set
+  a fixed `shift` limit if a moved stage must be flagged by itself.
 * **Blur, JPEG and downscaling** cost pixel SSIM and PSNR far more than
   `ssim_64`, `ms_ssim` or pHash: mild export changes (JPEG quality, resolution)
   do not cross the default limits (the list under each table names the mildest
@@ -214,16 +215,22 @@ READING = """\
 * **Sparse dot plots** differ from photographs: moving the whole plot by one
   pixel (axes included) scores lower than a real moved population, because the
   axes, ticks and labels stop lining up. That is an export or screen change, not
-  an instrument fault: the shift column and flag report it, and `--align` is
-  there for it. Alignment stays off by default because on a dot plot a moved
+  an instrument fault: the `shift` column reports it, and `--align` is there
+  for it. Alignment stays off by default because on a dot plot a moved
   *population* is the finding, and compensating shifts of the whole picture
   would only ever hide such a change when the picture has no fixed frame.
-* **The shift measurement** needs a clear correlation peak: on a copy degraded
-  past recognition (the dot plot downscaled 1/16) it reports nothing (`nan`)
-  rather than a made-up shift.
+* **The shift measurement** needs a clear, single correlation peak and a better
+  match once moved back: on a different image, or a copy degraded past
+  recognition, it reports nothing (`nan`) rather than a made-up shift.
+* **The signal metrics** (`signal_change`, `occupancy_change`) count the pixels
+  that differ from the background. On the dot plot they hold under JPEG and mild
+  blur and react to downscaling (dots merge), text (new ink) and translation
+  (the signal moves between grid cells); on the photograph, where nearly every
+  pixel differs from the most common colour, they say little.
 
-Which to trust: for **dot plots and other sparse images**, `ssim_64`,
-`ms_ssim` and `phash` (the defaults), with the control rules of a series; for
+Which to trust: for **dot plots and other sparse images**, `signal_change`,
+`occupancy_change`, `ssim_64` and `phash` (the defaults), with the control rules
+of a series; for
 **photographs**, `ssim` and `psnr` as well, with `--align` if the camera or stage
 can move; for **screenshots**, which should repeat exactly, `psnr` (or `mse`)
 with a strict limit, after masking timestamps and counters.

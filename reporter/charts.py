@@ -41,9 +41,10 @@ class Chart:
     @property
     def caption(self) -> str:
         lim = self.limit
-        if lim.mean is None or lim.sd is None:
+        if not lim.ready:
             return f"no limits yet: {lim.n} of {self.min_runs} in-control runs"
-        numbers = f"mean {lim.mean:.4g}, SD {lim.sd:.2g}"
+        low, high = lim.band(3)
+        numbers = f"centre {lim.centre:.4g}, 3SD lines {low:.4g} and {high:.4g}"
         if lim.provisional:
             return (
                 f"provisional limits ({numbers}) from {lim.n} of {self.min_runs} runs: "
@@ -68,36 +69,28 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
     points = chart.points
     xs = list(range(1, len(points) + 1))
     lim = chart.limit
-    if lim.mean is not None and lim.sd is not None:
+    if lim.ready:
         style = "--" if lim.provisional else "-"
-        ax.axhline(lim.mean, color=COLOURS["mean"], lw=1, ls=style)
+        ax.axhline(lim.centre, color=COLOURS["mean"], lw=1, ls=style)
         for k in (1, 2, 3):
-            for sign in (1, -1):
+            for label, y in zip((f"-{k}SD", f"+{k}SD"), lim.band(k), strict=True):
                 ax.axhline(
-                    lim.mean + sign * k * lim.sd,
+                    y,
                     color=COLOURS[k],
                     lw=0.8,
                     ls=":" if k == 1 else "--",
                     alpha=0.5 if lim.provisional else 0.9,
                 )
-            ax.annotate(
-                f"+{k}SD",
-                (1.005, lim.mean + k * lim.sd),
-                xycoords=("axes fraction", "data"),
-                fontsize=7,
-                color=COLOURS[k],
-                va="center",
-            )
-            ax.annotate(
-                f"-{k}SD",
-                (1.005, lim.mean - k * lim.sd),
-                xycoords=("axes fraction", "data"),
-                fontsize=7,
-                color=COLOURS[k],
-                va="center",
-            )
+                ax.annotate(
+                    label,
+                    (1.005, y),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    color=COLOURS[k],
+                    va="center",
+                )
         ax.annotate(
-            "mean", (1.005, lim.mean), xycoords=("axes fraction", "data"), fontsize=7, va="center"
+            "mean", (1.005, lim.centre), xycoords=("axes fraction", "data"), fontsize=7, va="center"
         )
     low, high = window(chart)
 
@@ -154,23 +147,21 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
     return buf.getvalue()
 
 
-WINDOW_SD = 4.5  # the y axis spans the mean +- this many SD (and the in-control points)
+WINDOW_SD = 4.5  # the y axis spans the +-this many SD lines (and the in-control points)
 
 
 def window(chart: Chart) -> tuple[float | None, float | None]:
     """The y range: the control band, so one far-off fault does not flatten the others."""
     lim = chart.limit
-    if lim.mean is None or lim.sd is None:
+    if not lim.ready:
         return None, None
     inside = [
         p.value
         for p in chart.points
-        if p.value is not None and p.in_control and abs(p.value - lim.mean) <= 6 * lim.sd
+        if p.value is not None and p.in_control and abs(lim.z(p.value)) <= 6
     ]
-    return (
-        min([lim.mean - WINDOW_SD * lim.sd, *inside]),
-        max([lim.mean + WINDOW_SD * lim.sd, *inside]),
-    )
+    low, high = lim.band(WINDOW_SD)
+    return min([low, *inside]), max([high, *inside])
 
 
 def _when(points: list[Point], i: int) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import (
+    BASELINE_FIRST,
     FORMATS,
     Config,
     ConfigError,
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         type=Path,
         metavar="FILE",
-        help="the reference image (default: the input whose name is baseline.*)",
+        help="the reference image, or 'first': the first input image in sorted order "
+        "(default: the input whose name is baseline.*; ./first for a file named first)",
     )
     run.add_argument(
         "--out",
@@ -165,14 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--align",
         action="store_true",
         default=None,
-        help="compensate each image's measured shift before comparing (off by default)",
-    )
-    what.add_argument(
-        "--max-shift",
-        type=_limit_value,
-        default=_UNSET,
-        metavar="PX",
-        help="a larger measured shift is a flag (default 2; 'off' for none)",
+        help="compensate each image's measured shift when that makes it more like the "
+        "baseline (off by default)",
     )
     control = run.add_argument_group("series history (runs with --series)")
     _history_option(control)
@@ -182,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument(
         "--slot-pattern",
         metavar="REGEX",
-        help="a file's slot: group 'slot' (or 1) of REGEX on its name, e.g. '(?P<slot>.+)_\\d{8}'",
+        help="a file's slot: group 'slot' (or 1) of REGEX on its name, e.g. "
+        "'(?P<slot>.+)_\\d{8}'; 'name' for the whole name (default: the name without its "
+        "dates, times and run counters)",
     )
     control.add_argument(
         "--keep", type=_jobs, metavar="N", help="keep the newest N run folders (default 0: all)"
@@ -271,9 +269,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_UNSET = object()  # an option not given (where None means "off")
-
-
 def _region(text: str) -> tuple[int, int, int, int]:
     from .masks import Region
 
@@ -282,15 +277,6 @@ def _region(text: str) -> tuple[int, int, int, int]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return (r.x, r.y, r.w, r.h)
-
-
-def _limit_value(text: str) -> float | None:
-    if text.strip().lower() == "off":
-        return None
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be positive (or 'off')")
-    return value
 
 
 def _history_option(parser) -> None:
@@ -329,6 +315,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
         value = getattr(args, key)
         if value is not None:
             changes[key] = value
+    if args.baseline is not None:  # a file given on the command line beats the config's "first"
+        first = str(args.baseline) == BASELINE_FIRST
+        changes["first_as_baseline"] = first
+        changes["baseline"] = None if first else args.baseline
     limits = config.limits
     for kind in ("warn", "fail"):
         for name, value in getattr(args, kind):
@@ -360,8 +350,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
         comparison = replace(comparison, mask=args.mask)
     if args.align:
         comparison = replace(comparison, align=True)
-    if args.max_shift is not _UNSET:  # "off" gives None
-        comparison = replace(comparison, max_shift=args.max_shift)
     changes["comparison"] = comparison
     email, smtp = config.email, config.email.smtp
     smtp = replace(

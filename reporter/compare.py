@@ -18,7 +18,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -26,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import images, visuals
-from .align import Aligner, compensate
-from .metrics import Reference
+from .align import Shift, compensate
+from .metrics import METRICS, Reference
 
 log = logging.getLogger("reporter")
 
@@ -68,15 +67,7 @@ class Job:
     max_pixels: int
     strict_size: bool
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
-    measure_shift: bool = True  # measure each image's shift against the baseline
-    align: bool = False  # and compensate it before the metrics
-
-    @cached_property
-    def aligner(self) -> Aligner | None:
-        """Made where it is used (in each worker), from the reference's pixels: sending its
-        float copies to every worker made them start slower (and a pool broken by a
-        killed worker then waited forever on a worker still starting)."""
-        return Aligner(self.reference.pixels) if self.measure_shift else None
+    align: bool = False  # compensate each image's shift when that makes it more like the baseline
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -91,19 +82,18 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         ref = job.reference
         if pixels.ndim == 2 and ref.channels != 1:
             ref = ref.grey
+        # Measured on what the metrics see: a timestamp in an ignored region cannot move it.
+        shift = ref.aligner.measure(ref.masked(pixels)[0])
+        if shift.note:
+            result.notes.append(shift.note)
+        if shift.found:
+            result.shift_x, result.shift_y = shift.dx, shift.dy
         valid = None
-        if job.aligner is not None:
-            dx, dy = job.aligner.estimate(pixels)
-            if job.align and not math.isnan(dx):
-                dx, dy = job.aligner.refine(pixels)
-            if math.isnan(dx):
-                result.notes.append("shift not measured: no clear correlation peak")
-            else:
-                result.shift_x, result.shift_y = dx, dy
-                if job.align:
-                    pixels, valid = compensate(pixels, dx, dy)
-                    result.notes.append(f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px")
-        result.metrics = ref.compare(pixels, valid=valid)
+        if job.align and shift.found and shift.size > 0:
+            result.metrics, pixels, valid, note = aligned(ref, pixels, shift)
+            result.notes.append(note)
+        else:
+            result.metrics = ref.compare(pixels, shift=shift)
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
             result.diff_map = _visual(
@@ -115,6 +105,67 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         log.debug("unexpected error on %s", item.path, exc_info=True)
         result.error = f"unexpected {type(exc).__name__} while comparing: {exc}"
     return result
+
+
+# Metrics that do not judge an alignment: the shift itself, and the signal metrics,
+# which count pixels past a tolerance (a resampled move changes their counts by
+# blurring thin lines and edges, whether or not the image now lies better).
+NOT_JUDGES = ("shift", "signal_change", "occupancy_change")
+
+
+def _no_worse(candidate: dict[str, float], plain: dict[str, float]) -> bool:
+    """Whether no metric says ``candidate`` is less like the baseline than ``plain``."""
+    for name, m in METRICS.items():
+        a, b = candidate.get(name), plain.get(name)
+        if name in NOT_JUDGES or a is None or b is None or math.isnan(a) or math.isnan(b):
+            continue
+        if m.two_sided:
+            a, b = abs(a), abs(b)
+        if (a < b - 1e-12) if m.higher_is_better and not m.two_sided else (a > b + 1e-12):
+            return False
+    return True
+
+
+def aligned(
+    ref: Reference, pixels: np.ndarray, shift: Shift
+) -> tuple[dict[str, float], np.ndarray, np.ndarray | None, str]:
+    """--align: the metrics of ``pixels`` moved back by its shift, when that makes it more
+    like the baseline; else of ``pixels`` as they are. Also the pixels and valid mask used,
+    and a note saying which.
+
+    Candidates: the whole-pixel move (an exact copy, no resampling blur) and the
+    sub-pixel one (full-resolution estimate). One is kept only if no metric that
+    depends on where things are (all but ``NOT_JUDGES``) gets worse than without
+    moving; of those, the one with the higher pixel-level SSIM.
+    """
+    plain = ref.compare(pixels, shift=shift)
+    fine = ref.aligner.refine(pixels, shift)
+    whole = (float(round(fine.dx)), float(round(fine.dy)))
+    candidates = []
+    if whole != (0.0, 0.0):
+        candidates.append(("whole pixels", whole))
+    if max(abs(fine.dx - whole[0]), abs(fine.dy - whole[1])) > 0.05:
+        candidates.append(("sub-pixel", (fine.dx, fine.dy)))
+    best = (plain, pixels, None, "")
+    for label, (dx, dy) in candidates:
+        moved, valid = compensate(pixels, dx, dy)
+        values = ref.compare(moved, valid=valid, shift=shift)
+        if _no_worse(values, plain) and values["ssim"] > best[0]["ssim"]:
+            best = (
+                values,
+                moved,
+                valid,
+                f"aligned: moved back by {dx:+.2f}, {dy:+.2f} px ({label})",
+            )
+    if not best[3]:
+        size = math.hypot(fine.dx, fine.dy)
+        return (
+            plain,
+            pixels,
+            None,
+            (f"not aligned: moving it back by {size:.2f} px made some metric worse"),
+        )
+    return best
 
 
 def _visual(make, pixels: np.ndarray, result: ImageResult) -> bytes | None:

@@ -2,7 +2,8 @@
 
 Where it sits: after ``table.build``. :func:`apply` reads the metric columns,
 decides each row's status, and writes every reason that fired (metric, value,
-limit) into the ``reasons`` column. It never recomputes a metric.
+limit) into the ``reasons`` column, most severe first, and the same reasons with
+their levels into ``flags`` for the renderers. It never recomputes a metric.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import METRICS
-from .table import REASONS, SEPARATOR, SHIFT_X, SHIFT_Y, STATUS, Status
+from .table import FLAGS, REASONS, SEPARATOR, STATUS, Status
 
 
 class Rule(StrEnum):
@@ -27,10 +28,10 @@ class Rule(StrEnum):
     """A fixed FAIL limit of the configuration."""
     OUTLIER = "outlier"
     """Far from the run's own median (median and MAD across the run's images)."""
-    SHIFT = "shift limit"
-    """The image moved against the baseline by more than ``max_shift`` px."""
     CONTROL = "control rule"
     """A Westgard or EWMA rule against the series' control limits (see control.py)."""
+    SERIES = "series"
+    """The run does not fit its series: another baseline, or slots the series never had."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,16 @@ def limit_flags(name: str, value: float, limit) -> list[Flag]:
     """The fixed-limit flag of one value (FAIL wins over WARN), or none."""
     if value is None or pd.isna(value):
         return []
-    higher = METRICS[name].higher_is_better
-    sign = "<" if higher else ">"
+    m = METRICS[name]
     for bound, rule, status in (
         (limit.fail, Rule.FAIL_LIMIT, Status.FAIL),
         (limit.warn, Rule.WARN_LIMIT, Status.WARN),
     ):
-        if bound is not None and (value < bound if higher else value > bound):
-            text = f"{name} {fmt(name, value)} {sign} {rule.value} {fmt(name, bound)}"
+        if bound is not None and m.worse(value, bound):
+            if m.two_sided:
+                text = f"{name} {value:+.3f} beyond {rule.value} \u00b1{fmt(name, bound)}"
+            else:
+                text = f"{name} {fmt(name, value)} {m.sign} {rule.value} {fmt(name, bound)}"
             return [Flag(name, rule, status, text)]
     return []
 
@@ -75,52 +78,47 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
 
     Only rows with values take part; the rule is silent when fewer than
     ``rule.min_images`` rows have a value. Only the bad side fires: an image
-    that is *more* like the baseline than the rest is not a finding.
+    that is *more* like the baseline than the rest is not a finding (both sides
+    for a signed metric). The robust z-score is taken on each metric's rules
+    scale (``Metric.to_rule_scale``: the cube root of a distance), where healthy
+    variation is near normal; the spread floor ``min_spread`` is in metric units,
+    converted at the median.
     """
     found: dict[int, list[Flag]] = {}
     if not rule.enabled:
         return found
     status = Status(rule.status)
     for name in rule.metrics:
-        values = frame[name].to_numpy(dtype=float, na_value=np.nan)
-        ok = np.isfinite(values)
+        m = METRICS[name]
+        raw = frame[name].to_numpy(dtype=float, na_value=np.nan)
+        ok = np.isfinite(raw)
         if ok.sum() < rule.min_images:
             continue
+        values = np.full(raw.shape, np.nan)
+        values[ok] = [m.to_rule_scale(v) for v in raw[ok]]
         median = float(np.median(values[ok]))
+        centre = float(np.median(raw[ok]))
         spread = 1.4826 * float(np.median(np.abs(values[ok] - median)))
-        spread = max(spread, rule.min_spread.get(name, 0.0))
+        spread = max(spread, m.rule_floor(rule.min_spread.get(name, 0.0), centre))
         if spread == 0:
             continue
-        higher = METRICS[name].higher_is_better
+        bad = m.rule_bad_side
         for i in np.flatnonzero(ok):
             z = (values[i] - median) / spread
-            if (higher and z < -rule.z) or (not higher and z > rule.z):
+            if (bad and z * bad > rule.z) or (not bad and abs(z) > rule.z):
+                # Shown in the metric's own direction: negative = lower than the median.
+                shown = -z if m.transformed and m.higher_is_better else z
                 text = (
-                    f"{name} {fmt(name, values[i])} {Rule.OUTLIER.value} of this run "
-                    f"(median {fmt(name, median)}, robust z {z:+.1f} beyond {rule.z:g})"
+                    f"{name} {fmt(name, raw[i])} {Rule.OUTLIER.value} of this run "
+                    f"(median {fmt(name, centre)}, robust z {shown:+.1f} beyond {rule.z:g})"
                 )
                 found.setdefault(int(i), []).append(Flag(name, Rule.OUTLIER, status, text))
     return found
 
 
-def px(value: float) -> str:
-    """A signed shift with one decimal, never "-0.0"."""
-    return f"{round(value, 1) + 0.0:+.1f}"
-
-
-def shift_flags(dx: float, dy: float, comparison) -> list[Flag]:
-    """The shift flag of one image: its measured move is larger than ``max_shift`` px."""
-    if comparison is None or comparison.max_shift is None or pd.isna(dx) or pd.isna(dy):
-        return []
-    size = float(np.hypot(dx, dy))
-    if size <= comparison.max_shift:
-        return []
-    action = "compensated" if comparison.align else "not compensated, see --align"
-    text = (
-        f"shift {size:.1f} px (x {px(dx)}, y {px(dy)}) > limit {comparison.max_shift:g} px: "
-        f"the image moved against the baseline ({action})"
-    )
-    return [Flag("shift", Rule.SHIFT, Status(comparison.shift_status), text)]
+def ranked(flags: list[Flag]) -> list[Flag]:
+    """Most severe first (FAIL, WARN, then notes), in their order of finding within a level."""
+    return sorted(flags, key=lambda f: -f.status.severity)
 
 
 def apply(
@@ -128,20 +126,21 @@ def apply(
     limits: Mapping,
     outliers,
     extra: Mapping[int, list[Flag]] | None = None,
-    comparison=None,
 ) -> pd.DataFrame:
-    """A copy of ``frame`` with ``status`` and ``reasons`` decided by every rule.
+    """A copy of ``frame`` with ``status``, ``reasons`` and ``flags`` decided by every rule.
 
-    ``extra``: flags decided elsewhere (the series' control rules), by row position.
+    ``extra``: flags decided elsewhere (the series' rules), by row position.
+    Reasons are ranked by severity, the FAIL-level ones first.
     """
     out = frame.copy()
     batch = outlier_flags(out, outliers)
-    statuses, reasons = [], []
+    statuses, reasons, found = [], [], []
     for i, row in enumerate(out.itertuples(index=False)):
         current = Status(getattr(row, STATUS))
         if current is Status.ERROR:
             statuses.append(current.value)
             reasons.append("")
+            found.append(())
             continue
         flags = [
             f
@@ -151,17 +150,19 @@ def apply(
         # A metric past its fixed limit is already explained; being an outlier as well adds nothing.
         limited = {f.metric for f in flags}
         flags += [f for f in batch.get(i, []) if f.metric not in limited]
-        flags += shift_flags(getattr(row, SHIFT_X), getattr(row, SHIFT_Y), comparison)
-        flags += (extra or {}).get(i, [])
+        flags = ranked(flags + list((extra or {}).get(i, [])))
         worst = max((f.status for f in flags), key=lambda s: s.severity, default=Status.PASS)
         statuses.append(worst.value)
         reasons.append(SEPARATOR.join(f.text for f in flags))
+        found.append(tuple((f.status.value, f.text) for f in flags))
     out[STATUS] = pd.Categorical(statuses, dtype=out[STATUS].dtype)
     out[REASONS] = pd.Series(reasons, index=out.index, dtype="str")
+    out[FLAGS] = pd.Series(found, index=out.index, dtype="object")
     return out
 
 
-def exit_code(frame: pd.DataFrame) -> int:
-    """0 when every image is PASS or WARN; 1 when any is FAIL or ERROR."""
+def exit_code(frame: pd.DataFrame, *, off_series: bool = False) -> int:
+    """0 when every image is PASS or WARN; 1 when any is FAIL or ERROR, or when a run of a
+    series was compared against another baseline than the series' (its rules were skipped)."""
     bad = frame[STATUS].isin([Status.FAIL.value, Status.ERROR.value])
-    return 1 if bool(bad.any()) else 0
+    return 1 if bool(bad.any()) or off_series else 0

@@ -362,6 +362,15 @@ class History:
         keys = ("run_id", "started", "slot", "metric", "value", "status", "reasons", "in_control")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
+    def slots(self, series: str) -> set[str]:
+        """Every slot an earlier run of the series had."""
+        rows = self.db.execute(
+            "SELECT DISTINCT s.slot FROM results s JOIN runs r ON r.id = s.run_id "
+            "WHERE r.series = ?",
+            (series,),
+        ).fetchall()
+        return {row[0] for row in rows}
+
     def accept(self, series: str, run_id: int, *, reason: str, by: str) -> Run:
         """Let a flagged run's values into the limits, recording who and why."""
         run = self.run(run_id)

@@ -23,6 +23,11 @@ Definitions (see README "Metrics"):
 * ``ssim_64`` is the same SSIM at the level of the 2x2-mean pyramid whose smaller
   side is nearest 64 px (level round(log2(min(H, W) / 64))), the scale at which
   two draws of the same sparse dot plot agree and a moved population does not.
+* ``signal_change`` and ``occupancy_change`` (sparse images) weigh each pixel's
+  difference from the baseline's background, its ink (``signal.py``): the
+  relative change of the total ink, and the L1 distance between the ink on a
+  16x16 grid over the baseline's total.
+* ``shift`` is the size of the whole-image translation ``align.Aligner`` measures.
 * ``ms_ssim`` is the multi-scale SSIM of Wang, Simoncelli & Bovik (2003) with the
   weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) and the 2x2-mean downsampling
   of their ``msssim.m``; negative per-scale terms are clamped to 0, channels are
@@ -47,7 +52,8 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 
-from . import hashes
+from . import hashes, signal
+from .align import Aligner, Shift
 
 K1 = 0.01
 K2 = 0.03
@@ -152,11 +158,6 @@ _STRIP_ROWS = 64  # 32 rows x 1024 px x 3 channels x 4 bytes = 384 KiB an array
 def _u8(valid: np.ndarray | None) -> np.ndarray | None:
     """An OpenCV mask (uint8, 255 = counted) from a boolean mask."""
     return None if valid is None else valid.astype(np.uint8) * 255
-
-
-def _channel_means(a: np.ndarray) -> np.ndarray:
-    """Mean of each channel, accumulated in float64 (cv2.mean sums in double)."""
-    return np.array(cv2.mean(a)[: a.shape[2] if a.ndim == 3 else 1])
 
 
 class _Scale:
@@ -299,6 +300,38 @@ class Reference:
         return hashes.phash(self.pixels)
 
     @cached_property
+    def background(self) -> signal.Background:
+        return signal.background(self.pixels, self.data_range, self.valid)
+
+    @cached_property
+    def background_plane(self) -> np.ndarray:
+        return signal.plane(self.background, self.pixels.shape, self.dtype)
+
+    def ink(self, pixels: np.ndarray) -> np.ndarray:
+        """Each pixel's ink against this baseline's background (signal.py)."""
+        return signal.ink(pixels, self.background_plane, self.background)
+
+    @cached_property
+    def ink_cells(self) -> np.ndarray:
+        return signal.cell_sums(self.ink(self.pixels), self.valid)
+
+    @cached_property
+    def signal_share(self) -> float:
+        """The share of the baseline's compared pixels that carry signal."""
+        return signal.share(self.pixels, self.background_plane, self.background, self.valid)
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the baseline is a sparse image (a dot plot, a particle image)."""
+        return self.signal_share < signal.SPARSE_SHARE
+
+    @cached_property
+    def aligner(self) -> Aligner:
+        """The baseline's side of the shift measurement (with ignored regions filled as
+        every image's are, so a changing timestamp cannot move the peak)."""
+        return Aligner(self.pixels)
+
+    @cached_property
     def grey(self) -> Reference:
         """This baseline in greyscale, for greyscale images of the run."""
         if self.channels == 1:
@@ -319,7 +352,7 @@ class Reference:
         """Compute every statistic now, once, for all the images to come."""
         for k in range(max(self.ms_ssim_scales, self.low_level + 1)):
             self.scale(k)
-        _ = self.coarse, self.norm_sq, self.ahash, self.phash
+        _ = self.coarse, self.norm_sq, self.ahash, self.phash, self.ink_cells, self.aligner
         return self
 
     def compare(
@@ -327,13 +360,15 @@ class Reference:
         image: np.ndarray,
         names: Iterable[str] | None = None,
         valid: np.ndarray | None = None,
+        shift: Shift | None = None,
     ) -> dict[str, float]:
         """Every registered metric (or those named) of ``image`` against this baseline.
 
         ``image`` must already have the baseline's shape and pixel type
         (``images.conform`` does that). ``valid``: pixels of this image that can
         be compared (False where an alignment shifted in pixels from outside),
-        on top of the baseline's own mask.
+        on top of the baseline's own mask. ``shift``: the image's measured shift,
+        when it was measured before an alignment; else it is measured here.
         """
         _check_pixels(image, "image")
         if image.shape != self.pixels.shape or image.dtype != self.dtype:
@@ -342,7 +377,7 @@ class Reference:
                 f"{self.pixels.shape} {self.dtype}"
             )
         image, valid = self.masked(image, valid)
-        pair = Pair(self, image, valid)
+        pair = Pair(self, image, valid, shift)
         selected = METRICS if names is None else {n: METRICS[n] for n in names}
         return {name: m.func(pair) for name, m in selected.items()}
 
@@ -367,10 +402,17 @@ class Reference:
 class Pair:
     """One image against the reference; caches what several metrics share."""
 
-    def __init__(self, ref: Reference, image: np.ndarray, valid: np.ndarray | None = None):
+    def __init__(
+        self,
+        ref: Reference,
+        image: np.ndarray,
+        valid: np.ndarray | None = None,
+        shift: Shift | None = None,
+    ):
         self.ref = ref
         self.image = image
         self.valid = valid  # None: every pixel counts
+        self._shift = shift
         self._y: dict[int, np.ndarray] = {}
         self._w: dict[int, np.ndarray] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -432,6 +474,25 @@ class Pair:
     def diff_sq(self) -> float:
         return cv2.norm(self.ref.pixels, self.image, cv2.NORM_L2SQR)
 
+    @cached_property
+    def shift(self) -> Shift:
+        return self._shift if self._shift is not None else self.ref.aligner.measure(self.image)
+
+    @cached_property
+    def ink_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image, baseline) ink per grid cell, over the same compared pixels."""
+        ref = self.ref
+        mine = signal.cell_sums(ref.ink(self.image), self.valid)
+        if self.valid is None or self.valid is ref.valid:
+            return mine, ref.ink_cells
+        return mine, signal.cell_sums(ref.ink(ref.pixels), self.valid)
+
+    @property
+    def ink_floor(self) -> float:
+        """The least baseline ink a relative change is taken against (raw units): 0.1 % of
+        the compared pixels at full ink, so a blank baseline does not divide by zero."""
+        return max(1.0, 0.001 * self.compared) * self.ref.data_range
+
 
 # --- the registry ----------------------------------------------------------------------
 
@@ -445,6 +506,77 @@ class Metric:
     higher_is_better: bool
     integer: bool
     definition: str
+    two_sided: bool = False  # signed; 0 is best and both signs are worse (limits on |x|)
+    best: float | None = None  # the value of an image identical to the baseline (a bound)
+
+    # The statistical rules (outliers of a run, a series' control limits) work on a
+    # scale where healthy variation is near normal. A similarity or a distance is
+    # bounded by its best value, and random nuisances (a gain that wobbles in two
+    # channels) move it quadratically: its healthy values are skewed like a gamma
+    # (chi-square) variable, whose mean + 3 SD is passed on 2 % of healthy days, not
+    # 0.1 %. The cube root of the distance from the best value is near normal
+    # (Wilson & Hilferty 1931); a signed or already logarithmic metric keeps its scale.
+
+    @property
+    def transformed(self) -> bool:
+        return self.best is not None and not self.two_sided
+
+    def to_rule_scale(self, value: float) -> float:
+        """The value on the rules' scale (larger = less like the baseline when transformed)."""
+        if not self.transformed:
+            return value
+        return abs(value - self.best) ** (1 / 3)
+
+    def from_rule_scale(self, y: float) -> float:
+        """The metric value at ``y`` on the rules' scale (a line of a chart)."""
+        if not self.transformed:
+            return y
+        d = math.copysign(abs(y) ** 3, y)
+        return self.best - d if self.higher_is_better else self.best + d
+
+    def rule_floor(self, floor: float, centre: float) -> float:
+        """A spread floor given in metric units, on the rules' scale near ``centre``.
+
+        The slope of the cube root is taken at a distance of at least the floor
+        itself: near an identical image's value it would be infinite, and a run of
+        identical images would then never call anything an outlier.
+        """
+        if not self.transformed:
+            return floor
+        distance = max(abs(centre - self.best), floor, 1e-12)
+        return floor * (1 / 3) * distance ** (-2 / 3)
+
+    @property
+    def rule_bad_side(self) -> int:
+        """The sign, on the rules' scale, of "less like the baseline"; 0: both."""
+        return 1 if self.transformed else self.bad_side
+
+    @property
+    def direction(self) -> str:
+        """How to read it, in words."""
+        if self.two_sided:
+            return "nearer 0 is better"
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    def worse(self, value: float, bound: float) -> bool:
+        """Whether ``value`` is past the limit ``bound`` (a value on the limit passes)."""
+        if self.two_sided:
+            return abs(value) > bound
+        return value < bound if self.higher_is_better else value > bound
+
+    @property
+    def sign(self) -> str:
+        """The comparison a limit text shows: "<", ">" or "beyond +-"."""
+        if self.two_sided:
+            return "beyond \u00b1"
+        return "<" if self.higher_is_better else ">"
+
+    @property
+    def bad_side(self) -> int:
+        """The sign of a deviation that means "less like the baseline"; 0: both signs."""
+        if self.two_sided:
+            return 0
+        return -1 if self.higher_is_better else 1
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -452,13 +584,21 @@ METRICS = MappingProxyType(_REGISTRY)
 """Every metric, in the order of the table's columns."""
 
 
-def metric(name: str, *, higher_is_better: bool, definition: str, integer: bool = False):
+def metric(
+    name: str,
+    *,
+    higher_is_better: bool,
+    definition: str,
+    integer: bool = False,
+    two_sided: bool = False,
+    best: float | None = None,
+):
     """Register ``func(pair) -> float`` as a metric column called ``name``."""
 
     def register(func: Callable[[Pair], float]) -> Callable[[Pair], float]:
         if name in _REGISTRY:
             raise ValueError(f"metric {name!r} is registered twice")
-        _REGISTRY[name] = Metric(name, func, higher_is_better, integer, definition)
+        _REGISTRY[name] = Metric(name, func, higher_is_better, integer, definition, two_sided, best)
         return func
 
     return register
@@ -466,6 +606,7 @@ def metric(name: str, *, higher_is_better: bool, definition: str, integer: bool 
 
 @metric(
     "cosine",
+    best=1.0,
     higher_is_better=True,
     definition="cosine similarity of the flattened raw pixel vectors (float64); "
     "near 1 for any two images sharing a large background",
@@ -483,6 +624,7 @@ def _cosine(p: Pair) -> float:
 
 @metric(
     "ssim",
+    best=1.0,
     higher_is_better=True,
     definition="SSIM, Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, "
     "K2 0.03, L from the pixel type, 5-px border cropped, mean over channels "
@@ -495,6 +637,7 @@ def _ssim(p: Pair) -> float:
 
 @metric(
     "ssim_coarse",
+    best=1.0,
     higher_is_better=True,
     definition="SSIM after the automatic downsampling of Wang's ssim.m: f x f box "
     "filter and every f-th pixel, f = max(1, round(min(H, W) / 256))",
@@ -510,6 +653,7 @@ def _ssim_coarse(p: Pair) -> float:
 
 @metric(
     "ms_ssim",
+    best=1.0,
     higher_is_better=True,
     definition="multi-scale SSIM, Wang, Simoncelli & Bovik 2003: 5 scales (fewer for "
     "images under 176 px, weights renormalised), 2x2-mean downsampling, weights "
@@ -528,6 +672,7 @@ def _ms_ssim(p: Pair) -> float:
 
 @metric(
     "ssim_64",
+    best=1.0,
     higher_is_better=True,
     definition="SSIM at the level of the 2x2-mean pyramid (MS-SSIM's) whose smaller side "
     "is nearest 64 px: structure at the scale of populations, blobs and layout, where "
@@ -549,6 +694,7 @@ def _psnr(p: Pair) -> float:
 
 @metric(
     "mse",
+    best=0.0,
     higher_is_better=False,
     definition="mean squared difference over all pixels and channels, in raw pixel units",
 )
@@ -559,6 +705,7 @@ def _mse(p: Pair) -> float:
 
 @metric(
     "ahash",
+    best=0.0,
     higher_is_better=False,
     integer=True,
     definition="Hamming distance (0-64) between average hashes (cv2.img_hash, 8x8 mean "
@@ -570,6 +717,7 @@ def _ahash(p: Pair) -> float:
 
 @metric(
     "phash",
+    best=0.0,
     higher_is_better=False,
     integer=True,
     definition="Hamming distance (0-64) between DCT perceptual hashes (cv2.img_hash); "
@@ -577,6 +725,46 @@ def _ahash(p: Pair) -> float:
 )
 def _phash(p: Pair) -> float:
     return hashes.distance(p.ref.phash, hashes.phash(p.image))
+
+
+@metric(
+    "signal_change",
+    higher_is_better=False,
+    two_sided=True,
+    definition="relative change of the image's ink (each pixel's largest channel difference "
+    "from the baseline's background colour, summed): (ink_image - ink_baseline) / "
+    "ink_baseline; -0.4 = 40 % less signal, +0.3 = 30 % more; sparse images (dot plots): "
+    "events lost or added",
+)
+def _signal_change(p: Pair) -> float:
+    mine, base = p.ink_cells
+    return float((mine.sum() - base.sum()) / max(base.sum(), p.ink_floor))
+
+
+@metric(
+    "occupancy_change",
+    best=0.0,
+    higher_is_better=False,
+    definition="L1 distance between the ink per cell of a 16x16 grid of the image and of the "
+    "baseline, over the baseline's ink: sum |c_image - c_baseline| / ink_baseline; 0 = the "
+    "signal lies where it lay, 2 = none of it does; sparse images (dot plots): a population "
+    "that moved, spread, vanished or appeared",
+)
+def _occupancy_change(p: Pair) -> float:
+    mine, base = p.ink_cells
+    return float(np.abs(mine - base).sum() / max(base.sum(), p.ink_floor))
+
+
+@metric(
+    "shift",
+    best=0.0,
+    higher_is_better=False,
+    definition="size in px of the whole-image translation against the baseline (phase "
+    "correlation with a single clear peak that, compensated, makes the image match better); "
+    "empty when the image did not move as a whole",
+)
+def _shift(p: Pair) -> float:
+    return p.shift.size
 
 
 # --- pure functions for callers with two arrays ---------------------------------------

@@ -28,13 +28,14 @@ import pandas as pd
 from . import __version__, flags, images, masks, series, table, visuals
 from .atomic import write_atomic
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
-from .config import Config, ReporterError, check
+from .config import Config, ReporterError, auto_metrics, check
 from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
 from .render import data, mail
 from .render.excel import write_xlsx
 from .render.html import write_html
 from .render.templates import environment
+from .signal import GRID as SIGNAL_GRID
 
 log = logging.getLogger("reporter")
 
@@ -105,6 +106,10 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
 
 def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:
     """The baseline file, and the inputs without it (the baseline is not a row)."""
+    if config.first_as_baseline:
+        if not found:
+            raise ReporterError("--baseline first: no images among the inputs")
+        return found[0].path, found[1:]
     if config.baseline is not None:
         baseline = config.baseline
         if not baseline.is_file():
@@ -163,7 +168,7 @@ def _baseline(config: Config, found: list[Input], store: History | None):
     is compared against the one given, and says so loudly.
     """
     recorded = store.baseline(config.series) if store else None
-    if recorded is not None and config.baseline is None:
+    if recorded is not None and config.baseline is None and not config.first_as_baseline:
         named = [i for i in found if i.path.stem.lower() == "baseline"]
         if not named:  # the series' own copy
             stored = Path(recorded.stored)
@@ -180,6 +185,27 @@ def _baseline(config: Config, found: list[Input], store: History | None):
         )
         log.info("series %r: recorded %s as its baseline", config.series, baseline_path)
     return baseline_path, items, recorded
+
+
+def _watched(config: Config, reference: Reference) -> Config:
+    """``config`` with the statistical rules' "auto" metric sets chosen for this baseline."""
+    sparse = reference.sparse
+    outliers = replace(
+        config.outliers, metrics=auto_metrics(config.outliers.metrics, sparse, "outlier")
+    )
+    history = replace(
+        config.history,
+        metrics=auto_metrics(config.history.metrics, sparse, "control"),
+        chart_metrics=auto_metrics(config.history.chart_metrics, sparse, "chart"),
+    )
+    if config.outliers.metrics is None or config.history.metrics is None:
+        log.info(
+            "%s baseline (%.1f %% of it carries signal): the statistical rules watch %s",
+            "sparse" if sparse else "dense",
+            100 * reference.signal_share,
+            ", ".join(outliers.metrics),
+        )
+    return replace(config, outliers=outliers, history=history)
 
 
 def user() -> str:
@@ -212,6 +238,7 @@ def _run(config: Config, store: History | None) -> RunResult:
         reference = Reference(baseline.pixels, valid).prepare()
     except ValueError as exc:
         raise ReporterError(f"baseline {baseline_path}: {exc}") from None
+    config = _watched(config, reference)
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = series.run_folder(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
@@ -231,11 +258,11 @@ def _run(config: Config, store: History | None) -> RunResult:
     if store is not None:
         context = series.SeriesRun.start(config, store, recorded, baseline_sha, frame, started)
     extra = context.extra if context else None
-    frame = flags.apply(frame, config.limits, config.outliers, extra, config.comparison)
+    frame = flags.apply(frame, config.limits, config.outliers, extra)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
 
-    exit_code = flags.exit_code(frame)
+    exit_code = flags.exit_code(frame, off_series=bool(context and context.mismatch))
     finished = datetime.now(UTC)
     counts = table.counts(frame)
     meta = {
@@ -266,6 +293,14 @@ def _run(config: Config, store: History | None) -> RunResult:
         "metrics": {
             name: {"definition": m.definition, "higher_is_better": m.higher_is_better}
             for name, m in METRICS.items()
+        },
+        "signal": {
+            "background": [round(v, 2) for v in reference.background.colour],
+            "noise": round(reference.background.noise, 2),
+            "threshold": round(reference.background.threshold, 2),
+            "share": round(reference.signal_share, 5),
+            "sparse": reference.sparse,
+            "grid": SIGNAL_GRID,
         },
         "ssim_coarse_factor": reference.coarse_factor,
         "ms_ssim_scales": reference.ms_ssim_scales,
@@ -407,12 +442,19 @@ def _deliver(
 SUMMARY_REASONS = 3  # per image in the printed summary; the CSV has them all
 
 
-def _first_reasons(reasons: str) -> str:
-    parts = [p for p in reasons.split(table.SEPARATOR) if p]
-    if len(parts) <= SUMMARY_REASONS:
-        return reasons
-    more = len(parts) - SUMMARY_REASONS
-    return table.SEPARATOR.join(parts[:SUMMARY_REASONS]) + f" (+{more} more)"
+def first_reasons(found: tuple[tuple[str, str], ...], limit: int = SUMMARY_REASONS) -> str:
+    """The ``limit`` most severe reasons (they come ranked), then what is left, by level:
+    "(+2 more: 1 FAIL, 1 WARN)"."""
+    shown = table.SEPARATOR.join(text for _, text in found[:limit])
+    rest = [status for status, _ in found[limit:]]
+    if not rest:
+        return shown
+    levels = ", ".join(
+        f"{rest.count(s.value)} {'note' if s is table.Status.PASS else s.value}"
+        for s in reversed(table.Status)
+        if s.value in rest
+    )
+    return f"{shown} (+{len(rest)} more: {levels})"
 
 
 def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> str:
@@ -432,7 +474,7 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
                 {
                     "status": r[table.STATUS],
                     "file": r[table.FILE],
-                    "reasons": _first_reasons(r[table.REASONS]),
+                    "reasons": first_reasons(r[table.FLAGS]),
                     "error": r[table.ERROR],
                 }
                 for r in flagged.to_dict("records")

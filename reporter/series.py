@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from . import table
 from .charts import Chart
 from .config import Config, ReporterError
 from .control import Control, evaluate
-from .flags import Flag
+from .flags import Flag, Rule
 from .history import Baseline, History, slug
 from .metrics import METRICS
 
@@ -33,16 +34,62 @@ RUN_FOLDER = re.compile(r"^\d{8}-\d{6}(-\d+)?$")  # what run_folder() makes: 202
 LATEST = "latest"
 
 
+NAME = "name"
+"""``--slot-pattern name``: a file's slot is its whole name."""
+
+# What a default slot leaves out of a file name: dates, times and run counters, as
+# instruments and export scripts write them. Each matches a whole token (between
+# separators, or after letters for a date), so "tube_001" or "A01" stay as they are;
+# what is left out becomes "*".
+_YEAR = r"(?:19|20)\d\d"
+_MONTH = r"(?:0[1-9]|1[0-2])"
+_DAY = r"(?:0[1-9]|[12]\d|3[01])"
+_SEP = r"[-_.]"
+_DATE = (
+    rf"(?:{_YEAR}({_SEP}?){_MONTH}\1{_DAY}"  # 2026-10-01, 20261001, 2026_10_01
+    rf"|{_DAY}([-_.]){_MONTH}\2{_YEAR}"  # 01.10.2026, 01-10-2026
+    rf"|{_MONTH}([-_.]){_DAY}\3{_YEAR})"  # 10-01-2026 (US order)
+)
+_HOUR, _MINUTE = r"(?:[01]\d|2[0-3])", r"[0-5]\d"
+_CLOCK = rf"{_HOUR}([-_.:h]?){_MINUTE}(?:\4{_MINUTE})?(?:\.\d{{1,6}})?Z?"  # 07:15, 071500
+_TIME6 = rf"{_HOUR}{_MINUTE}{_MINUTE}"  # 071500 on its own
+_TIME_SEP = rf"{_HOUR}([-_.:h]){_MINUTE}\5{_MINUTE}"  # 07-15-00 on its own
+_COUNTER = r"(?:run|acq|seq|take|rep)[-_ ]?\d{1,5}"  # run3, run_003, acq-12
+_TOKEN = re.compile(
+    # A date may be glued to letters (QC20261001); a bare time or a counter may not.
+    rf"(?<![0-9])(?:{_DATE}(?:[T_ -]?{_CLOCK})?)(?![0-9])"
+    rf"|(?<![A-Za-z0-9])(?:{_TIME6}|{_TIME_SEP}|{_COUNTER})(?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
+_STARS = re.compile(r"\*(?:[-_. ]*\*)+")  # neighbouring stars become one
+_AFTER_STAR = re.compile(r"(?<=\*)[-_. ]?\d{1,4}(?![A-Za-z0-9])")  # tubeA_2026-10-01_3
+
+
+def default_slot(file: str) -> str:
+    """A file's name without its dates, times and run counters (each becomes "*").
+
+    ``tubeA_2026-10-01.png`` and ``tubeA_20261002_071500.png`` are both slot
+    ``tubeA_*.png``; a name without any stays as it is.
+    """
+    slot = _TOKEN.sub("*", file)
+    if slot == file:
+        return file
+    slot = _AFTER_STAR.sub("", _STARS.sub("*", slot))
+    return _STARS.sub("*", slot)
+
+
 def slot_of(file: str, pattern: str | None) -> str:
-    """The slot of an image: its name, or the part a pattern keeps.
+    """The slot of an image: its name without dates (the default), or the part a pattern keeps.
 
     With a pattern, the group named ``slot`` (or else group 1) is the slot; a
     pattern without groups is cut out of the name. E.g. ``_\\d{4}-\\d\\d-\\d\\d``
     turns ``FSC_SSC_2026-11-22.png`` into ``FSC_SSC.png``, and
     ``(?P<slot>.+)_\\d{4}-\\d\\d-\\d\\d`` into ``FSC_SSC``. A name the pattern does
-    not match keeps its name.
+    not match keeps its name. ``name`` keeps every name whole.
     """
     if not pattern:
+        return default_slot(file)
+    if pattern == NAME:
         return file
     match = re.search(pattern, file)
     if not match:
@@ -55,18 +102,15 @@ def slot_of(file: str, pattern: str | None) -> str:
 
 
 def slots(files: list[str], pattern: str | None) -> list[str]:
-    """Slots of a run's files; a slot two files would share falls back to the file's name."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for file in files:
-        slot = slot_of(file, pattern)
-        if slot in seen:
+    """Slots of a run's files; files that would share a slot each keep their own name."""
+    out = [slot_of(file, pattern) for file in files]
+    shared = {slot for slot, n in Counter(out).items() if n > 1}
+    for i, (file, slot) in enumerate(zip(files, out, strict=True)):
+        if slot in shared:
             log.warning(
-                "%s: slot %r is taken by another file of this run; using its name", file, slot
+                "%s: slot %r is shared with another file of this run; using its name", file, slot
             )
-            slot = file
-        seen.add(slot)
-        out.append(slot)
+            out[i] = file
     return out
 
 
@@ -155,6 +199,7 @@ class SeriesRun:
     slots: list[str]  # per row of the table
     control: Control | None  # None when the run's baseline is not the recorded one
     mismatch: str | None
+    new_slots: str | None  # set when none of this run's slots was in an earlier run
     previous: str | None  # when the series' previous run started
     gap: float | None  # hours since then
     extra: dict[int, list[Flag]]  # control flags by row position
@@ -183,6 +228,25 @@ class SeriesRun:
         mismatch = None
         control = None
         extra: dict[int, list[Flag]] = {}
+        compared = [
+            i for i, status in enumerate(frame[table.STATUS]) if status != table.Status.ERROR.value
+        ]
+
+        def warn_all(flag: Flag) -> None:
+            for i in compared:
+                extra.setdefault(i, []).append(flag)
+
+        earlier = store.slots(config.series) if last else set()
+        new_slots = None
+        if earlier and compared and not {slots_[i] for i in compared} & earlier:
+            shown = ", ".join(sorted(earlier)[:5]) + (" ..." if len(earlier) > 5 else "")
+            new_slots = (
+                f"none of this run's slots matches an earlier run of the series (earlier slots: "
+                f"{shown}): every slot starts afresh, without control limits. Check the file "
+                "names, or --slot-pattern"
+            )
+            log.warning("series %r: %s", config.series, new_slots)
+            warn_all(Flag("slot", Rule.SERIES, table.Status.WARN, "new slot: " + new_slots))
         if baseline.sha256 != sha:
             mismatch = (
                 f"this run's baseline (sha256 {sha[:12]}) is not the series' recorded baseline "
@@ -191,6 +255,15 @@ class SeriesRun:
                 "for them. If the change is intended: reporter baseline set"
             )
             log.warning("series %r: %s", config.series, mismatch)
+            warn_all(
+                Flag(
+                    "baseline",
+                    Rule.SERIES,
+                    table.Status.WARN,
+                    "baseline differs from the series' recorded baseline: control rules not "
+                    "applied (reporter baseline set starts a new control period)",
+                )
+            )
         else:
             today = {
                 slot: {name: _plain(row[name]) for name in METRICS}
@@ -203,8 +276,11 @@ class SeriesRun:
                 config.history,
                 started.isoformat(timespec="seconds"),
             )
-            extra = {i: control.flags[s] for i, s in enumerate(slots_) if control.flags.get(s)}
-        return cls(config, baseline, sha, slots_, control, mismatch, previous, gap, extra)
+            for i, slot in enumerate(slots_):
+                extra.setdefault(i, []).extend(control.flags.get(slot, []))
+        return cls(
+            config, baseline, sha, slots_, control, mismatch, new_slots, previous, gap, extra
+        )
 
     @contextlib.contextmanager
     def recording(self, store: History, frame: pd.DataFrame, meta: dict[str, Any], out: Path):
@@ -243,7 +319,7 @@ class SeriesRun:
     def _meta(self, store: History, frame: pd.DataFrame, run_id: int) -> dict[str, Any]:
         settings = self.config.history
         limits = self.control.limits if self.control else {}
-        established = [lim for lim in limits.values() if not lim.provisional]
+        in_control = max((lim.n for lim in limits.values()), default=0)
         return {
             "path": str(store.path),
             "series": self.config.series,
@@ -258,14 +334,22 @@ class SeriesRun:
                 "stored": self.baseline.stored,
             },
             "baseline_mismatch": self.mismatch,
+            "new_slots": self.new_slots,
             "min_runs": settings.min_runs,
-            "in_control_runs": max((lim.n for lim in limits.values()), default=0),
-            "established": bool(established) and len(established) == len(limits),
+            "in_control_runs": in_control,
+            # A metric with values missing on some runs (the shift of an image that did
+            # not move as a whole) keeps provisional limits a little longer on its own.
+            "established": bool(limits) and in_control >= settings.min_runs,
             "rules": list(settings.rules),
             "limits": {
                 f"{slot}|{metric}": {
                     "slot": slot,
                     "metric": metric,
+                    "centre": lim.centre,
+                    "lines_3sd": list(lim.band(3)) if lim.ready else None,
+                    "scale": "cube root of the distance from the best value"
+                    if METRICS[metric].transformed
+                    else "the metric itself",
                     "mean": lim.mean,
                     "sd": lim.sd,
                     "n": lim.n,

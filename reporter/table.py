@@ -47,6 +47,7 @@ SHIFT_X = "shift_x"  # measured translation against the baseline, px (right posi
 SHIFT_Y = "shift_y"  # (down positive)
 THUMBNAIL = "thumbnail"  # JPEG bytes, for the reports only (not in CSV or JSON)
 DIFF_MAP = "diff_map"  # JPEG bytes of 1 - SSIM at thumbnail scale, likewise
+FLAGS = "flags"  # ((status, reason), ...) most severe first: the reasons with their levels
 
 METRIC_COLUMNS = tuple(METRICS)
 COLUMNS = (
@@ -65,6 +66,8 @@ COLUMNS = (
 """The data columns: CSV and JSON hold exactly these."""
 PICTURES = (THUMBNAIL, DIFF_MAP)
 """Encoded pictures for the reports, after the data columns."""
+FOR_REPORTS = (*PICTURES, FLAGS)
+"""Columns for the renderers only (not in CSV or JSON)."""
 
 STATUS_DTYPE = pd.CategoricalDtype([s.value for s in Status], ordered=True)
 DTYPES = {
@@ -81,6 +84,7 @@ DTYPES = {
     PATH: "str",
     THUMBNAIL: "object",
     DIFF_MAP: "object",
+    FLAGS: "object",
 }
 
 SEPARATOR = "; "  # between several notes or reasons in one cell
@@ -110,9 +114,10 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 PATH: r.path,
                 THUMBNAIL: r.thumbnail,
                 DIFF_MAP: r.diff_map,
+                FLAGS: (),
             }
         )
-    frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *PICTURES])
+    frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *FOR_REPORTS])
     # Int64 columns go through float first: None and NaN become <NA> either way.
     for name, dtype in DTYPES.items():
         if dtype == "Int64":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -66,6 +67,14 @@ def test_limits_from_the_command_line_and_off(capsys, run_dir, tmp_path):
         "phash=off",
         "--warn",
         "phash=off",
+        "--fail",
+        "signal_change=off",
+        "--warn",
+        "signal_change=off",
+        "--fail",
+        "occupancy_change=off",
+        "--warn",
+        "occupancy_change=off",
         "--no-outliers",
     )
     assert code == 0
@@ -346,16 +355,24 @@ def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
     assert "INFO comparing 12 image(s)" in piped
 
 
-def test_summary_shows_three_reasons_and_counts_the_rest(capsys, run_dir, tmp_path):
+def test_summary_shows_the_three_most_severe_reasons_and_counts_the_rest(capsys, run_dir, tmp_path):
     write(run_dir / "other.png", smooth_image(99))
     argv = ["run", run_dir, "--out", tmp_path / "o"]
+    # Four WARN limits configured before the FAIL ones: the FAILs must still lead.
     for metric in ("ssim", "ms_ssim", "psnr", "cosine"):
         argv += ["--warn", f"{metric}=0.99999" if metric != "psnr" else "psnr=99"]
     code, out, _ = call(capsys, *argv)
     line = next(line for line in out.splitlines() if "other.png" in line)
-    assert line.count(";") == 2 and line.endswith("more)")
-    csv = (tmp_path / "o" / "results.csv").read_text(encoding="utf-8")
-    assert "cosine" in csv.split("other.png", 1)[1].splitlines()[0]  # the CSV keeps every reason
+    shown = line.split(": ", 1)[1].split(" (+")[0].split("; ")
+    with open(tmp_path / "o" / "results.csv", newline="", encoding="utf-8") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["file"] == "other.png")
+    reasons = row["reasons"].split("; ")  # the CSV keeps every reason, in the same order
+    assert len(reasons) > 3 and reasons[:3] == shown and "cosine" in row["reasons"]
+    levels = [" fail limit " in r for r in reasons]
+    assert levels == sorted(levels, reverse=True) and levels[0]  # FAIL-level ones first
+    rest = levels[3:]
+    assert line.endswith(f"(+{len(rest)} more: {len(rest) - sum(rest)} WARN)")
+    assert levels == sorted(levels, reverse=True)
 
 
 def test_a_broken_user_template_or_eml_path_is_one_line_and_exit_2(capsys, run_dir, tmp_path):

@@ -19,8 +19,9 @@ def toml(tmp_path: Path, text: str) -> Path:
 
 def test_the_documented_example_loads_and_says_what_it_says():
     config = load_toml(EXAMPLE)
-    assert config.limits["ssim_64"] == Limit(warn=0.94, fail=0.90)
-    assert config.limits["ms_ssim"] == Limit(warn=0.90, fail=None)
+    assert config.limits == {**DEFAULT_LIMITS, "ms_ssim": Limit(warn=0.85, fail=None)}
+    assert config.outliers.metrics is None and config.history.metrics is None  # "auto"
+    assert config.history.rules == ("1-3s", "2-2s", "R-4s", "4-1s", "10x", "EWMA")
     assert "ssim_coarse" not in config.limits or config.limits["ssim_coarse"] == Limit()
     assert config.outliers.min_images == 8
     assert config.formats == ("csv", "json", "html", "xlsx")

@@ -49,11 +49,65 @@ def test_lower_is_better_limits():
     assert out.loc[2, table.REASONS] == "phash 13 > fail limit 12"
 
 
-def test_every_reason_is_listed_and_the_worst_decides():
+def test_every_reason_is_listed_the_worst_decides_and_comes_first():
     df = frame({"ssim_64": [0.92], "phash": [20]})
     out = flags.apply(df, {"ssim_64": Limit(0.94, 0.90), "phash": Limit(6, 12)}, OFF)
     assert out.loc[0, table.STATUS] == "FAIL"
-    assert out.loc[0, table.REASONS] == "ssim_64 0.920 < warn limit 0.940; phash 20 > fail limit 12"
+    # Limits are checked in the order they are configured; the FAIL-level reason comes first.
+    assert out.loc[0, table.REASONS] == "phash 20 > fail limit 12; ssim_64 0.920 < warn limit 0.940"
+    assert out.loc[0, table.FLAGS] == (
+        ("FAIL", "phash 20 > fail limit 12"),
+        ("WARN", "ssim_64 0.920 < warn limit 0.940"),
+    )
+
+
+def test_reasons_rank_fail_then_warn_then_notes_and_keep_their_order_within_a_level():
+    found = [
+        flags.Flag("a", flags.Rule.OUTLIER, table.Status.WARN, "w1"),
+        flags.Flag("b", flags.Rule.SERIES, table.Status.PASS, "note"),
+        flags.Flag("c", flags.Rule.FAIL_LIMIT, table.Status.FAIL, "f1"),
+        flags.Flag("d", flags.Rule.WARN_LIMIT, table.Status.WARN, "w2"),
+        flags.Flag("e", flags.Rule.CONTROL, table.Status.FAIL, "f2"),
+    ]
+    assert [f.text for f in flags.ranked(found)] == ["f1", "f2", "w1", "w2", "note"]
+    df = frame({"ssim": [0.5]})
+    out = flags.apply(df, {}, OFF, extra={0: found})
+    assert out.loc[0, table.REASONS] == "f1; f2; w1; w2; note"
+
+
+def test_the_summary_shows_the_most_severe_and_counts_the_rest_by_level():
+    from reporter.pipeline import first_reasons
+
+    found = (("FAIL", "f1"), ("FAIL", "f2"), ("WARN", "w1"), ("WARN", "w2"), ("PASS", "n"))
+    assert first_reasons(found) == "f1; f2; w1 (+2 more: 1 WARN, 1 note)"
+    assert first_reasons(found[:3]) == "f1; f2; w1"
+    many = (("FAIL", "f"),) * 5
+    assert first_reasons(many) == "f; f; f (+2 more: 2 FAIL)"  # never hides a FAIL silently
+
+
+def test_a_signed_metric_fires_on_both_sides_of_its_limits():
+    df = frame({"signal_change": [0.0, 0.07, -0.07, 0.2, -0.3, 0.06]})
+    out = flags.apply(df, {"signal_change": Limit(warn=0.06, fail=0.10)}, OFF)
+    assert list(out[table.STATUS]) == ["PASS", "WARN", "WARN", "FAIL", "FAIL", "PASS"]
+    assert out.loc[2, table.REASONS] == "signal_change -0.070 beyond warn limit \u00b10.060"
+    assert out.loc[3, table.REASONS] == "signal_change +0.200 beyond fail limit \u00b10.100"
+
+
+def test_the_outlier_rule_reads_a_skewed_distance_on_its_cube_root():
+    """Healthy distances bunch near 0 with a long tail (a gamma shape): on its own scale
+    the median/MAD rule calls the tail an outlier; on the cube root it does not, and a
+    real outlier still stands out."""
+    rng = np.random.default_rng(11)
+    healthy = list(rng.gamma(1.0, 0.05, size=200))  # exponential: the quadratic-wobble shape
+    assert max(healthy) > 4 * np.median(healthy)  # the tail is there
+    rule = OutlierRule(metrics=("occupancy_change",), min_spread={"occupancy_change": 0.0})
+    out = flags.apply(frame({"occupancy_change": healthy + [1.5]}), {}, rule)
+    flagged = list(np.flatnonzero(out[table.STATUS] != "PASS"))
+    assert flagged == [200]
+    # On the raw scale (the old rule), the same healthy tail would fire.
+    x = np.array(healthy)
+    z = (x - np.median(x)) / (1.4826 * np.median(np.abs(x - np.median(x))))
+    assert (z > rule.z).sum() >= 5
 
 
 def test_error_rows_stay_error_and_inf_psnr_never_fires():
@@ -80,7 +134,7 @@ def test_outlier_rule_needs_enough_images_and_respects_the_spread_floor():
     # all identical but one a hair lower: MAD is 0, the floor (0.01) keeps it quiet
     same = [1.0] * 9 + [0.995]
     assert (flags.apply(frame({"ssim": same}), {}, rule)[table.STATUS] == "PASS").all()
-    same[-1] = 0.9
+    same[-1] = 0.95
     assert flags.apply(frame({"ssim": same}), {}, rule)[table.STATUS].iloc[-1] == "WARN"
 
 

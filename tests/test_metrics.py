@@ -280,6 +280,9 @@ def test_every_metric_is_registered_with_a_definition():
         "mse",
         "ahash",
         "phash",
+        "signal_change",
+        "occupancy_change",
+        "shift",
     ]
     for m in METRICS.values():
         assert len(m.definition) > 20

@@ -92,7 +92,17 @@ def test_json_has_metadata_and_the_same_rows(sample_run):
     assert doc["started"] <= doc["finished"]
     assert set(doc["metrics"]) == set(table.METRIC_COLUMNS)
     assert "Wang" in doc["metrics"]["ssim"]["definition"]
-    assert doc["config"]["limits"]["ssim_64"] == {"warn": 0.94, "fail": 0.9}
+    assert doc["config"]["limits"]["ssim_64"] == {"warn": 0.88, "fail": 0.85}
+    assert doc["config"]["limits"]["signal_change"] == {"warn": 0.08, "fail": 0.12}
+    # The sample plots are sparse: the statistical rules watch the signal metrics.
+    assert doc["signal"]["sparse"] is True and 0.02 < doc["signal"]["share"] < 0.1
+    assert doc["signal"]["background"] == [255.0, 255.0, 255.0]
+    assert doc["config"]["outliers"]["metrics"] == [
+        "signal_change",
+        "occupancy_change",
+        "shift",
+        "phash",
+    ]
     assert sorted(Path(s["path"]).name for s in doc["skipped"]) == ["README.md", "make_samples.py"]
     assert [r["file"] for r in doc["rows"]] == list(sample_run.table[table.FILE])
     assert set(doc["rows"][0]) == set(table.COLUMNS)
@@ -110,7 +120,7 @@ def test_json_is_strict_json_with_inf_as_a_string(tmp_path, run_dir):
 
 def test_table_dtypes_are_explicit(sample_run):
     df = sample_run.table
-    assert list(df.columns) == [*table.COLUMNS, *table.PICTURES]
+    assert list(df.columns) == [*table.COLUMNS, *table.FOR_REPORTS]
     assert isinstance(df[table.STATUS].dtype, pd.CategoricalDtype)
     assert str(df["phash"].dtype) == "Int64" and str(df[table.WIDTH].dtype) == "Int64"
     assert df["ssim"].dtype == "float64"

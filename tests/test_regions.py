@@ -12,10 +12,8 @@ import pytest
 from conftest import smooth_image, write
 
 from reporter import pipeline
-from reporter.align import Aligner, compensate
 from reporter.cli import main
 from reporter.config import Comparison, Config
-from reporter.metrics import Reference
 
 
 def screenshot(stamp: str, change: bool = False) -> np.ndarray:
@@ -136,83 +134,6 @@ def test_bad_ignore_regions_are_usage_errors(screens, capsys):
     assert "lies outside the 320x240 baseline" in capsys.readouterr().err
 
 
-# --- shifts -----------------------------------------------------------------------------------
-
-
-def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    move = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(img, move, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
-
-
-@pytest.fixture
-def moved(tmp_path):
-    folder = tmp_path / "moved"
-    folder.mkdir()
-    base = smooth_image(7, (300, 400, 3))
-    write(folder / "baseline.png", base)
-    write(folder / "moved.png", shifted(base, 3, -2))  # the stage moved 3 px right, 2 up
-    write(folder / "same.png", base)
-    return folder
-
-
-def test_without_align_a_shifted_copy_drops_and_its_shift_is_reported(moved, tmp_path):
-    result = pipeline.run(Config(inputs=(moved,), out=tmp_path / "o", jobs=1, formats=("json",)))
-    row = result.table.set_index("file").loc["moved.png"]
-    assert row["shift_x"] == pytest.approx(3, abs=0.3) and row["shift_y"] == pytest.approx(
-        -2, abs=0.3
-    )
-    assert row["ssim"] < 0.9
-    assert row["status"] in ("WARN", "FAIL")
-    assert re.search(r"shift 3\.6 px \(x \+3\.0, y -[12]\.\d\) > limit 2 px", row["reasons"])
-    assert "(not compensated, see --align)" in row["reasons"]
-    same = result.table.set_index("file").loc["same.png"]
-    assert same["shift_x"] == 0 and same["shift_y"] == 0
-
-
-def test_with_align_a_shifted_copy_scores_like_the_original(moved, tmp_path):
-    config = Config(
-        inputs=(moved,),
-        out=tmp_path / "o",
-        jobs=1,
-        formats=("json",),
-        comparison=Comparison(align=True),
-    )
-    row = pipeline.run(config).table.set_index("file").loc["moved.png"]
-    assert row["ssim"] > 0.999 and row["ssim_64"] > 0.999 and row["psnr"] > 40
-    assert row["shift_x"] == pytest.approx(3, abs=0.1)
-    assert row["shift_y"] == pytest.approx(-2, abs=0.1)
-    assert re.search(r"aligned: moved back by \+3\.0\d, -[12]\.\d\d px", row["notes"])
-    # Still a finding: a moved stage is flagged, and the reason says it was compensated.
-    assert "> limit 2 px: the image moved against the baseline (compensated)" in row["reasons"]
-
-
-def test_the_shift_limit_can_be_raised_or_turned_off(moved, capsys, tmp_path):
-    for limit, flagged in (("5", False), ("off", False), ("1", True)):
-        out = tmp_path / f"o{limit}"
-        main(["run", str(moved), "--max-shift", limit, "--formats", "csv", "--out", str(out), "-q"])
-        text = (out / "results.csv").read_text(encoding="utf-8")
-        assert ("the image moved against the baseline" in text) is flagged, limit
-
-
-def test_the_estimate_is_sub_pixel_and_leaves_its_inputs_alone():
-    base = smooth_image(3, (200, 260))
-    aligner = Aligner(base)
-    image = shifted(base, 1.5, 0.75)
-    before = image.copy()
-    first = aligner.estimate(image)
-    assert first == aligner.estimate(image)  # the same answer every time
-    assert np.array_equal(image, before)
-    assert first[0] == pytest.approx(1.5, abs=0.1) and first[1] == pytest.approx(0.75, abs=0.1)
-
-
-def test_compensation_leaves_out_what_came_from_outside():
-    base = smooth_image(4, (120, 160, 3))
-    back, valid = compensate(shifted(base, 4, -3), 4, -3)
-    assert not valid[:, -4:].any() and not valid[:3, :].any() and valid[3:, :-4].all()
-    ref = Reference(base)
-    assert ref.compare(back, valid=valid)["ssim"] > ref.compare(back)["ssim"]
-
-
 def test_the_robustness_table_in_docs_is_what_the_script_writes(tmp_path):
     """docs/robustness.md is generated: rerunning the script gives the same file."""
     import subprocess
@@ -233,27 +154,13 @@ def test_the_robustness_table_in_docs_is_what_the_script_writes(tmp_path):
     assert out.read_text(encoding="utf-8").count("| translation ") == 14  # 7 shifts, 2 images
 
 
-def test_a_shift_that_cannot_be_measured_is_left_empty_not_made_up(tmp_path):
-    plot = cv2.imread(str(Path(__file__).resolve().parents[1] / "sample_images" / "baseline.png"))
-    tiny = cv2.resize(plot, (32, 32), interpolation=cv2.INTER_AREA)
-    assert all(np.isnan(Aligner(plot).estimate(cv2.resize(tiny, (512, 512)))))
-    folder = tmp_path / "in"
-    folder.mkdir()
-    write(folder / "baseline.png", plot)
-    write(folder / "tiny.png", tiny)
-    row = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1, formats=("json",)))
-    record = row.table.iloc[0]
-    assert np.isnan(record["shift_x"]) and "shift not measured" in record["notes"]
-    assert "moved against the baseline" not in record["reasons"]
-
-
 def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):
     from reporter.cli import build_parser, config_from_args
     from reporter.config import ConfigError, load_toml
 
     path = tmp_path / "c.toml"
     path.write_text(
-        "[compare]\nignore = [[0, 0, 10, 10]]\nmax_shift = 3\n"
+        "[compare]\nignore = [[0, 0, 10, 10]]\n"
         '[series."Canto"]\nignore = [[5, 5, 20, 20]]\nalign = true\n',
         encoding="utf-8",
     )
@@ -261,7 +168,6 @@ def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):
     assert plain.comparison.ignore == ((0, 0, 10, 10),) and not plain.comparison.align
     canto = load_toml(path, series="Canto")
     assert canto.comparison.ignore == ((5, 5, 20, 20),) and canto.comparison.align
-    assert canto.comparison.max_shift == 3  # inherited from [compare]
     args = build_parser().parse_args(
         [
             "run",
@@ -272,16 +178,15 @@ def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):
             "Canto",
             "--ignore",
             "1,2,3,4",
-            "--max-shift",
-            "off",
         ]
     )
     config = config_from_args(args)
     assert config.comparison.ignore == ((5, 5, 20, 20), (1, 2, 3, 4))
-    assert config.comparison.max_shift is None and config.comparison.align
+    assert config.comparison.align
     for bad, message in (
         ("[compare]\nignore = [[1, 2, 3]]\n", "is not [x, y, w, h]"),
-        ('[compare]\nshift_status = "PANIC"\n', "shift_status must be WARN or FAIL"),
+        ("[compare]\nmax_shift = 3\n", "max_shift is gone: the shift is a metric now"),
+        ('[compare]\nshift_status = "FAIL"\n', "[limits] shift = { warn = 3 }"),
         ('[compare]\nmask = "nope.png"\n', "mask file not found"),
         ('[series."X"]\nalign = "yes"\n', "expected bool"),
     ):

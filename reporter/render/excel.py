@@ -54,10 +54,12 @@ from ..table import (
     DIFF_MAP,
     ERROR,
     FILE,
+    FLAGS,
     HEIGHT,
     NOTES,
     PATH,
     REASONS,
+    SEPARATOR,
     SHIFT_X,
     SHIFT_Y,
     STATUS,
@@ -112,6 +114,23 @@ def put_text(ws: Worksheet, row: int, col: int, value: str | None, **style: Any)
     return cell
 
 
+def put_reasons(ws: Worksheet, row: int, col: int, found) -> None:
+    """The reasons of a row, most severe first; FAIL-level ones led by a bold red "FAIL"."""
+    if not any(level in (Status.FAIL.value, Status.ERROR.value) for level, _ in found):
+        put_text(ws, row, col, SEPARATOR.join(text for _, text in found), alignment=WRAP_TOP)
+        return
+    parts: list[Any] = []
+    for i, (level, text) in enumerate(found):
+        if i:
+            parts.append(SEPARATOR)
+        if level in (Status.FAIL.value, Status.ERROR.value):
+            parts.append(TextBlock(FAIL_MARK, "FAIL "))
+        parts.append(clean(text))
+    cell = ws.cell(row=row, column=col)
+    cell.value = CellRichText(parts)  # starts with "FAIL": never a formula
+    cell.alignment = WRAP_TOP
+
+
 def put_metric(ws: Worksheet, row: int, col: int, name: str, value: Any):
     """A metric as a number with its number format; missing stays empty, inf as PSNR_INF."""
     cell = ws.cell(row=row, column=col)
@@ -137,6 +156,7 @@ STATUS_COLOURS = {  # as report.html's badges: white text on the status colour
     Status.FAIL: "C62828",
     Status.ERROR: "5B2A86",
 }
+FAIL_MARK = InlineFont(b=True, color="C62828")  # "FAIL" before a FAIL-level reason
 LIMIT_COLOURS = {  # light fills for metric cells past a limit, so the number stays readable
     Status.FAIL: ("FFC7CE", "9C0006"),
     Status.WARN: ("FFEB9C", "9C5700"),
@@ -230,7 +250,7 @@ def _limits(meta: dict[str, Any]) -> dict[str, dict[str, float | None]]:
 def _limit_text(name: str, bound: float | None) -> str:
     if bound is None:
         return ""
-    return f"{'<' if METRICS[name].higher_is_better else '>'} {bound:g}"
+    return f"{METRICS[name].sign} {bound:g}".replace("\u00b1 ", "\u00b1")
 
 
 def legend() -> CellRichText:
@@ -272,7 +292,7 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
         if name in METRICS:
             m = METRICS[name]
             cell.comment = Comment(
-                f"{m.definition} ({'higher' if m.higher_is_better else 'lower'} is better)",
+                f"{m.definition} ({m.direction})",
                 "reporter",
                 width=320,
                 height=140,
@@ -320,7 +340,8 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
             if pd.notna(record[name]):
                 cell = ws.cell(row=r, column=col[name], value=float(record[name]))
                 cell.number_format, cell.alignment = "0.0", TOP
-        for name in (REASONS, NOTES, ERROR, PATH):
+        put_reasons(ws, r, col[REASONS], record[FLAGS])
+        for name in (NOTES, ERROR, PATH):
             put_text(ws, r, col[name], record[name], alignment=WRAP_TOP)
         # Tall enough for its picture and its longest wrapped text: nothing spills or hides.
         text = max(text_height(str(record[n] or ""), widths[n]) for n in TEXT_WIDTHS)
@@ -356,14 +377,17 @@ def add_rules(ws: Worksheet, col: dict[str, int], first: int, last: int, limits)
             continue
         letter = get_column_letter(col[name])
         top = f"{letter}{first}"  # relative: the rule shifts to each cell of the range
-        less = METRICS[name].higher_is_better
+        m = METRICS[name]
         for level in (Status.FAIL, Status.WARN):  # FAIL first, and it stops there
             bound = bounds.get(level.value.lower())
             if bound is None:
                 continue
             fill, font = LIMIT_COLOURS[level]
             # ISNUMBER: an empty cell (an ERROR row) counts as 0 in a plain "less than" rule.
-            test = f"{top}{'<' if less else '>'}{bound!r}"
+            if m.two_sided:
+                test = f"ABS({top})>{bound!r}"
+            else:
+                test = f"{top}{'<' if m.higher_is_better else '>'}{bound!r}"
             ws.conditional_formatting.add(
                 f"{letter}{first}:{letter}{last}",
                 FormulaRule(
@@ -513,7 +537,7 @@ def summary_sheet(
             ws,
             row,
             2,
-            "higher is better" if m.higher_is_better else "lower is better",
+            m.direction,
             alignment=TOP,
         )
         put_text(ws, row, 3, _limit_text(name, bounds.get("warn")), alignment=TOP)
@@ -720,9 +744,11 @@ def control_sheet(ws: Worksheet, charts: list, meta: dict[str, Any]) -> None:
             put_text(ws, i, 2, point.started.replace("T", " ")[:16])
             if point.value is not None:
                 put_metric(ws, i, 3, chart.metric, point.value)
-            if lim.mean is not None and lim.sd is not None:
-                for c, k in enumerate((0, -3, -2, -1, 1, 2, 3), 4):
-                    cell = ws.cell(row=i, column=c, value=lim.mean + k * lim.sd)
+            if lim.ready:
+                lines = [lim.centre, *(lim.band(k)[0] for k in (3, 2, 1))]
+                lines += [lim.band(k)[1] for k in (1, 2, 3)]
+                for c, value in enumerate(lines, 4):
+                    cell = ws.cell(row=i, column=c, value=value)
                     cell.number_format = DEFAULT_NUMBER_FORMAT
             text = ", ".join(point.rules) + ("" if point.in_control else " (out of control)")
             put_text(ws, i, 11, text.strip(", "))

@@ -21,16 +21,15 @@ import pandas as pd
 
 from .. import visuals
 from ..atomic import write_text
-from ..flags import px
 from ..metrics import METRICS
 from ..table import (
     DIFF_MAP,
     ERROR,
     FILE,
+    FLAGS,
     HEIGHT,
     NOTES,
     PATH,
-    REASONS,
     SEPARATOR,
     SHIFT_X,
     SHIFT_Y,
@@ -80,12 +79,24 @@ class Cell:
 
 
 @dataclass
+class Reason:
+    """One reason that fired, with its level (FAIL, WARN; PASS for a note)."""
+
+    level: str
+    text: str
+
+    @property
+    def fail(self) -> bool:
+        return self.level in (Status.FAIL.value, Status.ERROR.value)
+
+
+@dataclass
 class Row:
     file: str
     path: str
     status: str
     cells: list[Cell]
-    reasons: list[str]
+    reasons: list[Reason]  # most severe first
     notes: list[str]
     error: str
     size: str
@@ -150,10 +161,10 @@ def view(
     limits = meta["config"]["limits"]
     rows = []
     for r in ranked.to_dict("records"):
-        reasons = _split(r[REASONS])
-        fired = {reason.split(" ", 1)[0] for reason in reasons}
+        reasons = [Reason(level, text) for level, text in r[FLAGS]]
+        fired = {reason.text.split(" ", 1)[0] for reason in reasons}
         size = f"{r[WIDTH]}x{r[HEIGHT]}" if pd.notna(r[WIDTH]) else ""
-        shift = f"shift {px(r[SHIFT_X])}, {px(r[SHIFT_Y])} px" if pd.notna(r[SHIFT_X]) else ""
+        shift = f"shift {_px(r[SHIFT_X])}, {_px(r[SHIFT_Y])} px" if pd.notna(r[SHIFT_X]) else ""
         rows.append(
             Row(
                 file=r[FILE],
@@ -173,7 +184,7 @@ def view(
         {
             "name": name,
             "definition": m.definition,
-            "direction": "higher is better" if m.higher_is_better else "lower is better",
+            "direction": m.direction,
             "warn": _limit(name, limits.get(name, {}).get("warn")),
             "fail": _limit(name, limits.get(name, {}).get("fail")),
         }
@@ -215,8 +226,12 @@ def view(
 def _limit(name: str, value: float | None) -> str:
     if value is None:
         return ""
-    sign = "<" if METRICS[name].higher_is_better else ">"
-    return f"{sign} {show(name, float(value))}"
+    return f"{METRICS[name].sign} {show(name, float(value))}".replace("\u00b1 ", "\u00b1")
+
+
+def _px(value: float) -> str:
+    """A signed shift with one decimal, never "-0.0"."""
+    return f"{round(value, 1) + 0.0:+.1f}"
 
 
 def write_html(
