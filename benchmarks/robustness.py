@@ -164,8 +164,8 @@ def crossings(rows: list[tuple[str, str, dict]]) -> list[str]:
                 if kind not in hit and m.worse(values[name], bound):
                     hit[kind] = f"{kind} {level}".strip()
             crossed = ", ".join(hit.values()) or "nothing"
-            sign = m.sign.replace("\u00b1", "\u00b1")
-            lines.append(f"* `{name}` {sign} {bound:g} ({kind_label}): {crossed}")
+            limit_text = f"{m.sign} {bound:g}".replace("\u00b1 ", "\u00b1")
+            lines.append(f"* `{name}` {limit_text} ({kind_label}): {crossed}")
     return lines
 
 

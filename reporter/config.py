@@ -54,7 +54,7 @@ DEFAULT_LIMITS: Mapping[str, Limit] = MappingProxyType(
         "ssim_64": Limit(warn=0.88, fail=0.85),
         "phash": Limit(warn=10, fail=20),
         "signal_change": Limit(warn=0.08, fail=0.12),
-        "occupancy_change": Limit(warn=0.30, fail=0.35),
+        "occupancy_change": Limit(warn=0.32, fail=0.36),
     }
 )
 

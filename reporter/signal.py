@@ -10,8 +10,9 @@ Definitions (README "Metrics"):
 * **background**: the baseline's most common colour (colours quantised to 32
   levels a channel for the count, then the median of the pixels in that bin), over
   the compared pixels. White paper, a black screen or a grey field alike.
-* **noise**: 1.4826 x the median distance from the background colour of the
-  pixels near it (within L/8); 0 for a clean, drawn background.
+* **noise**: the background's grain, 1.4826 x the median difference between
+  horizontal neighbours that both lie near the background colour (within L/8),
+  over sqrt(2); 0 for a clean, drawn background.
 * **ink** of a pixel: its largest channel difference from the background, less a
   dead zone of 3 noise SDs, over L (0 to 1). A dot of any colour on white weighs
   alike, and ink is conserved by blur, resizing and (nearly) JPEG: they spread a
@@ -71,10 +72,22 @@ def background(
         code = (code << QUANT_BITS) | q[:, c]
     top = int(np.bincount(code).argmax())
     colour = np.median(flat[code == top], axis=0).astype(float)
-    distance = np.abs(flat.astype(np.float32) - colour.astype(np.float32)).max(axis=1)
-    near = distance[distance <= FLOOR * data_range]
-    noise = 1.4826 * float(np.median(near)) if near.size else 0.0
-    return Background(tuple(colour), noise, data_range)
+    return Background(tuple(colour), _noise(pixels, colour, data_range, valid), data_range)
+
+
+def _noise(pixels: np.ndarray, colour: np.ndarray, data_range: float, valid) -> float:
+    """The background's noise SD: from the differences between horizontal neighbours that
+    both lie near the background colour (a smooth photograph's gradients are not noise,
+    a camera's grain is), 1.4826 x median |difference| / sqrt(2), all channels pooled."""
+    img = pixels.reshape(pixels.shape[0], pixels.shape[1], -1).astype(np.float32)
+    near = np.abs(img - colour.astype(np.float32)).max(axis=2) <= FLOOR * data_range
+    if valid is not None:
+        near &= valid
+    both = near[:, 1:] & near[:, :-1]
+    if not both.any():
+        return 0.0
+    steps = np.abs(img[:, 1:] - img[:, :-1])[both]
+    return 1.4826 * float(np.median(steps)) / np.sqrt(2)
 
 
 def plane(bg: Background, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -66,3 +66,15 @@ def test_bad_config_is_one_clear_error(tmp_path, text, message):
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         Config().jobs = 3  # type: ignore[misc]
+
+
+def test_the_rules_metrics_are_auto_or_a_list(tmp_path):
+    config = load_toml(
+        toml(tmp_path, '[outliers]\nmetrics = "auto"\n[history]\nmetrics = ["ssim"]\n')
+    )
+    assert config.outliers.metrics is None and config.history.metrics == ("ssim",)
+    assert config.to_dict()["outliers"]["metrics"] == "auto"
+    with pytest.raises(ConfigError, match="expected list"):
+        load_toml(toml(tmp_path, '[history]\nchart_metrics = "ssim"\n'))
+    with pytest.raises(ConfigError, match="unknown metric 'sharp'"):
+        load_toml(toml(tmp_path, '[outliers]\nmetrics = ["sharp"]\n'))

@@ -311,3 +311,23 @@ def test_pictures_stay_with_their_rows_when_libreoffice_sorts(tmp_path):
     assert sum(before[k][0] != after[k][0] for k in before) >= 20  # the sort moved them
     first = min(after.values())  # fault_broad_spread sorted last, normal_day08 first
     assert first[2] == "normal_day08.png"
+
+
+def test_fail_level_reasons_lead_the_cell_marked_in_bold_red(run):
+    from openpyxl.cell.rich_text import CellRichText, TextBlock
+
+    ws = load_workbook(run.outputs["xlsx"], rich_text=True)["Results"]
+    header = [c.value for c in ws[2]]
+    cell = ws.cell(row=rows_by_file(ws)["other.png"], column=header.index("reasons") + 1)
+    assert isinstance(cell.value, CellRichText)
+    marks = [b for b in cell.value if isinstance(b, TextBlock)]
+    assert marks and all(
+        b.text == "FAIL " and b.font.b and b.font.color.rgb.endswith("C62828") for b in marks
+    )
+    assert str(cell.value).startswith("FAIL ")
+    flags = run.table.set_index("file").loc["other.png", "flags"]
+    assert str(cell.value).count("FAIL ") == sum(level == "FAIL" for level, _ in flags)
+    assert (
+        str(cell.value).replace("FAIL ", "")
+        == run.table.set_index("file").loc["other.png", "reasons"]
+    )

@@ -15,7 +15,7 @@ import pytest
 from conftest import SAMPLES, noisy, smooth_image, write
 
 from reporter import pipeline
-from reporter.config import Config
+from reporter.config import DEFAULT_LIMITS, Config, Limit
 
 EVIL = "<img src=x onerror=alert(1)>.png"
 
@@ -175,3 +175,30 @@ def test_a_thousand_rows_stay_under_15_mb_of_html_and_50_mb_of_xlsx(tmp_path):
     per_row = (books[20] - books[10]) / 10
     assert per_row > 5_000
     assert books[10] + 990 * per_row < 50e6
+
+
+def test_fail_level_reasons_come_first_and_are_marked(run_dir, tmp_path):
+    """other.png fires WARN limits configured before FAIL ones: the FAILs still lead,
+    each marked FAIL; the WARN-level ones follow unmarked."""
+    write(run_dir / "other.png", smooth_image(99))
+    config = Config(
+        inputs=(run_dir,),
+        out=tmp_path / "o",
+        jobs=1,
+        formats=("html",),
+        limits={
+            "ssim": Limit(warn=0.99999),
+            "psnr": Limit(warn=99),
+            **DEFAULT_LIMITS,
+        },
+    )
+    result = pipeline.run(config)
+    text = result.outputs["html"].read_text(encoding="utf-8")
+    row = text[text.index('<div class="file">other.png</div>') :]
+    items = re.findall(r'<li class="(\w+)">(.*?)</li>', row[: row.index("</ul>")])
+    classes = [c for c, _ in items]
+    assert classes[0] == "fail" and classes == sorted(classes, key=["fail", "warn"].index)
+    assert "warn" in classes
+    for cls, item in items:
+        assert item.startswith('<span class="level">FAIL</span>') == (cls == "fail")
+    assert re.sub("<[^>]+>", "", items[0][1]).startswith("FAIL")

@@ -79,6 +79,10 @@ def test_eml_has_the_structure_and_every_cid(tmp_path, capsys):
     shown = set(re.findall(r"fault_\w+\.png", html))
     assert len(shown) == 4 and "normal_day" not in html  # flagged images only
     assert "8 images passed" in html
+    # Every flagged sample image has a FAIL-level reason: each leads its list, marked.
+    debris = html[html.index("fault_debris.png") :]
+    first = re.search(r'<div class="reason[^"]*"[^>]*>(.*?)</div>', debris, re.S).group(1)
+    assert re.sub(r"<[^>]+>", "", first).startswith("FAIL occupancy_change")
 
 
 def test_the_body_stays_small_with_many_flagged_images(tmp_path):

@@ -481,6 +481,8 @@ def summary_sheet(
             ("previous run", control["previous_run"] or "none (first run)"),
             ("history", control["path"]),
         ]
+        if control.get("new_slots"):
+            facts.append(("NEW SLOTS", control["new_slots"]))
         if control["missing"]:
             facts.append(
                 (
@@ -491,9 +493,9 @@ def summary_sheet(
             )
         first = row + 1
         row = _pairs(ws, first, facts) + 1
-        if control["baseline_mismatch"] or control["missing"]:
+        if control["baseline_mismatch"] or control["missing"] or control.get("new_slots"):
             for r in range(first, row - 1):
-                if ws.cell(row=r, column=1).value in ("control limits", "GAP"):
+                if ws.cell(row=r, column=1).value in ("control limits", "GAP", "NEW SLOTS"):
                     ws.cell(row=r, column=2).font = Font(bold=True, color="C62828")
 
     put_text(ws, row, 1, "Baseline", font=SECTION)
@@ -546,10 +548,18 @@ def summary_sheet(
         ws.row_dimensions[row].height = text_height(m.definition, DEFINITION_WIDTH)
         row += 1
     outliers = meta["config"]["outliers"]
+    signal = meta.get("signal") or {}
     rule = (
-        f"on {', '.join(outliers['metrics'])}: WARN when more than {outliers['z']:g} robust SD "
-        f"(1.4826 x MAD) from the run's median, on the bad side, with at least "
-        f"{outliers['min_images']} images"
+        f"on {', '.join(outliers['metrics'])}"
+        + (
+            f" (the baseline is {'sparse' if signal['sparse'] else 'dense'}: "
+            f"{100 * signal['share']:.1f} % of its pixels carry signal)"
+            if signal
+            else ""
+        )
+        + f": {outliers['status']} when more than {outliers['z']:g} robust SD (1.4826 x MAD) "
+        "from the run's median, on the bad side, on the cube root of the distance from an "
+        f"identical image's value; with at least {outliers['min_images']} images"
         if outliers["enabled"]
         else "off"
     )

@@ -126,6 +126,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
     control: dict[str, Any] | None = None  # the series' history part of the metadata
+    signal: dict[str, Any] | None = None  # the baseline's background and signal share
     charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
 
     @property
@@ -211,6 +212,7 @@ def view(
         outliers=meta["config"]["outliers"],
         comparison=meta["config"].get("comparison", {}),
         control=meta.get("history"),
+        signal=meta.get("signal"),
         charts=[
             {
                 "title": c.title,

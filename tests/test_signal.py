@@ -1,0 +1,182 @@
+"""signal_change and occupancy_change: where a sparse image carries its signal.
+
+Reference values come from a plain numpy implementation of the README's definitions
+(reference_metrics below), written independently of signal.py's OpenCV code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import smooth_image, write
+
+from reporter import pipeline
+from reporter.config import Config
+from reporter.metrics import Reference
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import cytometry  # noqa: E402
+
+
+def reference_metrics(baseline, image, valid=None, dead_zone=0.0, grid=16):
+    """The definitions, straight: background = most common colour of the baseline (binned);
+    ink =
+    max over channels of |pixel - background| less the dead zone, over L; cells of an
+    even grid x grid split; signal_change and occupancy_change over the baseline's ink."""
+    b = baseline.reshape(baseline.shape[0], baseline.shape[1], -1).astype(np.int64)
+    i = image.reshape(b.shape).astype(np.int64)
+    top = 65535 if baseline.dtype == np.uint16 else 255
+    flat = b.reshape(-1, b.shape[2])
+    if valid is not None:
+        flat = flat[valid.reshape(-1)]
+    # the most common colour, counted in bins of 32 levels a channel: the median of its bin
+    binned = flat // ((top + 1) // 32)
+    keys, counts = np.unique(binned, axis=0, return_counts=True)
+    bg = np.round(np.median(flat[(binned == keys[counts.argmax()]).all(axis=1)], axis=0))
+
+    def ink(x):
+        d = np.abs(x - bg).max(axis=2).astype(float) - dead_zone
+        d = np.clip(d, 0, None) / top
+        return d if valid is None else d * valid
+
+    h, w = b.shape[:2]
+    rows = np.linspace(0, h, grid + 1).round().astype(int)
+    cols = np.linspace(0, w, grid + 1).round().astype(int)
+
+    def cells(m):
+        return np.array(
+            [
+                [m[rows[r] : rows[r + 1], cols[c] : cols[c + 1]].sum() for c in range(grid)]
+                for r in range(grid)
+            ]
+        )
+
+    cb, ci = cells(ink(b)), cells(ink(i))
+    return (ci.sum() - cb.sum()) / cb.sum(), np.abs(ci - cb).sum() / cb.sum()
+
+
+def both(baseline, image, valid=None):
+    values = Reference(baseline, valid).compare(image, ["signal_change", "occupancy_change"])
+    return values["signal_change"], values["occupancy_change"]
+
+
+@pytest.mark.parametrize("fault", ["debris", "few_events", "wrong_sample"])
+def test_equal_to_the_definitions_on_dot_plots(fault):
+    base, image = cytometry.baseline(), cytometry.faulty(fault, 3)
+    assert both(base, image) == pytest.approx(reference_metrics(base, image), abs=1e-9)
+
+
+def test_equal_to_the_definitions_with_a_mask_and_on_16_bit_greyscale():
+    base = cv2.cvtColor(cytometry.baseline(), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    image = cv2.cvtColor(cytometry.healthy(5), cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+    valid = np.ones(base.shape, bool)
+    valid[:40, :] = False  # the title bar
+    assert both(base, image, valid) == pytest.approx(
+        reference_metrics(base, image, valid), abs=1e-9
+    )
+
+
+def test_what_each_fault_does_to_them():
+    base = cytometry.baseline()
+    healthy = both(base, cytometry.healthy(8))
+    assert abs(healthy[0]) < 0.05 and healthy[1] < 0.2
+    debris, few = (
+        both(base, cytometry.faulty("debris", 8)),
+        both(base, cytometry.faulty("few_events", 8)),
+    )
+    assert debris[0] > 0.12 and few[0] < -0.2  # a new population adds ink, a lost count removes it
+    moved = both(base, cytometry.faulty("gain_drift", 8))
+    assert abs(moved[0]) < 0.05 and moved[1] > 0.3  # the same ink, elsewhere
+
+
+def test_identical_is_zero_and_an_empty_plot_loses_everything():
+    base = cytometry.baseline()
+    assert both(base, base) == (0.0, 0.0)
+    empty = cytometry.render(np.zeros((0, 2)))  # axes and labels, no events
+    signal, occupancy = both(base, empty)
+    # The axes and labels are ink too, the same every day: they dilute, never hide.
+    assert -0.8 < signal < -0.3 and occupancy == pytest.approx(-signal)
+
+
+def test_a_black_background_works_like_a_white_one():
+    """Some software exports dark plots: the background is the most common colour."""
+    white = both(cytometry.baseline(), cytometry.faulty("debris", 4))
+    dark = both(cytometry.baseline(dark=True), cytometry.faulty("debris", 4, dark=True))
+    assert Reference(cytometry.baseline(dark=True)).background.colour == (0.0, 0.0, 0.0)
+    assert dark[0] > 0.12 and dark[1] > 0.2
+    assert dark == pytest.approx(white, rel=0.2)  # dark blue weighs less on black
+
+
+def test_anti_aliased_axes_and_text_are_the_same_every_day():
+    """Redrawing the same plot (anti-aliased lines and text) adds no signal; new text does."""
+    events = cytometry.events_of(cytometry.baseline_day(), np.random.default_rng(1))
+    base = cytometry.render(events)
+    assert both(base, cytometry.render(events)) == (0.0, 0.0)
+    retitled = cytometry.render(events, title="QC tube A  FSC-A / SSC-A  2026-11-23 07:31")
+    assert both(base, retitled)[0] > 0.01  # a timestamp is ink ...
+    valid = np.ones(base.shape[:2], bool)
+    valid[:30, :] = False  # ... unless its region is ignored
+    assert both(base, retitled, valid) == (0.0, 0.0)
+
+
+def test_export_changes_move_the_ink_little():
+    """Ink is conserved by blur and resizing, nearly by JPEG (a pixel count is not)."""
+    base = cytometry.baseline()
+    blurred = cv2.GaussianBlur(base, (3, 3), 0)
+    ok, buf = cv2.imencode(".jpg", base, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    jpeg = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    half = cv2.resize(cv2.resize(base, (240, 240), interpolation=cv2.INTER_AREA), (480, 480))
+    for changed in (blurred, jpeg, half):
+        signal, occupancy = both(base, changed)
+        assert abs(signal) < 0.06 and occupancy < 0.08
+
+
+def test_a_noisy_background_has_a_dead_zone():
+    """A camera's background noise is not signal: ink starts 3 noise SDs out."""
+    rng = np.random.default_rng(2)
+    field = np.full((300, 400), 40, np.uint8)
+    base = np.clip(field + rng.normal(0, 4, field.shape), 0, 255).astype(np.uint8)
+    image = np.clip(field + rng.normal(0, 4, field.shape), 0, 255).astype(np.uint8)
+    for img in (base, image):
+        for x, y in ((50, 50), (200, 120), (330, 240)):
+            cv2.circle(img, (x, y), 12, 220, -1)  # three particles, on both days
+    ref = Reference(base)
+    assert ref.background.noise == pytest.approx(4, abs=1)
+    signal, occupancy = both(base, image)
+    assert abs(signal) < 0.05 and occupancy < 0.1  # fresh noise, the same particles
+    cv2.circle(image, (120, 220), 12, 220, -1)  # a fourth particle
+    assert both(base, image)[0] > 0.25
+    dead = ref.background.dead_zone
+    assert dead == pytest.approx(3 * ref.background.noise)
+    assert both(base, image) == pytest.approx(
+        reference_metrics(base, image, dead_zone=round(dead)), abs=1e-9
+    )
+
+
+def test_a_blank_baseline_does_not_divide_by_zero():
+    blank = np.full((64, 64, 3), 255, np.uint8)
+    dotted = blank.copy()
+    dotted[10, 10] = 0
+    signal, occupancy = both(blank, dotted)
+    assert np.isfinite(signal) and signal > 0 and occupancy == pytest.approx(signal)
+    assert both(blank, blank) == (0.0, 0.0)
+
+
+def test_sparse_and_dense_baselines_choose_the_rules_metrics(tmp_path):
+    for name, baseline, sparse in (
+        ("plots", cytometry.baseline(), True),
+        ("photos", smooth_image(3, (240, 320, 3)), False),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        write(folder / "baseline.png", baseline)
+        write(folder / "a.png", baseline)
+        result = pipeline.run(Config(inputs=(folder,), out=tmp_path / f"o_{name}", jobs=1))
+        assert result.meta["signal"]["sparse"] is sparse
+        watched = result.meta["config"]["outliers"]["metrics"]
+        control = result.meta["config"]["history"]["metrics"]
+        assert ("ssim_64" in watched) is not sparse and "occupancy_change" in watched
+        assert ("ssim" in control) is not sparse and "signal_change" in control
