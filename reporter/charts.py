@@ -44,13 +44,10 @@ class Chart:
         if not lim.ready:
             return f"no limits yet: {lim.n} of {self.min_runs} in-control runs"
         low, high = lim.band(3)
-        numbers = f"centre {lim.centre:.4g}, 3SD lines {low:.4g} and {high:.4g}"
+        numbers = f"centre {lim.centre:.3g}, 3SD {low:.3g} to {high:.3g}"
         if lim.provisional:
-            return (
-                f"provisional limits ({numbers}) from {lim.n} of {self.min_runs} runs: "
-                "the fixed limits decide"
-            )
-        return f"{numbers}, from the period's first {lim.n} in-control runs"
+            return f"provisional ({lim.n} of {self.min_runs} runs; fixed limits decide): {numbers}"
+        return f"{numbers} (first {lim.n} in-control runs)"
 
     def png(self) -> bytes:
         if self._png is None:
@@ -90,7 +87,11 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
                     va="center",
                 )
         ax.annotate(
-            "mean", (1.005, lim.centre), xycoords=("axes fraction", "data"), fontsize=7, va="center"
+            "centre",
+            (1.005, lim.centre),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            va="center",
         )
     low, high = window(chart)
 

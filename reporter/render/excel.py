@@ -85,6 +85,8 @@ NUMBER_FORMATS = {
     # Any real PSNR is far below 1000 dB (8-bit, 100 Mpx, one grey level off: 133 dB).
     "psnr": '[>=1000]"∞";0.00',
     "mse": "0.0",
+    "signal_change": "+0.000;-0.000;0.000",  # signed: which way the signal went
+    "shift": "0.0",
 }
 DEFAULT_NUMBER_FORMAT = "0.000"
 
@@ -726,7 +728,7 @@ def control_sheet(ws: Worksheet, charts: list, meta: dict[str, Any]) -> None:
         "run",
         "started",
         "value",
-        "mean",
+        "centre",
         "-3SD",
         "-2SD",
         "-1SD",

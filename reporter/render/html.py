@@ -44,7 +44,7 @@ from .templates import environment
 
 # How many digits each metric deserves: cosine sits near 1 on any image with a
 # shared background, so it needs more than the SSIMs.
-DIGITS = {"cosine": 4, "psnr": 2, "mse": 1}
+DIGITS = {"cosine": 4, "psnr": 2, "mse": 1, "shift": 1}
 
 
 def data_uri(jpeg: bytes | None) -> str | None:
@@ -61,7 +61,8 @@ def show(name: str, value: Any) -> str:
         return str(int(value))
     if math.isinf(value):
         return "∞"
-    return f"{value:.{DIGITS.get(name, 3)}f}"
+    sign = "+" if METRICS[name].two_sided else ""
+    return f"{value:{sign}.{DIGITS.get(name, 3)}f}"
 
 
 def sort_key(value: Any) -> str:
