@@ -184,7 +184,7 @@ def scale_run(tmp: Path, count: int) -> dict[str, float]:
 def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, float]:
     """A year of daily runs of 20 slots in the history: recording one run, reading the
     control period, and evaluating the rules for a new run."""
-    from reporter.config import HistorySettings
+    from reporter.config import HistorySettings, auto_metrics
     from reporter.control import evaluate
     from reporter.history import History
     from reporter.metrics import METRICS
@@ -230,7 +230,12 @@ def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, fl
         read = time.perf_counter() - t
         today = {f"slot{j}": {m: 0.95 for m in METRICS} for j in range(slots)}
         t = time.perf_counter()
-        evaluate(period, today, HistorySettings(), "2027-01-01T00:00:00+00:00")
+        # The larger of the two automatic metric sets (a dense baseline's), as the worst case.
+        settings = HistorySettings(
+            metrics=auto_metrics(None, False, "control"),
+            chart_metrics=auto_metrics(None, False, "chart"),
+        )
+        evaluate(period, today, settings, "2027-01-01T00:00:00+00:00")
         rules = time.perf_counter() - t
     return {
         "history_runs_x_slots": f"{runs} x {slots}",

@@ -108,8 +108,9 @@ def compare_file(job: Job, item: Input) -> ImageResult:
 
 
 # Metrics that do not judge an alignment: the shift itself, and the signal metrics,
-# which count pixels past a tolerance (a resampled move changes their counts by
-# blurring thin lines and edges, whether or not the image now lies better).
+# which weigh how much ink there is and in which grid cell (a resampled move shifts ink
+# across cell borders and leaves out the picture's edge, whether or not the image now
+# lies better).
 NOT_JUDGES = ("shift", "signal_change", "occupancy_change")
 
 
@@ -159,12 +160,8 @@ def aligned(
             )
     if not best[3]:
         size = math.hypot(fine.dx, fine.dy)
-        return (
-            plain,
-            pixels,
-            None,
-            (f"not aligned: moving it back by {size:.2f} px made some metric worse"),
-        )
+        why = "made some metric worse" if candidates else "is too small to move by"
+        return plain, pixels, None, f"not aligned: moving it back by {size:.2f} px {why}"
     return best
 
 

@@ -98,7 +98,13 @@ def plane(bg: Background, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray
 def distance(pixels: np.ndarray, bg_plane: np.ndarray) -> np.ndarray:
     """Each pixel's largest channel difference from the background (pixels' dtype)."""
     diff = cv2.absdiff(pixels, bg_plane)
-    return diff.max(axis=2) if diff.ndim == 3 else diff
+    if diff.ndim == 2:
+        return diff
+    # cv2.max channel by channel: numpy's max over the channel axis took 25 ms at 1024 px.
+    out, *rest = cv2.split(diff)
+    for channel in rest:
+        out = cv2.max(out, channel)
+    return out
 
 
 def ink(pixels: np.ndarray, bg_plane: np.ndarray, bg: Background) -> np.ndarray:

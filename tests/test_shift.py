@@ -240,3 +240,14 @@ def test_compensation_leaves_out_what_came_from_outside():
     assert not valid[:, -4:].any() and not valid[:3, :].any() and valid[3:, :-4].all()
     ref = Reference(base)
     assert ref.compare(back, valid=valid)["ssim"] > ref.compare(back)["ssim"]
+
+
+def test_align_says_why_it_did_not_move_an_image():
+    base = photo()
+    ref = Reference(base)
+    image = shifted(base, 0.02, 0.0)
+    from reporter.align import Shift
+
+    values, pixels, valid, note = aligned(ref, image, Shift(0.02, 0.0))
+    assert note == "not aligned: moving it back by 0.02 px is too small to move by"
+    assert valid is None and pixels is image
