@@ -162,7 +162,11 @@ def window(chart: Chart) -> tuple[float | None, float | None]:
         if p.value is not None and p.in_control and abs(lim.z(p.value)) <= 6
     ]
     low, high = lim.band(WINDOW_SD)
-    return min([low, *inside]), max([high, *inside])
+    low, high = min([low, *inside]), max([high, *inside])
+    if high - low < 1e-9:  # no spread at all (identical runs): a visible band around them
+        pad = max(abs(high) * 0.01, 1e-3)
+        low, high = low - pad, high + pad
+    return low, high
 
 
 def _when(points: list[Point], i: int) -> str:

@@ -636,6 +636,9 @@ def _history(table: Any, base: HistorySettings, where: str) -> HistorySettings:
                 raise ConfigError(f"{where}: history.{key} must be a number")
     if "min_sd" in table:
         h["min_sd"] = _floors(table["min_sd"], base.min_sd, f"{where} history.min_sd")
+        for name in table["min_sd"]:
+            if not h["min_sd"][name] > 0:  # a 0 floor divides by 0 on identical runs
+                raise ConfigError(f"{where}: history.min_sd.{name} must be positive")
     return replace(base, **h)
 
 

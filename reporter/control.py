@@ -72,7 +72,9 @@ class ControlLimit:
         """Today's value in SDs from the mean, positive = less like the baseline
         (for a signed metric: positive = above)."""
         m = METRICS[self.metric]
-        z = (m.to_rule_scale(value) - self.mean) / self.sd
+        gap = m.to_rule_scale(value) - self.mean
+        # Identical runs and no floor: the same value is 0 SD away, any other far out.
+        z = gap / self.sd if self.sd else 0.0 if gap == 0 else math.copysign(math.inf, gap)
         return z if m.transformed or m.bad_side == 0 else z * m.bad_side
 
     def line(self, k: float) -> float | None:

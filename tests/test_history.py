@@ -196,6 +196,17 @@ def test_ewma_catches_a_slow_drift_inside_the_limits():
     assert max(abs(z) for z in drift[: first + 1]) < 2
 
 
+def test_identical_runs_without_a_floor_do_not_divide_by_zero():
+    """A series of identical screenshots: SD 0 (a config cannot set a 0 floor, a library
+    caller can). The same value again is z 0; any change is beyond every line."""
+    settings = HistorySettings(min_sd={}, metrics=("psnr",), chart_metrics=("psnr",))
+    rows = period([40.0] * 20)
+    same = evaluate(rows, {"A": {"psnr": 40.0}}, settings, "x")
+    assert same.flags.get("A", []) == []
+    worse = evaluate(rows, {"A": {"psnr": 39.9}}, settings, "x")
+    assert [f.text.split(":")[0] for f in worse.flags["A"]] == ["psnr 1-3s"]
+
+
 def test_limits_are_provisional_until_min_runs():
     rows = period(normal_values()[:12])
     control = evaluate(rows, {"A": {"psnr": 0.5}}, SETTINGS, "2026-11-22T00:00:00+00:00")
@@ -666,6 +677,8 @@ def test_a_newer_or_broken_database_is_one_line_and_status_2(tmp_path, capsys):
         ("[history]\nmin_runs = 1\n", "min_runs must be at least 2"),
         ('[history]\nmetrics = ["nope"]\n', "unknown metric 'nope'"),
         ("[history]\nkeep = 3\n", "unknown key 'keep'"),
+        ("[history]\nmin_sd = { ssim = 0 }\n", "history.min_sd.ssim must be positive"),
+        ("[history]\nmin_sd = { psnr = -1 }\n", "history.min_sd.psnr must be positive"),
     ],
 )
 def test_bad_history_settings_are_one_line_and_status_2(tmp_path, capsys, toml, message):
