@@ -150,3 +150,38 @@ def test_unwritable_output_folder_is_exit_2(tmp_path, run_dir, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err
+
+
+def test_csv_cells_from_outside_are_text_and_one_row_each(tmp_path, baseline_img):
+    """OWASP's CSV-injection rule for names; CR or LF in a name stays inside its quoted
+    field; the JSON keeps the exact names."""
+    import csv as csvmodule
+
+    from conftest import write
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder / "baseline.png", baseline_img)
+    names = [
+        "=1+1.png",
+        "@SUM(A1).png",
+        "+cmd.png",
+        "-2+3.png",
+        "\tTab.png",
+        "a\rb.png",
+        "c\nd.png",
+    ]
+    for name in names:
+        write(folder / name, baseline_img)
+    result = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1))
+    with open(result.outputs["csv"], newline="", encoding="utf-8") as fh:
+        rows = list(csvmodule.DictReader(fh))
+    assert len(rows) == len(names)  # no extra rows from CR or LF
+    got = {r["file"] for r in rows}
+    for name in names:
+        dangerous = name[0] in "=+-@\t\r"
+        assert ("'" + name if dangerous else name) in got, name
+    assert all(r["path"].startswith(str(folder)) for r in rows)
+    assert result.outputs["csv"].read_bytes().count(b"\r\n") == len(names) + 1  # CRLF lines
+    doc = json.loads(result.outputs["json"].read_text(encoding="utf-8"))
+    assert {r["file"] for r in doc["rows"]} == set(names)  # exact in the JSON

@@ -4,6 +4,12 @@ Where it sits: last step of a run, beside the reports. Both files hold the same
 rows. CSV writes PSNR of identical images as ``inf`` and missing values as
 empty cells; JSON, which has no infinity, writes ``"inf"`` as a string and
 missing values as ``null``.
+
+The CSV is opened by people in spreadsheets, so text from outside (file names,
+paths, notes, reasons, errors) follows OWASP's rule for CSV injection: a cell
+starting with ``= + - @``, a tab or a carriage return gets a leading ``'`` and is
+read as text. Lines end in CRLF (RFC 4180), so a field holding a CR or an LF is
+quoted and a reader gets one row per image. The JSON keeps the exact names.
 """
 
 from __future__ import annotations
@@ -16,12 +22,25 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import write_atomic, write_text
-from ..table import COLUMNS
+from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
+
+TEXT_COLUMNS = (FILE, NOTES, REASONS, ERROR, PATH)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: a spreadsheet may run these
+
+
+def defused(text: str) -> str:
+    """A text cell a spreadsheet reads as text, never as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    data = frame[list(COLUMNS)]
-    return write_atomic(path, lambda tmp: data.to_csv(tmp, index=False, encoding="utf-8"))
+    data = frame[list(COLUMNS)].copy()
+    for name in TEXT_COLUMNS:
+        data[name] = data[name].map(lambda v: defused(v) if isinstance(v, str) else v)
+    return write_atomic(
+        path,
+        lambda tmp: data.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\r\n"),
+    )
 
 
 def _plain(value: Any) -> Any:
