@@ -330,11 +330,18 @@ BASELINE_FIRST = "first"
 # --- validation -------------------------------------------------------------------------
 
 
+def max_jobs() -> int:
+    """The most worker processes a run may ask for: 4 per core."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def _number(value: Any, where: str) -> float | None:
     """A limit value: a finite number, or "off" for no limit."""
     if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):  # TOML true is not 1.0
+        raise ConfigError(f"{where}: {value!r} is not a number (or 'off')")
+    if not isinstance(value, (int, float)):
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -402,6 +409,11 @@ def check(config: Config) -> Config:
         raise ConfigError(f"templates folder not found: {config.templates}")
     if config.jobs < 0:
         raise ConfigError(f"jobs must be 0 (all cores) or more, not {config.jobs}")
+    if config.jobs > max_jobs():
+        raise ConfigError(
+            f"jobs {config.jobs} is more than {max_jobs()} (4 per core); each worker holds "
+            "about 70 MB and the baseline's statistics"
+        )
     if config.max_pixels < 1:
         raise ConfigError(f"max_pixels must be positive, not {config.max_pixels}")
     for name, limit in config.limits.items():
@@ -484,6 +496,8 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:  # UTF-16 from a Windows editor, or a binary file
+        raise ConfigError(f"{where}: not a UTF-8 text file (TOML files are UTF-8)") from None
     _only(
         data, {"run", "input", "limits", "outliers", "email", "history", "compare", "series"}, where
     )

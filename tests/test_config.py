@@ -47,6 +47,8 @@ def test_limits_merge_with_the_defaults_and_off_removes(tmp_path):
         ("[run]\nformats = ['csv', 'pdf']\n", "unknown format 'pdf'"),
         ("[run]\njobs = -3\n", "jobs must be 0"),
         ("[run]\njobs = true\n", "expected int"),
+        ("[run]\njobs = 100000\n", "is more than"),
+        ("[limits]\nssim = { warn = true }\n", "True is not a number"),
         ("[input]\nmax_pixels = 0\n", "max_pixels must be positive"),
         ("[outliers]\nstatus = 'PANIC'\n", "WARN or FAIL"),
         ("[outliers]\nz = 0\n", "positive number"),
@@ -78,3 +80,13 @@ def test_the_rules_metrics_are_auto_or_a_list(tmp_path):
         load_toml(toml(tmp_path, '[history]\nchart_metrics = "ssim"\n'))
     with pytest.raises(ConfigError, match="unknown metric 'sharp'"):
         load_toml(toml(tmp_path, '[outliers]\nmetrics = ["sharp"]\n'))
+
+
+def test_a_utf16_or_binary_config_is_one_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes("[run]\njobs = 1\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_toml(path)
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not a UTF-8 text file|not valid TOML"):
+        load_toml(path)
