@@ -428,6 +428,12 @@ def check(config: Config) -> Config:
     for address in config.email.to:
         if "@" not in address or any(c in address for c in " ,;<>\r\n"):
             raise ConfigError(f"not an e-mail address: {address!r}")
+    # Both end up in mail headers (From, Subject), where a line break would start a new one.
+    sender = config.email.sender
+    if sender is not None and (not sender.strip() or any(c in sender for c in "\r\n\0")):
+        raise ConfigError(f"email from: {sender!r} is not a sender (no line breaks)")
+    if config.series is not None and any(c in config.series for c in "\r\n\0"):
+        raise ConfigError(f"series {config.series!r}: a series name is one line")
     if o.status not in ("WARN", "FAIL"):
         raise ConfigError(f"outliers.status must be WARN or FAIL, not {o.status!r}")
     if o.z <= 0 or not math.isfinite(o.z):

@@ -274,3 +274,22 @@ def test_a_bad_attachment_budget_is_a_config_error(tmp_path):
             load_toml(path)
     path.write_text("[email]\nmax_attachment_mb = 0\n", encoding="utf-8")  # attach nothing
     assert load_toml(path).email.max_attachment_mb == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--email-from", "qc@x.org\r\nBcc: evil@x.org", "is not a sender"),
+        ("--email-from", "qc@x.org\nX: y", "is not a sender"),
+        ("--series", "FSC\r\nBcc: evil@x.org", "a series name is one line"),
+    ],
+)
+def test_a_line_break_in_a_mail_header_value_is_one_line_and_status_2(
+    tmp_path, capsys, option, value, message
+):
+    eml = tmp_path / "qc.eml"
+    out = tmp_path / "o"
+    code = main(["run", str(SAMPLES), "--out", str(out), "--eml", str(eml), option, value, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not eml.exists() and not (out / "results.csv").exists()  # stopped before any work
