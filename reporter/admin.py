@@ -50,6 +50,8 @@ def _command(args: argparse.Namespace) -> int:
     if reading and not path.is_file():  # do not create an empty database by mistake
         print(f"reporter: error: no history at {path} (pass --history PATH)", file=sys.stderr)
         return 2
+    if not reading:  # a baseline every later run can read, or nothing recorded
+        _check_image(args.file)
     with History(path) as store:
         if args.command == "baseline" and args.verb == "set":
             with series_lock(path.parent / "locks", args.series, 30.0):
@@ -69,6 +71,15 @@ def _command(args: argparse.Namespace) -> int:
             f"{run.accepted_by}: its values now count for the control limits"
         )
         return 0
+
+
+def _check_image(file: Path) -> None:
+    from .images import ImageLoadError, load  # OpenCV: only for the command that needs it
+
+    try:
+        load(file, max_pixels=Config().max_pixels)
+    except ImageLoadError as exc:
+        raise ReporterError(f"baseline {file}: {exc}; nothing was recorded") from None
 
 
 def show_baselines(store: History, series: str) -> int:

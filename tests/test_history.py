@@ -739,3 +739,19 @@ def test_a_damaged_history_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["history", "S", "--history", str(db)]) == 2
     err = capsys.readouterr().err
     assert "no such table: acceptances" in err and "Traceback" not in err
+
+
+def test_a_baseline_that_is_not_a_readable_image_is_refused(tmp_path, capsys):
+    """`reporter baseline set S /etc/passwd` exited 0, and every later run failed."""
+    db = tmp_path / "h" / "history.sqlite"
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    args = ["baseline", "set", "S", str(text), "--reason", "x", "--history", str(db)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a readable image" in err and "nothing was recorded" in err
+    assert "Traceback" not in err and not db.exists()
+    args[3] = str(SAMPLES / "baseline.png")
+    assert main(args) == 0
+    with History(db) as store:
+        assert store.baseline("S").sha256 == history_module.sha256_of(SAMPLES / "baseline.png")
