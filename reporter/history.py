@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import names
 from .atomic import write_atomic
 from .config import ReporterError
 
@@ -264,7 +265,7 @@ class History:
             cur = db.execute(
                 "INSERT INTO baselines (series, sha256, stored, source, set_at, set_by, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (series, sha, str(stored), str(source.absolute()), now(), by, reason),
+                (series, sha, str(stored), names.stored(str(source.absolute())), now(), by, reason),
             )
         found = self.baseline(series)
         assert found is not None and found.id == cur.lastrowid

@@ -25,12 +25,13 @@ import cv2
 import jinja2
 import pandas as pd
 
-from . import __version__, flags, images, masks, series, table, visuals
+from . import __version__, flags, images, masks, names, series, table, visuals
 from .atomic import write_atomic
 from .compare import Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, auto_metrics, check
 from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
+from .names import shown, stored
 from .render import data, mail
 from .render.excel import write_xlsx
 from .render.html import write_html
@@ -277,8 +278,8 @@ def _run(config: Config, store: History | None) -> RunResult:
         "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - t0, 3),
         "baseline": {
-            "path": str(baseline_path),
-            "file": baseline_path.name,
+            "path": stored(str(baseline_path)),
+            "file": shown(baseline_path.name),
             "width": reference.width,
             "height": reference.height,
             "channels": reference.channels,
@@ -288,7 +289,7 @@ def _run(config: Config, store: History | None) -> RunResult:
             "notes": list(baseline.notes),
         },
         "series": config.series,
-        "inputs": [str(p) for p in config.inputs],
+        "inputs": [stored(str(p)) for p in config.inputs],
         "config": config.to_dict(),
         "metrics": {
             name: {"definition": m.definition, "higher_is_better": m.higher_is_better}
@@ -306,9 +307,10 @@ def _run(config: Config, store: History | None) -> RunResult:
         "ms_ssim_scales": reference.ms_ssim_scales,
         "counts": counts,
         "exit_code": exit_code,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "skipped": [{"path": stored(s.path), "reason": s.reason} for s in skipped],
         "history": None,
     }
+    meta = names.stored_tree(meta)  # paths and settings from outside: always writable
     outputs: dict[str, Path] = {}
     # The run enters the history in a transaction around the reports (which show its id):
     # committed once they are written, rolled back if writing them fails or the run is killed.

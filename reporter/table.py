@@ -16,6 +16,7 @@ import pandas as pd
 
 from .compare import ImageResult
 from .metrics import METRICS
+from .names import shown, stored
 
 
 class Status(StrEnum):
@@ -101,7 +102,7 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
         values = r.metrics or {}
         records.append(
             {
-                FILE: r.file,
+                FILE: shown(r.file),
                 STATUS: (Status.ERROR if r.error else Status.PASS).value,
                 **{name: values.get(name, np.nan) for name in METRIC_COLUMNS},
                 SHIFT_X: np.nan if r.shift_x is None else round(r.shift_x, 3),
@@ -110,8 +111,8 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 HEIGHT: r.height,
                 NOTES: SEPARATOR.join(r.notes),
                 REASONS: "",
-                ERROR: r.error or "",
-                PATH: r.path,
+                ERROR: shown(r.error or ""),
+                PATH: stored(r.path),
                 THUMBNAIL: r.thumbnail,
                 DIFF_MAP: r.diff_map,
                 FLAGS: (),

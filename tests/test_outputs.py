@@ -185,3 +185,37 @@ def test_csv_cells_from_outside_are_text_and_one_row_each(tmp_path, baseline_img
     assert result.outputs["csv"].read_bytes().count(b"\r\n") == len(names) + 1  # CRLF lines
     doc = json.loads(result.outputs["json"].read_text(encoding="utf-8"))
     assert {r["file"] for r in doc["rows"]} == set(names)  # exact in the JSON
+
+
+def test_a_name_that_is_not_utf8_gets_a_normal_row_in_every_output(tmp_path):
+    """An instrument PC with a Latin-1 share writes b"Probe_M\\xfcller.png": every output
+    and the history keep working; the name shows U+FFFD, the path keeps the byte."""
+    import os
+    import shutil
+
+    from reporter.config import HistorySettings
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    latin1 = os.fsdecode(b"Probe_M\xfcller.png")
+    shutil.copy(SAMPLES / "normal_day01.png", folder / latin1)
+    shutil.copy(SAMPLES / "baseline.png", folder / os.fsdecode(b"Referenz_\xe4.png"))
+    config = Config(
+        inputs=(folder,),
+        baseline=folder / os.fsdecode(b"Referenz_\xe4.png"),
+        out=tmp_path / "o",
+        jobs=1,
+        series="S",
+        history=HistorySettings(path=tmp_path / "h.sqlite"),
+    )
+    result = pipeline.run(config)
+    assert result.exit_code == 0 and set(result.outputs) == {"csv", "json", "html", "xlsx"}
+    row = result.table.iloc[0]
+    assert row["file"] == "Probe_M\ufffdller.png"
+    assert row["path"].endswith("Probe_M\\xfcller.png")  # the byte, escaped: still that file
+    doc = json.loads(result.outputs["json"].read_text(encoding="utf-8"))
+    assert doc["rows"][0]["file"] == "Probe_M\ufffdller.png"
+    assert doc["baseline"]["file"] == "Referenz_\ufffd.png"
+    assert "Probe_M\ufffdller.png" in result.outputs["html"].read_text(encoding="utf-8")
+    assert "Probe_M\ufffdller.png" in result.outputs["csv"].read_text(encoding="utf-8")
+    assert result.meta["history"]["slots"] == {"Probe_M\ufffdller.png": "Probe_M\ufffdller.png"}

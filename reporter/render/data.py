@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import names
 from ..atomic import write_atomic, write_text
 from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
 
@@ -66,7 +67,7 @@ def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def write_json(frame: pd.DataFrame, meta: dict[str, Any], path: Path) -> Path:
-    document = {**meta, "rows": rows(frame)}
+    document = {**names.stored_tree(meta), "rows": rows(frame)}
     return write_text(
         path, json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     )

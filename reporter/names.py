@@ -1,0 +1,41 @@
+"""File names from outside, as people see them and as the outputs keep them.
+
+Where it sits: ``table.build`` and the run's metadata pass every name and path
+through here. A name that is not valid UTF-8 (an instrument PC writing Latin-1 to a
+share: ``Probe_M\\xfcller.png``) reaches Python with surrogate escapes, which no
+UTF-8 output can encode. It is shown with U+FFFD (``Probe_M\ufffdller.png``, the
+``file`` column, the reports, the slot) and kept with its bytes escaped
+(``Probe_M\\xfcller.png``, the ``path`` column), which still identifies the file.
+"""
+
+from __future__ import annotations
+
+
+def _raw(text: str) -> bytes:
+    """The bytes a name stood for (lone surrogates that are no escape become U+FFFD)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        cleaned = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+        return cleaned.encode("utf-8", "surrogateescape")
+
+
+def shown(text: str) -> str:
+    """For people: bytes that are not UTF-8 as U+FFFD."""
+    return _raw(text).decode("utf-8", "replace")
+
+
+def stored(text: str) -> str:
+    """For the record: bytes that are not UTF-8 as \\xNN escapes."""
+    return _raw(text).decode("utf-8", "backslashreplace")
+
+
+def stored_tree(value):
+    """``value`` (a run's metadata: dicts, lists, strings) with every string ``stored``."""
+    if isinstance(value, str):
+        return stored(value)
+    if isinstance(value, dict):
+        return {stored_tree(k): stored_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [stored_tree(v) for v in value]
+    return value
