@@ -108,16 +108,29 @@ def _channels_last(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.ndim == 3 else pixels[:, :, np.newaxis]
 
 
+def _float_type(dtype: np.dtype) -> type:
+    """float32 for 8-bit pixels; float64 for 16-bit ones, whose variances are small
+    differences of squares near 4e9 (E[x^2] - mean^2): in float32 they lost the digits
+    that keep SSIM at or below 1 (two 16-bit copies scored 1.000066)."""
+    return (
+        np.float64 if np.dtype(dtype) in (np.dtype(np.uint16), np.dtype(np.float64)) else np.float32
+    )
+
+
 def _as_float(pixels: np.ndarray) -> np.ndarray:
-    """float32 copy in raw pixel units, H x W x C (float32 precision is relative,
-    so scaling to [0, 1] would buy nothing and cost a pass over the image)."""
-    return _channels_last(pixels).astype(np.float32)
+    """A float copy in raw pixel units, H x W x C (float precision is relative, so
+    scaling to [0, 1] would buy nothing and cost a pass over the image)."""
+    return _channels_last(pixels).astype(_float_type(pixels.dtype))
+
+
+def _depth(a: np.ndarray) -> int:
+    return cv2.CV_64F if _float_type(a.dtype) is np.float64 else cv2.CV_32F
 
 
 def _blur(a: np.ndarray) -> np.ndarray:
     # The border mode never matters: the cropped SSIM map only uses pixels whose
     # whole window lies inside the image.
-    return cv2.sepFilter2D(a, cv2.CV_32F, _GAUSS, _GAUSS, borderType=cv2.BORDER_REFLECT).reshape(
+    return cv2.sepFilter2D(a, _depth(a), _GAUSS, _GAUSS, borderType=cv2.BORDER_REFLECT).reshape(
         a.shape
     )
 
@@ -191,13 +204,14 @@ class _Scale:
             r1 = min(rows, r0 + _STRIP_ROWS)
             ys = y[r0 : r1 + 2 * CROP]
             if ys.dtype == np.uint16:  # OpenCV filters 16-bit input slowly; 8-bit fast
-                ys = ys.astype(np.float32)
+                ys = ys.astype(np.float64)
             xs = self.x[r0 : r1 + 2 * CROP]
             shape = (r1 - r0, self.mx2.shape[1], channels)
             c = slice(CROP, -CROP)
             my = _blur(ys)[c, c]
-            eyy = _blur(cv2.multiply(ys, ys, dtype=cv2.CV_32F).reshape(ys.shape))[c, c]
-            exy = _blur(cv2.multiply(xs, ys, dtype=cv2.CV_32F).reshape(ys.shape))[c, c]
+            depth = _depth(self.mx2)
+            eyy = _blur(cv2.multiply(ys, ys, dtype=depth).reshape(ys.shape))[c, c]
+            exy = _blur(cv2.multiply(xs, ys, dtype=depth).reshape(ys.shape))[c, c]
             mx2, mx_sq_c1, sxx_c2 = (a[r0:r1] for a in (self.mx2, self.mx_sq_c1, self.sxx_c2))
             mxmy2 = cv2.multiply(mx2, my).reshape(shape)  # 2 mx my
             my_sq = cv2.multiply(my, my).reshape(shape)
@@ -205,7 +219,7 @@ class _Scale:
             den2 = cv2.subtract(cv2.add(eyy, sxx_c2), my_sq)  # sxx + syy + C2
             cs = cv2.divide(num2, den2).reshape(shape)
             den1 = cv2.add(my_sq, mx_sq_c1)  # mx^2 + my^2 + C1
-            num1 = mxmy2 + np.float32(c1)
+            num1 = mxmy2 + mxmy2.dtype.type(c1)
             s = cv2.multiply(cv2.divide(num1, den1), cs.reshape(den1.shape))
             if w is None:
                 sums[0] += cv2.sumElems(s)
@@ -451,7 +465,7 @@ class Pair:
 
     def float_level(self, k: int) -> np.ndarray:
         y = self.level(k)
-        return y if y.dtype == np.float32 else _as_float(y)
+        return y if y.dtype.kind == "f" else _as_float(y)
 
     def scores(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(mean SSIM, mean cs) per channel at MS-SSIM scale ``k``."""

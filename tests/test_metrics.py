@@ -286,3 +286,25 @@ def test_every_metric_is_registered_with_a_definition():
     ]
     for m in METRICS.values():
         assert len(m.definition) > 20
+
+
+def test_16_bit_ssim_stays_at_or_below_1_and_equals_skimage():
+    """Bright 16-bit images with tiny differences: in float32 the variances (E[x^2] - mean^2
+    of values near 60,000) lost their digits and SSIM read 1.000045; float64 keeps them."""
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    a = (60000 + rng.normal(0, 3, (200, 240))).astype(np.uint16)
+    b = (a.astype(int) + rng.integers(-1, 2, a.shape)).clip(0, 65535).astype(np.uint16)
+    values = Reference(a).compare(b)
+    for name in ("ssim", "ssim_coarse", "ms_ssim", "ssim_64"):
+        assert -1 <= values[name] <= 1, (name, values[name])
+    expected = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=65535
+    )
+    assert values["ssim"] == pytest.approx(expected, abs=1e-9)
+    # An 8-bit image against a 16-bit baseline (x 257 on the way in) as well.
+    rgb = rng.normal(128, 20, (120, 160, 3)).clip(0, 255).astype(np.uint8)
+    assert (
+        Reference(rgb.astype(np.uint16) * 257).compare(rgb.astype(np.uint16) * 257 + 1)["ssim"] <= 1
+    )
