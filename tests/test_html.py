@@ -202,3 +202,54 @@ def test_fail_level_reasons_come_first_and_are_marked(run_dir, tmp_path):
     for cls, item in items:
         assert item.startswith('<span class="level">FAIL</span>') == (cls == "fail")
     assert re.sub("<[^>]+>", "", items[0][1]).startswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "is unsafe"),  # the sandbox
+        (b"<p>\xff\xfe broken</p>", "cannot read it: not UTF-8 text"),
+        (None, "cannot read it: Permission denied"),  # read failures are not write failures
+    ],
+)
+def test_a_users_templates_are_sandboxed_and_unreadable_ones_say_so(
+    run_dir, tmp_path, capsys, monkeypatch, content, message
+):
+    from reporter.cli import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    target = mine / "report.html.j2"
+    if content is None:  # root reads every file: the loader's open is made to refuse
+        import jinja2.loaders
+
+        target.write_text("<p>{{ report.verdict }}</p>", encoding="utf-8")
+
+        def refuse(filename, *args, **kwargs):
+            if str(filename).startswith(str(mine)):
+                raise PermissionError(13, "Permission denied", filename)
+            return open(filename, *args, **kwargs)
+
+        monkeypatch.setattr(jinja2.loaders, "open", refuse, raising=False)
+    elif isinstance(content, bytes):
+        target.write_bytes(content)
+    else:
+        target.write_text(content, encoding="utf-8")
+    code = main(["run", str(run_dir), "--out", str(tmp_path / "o"), "--templates", str(mine)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert "cannot write" not in err
+    assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_the_sandbox_still_renders_every_shipped_template(tmp_path):
+    """With a user folder (even an empty one), the shipped templates render sandboxed."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    folder = tmp_path / "in"
+    shutil.copytree(SAMPLES, folder)
+    result = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o", jobs=1, templates=mine, series="S <b>")
+    )
+    assert "QC FAIL" in result.outputs["html"].read_text(encoding="utf-8")
+    assert result.summary.startswith("reporter ")

@@ -3,6 +3,12 @@
 Where it sits: every renderer that uses a template gets it from
 :func:`environment`. Templates come from a user's folder first (to override a
 single one), then from the package's ``templates/``.
+
+Trust: the shipped templates are part of the package. A user's folder is text from
+outside: with one, every template renders in jinja2's sandbox, which refuses
+access to Python internals (``''.__class__.__mro__``), so a template can show the
+run's data in any shape but cannot run code. A template that cannot be read, or is
+not UTF-8, is a TemplateError that says so.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 
 
 def templates_dir() -> Path:
@@ -39,12 +46,28 @@ def number(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+class _Loader(jinja2.FileSystemLoader):
+    """A folder of templates whose read failures say they are read failures."""
+
+    def get_source(self, environment, template):
+        try:
+            return super().get_source(environment, template)
+        except jinja2.TemplateNotFound:
+            raise
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            error = jinja2.TemplateError(f"cannot read it: {why or exc}")
+            error.name = str(Path(self.searchpath[0]) / template)
+            raise error from None
+
+
 def environment(user_dir: Path | None = None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if user_dir is not None:
-        loaders.append(jinja2.FileSystemLoader(str(user_dir)))
-    loaders.append(jinja2.FileSystemLoader(str(templates_dir())))
-    env = jinja2.Environment(
+        loaders.append(_Loader(str(user_dir)))
+    loaders.append(_Loader(str(templates_dir())))
+    kind = jinja2.Environment if user_dir is None else jinja2.sandbox.SandboxedEnvironment
+    env = kind(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
