@@ -77,7 +77,7 @@ def _check_image(file: Path) -> None:
     from .images import ImageLoadError, load  # OpenCV: only for the command that needs it
 
     try:
-        load(file, max_pixels=Config().max_pixels)
+        load(file, max_pixels=Config().max_pixels, max_bytes=Config().max_bytes)
     except ImageLoadError as exc:
         raise ReporterError(f"baseline {file}: {exc}; nothing was recorded") from None
 

@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="larger images are ERROR rows (default 100000000)",
     )
+    run.add_argument(
+        "--max-file-mb",
+        type=_positive,
+        metavar="MB",
+        help="larger files are ERROR rows, not even read (default 1024)",
+    )
     for kind in ("warn", "fail"):
         run.add_argument(
             f"--{kind}",
@@ -310,6 +316,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "recursive",
         "strict_size",
         "max_pixels",
+        "max_file_mb",
         "templates",
     ):
         value = getattr(args, key)

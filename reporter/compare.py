@@ -66,6 +66,7 @@ class Job:
     geometry: images.Geometry
     max_pixels: int
     strict_size: bool
+    max_bytes: int | None = None  # larger files are ERROR rows, not read
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
     align: bool = False  # compensate each image's shift when that makes it more like the baseline
 
@@ -74,7 +75,7 @@ def compare_file(job: Job, item: Input) -> ImageResult:
     """One file against the baseline; any failure becomes an ERROR result, never an exception."""
     result = ImageResult(file=item.file, path=str(item.path))
     try:
-        loaded = images.load(item.path, max_pixels=job.max_pixels)
+        loaded = images.load(item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes)
         result.width, result.height = loaded.width, loaded.height
         if job.baseline_small is not None:
             result.thumbnail = _visual(visuals.thumbnail, loaded.pixels, result)

@@ -254,6 +254,7 @@ class Config:
     recursive: bool = False
     strict_size: bool = False
     max_pixels: int = 100_000_000  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
+    max_file_mb: float = 1024.0  # larger files are ERROR rows, not read (100 Mpx x 4 x 16 bit fits)
     progress: bool = True  # shown only on a terminal, and only for more than a handful of images
     templates: Path | None = None  # a folder whose templates override the shipped ones
     series: str | None = None  # the instrument and plot, for titles and the e-mail subject
@@ -262,6 +263,10 @@ class Config:
     outliers: OutlierRule = field(default_factory=OutlierRule)
     history: HistorySettings = field(default_factory=HistorySettings)
     comparison: Comparison = field(default_factory=Comparison)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_file_mb * 1e6)
 
     def effective_jobs(self) -> int:
         return self.jobs or os.cpu_count() or 1
@@ -286,6 +291,7 @@ class Config:
             "recursive": self.recursive,
             "strict_size": self.strict_size,
             "max_pixels": self.max_pixels,
+            "max_file_mb": self.max_file_mb,
             "limits": {k: {"warn": v.warn, "fail": v.fail} for k, v in self.limits.items()},
             "outliers": {
                 "enabled": self.outliers.enabled,
@@ -416,6 +422,8 @@ def check(config: Config) -> Config:
         )
     if config.max_pixels < 1:
         raise ConfigError(f"max_pixels must be positive, not {config.max_pixels}")
+    if not config.max_file_mb > 0:
+        raise ConfigError(f"max_file_mb must be a positive number of MB, not {config.max_file_mb}")
     for name, limit in config.limits.items():
         _metric_name(name, "limits")
         check_limit(name, limit, "limits")
@@ -523,7 +531,16 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
         changes["templates"] = Path(_check_type(run["templates"], str, f"{where} run.templates"))
 
     inp = _check_type(data.get("input", {}), dict, f"{where} [input]")
-    _only(inp, {"recursive", "strict_size", "max_pixels", "baseline"}, f"{where} [input]")
+    _only(
+        inp,
+        {"recursive", "strict_size", "max_pixels", "max_file_mb", "baseline"},
+        f"{where} [input]",
+    )
+    if "max_file_mb" in inp:
+        value = _number(inp["max_file_mb"], f"{where} input.max_file_mb")
+        if value is None:
+            raise ConfigError(f"{where}: input.max_file_mb must be a number of MB")
+        changes["max_file_mb"] = value
     for key in ("recursive", "strict_size"):
         if key in inp:
             changes[key] = _check_type(inp[key], bool, f"{where} input.{key}")

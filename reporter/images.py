@@ -12,6 +12,7 @@ OpenCV decodes, because it keeps 16-bit colour that Pillow would truncate.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger("reporter")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -109,17 +112,26 @@ def _on_white(pixels: np.ndarray) -> np.ndarray:
     return out[:, :, 0] if out.shape[2] == 1 else out
 
 
-def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
+def load(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> LoadedImage:
     """Read and normalise one image file.
+
+    ``max_bytes``: a larger file is refused before it is read (a 2 GB file named
+    .png would otherwise be read whole).
 
     Raises
     ------
     ImageLoadError
-        With a one-line reason: unreadable, empty, not an image, over the pixel
-        limit, truncated or corrupt, or an unsupported pixel type.
+        With a one-line reason: unreadable, empty, too large, not an image, over
+        the pixel limit, truncated or corrupt, or an unsupported pixel type.
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ImageLoadError(
+                f"the file is {size / 1e6:,.0f} MB, over the limit of {max_bytes / 1e6:,.0f} MB "
+                "(max_file_mb): not read"
+            )
         data = path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
     except OSError as exc:
         raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
@@ -135,9 +147,11 @@ def load(path: Path | str, *, max_pixels: int) -> LoadedImage:
         _check_size(width, height, max_pixels)
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:
+    except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
+        log.debug("%s: cv2.imdecode: %s", path, exc)
         raise ImageLoadError(
-            f"OpenCV could not decode the {fmt} data: {_first_line(exc)}"
+            f"the {fmt} decoder refused the data: corrupt, or a variant OpenCV cannot "
+            "decode (the debug log, -v, has OpenCV's own message)"
         ) from None
     if pixels is None:
         if header is None:
@@ -170,11 +184,6 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 
 def _amount(pixels: int) -> str:
     return f"{pixels / 1e6:,.1f} Mpx" if pixels >= 100_000 else f"{pixels:,} px"
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -228,7 +228,9 @@ def _run(config: Config, store: History | None) -> RunResult:
         )
     start_workers(config.effective_jobs(), len(items))
     try:
-        baseline = images.load(baseline_path, max_pixels=config.max_pixels)
+        baseline = images.load(
+            baseline_path, max_pixels=config.max_pixels, max_bytes=config.max_bytes
+        )
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {baseline_path}: {exc}") from None
     h, w = baseline.pixels.shape[:2]
@@ -250,6 +252,7 @@ def _run(config: Config, store: History | None) -> RunResult:
         images.Geometry.of(baseline.pixels),
         config.max_pixels,
         config.strict_size,
+        max_bytes=config.max_bytes,
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
         align=config.comparison.align,
     )

@@ -267,3 +267,44 @@ def test_exif_orientation_of_a_camera_jpeg(run_dir, baseline_img):
     assert "EXIF orientation 6 applied" in df.loc["camera.jpg", table.NOTES]
     assert "resized" not in df.loc["camera.jpg", table.NOTES]  # upright: the baseline's shape
     assert df.loc["camera.jpg", "ssim"] > 0.95
+
+
+def test_a_file_over_the_size_limit_is_an_error_row_and_never_read(run_dir, tmp_path):
+    """A 3 GB file named .png (sparse: it costs no disk) would be read whole."""
+    import os
+
+    huge = run_dir / "huge.png"
+    with open(huge, "wb") as fh:
+        fh.truncate(3_000_000_000)
+    padded = run_dir / "padded.png"
+    padded.write_bytes((run_dir / "noisy.png").read_bytes() + b"\0" * 2_000_000)
+    result = pipeline.run(
+        Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1, formats=("csv",), max_file_mb=1.5)
+    )
+    df = result.table.set_index(table.FILE)
+    assert df.loc["huge.png", table.STATUS] == "ERROR"
+    assert (
+        "the file is 3,000 MB, over the limit of 2 MB (max_file_mb): not read"
+        in (df.loc["huge.png", table.ERROR])
+    )
+    assert df.loc["padded.png", table.STATUS] == "ERROR"  # 2 MB of it, over 1.5 MB
+    assert df.loc["noisy.png", table.STATUS] in ("PASS", "WARN")
+    assert os.path.getsize(huge) == 3_000_000_000
+    # The default (1024 MB) refuses the huge one too, without reading it.
+    default = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "d", jobs=1, formats=("csv",)))
+    row = default.table.set_index(table.FILE).loc["huge.png"]
+    assert row[table.STATUS] == "ERROR" and "over the limit of 1,024 MB" in row[table.ERROR]
+
+
+def test_an_opencv_assertion_is_told_in_words(tmp_path, monkeypatch, baseline_img):
+    path = write(tmp_path / "odd.png", baseline_img)
+
+    def assertion(*args, **kwargs):
+        raise cv2.error("OpenCV(5.0) /io/src/grfmt_png.cpp:318: error: (-215:Assertion failed)")
+
+    monkeypatch.setattr(cv2, "imdecode", assertion)
+    with pytest.raises(images.ImageLoadError) as info:
+        images.load(path, max_pixels=10**8)
+    message = str(info.value)
+    assert message.startswith("the PNG decoder refused the data: corrupt, or a variant")
+    assert "-215" not in message and "grfmt" not in message
