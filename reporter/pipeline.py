@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import __version__, flags, images, masks, names, series, table, visuals
 from .atomic import write_atomic
-from .compare import Input, Job, compare_all, quiet_opencv, start_workers
+from .compare import ImageResult, Input, Job, compare_all, quiet_opencv, start_workers
 from .config import Config, ReporterError, auto_metrics, check
 from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
@@ -62,10 +62,42 @@ class RunResult:
 # --- finding the files ------------------------------------------------------------------
 
 
-def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input], list[Skipped]]:
-    """Image files from files and folders, sorted within each folder, each once."""
+def _listing(folder: Path, recursive: bool, unreadable: list[Skipped]) -> list[Path]:
+    """Every entry below ``folder`` (one level, or all with ``recursive``), sorted by its
+    path relative to the folder; folders that cannot be read go to ``unreadable``.
+
+    os.walk with an onerror hook, not Path.glob: glob passes over an unreadable
+    sub-folder without a word, and a run would then report PASS on images it never saw.
+    Symbolic links to folders are not followed (no loops), as glob did not.
+    """
+
+    def failed(exc: OSError) -> None:
+        where = exc.filename or folder
+        unreadable.append(Skipped(str(where), exc.strerror or str(exc)))
+        log.error("cannot read the folder %s: %s", where, exc.strerror or exc)
+
+    paths: list[Path] = []
+    if recursive:
+        for root, dirs, files in os.walk(folder, onerror=failed):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            paths += [Path(root) / name for name in (*dirs, *files)]
+    else:
+        try:
+            with os.scandir(folder) as entries:
+                paths = [Path(entry.path) for entry in entries]
+        except OSError as exc:
+            failed(exc)
+    return sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def discover(
+    inputs: tuple[Path, ...], *, recursive: bool
+) -> tuple[list[Input], list[Skipped], list[Skipped]]:
+    """Image files from files and folders, sorted within each folder, each once; the
+    files skipped; and the folders that could not be read."""
     found: list[Input] = []
     skipped: list[Skipped] = []
+    unreadable: list[Skipped] = []
     seen: set[Path] = set()
 
     def add(path: Path, file: str) -> None:
@@ -80,8 +112,7 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
         elif given.exists() and not given.is_dir():
             raise ReporterError(f"{given} is not a regular file (a pipe or a device?)")
         elif given.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in sorted(given.glob(pattern), key=lambda p: p.relative_to(given).as_posix()):
+            for path in _listing(given, recursive, unreadable):
                 rel = path.relative_to(given)
                 if any(part.startswith(".") for part in rel.parts):
                     continue  # hidden files and folders (.DS_Store, ._x.png, .git)
@@ -102,7 +133,7 @@ def discover(inputs: tuple[Path, ...], *, recursive: bool) -> tuple[list[Input],
                 add(path, rel.as_posix())
         else:
             raise ReporterError(f"no such file or folder: {given}")
-    return found, skipped
+    return found, skipped, unreadable
 
 
 def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:
@@ -220,9 +251,15 @@ def _run(config: Config, store: History | None) -> RunResult:
     quiet_opencv()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    found, skipped = discover(config.inputs, recursive=config.recursive)
-    baseline_path, items, recorded = _baseline(config, found, store)
-    if not items:
+    found, skipped, unreadable = discover(config.inputs, recursive=config.recursive)
+    try:
+        baseline_path, items, recorded = _baseline(config, found, store)
+    except ReporterError:
+        if unreadable and not found:  # say why there was nothing, not "no baseline"
+            first = unreadable[0]
+            raise ReporterError(f"cannot read the folder {first.path}: {first.reason}") from None
+        raise
+    if not items and not unreadable:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
@@ -257,6 +294,15 @@ def _run(config: Config, store: History | None) -> RunResult:
         align=config.comparison.align,
     )
     results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
+    # A folder that could not be read is an ERROR row of its own: its images were not seen.
+    results += [
+        ImageResult(
+            file=stored(u.path) + "/",
+            path=u.path,
+            error=f"cannot read this folder: {u.reason}; the images in it were not compared",
+        )
+        for u in unreadable
+    ]
     frame = table.build(results)
     context = None
     if store is not None:

@@ -387,3 +387,50 @@ def test_a_broken_user_template_or_eml_path_is_one_line_and_exit_2(capsys, run_d
     )
     assert code == 2
     assert f"cannot write {tmp_path / 'missing' / 'qc.eml'}: No such file or directory" in err
+
+
+def _refuse(monkeypatch, locked):
+    """Root reads every folder, so the OS's refusal is made for one folder: os.walk and
+    the listing of a single folder both go through os.scandir."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_an_unreadable_sub_folder_is_an_error_row_not_a_silent_pass(
+    capsys, run_dir, tmp_path, monkeypatch
+):
+    locked = run_dir / "locked"
+    locked.mkdir()
+    write(locked / "fail.png", smooth_image(99))  # would FAIL, if it were seen
+    _refuse(monkeypatch, locked)
+    code, out, err = call(capsys, "run", run_dir, "--recursive", "--out", tmp_path / "o")
+    assert code == 1
+    assert f"ERROR {locked}/: cannot read this folder: Permission denied" in out
+    assert "no images" not in out + err
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())
+    errors = [r for r in meta["rows"] if r["status"] == "ERROR"]
+    assert [r["path"] for r in errors] == [str(locked)]
+    assert {r["file"] for r in meta["rows"] if r["status"] != "ERROR"} == {"same.png", "noisy.png"}
+
+
+def test_an_unreadable_folder_named_directly(capsys, run_dir, tmp_path, monkeypatch):
+    locked = tmp_path / "today"
+    locked.mkdir()
+    write(locked / "a.png", smooth_image(99))
+    _refuse(monkeypatch, locked)
+    baseline = run_dir / "baseline.png"
+    code, out, err = call(
+        capsys, "run", locked, "--baseline", baseline, "--out", tmp_path / "o", "--formats", "csv"
+    )
+    assert code == 1 and "cannot read this folder: Permission denied" in out
+    assert "no images" not in out + err
+    # With nothing else to go on (the baseline was in it): one line, status 2.
+    code, out, err = call(capsys, "run", locked, "--out", tmp_path / "o2")
+    assert code == 2 and f"cannot read the folder {locked}: Permission denied" in err
+    assert "no baseline" not in err and "Traceback" not in err
