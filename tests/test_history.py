@@ -755,3 +755,27 @@ def test_a_baseline_that_is_not_a_readable_image_is_refused(tmp_path, capsys):
     assert main(args) == 0
     with History(db) as store:
         assert store.baseline("S").sha256 == history_module.sha256_of(SAMPLES / "baseline.png")
+
+
+def test_a_full_history_says_it_is_full(tmp_path, capsys):
+    """SQLITE_FULL (here from SQLite's own page limit, as a full disk gives it) rolled the
+    transaction back itself; our ROLLBACK then failed with 'cannot rollback - no
+    transaction is active', which hid the cause."""
+    db = tmp_path / "h.sqlite"
+    with History(db) as store:
+        base = store.set_baseline("S", SAMPLES / "baseline.png", reason="r", by="x")
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages + 2}")
+        run_row = dict(
+            series="S", started="2026-11-23T07:30:00", finished="2026-11-23T07:31:00",
+            verdict="PASS", exit_code=0, images=1, failed=0, baseline_sha256=base.sha256,
+            baseline_path="b", out_dir="o", tool_version="t", baseline_id=base.id,
+        )  # fmt: skip
+        rows = [
+            dict(slot=f"s{i}", file=f"f{i}" * 50, status="PASS", reasons="r" * 500, error="",
+                 metrics={"ssim": 0.9})
+            for i in range(500)
+        ]  # fmt: skip
+        with pytest.raises(sqlite3.OperationalError, match="full"), store.recording(run_row, rows):
+            pass
+        assert not store.db.in_transaction and store.runs("S") == []
