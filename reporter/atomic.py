@@ -28,6 +28,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are for the team to read
         os.replace(tmp, path)
+    except OSError as exc:  # name the target (a folder given as a file: --eml DIR)
+        tmp.unlink(missing_ok=True)
+        why = "it is a folder" if path.is_dir() else exc.strerror or str(exc)
+        raise OSError(exc.errno, why, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -383,11 +383,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return with_environment(replace(config, **changes), os.environ)
 
 
+class _LineFormatter(logging.Formatter):
+    """One log record, one line: control characters in the message (a file name with a
+    newline or ESC) are escaped; a traceback, when there is one, follows as usual."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from .names import printable
+
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        _LineFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     )
     root = logging.getLogger("reporter")
     root.handlers[:] = [handler]

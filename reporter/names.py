@@ -39,3 +39,15 @@ def stored_tree(value):
     if isinstance(value, (list, tuple)):
         return [stored_tree(v) for v in value]
     return value
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """For a line a person reads (the summary, the log): control characters (newline, CR,
+    ESC, ...) as visible escapes, so a file name cannot forge a line or move the cursor."""
+    return "".join(
+        _ESCAPES.get(c, f"\\x{ord(c):02x}") if ord(c) < 32 or 127 <= ord(c) < 160 else c
+        for c in shown(text)
+    )

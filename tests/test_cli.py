@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -434,3 +435,26 @@ def test_an_unreadable_folder_named_directly(capsys, run_dir, tmp_path, monkeypa
     code, out, err = call(capsys, "run", locked, "--out", tmp_path / "o2")
     assert code == 2 and f"cannot read the folder {locked}: Permission denied" in err
     assert "no baseline" not in err and "Traceback" not in err
+
+
+def test_names_cannot_forge_lines_in_the_summary_or_the_log(capsys, run_dir, tmp_path):
+    forged = "evil\nFAIL  forged.png"
+    write(run_dir / "tmp.png", smooth_image(99))
+    (run_dir / "tmp.png").rename(run_dir / forged)  # a FAIL: listed in the summary
+    (run_dir / "bad\rERROR x\x1b[2J.png").write_bytes(b"junk")  # an ERROR: in the log
+    code, out, err = call(capsys, "run", run_dir, "--out", tmp_path / "o")
+    assert code == 1
+    assert not any(line.startswith("FAIL  forged") for line in out.splitlines())
+    assert "FAIL  evil\\nFAIL  forged.png: " in out
+    assert "bad\\rERROR x\\x1b[2J.png" in out and "\x1b" not in out + err
+    assert all(
+        re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+ ", line) for line in err.splitlines()
+    )
+
+
+def test_eml_given_a_folder_names_the_folder(capsys, run_dir, tmp_path):
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    code, _, err = call(capsys, "run", run_dir, "--out", tmp_path / "o", "--eml", folder)
+    assert code == 2 and f"cannot write {folder}: it is a folder" in err
+    assert ".part" not in err

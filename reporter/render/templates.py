@@ -20,6 +20,8 @@ from pathlib import Path
 import jinja2
 import jinja2.sandbox
 
+from ..names import printable
+
 
 def templates_dir() -> Path:
     """The shipped templates: inside the installed package, else the source checkout's."""
@@ -76,4 +78,5 @@ def environment(user_dir: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["number"] = number
+    env.filters["printable"] = printable
     return env
