@@ -293,3 +293,74 @@ def test_a_line_break_in_a_mail_header_value_is_one_line_and_status_2(
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not eml.exists() and not (out / "results.csv").exists()  # stopped before any work
+
+
+@pytest.fixture
+def trickling_server():
+    """A real server on loopback that sends its greeting one byte every 0.4 s (for at
+    most 30 s, then it stops by itself): every read answers within smtplib's timeout,
+    and the greeting never ends."""
+    import threading
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(30)
+    stop = threading.Event()
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            end = time.monotonic() + 30
+            for byte in b"220-" + b"x" * 1000:
+                if stop.is_set() or time.monotonic() > end:
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.4)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_a_server_that_trickles_cannot_hold_the_run(trickling_server, tmp_path, capsys):
+    """[email] timeout is a deadline for the whole delivery: exit 3 within it."""
+    import time
+
+    config = tmp_path / "c.toml"
+    config.write_text("[email]\ntimeout = 2\n", encoding="utf-8")
+    started = time.monotonic()
+    code = main(
+        [
+            "run",
+            str(SAMPLES),
+            "--out",
+            str(tmp_path / "o"),
+            "--email-to",
+            "lab@example.org",
+            "--smtp-host",
+            "127.0.0.1",
+            "--smtp-port",
+            str(trickling_server),
+            "--config",
+            str(config),
+            "-q",
+        ]
+    )
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 3 and "did not finish within 2 s" in err and "Traceback" not in err
+    assert took < 15  # the comparison, the reports and the 2 s deadline; not 30 s or more
+    assert (tmp_path / "o" / "report.html").is_file()

@@ -21,8 +21,11 @@ over about 102 KB, hence a body of the flagged images only, within
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
+import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -168,16 +171,51 @@ def build(
 
 
 def send(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp) -> None:
-    """Hand the message to the SMTP server, or raise DeliveryError saying why."""
+    """Hand the message to the SMTP server within ``smtp.timeout`` seconds in all, or raise
+    DeliveryError saying why.
+
+    smtplib's timeout holds for each socket operation: a server that trickles its
+    greeting a byte at a time would hold the run (and its series' lock) for ever.
+    The delivery runs in a thread; past the deadline its socket is shut, which ends it.
+    """
+    where = f"{smtp.host}:{smtp.effective_port()}"
+    held: dict[str, Any] = {}
+
+    def deliver() -> None:
+        try:
+            _deliver(msg, recipients, smtp, held)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            held["error"] = exc
+
+    worker = threading.Thread(target=deliver, name="smtp-delivery", daemon=True)
+    worker.start()
+    worker.join(smtp.timeout)
+    if worker.is_alive():
+        sock = getattr(held.get("client"), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        worker.join(2.0)
+        raise DeliveryError(
+            f"could not send the e-mail through {where}: the server did not finish within "
+            f"{smtp.timeout:g} s ([email] timeout, for the whole delivery)"
+        )
+    if "error" in held:
+        raise held["error"]
+
+
+def _deliver(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp, held: dict) -> None:
     port = smtp.effective_port()
     where = f"{smtp.host}:{port}"
     try:
         if smtp.ssl:
-            client = smtplib.SMTP_SSL(
-                smtp.host, port, timeout=smtp.timeout, context=ssl.create_default_context()
-            )
+            client = smtplib.SMTP_SSL(timeout=smtp.timeout, context=ssl.create_default_context())
         else:
-            client = smtplib.SMTP(smtp.host, port, timeout=smtp.timeout)
+            client = smtplib.SMTP(timeout=smtp.timeout)
+        # What SMTP(host) would set: the name TLS verifies (SMTP_SSL, STARTTLS) against.
+        client._host = smtp.host
+        held["client"] = client  # before connecting: the greeting is read in connect()
+        client.connect(smtp.host, port)
         with client:
             if smtp.starttls:
                 client.starttls(context=ssl.create_default_context())
