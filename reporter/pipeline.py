@@ -13,8 +13,10 @@ import getpass
 import logging
 import os
 import platform
+import shutil
 import socket
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -399,32 +401,63 @@ def _run(config: Config, store: History | None) -> RunResult:
 
 
 def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, valid) -> str:
-    """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the printed summary."""
-    # JSON last: its presence says the run folder is complete.
+    """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the printed summary.
+
+    They are written into a hidden staging folder inside the run folder and moved into
+    place only when every one of them is written, JSON last (its presence says the run
+    folder is complete). A failure (a full disk, a broken template) removes the staging
+    folder: the run folder keeps what it had, never a mix of old and new outputs.
+    """
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        summary = _write_staged(
+            config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
+        )
+        for key in ("csv", "xlsx", "html", "json"):
+            if key in outputs and outputs[key].parent == stage:
+                final = out_dir / outputs[key].name
+                os.replace(outputs[key], final)
+                outputs[key] = final
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return summary
+
+
+def _write_staged(
+    config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
+) -> str:
     if "csv" in config.formats:
-        outputs["csv"] = data.write_csv(frame, out_dir / "results.csv")
+        outputs["csv"] = data.write_csv(frame, stage / "results.csv")
     baseline_thumbnail = visuals.thumbnail(baseline.pixels, ignored=valid) if pictures else None
     charts = context.charts(frame) if context is not None and pictures else []
     if "xlsx" in config.formats:  # before the e-mail, which attaches it
         outputs["xlsx"] = write_xlsx(
-            frame, meta, baseline_thumbnail, out_dir / "report.xlsx", charts=charts
+            frame, meta, baseline_thumbnail, stage / "report.xlsx", charts=charts
         )
     if "html" in config.formats:
         outputs["html"] = write_html(
             frame,
             meta,
             baseline_thumbnail,
-            out_dir / "report.html",
+            stage / "report.html",
             templates=config.templates,
             charts=charts,
         )
     summary = render_summary(frame, meta, out_dir)
     if config.email.wanted:
         meta["exit_code"] = _deliver(
-            config, frame, meta, summary, baseline_thumbnail, outputs, meta["exit_code"], charts
+            config,
+            frame,
+            meta,
+            summary,
+            baseline_thumbnail,
+            outputs,
+            meta["exit_code"],
+            out_dir,
+            charts,
         )
     if "json" in config.formats:
-        outputs["json"] = data.write_json(frame, meta, out_dir / "results.json")
+        outputs["json"] = data.write_json(frame, meta, stage / "results.json")
     return summary
 
 
@@ -447,9 +480,11 @@ def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], 
 
 
 def _deliver(
-    config, frame, meta, summary, baseline_thumbnail, outputs, exit_code, charts=()
+    config, frame, meta, summary, baseline_thumbnail, outputs, exit_code, out_dir, charts=()
 ) -> int:
-    """Write and send the e-mail; a failure to send is exit status 3, never silent."""
+    """Write and send the e-mail; a failure to send is exit status 3, never silent.
+
+    ``outputs`` are still staged; the message names where they will be, in ``out_dir``."""
     email = config.email
     sender = email.sender or f"reporter@{socket.getfqdn() or 'localhost'}"
     attachments, omitted = _attachments(
@@ -471,7 +506,7 @@ def _deliver(
         series=config.series,
         baseline_thumbnail=baseline_thumbnail,
         attachments=attachments,
-        omitted=tuple(path for path, _ in omitted),
+        omitted=tuple(out_dir / path.name for path, _ in omitted),
         charts=tuple(charts),
         templates=config.templates,
     )
@@ -482,7 +517,7 @@ def _deliver(
         try:
             mail.send(msg, email.to, email.smtp)
         except mail.DeliveryError as exc:
-            log.error("%s; the reports are in %s", exc, outputs.get("html", "the run folder"))
+            log.error("%s; the reports are in %s", exc, out_dir)
             meta["email"]["error"] = str(exc)
             return exc.exit_code
         meta["email"]["sent"] = True

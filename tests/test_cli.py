@@ -396,7 +396,7 @@ def _refuse(monkeypatch, locked):
     real = os.scandir
 
     def scandir(path="."):
-        if Path(path) == locked:
+        if isinstance(path, (str, os.PathLike)) and Path(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 

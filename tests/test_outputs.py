@@ -219,3 +219,29 @@ def test_a_name_that_is_not_utf8_gets_a_normal_row_in_every_output(tmp_path):
     assert "Probe_M\ufffdller.png" in result.outputs["html"].read_text(encoding="utf-8")
     assert "Probe_M\ufffdller.png" in result.outputs["csv"].read_text(encoding="utf-8")
     assert result.meta["history"]["slots"] == {"Probe_M\ufffdller.png": "Probe_M\ufffdller.png"}
+
+
+def test_a_failed_run_leaves_the_run_folder_as_it_was(tmp_path, monkeypatch, capsys):
+    """Outputs are staged and moved in only when all are written: a full disk while writing
+    the page leaves a reused --out with its old, complete outputs, not a mix."""
+    from reporter.cli import main
+
+    out = tmp_path / "o"
+    assert main(["run", str(SAMPLES), "--out", str(out), "-q"]) == 1
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"results.csv", "results.json", "report.html", "report.xlsx"}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(out / "report.html"))
+
+    monkeypatch.setattr(pipeline, "write_html", full_disk)
+    code = main(["run", str(SAMPLES), "--out", str(out), "-q", "--fail", "ssim=0.99"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before  # the old CSV and workbook, not this run's; no staging left behind
+
+    monkeypatch.undo()
+    assert main(["run", str(SAMPLES), "--out", str(out), "-q", "--fail", "ssim=0.99"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    assert (out / "results.csv").read_bytes() != before["results.csv"]  # a whole new set
