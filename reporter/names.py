@@ -10,6 +10,9 @@ UTF-8 output can encode. It is shown with U+FFFD (``Probe_M\ufffdller.png``, the
 
 from __future__ import annotations
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Text a spreadsheet may run as a formula when a cell starts with it (OWASP)."""
+
 
 def _raw(text: str) -> bytes:
     """The bytes a name stood for (lone surrogates that are no escape become U+FFFD)."""

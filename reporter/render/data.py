@@ -26,12 +26,11 @@ from ..atomic import write_atomic, write_text
 from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
 
 TEXT_COLUMNS = (FILE, NOTES, REASONS, ERROR, PATH)
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP: a spreadsheet may run these
 
 
 def defused(text: str) -> str:
     """A text cell a spreadsheet reads as text, never as a formula."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if text.startswith(names.FORMULA_STARTS) else text
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -50,6 +50,7 @@ from .. import visuals
 from ..atomic import write_atomic
 from ..charts import window as chart_window
 from ..metrics import METRICS
+from ..names import FORMULA_STARTS
 from ..table import (
     DIFF_MAP,
     ERROR,
@@ -72,8 +73,6 @@ from ..table import (
 
 # --- text and numbers ---------------------------------------------------------------------
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-"""A string starting with one of these is a formula to a spreadsheet (OWASP CSV injection)."""
 MAX_TEXT = 32_767  # characters in one cell (Excel's limit; longer text is cut with a mark)
 MAX_LINK = 2_079  # characters in a hyperlink Excel will follow
 
@@ -109,7 +108,7 @@ def put_text(ws: Worksheet, row: int, col: int, value: str | None, **style: Any)
         text = clean(str(value))
         cell.value = text
         cell.data_type = "s"
-        if text.startswith(FORMULA_STARTS):
+        if text.startswith(FORMULA_STARTS):  # OWASP: text, never a formula
             cell.quotePrefix = True
     for name, setting in style.items():
         setattr(cell, name, setting)
