@@ -177,6 +177,15 @@ def fired_rules(reasons: str, metric: str) -> list[str]:
     ]
 
 
+def _differing(value: float, limit: float) -> tuple[str, str]:
+    """Both numbers with as many decimals (2 to 4) as it takes for them to differ."""
+    for digits in (2, 3, 4):
+        a, b = f"{value:.{digits}f}", f"{limit:.{digits}f}"
+        if a != b:
+            break
+    return a, b
+
+
 def _side(z: float) -> int:
     return 1 if z > 0 else -1 if z < 0 else 0
 
@@ -215,7 +224,7 @@ def rules_on(
         flag("4-1s", f"{shown} {sign} 1SD line {line(1)}")
     if "10x" in on and len(z) >= 10 and zt != 0 and all(_side(v) == side for v in z[-10:]):
         where = "above" if went_up else "below"
-        flag("10x", f"10 runs in a row {where} the mean {fmt(metric, limit.centre)}")
+        flag("10x", f"10 runs in a row {where} the centre {fmt(metric, limit.centre)}")
     if "1-2s" in on and abs(zt) > 2 and not flags:
         flag("1-2s", f"{fmt(metric, x)} {sign} 2SD line {line(2)}", Status.WARN)
     if "EWMA" in on and not flags:  # a drift rule: nothing to add to a point already flagged
@@ -225,11 +234,12 @@ def rules_on(
             e = lam * v + (1 - lam) * e
         sd_e = math.sqrt(lam / (2 - lam) * (1 - (1 - lam) ** (2 * len(z))))
         if abs(e) > settings.ewma_limit * sd_e and _side(e) == side:
+            drift, bound = _differing(abs(e), settings.ewma_limit * sd_e)
             where = "above" if went_up else "below"
             flag(
                 "EWMA",
-                f"drift {abs(e):.2f} SD {where} the mean {fmt(metric, limit.centre)} "
-                f"(limit {settings.ewma_limit * sd_e:.2f} SD, lambda {lam:g})",
+                f"drift {drift} SD {where} the centre {fmt(metric, limit.centre)} "
+                f"(limit {bound} SD, lambda {lam:g})",
                 Status(settings.drift_status),
             )
     return flags

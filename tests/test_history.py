@@ -779,3 +779,12 @@ def test_a_full_history_says_it_is_full(tmp_path, capsys):
         with pytest.raises(sqlite3.OperationalError, match="full"), store.recording(run_row, rows):
             pass
         assert not store.db.in_transaction and store.runs("S") == []
+
+
+def test_a_drift_and_its_limit_never_print_alike():
+    """'drift 1.00 SD (limit 1.00 SD)' read as if the rule fired at its limit."""
+    from reporter.control import _differing
+
+    assert _differing(1.0049, 1.0047) == ("1.0049", "1.0047")
+    assert _differing(1.001, 1.0) == ("1.001", "1.000")
+    assert _differing(1.5, 1.0) == ("1.50", "1.00")
