@@ -414,6 +414,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return int(exc.code or 0)
     _setup_logging(args)
+    from .stopping import Stopped, handled
+
+    try:
+        with handled():
+            return _command(args)
+    except Stopped as exc:
+        log.error(
+            "stopped by %s before the command finished; no output was replaced by a partial one",
+            exc.name,
+        )
+        return exc.exit_code
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command != "run":
         from .admin import command
 
@@ -435,9 +449,6 @@ def main(argv: list[str] | None = None) -> int:
     except ReporterError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; no outputs were replaced by partial ones")
-        return 130
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
         return 2

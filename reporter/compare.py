@@ -12,7 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
+import select
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -184,8 +189,52 @@ def quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def _init_worker(job: Job) -> None:
+def _watch(parent: int) -> None:
+    """End this worker as soon as the run's main process is gone.
+
+    A worker blocks reading its next task from a pipe that it holds open
+    itself, so it never sees its parent die: without this, a main process
+    killed by a scheduler's timeout (SIGKILL) left its workers, the fork server
+    and the resource tracker alive, holding the caller's stderr open.
+    ``pidfd_open`` (Linux 5.3) wakes the moment the parent exits; elsewhere the
+    parent is polled twice a second.
+    """
+    try:
+        handle = os.pidfd_open(parent)
+    except (AttributeError, OSError):
+        handle = None
+
+    def wait() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while process_alive(parent):
+                time.sleep(0.5)
+        os._exit(1)  # from this thread, even while the main thread is in a decoder
+
+    threading.Thread(target=wait, name="reporter-parent-watch", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (perhaps another user's)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _init_worker(job: Job, parent: int) -> None:
     global _worker_job
+    # Ctrl-C and a closed terminal reach every process of the group: the main
+    # process handles them and ends the workers, which must not print their own
+    # tracebacks or look like a crashed decoder.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _watch(parent)
     quiet_opencv()
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
     _worker_job = job
@@ -207,6 +256,9 @@ def _opencv_threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(saved)
 
 
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 def _pool_context() -> multiprocessing.context.BaseContext:
     """A clean process for each worker, never a fork of this one.
 
@@ -215,6 +267,11 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     as the parent had blurred a large image). The fork server is a fresh
     interpreter that imports reporter once; workers fork from it quickly.
     """
+    # After a SIGKILL of this process, the resource tracker removes the pool's
+    # semaphores and says so on the caller's stderr; the removal is its job, the
+    # two-line warning is noise. It takes its warning options from this process.
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
@@ -241,12 +298,13 @@ def _pool_pass(
     """Compare ``items[indices]`` in a fresh pool: the results, and what a dead worker lost."""
     done: dict[int, ImageResult] = {}
     lost: list[int] = []
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=min(workers, len(indices)),
         mp_context=_pool_context(),
         initializer=_init_worker,
-        initargs=(job,),
-    ) as pool:
+        initargs=(job, os.getpid()),
+    )
+    try:
         futures = {pool.submit(_work, items[i]): i for i in indices}
         for future in as_completed(futures):
             i = futures[future]
@@ -255,7 +313,22 @@ def _pool_pass(
                 bar.update()
             except BrokenProcessPool:
                 lost.append(i)
+    except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop now, not after the queue
+        _terminate(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return done, sorted(lost)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers at once; ``shutdown`` alone would let each finish its image.
+
+    ``_processes`` is the executor's own table of worker processes (CPython
+    3.8-3.14); there is no public way to stop a running task.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 def compare_all(job: Job, items: list[Input], *, jobs: int, progress: bool) -> list[ImageResult]:

@@ -27,9 +27,17 @@ import cv2
 import jinja2
 import pandas as pd
 
-from . import __version__, flags, images, masks, names, series, table, visuals
+from . import __version__, flags, images, masks, names, series, stopping, table, visuals
 from .atomic import write_atomic
-from .compare import ImageResult, Input, Job, compare_all, quiet_opencv, start_workers
+from .compare import (
+    ImageResult,
+    Input,
+    Job,
+    compare_all,
+    process_alive,
+    quiet_opencv,
+    start_workers,
+)
 from .config import Config, ReporterError, auto_metrics, check
 from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
@@ -408,19 +416,36 @@ def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, v
     folder is complete). A failure (a full disk, a broken template) removes the staging
     folder: the run folder keeps what it had, never a mix of old and new outputs.
     """
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    _remove_stale_stages(out_dir)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
         summary = _write_staged(
             config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
         )
-        for key in ("csv", "xlsx", "html", "json"):
-            if key in outputs and outputs[key].parent == stage:
-                final = out_dir / outputs[key].name
-                os.replace(outputs[key], final)
-                outputs[key] = final
+        with stopping.held():  # SIGTERM between two renames would leave a mix
+            for key in ("csv", "xlsx", "html", "json"):
+                if key in outputs and outputs[key].parent == stage:
+                    final = out_dir / outputs[key].name
+                    os.replace(outputs[key], final)
+                    outputs[key] = final
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return summary
+
+
+STAGE_PREFIX = ".staging-"
+
+
+def _remove_stale_stages(out_dir: Path) -> None:
+    """Remove staging folders left by runs of this machine that were killed (SIGKILL).
+
+    A staging folder is named after its run's process id; one whose process is
+    gone is debris. One whose process lives belongs to a concurrent run and stays.
+    """
+    for entry in out_dir.glob(f"{STAGE_PREFIX}*"):
+        pid = entry.name[len(STAGE_PREFIX) :].partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _write_staged(

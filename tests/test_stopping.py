@@ -1,0 +1,159 @@
+"""A run whose main process is killed or told to stop: no process outlives it, nothing is half.
+
+A scheduler's timeout sends SIGTERM (or SIGKILL after a grace period), a
+closed session SIGHUP. The caller captures stderr and waits for it to close:
+a worker left alive would hold it open forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reporter import stopping
+from tests.conftest import noisy, smooth_image, write
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+
+
+def _parents() -> dict[int, int]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            found[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def _descendants(root: int) -> set[int]:
+    parents = _parents()
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent (in a container, PID 1 may never reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("many")
+    base = smooth_image(0, (768, 1024, 3))
+    write(folder / "baseline.png", base)
+    for i in range(60):
+        write(folder / f"img{i:02d}.png", noisy(base, 0.02, seed=i))
+    return folder
+
+
+def _start_and_wait_for_workers(folder: Path, out: Path) -> tuple[subprocess.Popen, set[int]]:
+    """Start a run with two workers; return once both compare images."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reporter", "run", str(folder), "--out", str(out), "--jobs", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 90
+    family: set[int] = set()
+    # the resource tracker, the fork server and two workers
+    while time.monotonic() < deadline and len(family) < 4 and proc.poll() is None:
+        time.sleep(0.1)
+        family = _descendants(proc.pid)
+    time.sleep(1.0)  # the workers are inside an image now
+    family = _descendants(proc.pid)
+    assert proc.poll() is None and len(family) >= 4, f"the run did not start its workers: {family}"
+    return proc, family
+
+
+def _outlive(family: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = {pid for pid in family if _running(pid)}
+        if not left:
+            return set()
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.parametrize(
+    "signum, status",
+    [(signal.SIGKILL, -signal.SIGKILL), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGKILL", "SIGTERM", "SIGHUP"],
+)
+def test_no_process_outlives_a_stopped_run(many, tmp_path, signum, status):
+    out = tmp_path / "out"
+    proc, family = _start_and_wait_for_workers(many, out)
+    try:
+        os.kill(proc.pid, signum)
+        try:  # the caller's pipes close: it does not wait forever
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("stderr stayed open: a process of the run outlived it")
+        assert proc.returncode == status
+        assert not _outlive(family, 10), "processes of the run are still alive"
+    finally:
+        for pid in family | {proc.pid}:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    text = err.decode(errors="replace")
+    assert "Traceback" not in text and "Warning" not in text, text
+    if signum != signal.SIGKILL:
+        name = signal.Signals(signum).name
+        stopped = [line for line in text.splitlines() if "stopped by" in line]
+        assert len(stopped) == 1 and name in stopped[0] and "ERROR" in stopped[0], text
+    # nothing was written, half or whole (a SIGKILL may leave its staging folder, see below)
+    assert not [p for p in out.iterdir() if not p.name.startswith(".staging-")]
+
+
+def test_a_staging_folder_of_a_killed_run_is_removed_by_the_next(run_dir, tmp_path):
+    from reporter import pipeline
+    from reporter.config import Config
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that is free now
+    stale = out / f".staging-{gone.pid}-abc"
+    stale.mkdir()
+    (stale / "report.html").write_text("half")
+    living = out / f".staging-{os.getppid()}-xyz"  # a concurrent run's, still alive
+    living.mkdir()
+    pipeline.run(Config(inputs=(run_dir,), out=out, progress=False))
+    assert not stale.exists()
+    assert living.is_dir()
+    assert (out / "results.json").is_file()
+
+
+def test_a_signal_within_a_held_step_waits_for_its_end():
+    steps = []
+    with pytest.raises(stopping.Stopped) as raised, stopping.handled():
+        with stopping.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # Python runs the handler between two bytecodes
+            steps.append("after the signal")
+        steps.append("never")
+    assert steps == ["after the signal"]
+    assert raised.value.exit_code == 143
+    # the previous handler is back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
