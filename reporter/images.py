@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import native
+
 log = logging.getLogger("reporter")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -145,24 +147,36 @@ def load(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> 
     else:
         fmt, width, height, orientation = header
         _check_size(width, height, max_pixels)
-    try:
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
-        log.debug("%s: cv2.imdecode: %s", path, exc)
+    with native.caught() as said:  # libpng, libjpeg, libtiff write to stderr themselves
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
+            log.debug("%s: cv2.imdecode: %s", path, exc)
+            pixels, refused = None, True
+        else:
+            refused = False
+    for line in said:
+        log.debug("%s: decoder: %s", path, line)
+    decoder = f" (the decoder: {said[0]})" if said else ""
+    if refused:
         raise ImageLoadError(
             f"the {fmt} decoder refused the data: corrupt, or a variant OpenCV cannot "
-            "decode (the debug log, -v, has OpenCV's own message)"
-        ) from None
+            f"decode{decoder}"
+        )
     if pixels is None:
         if header is None:
-            raise ImageLoadError("not a readable image: unknown format or corrupt header")
-        raise ImageLoadError(f"truncated or corrupt {fmt} data: OpenCV could not decode it")
+            raise ImageLoadError(f"not a readable image: unknown format or corrupt header{decoder}")
+        raise ImageLoadError(
+            f"truncated or corrupt {fmt} data: OpenCV could not decode it{decoder}"
+        )
     _check_size(pixels.shape[1], pixels.shape[0], max_pixels)
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageLoadError(
             f"{pixels.dtype} pixels are not supported: expected 8- or 16-bit integers"
         )
-    notes = []
+    # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
+    # segment") may have filled part of the picture with grey: the row says so
+    notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         pixels = _on_white(pixels)
         notes.append("alpha composited on white")

@@ -308,3 +308,37 @@ def test_an_opencv_assertion_is_told_in_words(tmp_path, monkeypatch, baseline_im
     message = str(info.value)
     assert message.startswith("the PNG decoder refused the data: corrupt, or a variant")
     assert "-215" not in message and "grfmt" not in message
+
+
+def test_a_decoders_own_words_go_to_the_row_not_to_stderr(tmp_path, capfd):
+    """libpng prints "libpng error: ..." on descriptor 2 itself; it belongs in the row."""
+    ok, buf = cv2.imencode(".png", smooth_image(0))
+    data = bytearray(buf.tobytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\x00" * 8  # an IDAT CRC error
+    broken = tmp_path / "crc.png"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(images.ImageLoadError, match=r"the decoder: libpng error: "):
+        images.load(broken, max_pixels=10**8)
+    ok, buf = cv2.imencode(".jpg", smooth_image(0))
+    data = buf.tobytes()
+    padded = tmp_path / "padded.jpg"  # junk before the end marker: decoded, with a warning
+    padded.write_bytes(data[:-2] + b"\x00" * 17 + data[-2:])
+    loaded = images.load(padded, max_pixels=10**8)
+    assert any("the decoder warned: Corrupt JPEG data" in note for note in loaded.notes)
+    assert capfd.readouterr().err == ""
+
+
+def test_native_lines_are_tidied():
+    from reporter.native import tidy
+
+    raw = (
+        b"[ERROR:0@0.418] global grfmt_tiff.cpp:117 TIFF_Error LZWDecode: short\n"
+        b"[ERROR:0@0.419] global grfmt_tiff.cpp:117 TIFF_Error LZWDecode: short\n"
+        b"libpng error: IDAT: CRC error\n\n\xff\xfe odd\nfour\nfive\n"
+    )
+    assert tidy(raw) == [
+        "LZWDecode: short",
+        "libpng error: IDAT: CRC error",
+        "\ufffd\ufffd odd",
+        "(and 2 more)",
+    ]

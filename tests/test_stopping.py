@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import noisy, smooth_image, write
 
 from reporter import stopping
-from tests.conftest import noisy, smooth_image, write
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
