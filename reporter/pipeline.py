@@ -419,9 +419,15 @@ def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, v
     _remove_stale_stages(out_dir)
     stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
-        summary = _write_staged(
-            config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
-        )
+        try:
+            summary = _write_staged(
+                config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
+            )
+        except OSError as exc:  # name the output, not its staging copy
+            if exc.filename and Path(exc.filename).parent == stage:
+                final = str(out_dir / Path(exc.filename).name)
+                raise OSError(exc.errno, exc.strerror, final) from None
+            raise
         with stopping.held():  # SIGTERM between two renames would leave a mix
             for key in ("csv", "xlsx", "html", "json"):
                 if key in outputs and outputs[key].parent == stage:

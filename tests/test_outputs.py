@@ -245,3 +245,33 @@ def test_a_failed_run_leaves_the_run_folder_as_it_was(tmp_path, monkeypatch, cap
     assert main(["run", str(SAMPLES), "--out", str(out), "-q", "--fail", "ssim=0.99"]) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
     assert (out / "results.csv").read_bytes() != before["results.csv"]  # a whole new set
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("limit", [30_000, 60_000])
+def test_a_real_write_failure_is_one_line_naming_the_output(tmp_path, limit):
+    """A file size limit (RLIMIT_FSIZE; writes fail with EFBIG, as on a full disk): one
+    line naming the output, not its staging copy; no traceback of openpyxl's zip
+    archive after it; nothing left in the run folder."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "from reporter.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "run", str(SAMPLES), "--out", str(out), "-q", "-j", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot write {out}{os.sep}report." in lines[0] and "File too large" in lines[0]
+    assert list(out.iterdir()) == []

@@ -24,11 +24,14 @@ with a quote prefix where it starts like a formula; see :func:`put_text`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from zipfile import ZIP_DEFLATED, ZipFile
 
 import pandas as pd
 from openpyxl import Workbook
@@ -44,6 +47,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.units import pixels_to_EMU, pixels_to_points
 from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.writer.excel import ExcelWriter
 from PIL import Image as PILImage
 
 from .. import visuals
@@ -840,4 +844,21 @@ def write_xlsx(
     charts: list | None = None,
 ) -> Path:
     book = workbook(frame, meta, baseline_thumbnail, charts)
-    return write_atomic(path, lambda tmp: book.save(tmp))
+    return write_atomic(path, lambda tmp: _save(book, tmp))
+
+
+def _save(book: Workbook, tmp: Path) -> None:
+    """``book.save(tmp)``, closing its zip archive when writing fails.
+
+    openpyxl leaves the archive open on an error; on a full disk its
+    ``__del__`` later tried to write the archive's end and printed a traceback
+    after reporter's own one-line error.
+    """
+    archive = ZipFile(tmp, "w", ZIP_DEFLATED, allowZip64=True)
+    try:
+        book.properties.modified = datetime.now(UTC).replace(tzinfo=None)  # as openpyxl does
+        ExcelWriter(book, archive).save()
+    except BaseException:
+        with contextlib.suppress(Exception):  # fails again on a full disk, and is closed
+            archive.close()
+        raise
