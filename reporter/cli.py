@@ -408,16 +408,16 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reporter`` command; returns the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version and usage errors
-        return int(exc.code or 0)
-    _setup_logging(args)
     from .stopping import Stopped, handled
 
     try:
-        with handled():
+        with handled():  # first: a scheduler may stop the run while it starts
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except SystemExit as exc:  # --help, --version and usage errors
+                return int(exc.code or 0)
+            _setup_logging(args)
             return _command(args)
     except Stopped as exc:
         log.error(

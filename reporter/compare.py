@@ -275,7 +275,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["reporter.compare"])
+        ctx.set_forkserver_preload(["reporter.compare", "reporter._forkserver"])
         return ctx
     return multiprocessing.get_context("spawn")
 

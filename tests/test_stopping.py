@@ -157,3 +157,22 @@ def test_a_signal_within_a_held_step_waits_for_its_end():
     assert raised.value.exit_code == 143
     # the previous handler is back
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _hook_module() -> str:
+    return sys.excepthook.__module__
+
+
+def test_workers_start_with_the_quiet_start_up_hook():
+    """A worker that fails in multiprocessing's own start-up while the run is being
+    stopped must not print a traceback after the run's last line (seen once in 15
+    SIGHUPs by benchmarks/kills.py)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from reporter.compare import _pool_context
+
+    context = _pool_context()
+    if context.get_start_method() != "forkserver":
+        pytest.skip("workers are spawned, not forked from a fork server")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        assert pool.submit(_hook_module).result(timeout=60) == "reporter._forkserver"

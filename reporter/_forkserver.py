@@ -1,0 +1,32 @@
+"""Imported only in the fork server that starts the workers (``compare._pool_context``).
+
+A worker forked while the run is being stopped (SIGTERM, SIGHUP, SIGKILL) can
+fail in multiprocessing's own start-up, before any reporter code runs: its
+semaphore is already gone. The fork server then prints that child's traceback
+on the run's stderr, after the run's last log line. Here the fork server's
+exception hook stays silent when the run's main process is gone (or goes
+within a second), and otherwise says what happened in one line; the main
+process counts the worker as dead either way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .compare import process_alive
+
+_RUN = os.getppid()  # the fork server's parent: the run's main process
+
+
+def _quiet_hook(kind, value, traceback) -> None:
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        if not process_alive(_RUN):
+            return
+        time.sleep(0.05)
+    sys.stderr.write(f"reporter: a worker process could not start: {kind.__name__}: {value}\n")
+
+
+sys.excepthook = _quiet_hook
