@@ -16,7 +16,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import Config, ReporterError, load_toml
+from .config import Config, load_toml
+from .errors import ReporterError
 from .history import History, series_lock
 from .series import gap_hours
 

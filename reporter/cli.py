@@ -16,17 +16,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
+from .catalog import METRICS
 from .config import (
     BASELINE_FIRST,
     FORMATS,
     Config,
-    ConfigError,
-    ReporterError,
     load_toml,
     with_environment,
     with_limit,
 )
-from .metrics import METRICS
+from .errors import ConfigError, ExitStatus, ReporterError
 
 log = logging.getLogger("reporter")
 
@@ -451,7 +450,7 @@ def _command(args: argparse.Namespace) -> int:
         return exc.exit_code
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
-        return 2
+        return ExitStatus.NOT_DONE
     if not args.quiet:
         sys.stdout.write(result.summary)
     return result.exit_code

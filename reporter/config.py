@@ -16,20 +16,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .metrics import METRICS
+from .catalog import METRICS
+from .errors import ConfigError
 
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
-
-
-class ReporterError(Exception):
-    """A run that cannot be done; the message is one line for the user."""
-
-    exit_code = 2
-
-
-class ConfigError(ReporterError):
-    """A bad setting, from a TOML file or the command line."""
 
 
 @dataclass(frozen=True)

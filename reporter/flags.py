@@ -15,7 +15,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from .metrics import METRICS
+from .catalog import METRICS
 from .table import FLAGS, REASONS, SEPARATOR, STATUS, Status
 
 
@@ -23,15 +23,24 @@ class Rule(StrEnum):
     """Which kind of rule fired."""
 
     WARN_LIMIT = "warn limit"
-    """A fixed WARN limit of the configuration."""
     FAIL_LIMIT = "fail limit"
-    """A fixed FAIL limit of the configuration."""
     OUTLIER = "outlier"
-    """Far from the run's own median (median and MAD across the run's images)."""
     CONTROL = "control rule"
-    """A Westgard or EWMA rule against the series' control limits (see control.py)."""
     SERIES = "series"
-    """The run does not fit its series: another baseline, or slots the series never had."""
+
+    @property
+    def meaning(self) -> str:
+        """What firing it means, in words."""
+        return _RULE_MEANINGS[self.value]
+
+
+_RULE_MEANINGS = {
+    "warn limit": "a fixed WARN limit of the configuration",
+    "fail limit": "a fixed FAIL limit of the configuration",
+    "outlier": "far from the run's own median (robust z-score on median and MAD)",
+    "control rule": "a Westgard or EWMA rule against the series' control limits",
+    "series": "the run does not fit its series: another baseline, or slots it never had",
+}
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import names
 from .atomic import write_atomic
-from .config import ReporterError
+from .errors import ReporterError
 
 # --- schema ---------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import ReporterError
+from .errors import ReporterError
 
 MIN_VALID = 0.01  # a mask that leaves less than 1 % of the pixels compares nothing useful
 

@@ -7,7 +7,8 @@ run; ``Reference.compare(image)`` returns one value per registered metric; the
 pipeline turns those values into table rows.
 
 Everything here is pure: arrays in, numbers out, nothing read or written.
-Adding a metric is one function decorated with :func:`metric`.
+Adding a metric: its entry in ``catalog.py`` and one function decorated with
+:func:`computes`.
 
 Definitions (see README "Metrics"):
 
@@ -45,15 +46,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import cached_property
-from types import MappingProxyType
 
 import cv2
 import numpy as np
 
 from . import hashes, signal
 from .align import Aligner, Shift
+from .catalog import METRICS
 
 K1 = 0.01
 K2 = 0.03
@@ -392,8 +392,7 @@ class Reference:
             )
         image, valid = self.masked(image, valid)
         pair = Pair(self, image, valid, shift)
-        selected = METRICS if names is None else {n: METRICS[n] for n in names}
-        return {name: m.func(pair) for name, m in selected.items()}
+        return {name: _COMPUTE[name](pair) for name in (METRICS if names is None else names)}
 
     def masked(
         self, image: np.ndarray, valid: np.ndarray | None = None
@@ -511,120 +510,24 @@ class Pair:
 # --- the registry ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A registered metric: how to compute it and how to read it."""
-
-    name: str
-    func: Callable[[Pair], float]
-    higher_is_better: bool
-    integer: bool
-    definition: str
-    two_sided: bool = False  # signed; 0 is best and both signs are worse (limits on |x|)
-    best: float | None = None  # the value of an image identical to the baseline (a bound)
-
-    # The statistical rules (outliers of a run, a series' control limits) work on a
-    # scale where healthy variation is near normal. A similarity or a distance is
-    # bounded by its best value, and random nuisances (a gain that wobbles in two
-    # channels) move it quadratically: its healthy values are skewed like a gamma
-    # (chi-square) variable, whose mean + 3 SD is passed on 2 % of healthy days, not
-    # 0.1 %. The cube root of the distance from the best value is near normal
-    # (Wilson & Hilferty 1931); a signed or already logarithmic metric keeps its scale.
-
-    @property
-    def transformed(self) -> bool:
-        return self.best is not None and not self.two_sided
-
-    def to_rule_scale(self, value: float) -> float:
-        """The value on the rules' scale (larger = less like the baseline when transformed)."""
-        if not self.transformed:
-            return value
-        return abs(value - self.best) ** (1 / 3)
-
-    def from_rule_scale(self, y: float) -> float:
-        """The metric value at ``y`` on the rules' scale (a line of a chart)."""
-        if not self.transformed:
-            return y
-        d = math.copysign(abs(y) ** 3, y)
-        return self.best - d if self.higher_is_better else self.best + d
-
-    def rule_floor(self, floor: float, centre: float) -> float:
-        """A spread floor given in metric units, on the rules' scale near ``centre``.
-
-        The slope of the cube root is taken at a distance of at least the floor
-        itself: near an identical image's value it would be infinite, and a run of
-        identical images would then never call anything an outlier.
-        """
-        if not self.transformed:
-            return floor
-        distance = max(abs(centre - self.best), floor, 1e-12)
-        return floor * (1 / 3) * distance ** (-2 / 3)
-
-    @property
-    def rule_bad_side(self) -> int:
-        """The sign, on the rules' scale, of "less like the baseline"; 0: both."""
-        return 1 if self.transformed else self.bad_side
-
-    @property
-    def direction(self) -> str:
-        """How to read it, in words."""
-        if self.two_sided:
-            return "nearer 0 is better"
-        return "higher is better" if self.higher_is_better else "lower is better"
-
-    def worse(self, value: float, bound: float) -> bool:
-        """Whether ``value`` is past the limit ``bound`` (a value on the limit passes)."""
-        if self.two_sided:
-            return abs(value) > bound
-        return value < bound if self.higher_is_better else value > bound
-
-    @property
-    def sign(self) -> str:
-        """The comparison a limit text shows: "<", ">" or "beyond +-"."""
-        if self.two_sided:
-            return "beyond \u00b1"
-        return "<" if self.higher_is_better else ">"
-
-    @property
-    def bad_side(self) -> int:
-        """The sign of a deviation that means "less like the baseline"; 0: both signs."""
-        if self.two_sided:
-            return 0
-        return -1 if self.higher_is_better else 1
+_COMPUTE: dict[str, Callable[[Pair], float]] = {}
 
 
-_REGISTRY: dict[str, Metric] = {}
-METRICS = MappingProxyType(_REGISTRY)
-"""Every metric, in the order of the table's columns."""
-
-
-def metric(
-    name: str,
-    *,
-    higher_is_better: bool,
-    definition: str,
-    integer: bool = False,
-    two_sided: bool = False,
-    best: float | None = None,
-):
-    """Register ``func(pair) -> float`` as a metric column called ``name``."""
+def computes(name: str):
+    """Register ``func(pair) -> float`` as the computation of ``catalog.METRICS[name]``."""
 
     def register(func: Callable[[Pair], float]) -> Callable[[Pair], float]:
-        if name in _REGISTRY:
-            raise ValueError(f"metric {name!r} is registered twice")
-        _REGISTRY[name] = Metric(name, func, higher_is_better, integer, definition, two_sided, best)
+        if name not in METRICS:
+            raise ValueError(f"metric {name!r} is not declared in catalog.py")
+        if name in _COMPUTE:
+            raise ValueError(f"metric {name!r} is computed twice")
+        _COMPUTE[name] = func
         return func
 
     return register
 
 
-@metric(
-    "cosine",
-    best=1.0,
-    higher_is_better=True,
-    definition="cosine similarity of the flattened raw pixel vectors (float64); "
-    "near 1 for any two images sharing a large background",
-)
+@computes("cosine")
 def _cosine(p: Pair) -> float:
     nx, ny = p.ref.norm_sq, cv2.norm(p.image, cv2.NORM_L2SQR, mask=_u8(p.ref.valid))
     if p.valid is not None and p.ref.valid is not p.valid:  # this image's own mask
@@ -636,26 +539,12 @@ def _cosine(p: Pair) -> float:
     return min(1.0, (nx + ny - p.diff_sq) / 2 / math.sqrt(nx * ny))
 
 
-@metric(
-    "ssim",
-    best=1.0,
-    higher_is_better=True,
-    definition="SSIM, Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, "
-    "K2 0.03, L from the pixel type, 5-px border cropped, mean over channels "
-    "(= skimage structural_similarity with gaussian_weights=True, "
-    "use_sample_covariance=False)",
-)
+@computes("ssim")
 def _ssim(p: Pair) -> float:
     return float(p.scores(0)[0].mean())
 
 
-@metric(
-    "ssim_coarse",
-    best=1.0,
-    higher_is_better=True,
-    definition="SSIM after the automatic downsampling of Wang's ssim.m: f x f box "
-    "filter and every f-th pixel, f = max(1, round(min(H, W) / 256))",
-)
+@computes("ssim_coarse")
 def _ssim_coarse(p: Pair) -> float:
     if p.ref.coarse_factor == 1 or p.identical:
         return float(p.scores(0)[0].mean())
@@ -665,14 +554,7 @@ def _ssim_coarse(p: Pair) -> float:
     return float(p.ref.coarse.compare(y, w)[0].mean())
 
 
-@metric(
-    "ms_ssim",
-    best=1.0,
-    higher_is_better=True,
-    definition="multi-scale SSIM, Wang, Simoncelli & Bovik 2003: 5 scales (fewer for "
-    "images under 176 px, weights renormalised), 2x2-mean downsampling, weights "
-    "0.0448 0.2856 0.3001 0.2363 0.1333, negative terms clamped to 0, mean over channels",
-)
+@computes("ms_ssim")
 def _ms_ssim(p: Pair) -> float:
     n = p.ref.ms_ssim_scales
     weights = np.array(MS_SSIM_WEIGHTS[:n]) / sum(MS_SSIM_WEIGHTS[:n])
@@ -684,101 +566,52 @@ def _ms_ssim(p: Pair) -> float:
     return float(value.mean())
 
 
-@metric(
-    "ssim_64",
-    best=1.0,
-    higher_is_better=True,
-    definition="SSIM at the level of the 2x2-mean pyramid (MS-SSIM's) whose smaller side "
-    "is nearest 64 px: structure at the scale of populations, blobs and layout, where "
-    "sparse images (dot plots) stop being dominated by where single dots landed",
-)
+@computes("ssim_64")
 def _ssim_64(p: Pair) -> float:
     return float(p.scores(p.ref.low_level)[0].mean())
 
 
-@metric(
-    "psnr",
-    higher_is_better=True,
-    definition="peak signal-to-noise ratio 10 log10(L^2 / MSE) in dB; identical images give inf",
-)
+@computes("psnr")
 def _psnr(p: Pair) -> float:
     mse = _mse(p)
     return math.inf if mse == 0 else 10 * math.log10(p.ref.data_range**2 / mse)
 
 
-@metric(
-    "mse",
-    best=0.0,
-    higher_is_better=False,
-    definition="mean squared difference over all pixels and channels, in raw pixel units",
-)
+@computes("mse")
 def _mse(p: Pair) -> float:
     channels = 1 if p.image.ndim == 2 else p.image.shape[2]
     return p.diff_sq / (p.compared * channels)  # ignored pixels add 0 to diff_sq
 
 
-@metric(
-    "ahash",
-    best=0.0,
-    higher_is_better=False,
-    integer=True,
-    definition="Hamming distance (0-64) between average hashes (cv2.img_hash, 8x8 mean "
-    "threshold); sensitive to small shifts",
-)
+@computes("ahash")
 def _ahash(p: Pair) -> float:
     return hashes.distance(p.ref.ahash, hashes.ahash(p.image))
 
 
-@metric(
-    "phash",
-    best=0.0,
-    higher_is_better=False,
-    integer=True,
-    definition="Hamming distance (0-64) between DCT perceptual hashes (cv2.img_hash); "
-    "robust to scaling, JPEG and blur",
-)
+@computes("phash")
 def _phash(p: Pair) -> float:
     return hashes.distance(p.ref.phash, hashes.phash(p.image))
 
 
-@metric(
-    "signal_change",
-    higher_is_better=False,
-    two_sided=True,
-    definition="relative change of the image's ink (each pixel's largest channel difference "
-    "from the baseline's background colour, summed): (ink_image - ink_baseline) / "
-    "ink_baseline; -0.4 = 40 % less signal, +0.3 = 30 % more; sparse images (dot plots): "
-    "events lost or added",
-)
+@computes("signal_change")
 def _signal_change(p: Pair) -> float:
     mine, base = p.ink_cells
     return float((mine.sum() - base.sum()) / max(base.sum(), p.ink_floor))
 
 
-@metric(
-    "occupancy_change",
-    best=0.0,
-    higher_is_better=False,
-    definition="L1 distance between the ink per cell of a 16x16 grid of the image and of the "
-    "baseline, over the baseline's ink: sum |c_image - c_baseline| / ink_baseline; 0 = the "
-    "signal lies where it lay, 2 = none of it does; sparse images (dot plots): a population "
-    "that moved, spread, vanished or appeared",
-)
+@computes("occupancy_change")
 def _occupancy_change(p: Pair) -> float:
     mine, base = p.ink_cells
     return float(np.abs(mine - base).sum() / max(base.sum(), p.ink_floor))
 
 
-@metric(
-    "shift",
-    best=0.0,
-    higher_is_better=False,
-    definition="size in px of the whole-image translation against the baseline (phase "
-    "correlation with a single clear peak that, compensated, makes the image match better); "
-    "empty when the image did not move as a whole",
-)
+@computes("shift")
 def _shift(p: Pair) -> float:
     return p.shift.size
+
+
+if set(_COMPUTE) != set(METRICS):  # pragma: no cover - a developer's slip, caught on import
+    raise ImportError(f"metrics without a computation: {sorted(set(METRICS) - set(_COMPUTE))}")
 
 
 # --- pure functions for callers with two arrays ---------------------------------------

@@ -38,7 +38,8 @@ from .compare import (
     quiet_opencv,
     start_workers,
 )
-from .config import Config, ReporterError, auto_metrics, check
+from .config import Config, auto_metrics, check
+from .errors import ReporterError
 from .history import History, series_lock, sha256_of
 from .metrics import METRICS, Reference
 from .names import shown, stored

@@ -21,12 +21,13 @@ from typing import Any
 import pandas as pd
 
 from . import table
+from .catalog import METRICS
 from .charts import Chart
-from .config import Config, ReporterError
+from .config import Config
 from .control import Control, evaluate
+from .errors import ReporterError
 from .flags import Flag, Rule
 from .history import Baseline, History, slug
-from .metrics import METRICS
 
 log = logging.getLogger("reporter")
 

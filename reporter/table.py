@@ -14,8 +14,8 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from .catalog import METRICS
 from .compare import ImageResult
-from .metrics import METRICS
 from .names import shown, stored
 
 
@@ -23,17 +23,26 @@ class Status(StrEnum):
     """The verdict on one image, in order of severity."""
 
     PASS = "PASS"
-    """Every metric is within its limits."""
     WARN = "WARN"
-    """A warn limit fired, or the image is an outlier of its run: look at it."""
     FAIL = "FAIL"
-    """A fail limit fired: the image does not look like the baseline."""
     ERROR = "ERROR"
-    """The file could not be compared; the ``error`` column says why."""
 
     @property
     def severity(self) -> int:
         return list(Status).index(self)
+
+    @property
+    def meaning(self) -> str:
+        """What the status says, in words (the report's legend and tooltips)."""
+        return _STATUS_MEANINGS[self.value]
+
+
+_STATUS_MEANINGS = {
+    "PASS": "every rule passed: the image looks like the baseline",
+    "WARN": "a warn limit fired, or the image stands out from its run or its series: look at it",
+    "FAIL": "a fail limit or a control rule fired: the image does not look like the baseline",
+    "ERROR": "the file could not be compared; the error column says why",
+}
 
 
 FILE = "file"  # path relative to the input it came from, POSIX separators

@@ -458,3 +458,33 @@ def test_eml_given_a_folder_names_the_folder(capsys, run_dir, tmp_path):
     code, _, err = call(capsys, "run", run_dir, "--out", tmp_path / "o", "--eml", folder)
     assert code == 2 and f"cannot write {folder}: it is a folder" in err
     assert ".part" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["run", "--help"], ["history", "--help"], ["run", "x", "--fail", "nope=1"], []],
+    ids=["help", "run help", "history help", "bad metric", "no command"],
+)
+def test_help_and_argument_errors_load_neither_opencv_nor_pandas(argv):
+    """`reporter --help` answers at once: importing OpenCV, numpy and pandas takes a
+    quarter of a second before anything is printed."""
+    code = (
+        "import sys\n"
+        "from reporter.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "heavy = [m for m in ('cv2', 'numpy', 'pandas', 'openpyxl', 'jinja2')"
+        " if m in sys.modules]\n"
+        "print(status, heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
+    )
+    status, heavy = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert status in ("0", "2")
+    assert heavy == "[]"
+
+
+def test_every_declared_metric_is_computed():
+    from reporter import catalog, metrics
+
+    assert list(metrics._COMPUTE) == list(catalog.METRICS)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reporter.config import DEFAULT_LIMITS, Config, ConfigError, Limit, load_toml
+from reporter.config import DEFAULT_LIMITS, Config, Limit, load_toml
+from reporter.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from reporter import flags, table
 from reporter.config import Limit, OutlierRule
@@ -150,11 +149,13 @@ def test_exit_code():
     assert flags.exit_code(flags.apply(frame({"ssim": [0.95]}, errors=1), {}, OFF)) == 1
 
 
-@pytest.mark.parametrize("status", list(table.Status))
-def test_every_status_and_rule_is_documented(status):
-    assert status.__doc__ is not None
-    for rule in flags.Rule:
-        assert rule.value
+def test_every_status_and_rule_says_what_it_means():
+    """Each has its own meaning in words (an Enum member's docstring, which this test
+    used to check, is the class's: that test could not fail)."""
+    for members in (list(table.Status), list(flags.Rule)):
+        meanings = [m.meaning for m in members]
+        assert all(len(text) > 20 for text in meanings)
+        assert len(set(meanings)) == len(members)
 
 
 def test_an_outlier_on_a_metric_past_its_limit_is_not_repeated():

@@ -22,8 +22,9 @@ from openpyxl import load_workbook
 
 from reporter import history as history_module
 from reporter.cli import main
-from reporter.config import WESTGARD_RULES, Config, HistorySettings, ReporterError
+from reporter.config import WESTGARD_RULES, Config, HistorySettings
 from reporter.control import evaluate, prediction_factor
+from reporter.errors import ReporterError
 from reporter.history import History, series_lock
 from reporter.pipeline import run
 

@@ -245,7 +245,8 @@ def test_no_password_option_on_the_command_line(capsys):
 
 
 def test_email_settings_from_the_config_file(tmp_path, run_dir):
-    from reporter.config import ConfigError, load_toml
+    from reporter.config import load_toml
+    from reporter.errors import ConfigError
 
     path = tmp_path / "c.toml"
     path.write_text(
@@ -265,7 +266,8 @@ def test_email_settings_from_the_config_file(tmp_path, run_dir):
 
 
 def test_a_bad_attachment_budget_is_a_config_error(tmp_path):
-    from reporter.config import ConfigError, load_toml
+    from reporter.config import load_toml
+    from reporter.errors import ConfigError
 
     path = tmp_path / "c.toml"
     for value in ("-1", '"lots"'):

@@ -156,7 +156,8 @@ def test_the_robustness_table_in_docs_is_what_the_script_writes(tmp_path):
 
 def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):
     from reporter.cli import build_parser, config_from_args
-    from reporter.config import ConfigError, load_toml
+    from reporter.config import load_toml
+    from reporter.errors import ConfigError
 
     path = tmp_path / "c.toml"
     path.write_text(

@@ -52,8 +52,8 @@ from PIL import Image as PILImage
 
 from .. import visuals
 from ..atomic import write_atomic
+from ..catalog import METRICS
 from ..charts import window as chart_window
-from ..metrics import METRICS
 from ..names import FORMULA_STARTS
 from ..table import (
     DIFF_MAP,

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import visuals
 from ..atomic import write_text
-from ..metrics import METRICS
+from ..catalog import METRICS
 from ..table import (
     DIFF_MAP,
     ERROR,

@@ -37,7 +37,8 @@ import css_inline
 import pandas as pd
 
 from .. import table
-from ..config import ReporterError, Smtp
+from ..config import Smtp
+from ..errors import DeliveryError
 from .html import view
 from .templates import environment
 
@@ -48,12 +49,6 @@ ATTACHMENT_TYPES = {
 }
 MAX_BODY_CHARTS = 4  # Levey-Jennings charts of flagged slots in the body
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
-
-
-class DeliveryError(ReporterError):
-    """The message could not be handed to the SMTP server; the reports are on disk."""
-
-    exit_code = 3
 
 
 def subject(meta: dict[str, Any], total: int, series: str | None) -> str:

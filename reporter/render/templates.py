@@ -13,7 +13,6 @@ not UTF-8, is a TemplateError that says so.
 
 from __future__ import annotations
 
-import math
 from importlib import resources
 from pathlib import Path
 
@@ -35,17 +34,6 @@ def _autoescape(name: str | None) -> bool:
     # On for every template, whatever its suffix (select_autoescape() misses .j2),
     # except plain-text ones, where HTML entities would be wrong.
     return not (name or "").endswith((".txt", ".txt.j2"))
-
-
-def number(value, digits: int = 3) -> str:
-    """A metric for people: fixed digits, inf as the infinity sign, missing as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
 
 
 class _Loader(jinja2.FileSystemLoader):
@@ -77,6 +65,5 @@ def environment(user_dir: Path | None = None) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters["number"] = number
     env.filters["printable"] = printable
     return env
