@@ -275,3 +275,32 @@ def test_a_real_write_failure_is_one_line_naming_the_output(tmp_path, limit):
     assert len(lines) == 1, done.stderr
     assert f"cannot write {out}{os.sep}report." in lines[0] and "File too large" in lines[0]
     assert list(out.iterdir()) == []
+
+
+def normalised_json(path: Path) -> dict:
+    """results.json without what differs between machines and runs (times, folders,
+    versions, metric values in their last digits)."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+
+    def scrub(value, key=""):
+        if isinstance(value, dict):
+            return {k: scrub(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v, key) for v in value]
+        if key in ("started", "finished", "duration_s", "python", "opencv", "pandas", "version"):
+            return "*"
+        if isinstance(value, str) and os.sep in value and key in ("path", "inputs", "out"):
+            return Path(value).name
+        if isinstance(value, float):
+            return float(f"{value:.6g}")
+        return value
+
+    return scrub(document)
+
+
+def test_sample_json_matches_golden(sample_run):
+    got = normalised_json(sample_run.outputs["json"])
+    golden = GOLDEN / "sample_results.json"
+    if UPDATE:
+        golden.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert got == json.loads(golden.read_text(encoding="utf-8"))
