@@ -155,7 +155,7 @@ def scale_run(tmp: Path, count: int) -> dict[str, float]:
     from reporter.render.excel import write_xlsx
 
     t = time.perf_counter()
-    write_xlsx(result.table, result.meta, None, tmp / "again.xlsx")
+    write_xlsx(result.table, result.record, None, tmp / "again.xlsx")
     figures["scale_xlsx_write_s"] = round(time.perf_counter() - t, 1)
     chromium = shutil.which("chromium")
     if chromium:

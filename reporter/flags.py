@@ -168,10 +168,3 @@ def apply(
     out[REASONS] = pd.Series(reasons, index=out.index, dtype="str")
     out[FLAGS] = pd.Series(found, index=out.index, dtype="object")
     return out
-
-
-def exit_code(frame: pd.DataFrame, *, off_series: bool = False) -> int:
-    """0 when every image is PASS or WARN; 1 when any is FAIL or ERROR, or when a run of a
-    series was compared against another baseline than the series' (its rules were skipped)."""
-    bad = frame[STATUS].isin([Status.FAIL.value, Status.ERROR.value])
-    return 1 if bool(bad.any()) or off_series else 0

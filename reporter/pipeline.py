@@ -12,7 +12,6 @@ import contextlib
 import getpass
 import logging
 import os
-import platform
 import shutil
 import socket
 import sqlite3
@@ -23,11 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import jinja2
 import pandas as pd
 
-from . import __version__, flags, images, masks, names, series, stopping, table, visuals
+from . import __version__, flags, images, masks, series, stopping, table, visuals
 from .atomic import write_atomic
 from .compare import (
     ImageResult,
@@ -39,10 +37,18 @@ from .compare import (
     start_workers,
 )
 from .config import Config, auto_metrics, check
-from .errors import ReporterError
+from .errors import DeliveryError, ReporterError
 from .history import History, series_lock, sha256_of
-from .metrics import METRICS, Reference
+from .metrics import Reference
 from .names import shown, stored
+from .record import (
+    BaselineFacts,
+    Delivery,
+    RunRecord,
+    SignalFacts,
+    SkippedFile,
+    Tool,
+)
 from .render import data, mail
 from .render.excel import write_xlsx
 from .render.html import write_html
@@ -52,28 +58,31 @@ from .signal import GRID as SIGNAL_GRID
 log = logging.getLogger("reporter")
 
 
-@dataclass(frozen=True)
-class Skipped:
-    path: str
-    reason: str
-
-
 @dataclass
 class RunResult:
-    """What a run produced; ``exit_code`` is what the CLI exits with."""
+    """What a run produced: its record, its table, where its outputs are."""
 
-    exit_code: int
+    record: RunRecord
     table: pd.DataFrame
-    meta: dict[str, Any]
     out_dir: Path
     outputs: dict[str, Path] = field(default_factory=dict)
     summary: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """What the command line exits with (decided by the record)."""
+        return int(self.record.exit_status)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The run's metadata as results.json holds it."""
+        return self.record.to_json()
 
 
 # --- finding the files ------------------------------------------------------------------
 
 
-def _listing(folder: Path, recursive: bool, unreadable: list[Skipped]) -> list[Path]:
+def _listing(folder: Path, recursive: bool, unreadable: list[SkippedFile]) -> list[Path]:
     """Every entry below ``folder`` (one level, or all with ``recursive``), sorted by its
     path relative to the folder; folders that cannot be read go to ``unreadable``.
 
@@ -84,7 +93,7 @@ def _listing(folder: Path, recursive: bool, unreadable: list[Skipped]) -> list[P
 
     def failed(exc: OSError) -> None:
         where = exc.filename or folder
-        unreadable.append(Skipped(str(where), exc.strerror or str(exc)))
+        unreadable.append(SkippedFile(str(where), exc.strerror or str(exc)))
         log.error("cannot read the folder %s: %s", where, exc.strerror or exc)
 
     paths: list[Path] = []
@@ -103,12 +112,12 @@ def _listing(folder: Path, recursive: bool, unreadable: list[Skipped]) -> list[P
 
 def discover(
     inputs: tuple[Path, ...], *, recursive: bool
-) -> tuple[list[Input], list[Skipped], list[Skipped]]:
+) -> tuple[list[Input], list[SkippedFile], list[SkippedFile]]:
     """Image files from files and folders, sorted within each folder, each once; the
     files skipped; and the folders that could not be read."""
     found: list[Input] = []
-    skipped: list[Skipped] = []
-    unreadable: list[Skipped] = []
+    skipped: list[SkippedFile] = []
+    unreadable: list[SkippedFile] = []
     seen: set[Path] = set()
 
     def add(path: Path, file: str) -> None:
@@ -130,11 +139,11 @@ def discover(
                 if path.is_dir():
                     continue
                 if not path.is_file():  # a FIFO or socket: reading it could block forever
-                    skipped.append(Skipped(str(path), "not a regular file"))
+                    skipped.append(SkippedFile(str(path), "not a regular file"))
                     log.warning("skipped %s: not a regular file", path)
                     continue
                 if not images.is_image(path):
-                    skipped.append(Skipped(str(path), "not an image file extension"))
+                    skipped.append(SkippedFile(str(path), "not an image file extension"))
                     log.info(
                         "skipped %s: not an image (%s)",
                         path,
@@ -323,73 +332,66 @@ def _run(config: Config, store: History | None) -> RunResult:
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
 
-    exit_code = flags.exit_code(frame, off_series=bool(context and context.mismatch))
-    finished = datetime.now(UTC)
-    counts = table.counts(frame)
-    meta = {
-        "tool": {
-            "name": "reporter",
-            "version": __version__,
-            "python": platform.python_version(),
-            "opencv": cv2.__version__,
-            "pandas": pd.__version__,
-        },
-        "started": started.isoformat(timespec="seconds"),
-        "finished": finished.isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - t0, 3),
-        "baseline": {
-            "path": stored(str(baseline_path)),
-            "file": shown(baseline_path.name),
-            "width": reference.width,
-            "height": reference.height,
-            "channels": reference.channels,
-            "bit_depth": 8 * reference.pixels.dtype.itemsize,
-            "bytes": baseline_path.stat().st_size,
-            "sha256": baseline_sha,
-            "notes": list(baseline.notes),
-        },
-        "series": config.series,
-        "inputs": [stored(str(p)) for p in config.inputs],
-        "config": config.to_dict(),
-        "metrics": {
-            name: {"definition": m.definition, "higher_is_better": m.higher_is_better}
-            for name, m in METRICS.items()
-        },
-        "signal": {
-            "background": [round(v, 2) for v in reference.background.colour],
-            "noise": round(reference.background.noise, 2),
-            "threshold": round(reference.background.threshold, 2),
-            "share": round(reference.signal_share, 5),
-            "sparse": reference.sparse,
-            "grid": SIGNAL_GRID,
-        },
-        "ssim_coarse_factor": reference.coarse_factor,
-        "ms_ssim_scales": reference.ms_ssim_scales,
-        "counts": counts,
-        "exit_code": exit_code,
-        "skipped": [{"path": stored(s.path), "reason": s.reason} for s in skipped],
-        "history": None,
-    }
-    meta = names.stored_tree(meta)  # paths and settings from outside: always writable
+    record = RunRecord(
+        tool=Tool.here(),
+        started=started,
+        finished=datetime.now(UTC),
+        duration_s=round(time.perf_counter() - t0, 3),
+        baseline=BaselineFacts(
+            path=stored(str(baseline_path)),
+            file=shown(baseline_path.name),
+            width=reference.width,
+            height=reference.height,
+            channels=reference.channels,
+            bit_depth=8 * reference.pixels.dtype.itemsize,
+            bytes=baseline_path.stat().st_size,
+            sha256=baseline_sha,
+            notes=tuple(baseline.notes),
+        ),
+        inputs=tuple(stored(str(p)) for p in config.inputs),
+        settings=config,
+        signal=SignalFacts(
+            background=tuple(round(v, 2) for v in reference.background.colour),
+            noise=round(reference.background.noise, 2),
+            threshold=round(reference.background.threshold, 2),
+            share=round(reference.signal_share, 5),
+            sparse=reference.sparse,
+            grid=SIGNAL_GRID,
+        ),
+        ssim_coarse_factor=reference.coarse_factor,
+        ms_ssim_scales=reference.ms_ssim_scales,
+        counts=table.counts(frame),
+        skipped=tuple(SkippedFile(stored(s.path), s.reason) for s in skipped),
+        off_series=bool(context and context.mismatch),
+    )
     outputs: dict[str, Path] = {}
     # The run enters the history in a transaction around the reports (which show its id):
     # committed once they are written, rolled back if writing them fails or the run is killed.
     recording = (
-        context.recording(store, frame, meta, out_dir)
+        context.recording(store, frame, record, out_dir)
         if context is not None
         else contextlib.nullcontext(None)
     )
     try:
-        with recording as meta["history"]:
-            summary = _write(
-                config, frame, meta, baseline, pictures, context, out_dir, outputs, reference.valid
+        with recording as facts:
+            if facts is not None:
+                record = record.with_history(facts)
+            record, summary = _write(
+                config,
+                frame,
+                record,
+                baseline,
+                pictures,
+                context,
+                out_dir,
+                outputs,
+                reference.valid,
             )
             if named:
                 series.point_latest(out_dir)
                 series.prune(out_dir, config.history.keep_runs)
-            if context is not None:  # the e-mail may have changed it (status 3)
-                store.set_exit_code(meta["history"]["run_id"], meta["exit_code"])
-        exit_code = meta["exit_code"]
+            if facts is not None and record.exit_status != record.rows_status:  # the e-mail
+                store.set_exit_code(facts.run_id, record.exit_status)
     except OSError as exc:
         where = exc.filename or out_dir
         raise ReporterError(f"cannot write {where}: {exc.strerror or exc}") from None
@@ -402,15 +404,18 @@ def _run(config: Config, store: History | None) -> RunResult:
     log.info(
         "%d image(s): %s; exit status %d; results in %s",
         len(frame),
-        ", ".join(f"{n} {s}" for s, n in counts.items() if n),
-        exit_code,
+        ", ".join(f"{n} {s}" for s, n in record.counts.items() if n),
+        record.exit_status,
         out_dir,
     )
-    return RunResult(exit_code, frame, meta, out_dir, outputs, summary)
+    return RunResult(record, frame, out_dir, outputs, summary)
 
 
-def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, valid) -> str:
-    """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the printed summary.
+def _write(
+    config, frame, record, baseline, pictures, context, out_dir, outputs, valid
+) -> tuple[RunRecord, str]:
+    """Write the reports (CSV, workbook, page, e-mail, JSON last); returns the record (with
+    the e-mail's delivery) and the printed summary.
 
     They are written into a hidden staging folder inside the run folder and moved into
     place only when every one of them is written, JSON last (its presence says the run
@@ -421,8 +426,8 @@ def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, v
     stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
     try:
         try:
-            summary = _write_staged(
-                config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
+            record, summary = _write_staged(
+                config, frame, record, baseline, pictures, context, stage, out_dir, outputs, valid
             )
         except OSError as exc:  # name the output, not its staging copy
             if exc.filename and Path(exc.filename).parent == stage:
@@ -437,7 +442,7 @@ def _write(config, frame, meta, baseline, pictures, context, out_dir, outputs, v
                     outputs[key] = final
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return summary
+    return record, summary
 
 
 STAGE_PREFIX = ".staging-"
@@ -456,41 +461,33 @@ def _remove_stale_stages(out_dir: Path) -> None:
 
 
 def _write_staged(
-    config, frame, meta, baseline, pictures, context, stage, out_dir, outputs, valid
-) -> str:
+    config, frame, record, baseline, pictures, context, stage, out_dir, outputs, valid
+) -> tuple[RunRecord, str]:
     if "csv" in config.formats:
         outputs["csv"] = data.write_csv(frame, stage / "results.csv")
     baseline_thumbnail = visuals.thumbnail(baseline.pixels, ignored=valid) if pictures else None
     charts = context.charts(frame) if context is not None and pictures else []
     if "xlsx" in config.formats:  # before the e-mail, which attaches it
         outputs["xlsx"] = write_xlsx(
-            frame, meta, baseline_thumbnail, stage / "report.xlsx", charts=charts
+            frame, record, baseline_thumbnail, stage / "report.xlsx", charts=charts
         )
     if "html" in config.formats:
         outputs["html"] = write_html(
             frame,
-            meta,
+            record,
             baseline_thumbnail,
             stage / "report.html",
             templates=config.templates,
             charts=charts,
         )
-    summary = render_summary(frame, meta, out_dir)
+    summary = render_summary(frame, record, out_dir)
     if config.email.wanted:
-        meta["exit_code"] = _deliver(
-            config,
-            frame,
-            meta,
-            summary,
-            baseline_thumbnail,
-            outputs,
-            meta["exit_code"],
-            out_dir,
-            charts,
+        record = record.with_delivery(
+            _deliver(config, frame, record, summary, baseline_thumbnail, outputs, out_dir, charts)
         )
     if "json" in config.formats:
-        outputs["json"] = data.write_json(frame, meta, stage / "results.json")
-    return summary
+        outputs["json"] = data.write_json(frame, record, stage / "results.json")
+    return record, summary
 
 
 def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], list]:
@@ -512,8 +509,8 @@ def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], 
 
 
 def _deliver(
-    config, frame, meta, summary, baseline_thumbnail, outputs, exit_code, out_dir, charts=()
-) -> int:
+    config, frame, record, summary, baseline_thumbnail, outputs, out_dir, charts=()
+) -> Delivery:
     """Write and send the e-mail; a failure to send is exit status 3, never silent.
 
     ``outputs`` are still staged; the message names where they will be, in ``out_dir``."""
@@ -531,11 +528,10 @@ def _deliver(
         )
     msg = mail.build(
         frame,
-        meta,
+        record,
         summary,
         sender=sender,
         recipients=email.to,
-        series=config.series,
         baseline_thumbnail=baseline_thumbnail,
         attachments=attachments,
         omitted=tuple(out_dir / path.name for path, _ in omitted),
@@ -544,17 +540,16 @@ def _deliver(
     )
     if email.eml is not None:
         outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
-    meta["email"] = {"to": list(email.to), "subject": msg["Subject"], "sent": False, "error": None}
+    delivery = Delivery(tuple(email.to), str(msg["Subject"]))
     if email.to:
         try:
             mail.send(msg, email.to, email.smtp)
-        except mail.DeliveryError as exc:
+        except DeliveryError as exc:
             log.error("%s; the reports are in %s", exc, out_dir)
-            meta["email"]["error"] = str(exc)
-            return exc.exit_code
-        meta["email"]["sent"] = True
+            return replace(delivery, error=str(exc))
         log.info("e-mailed the report to %s", ", ".join(email.to))
-    return exit_code
+        return replace(delivery, sent=True)
+    return delivery
 
 
 SUMMARY_REASONS = 3  # per image in the printed summary; the CSV has them all
@@ -575,7 +570,7 @@ def first_reasons(found: tuple[tuple[str, str], ...], limit: int = SUMMARY_REASO
     return f"{shown} (+{len(rest)} more: {levels})"
 
 
-def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> str:
+def render_summary(frame: pd.DataFrame, record: RunRecord, out_dir: Path) -> str:
     flagged = frame[frame[table.STATUS] != table.Status.PASS.value].sort_values(
         table.STATUS, ascending=False, kind="stable"
     )
@@ -584,10 +579,10 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
         .get_template("summary.txt.j2")
         .render(
             version=__version__,
-            verdict=table.verdict(meta["counts"]),
+            verdict=record.verdict.value,
             total=len(frame),
-            baseline=meta["baseline"]["file"],
-            counts=meta["counts"],
+            baseline=record.baseline.file,
+            counts=record.counts,
             flagged=[
                 {
                     "status": r[table.STATUS],
@@ -597,8 +592,8 @@ def render_summary(frame: pd.DataFrame, meta: dict[str, Any], out_dir: Path) -> 
                 }
                 for r in flagged.to_dict("records")
             ],
-            skipped=len(meta["skipped"]),
-            control=meta.get("history"),
+            skipped=len(record.skipped),
+            control=record.history,
             out_dir=os.fspath(out_dir),
         )
     )

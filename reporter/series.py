@@ -28,6 +28,7 @@ from .control import Control, evaluate
 from .errors import ReporterError
 from .flags import Flag, Rule
 from .history import Baseline, History, slug
+from .record import LimitFacts, PeriodFacts, RunRecord, SeriesFacts
 
 log = logging.getLogger("reporter")
 
@@ -284,23 +285,23 @@ class SeriesRun:
         )
 
     @contextlib.contextmanager
-    def recording(self, store: History, frame: pd.DataFrame, meta: dict[str, Any], out: Path):
+    def recording(self, store: History, frame: pd.DataFrame, record: RunRecord, out: Path):
         """Record the run for the block (committed when it ends without an exception);
-        yields the history part of the run's metadata."""
-        counts = meta["counts"]
+        yields the series' facts for the run's record."""
+        counts = record.counts
         with store.recording(
             {
                 "series": self.config.series,
-                "started": meta["started"],
-                "finished": meta["finished"],
-                "verdict": table.verdict(counts),
-                "exit_code": meta["exit_code"],
+                "started": record.started.isoformat(timespec="seconds"),
+                "finished": record.finished.isoformat(timespec="seconds"),
+                "verdict": record.verdict.value,
+                "exit_code": int(record.exit_status),
                 "images": len(frame),
                 "failed": counts.get(table.Status.FAIL.value, 0),
                 "baseline_sha256": self.baseline_sha,
-                "baseline_path": meta["baseline"]["path"],
+                "baseline_path": record.baseline.path,
                 "out_dir": str(out.absolute()),
-                "tool_version": meta["tool"]["version"],
+                "tool_version": record.tool.version,
                 "baseline_id": self.baseline.id,
             },
             [
@@ -315,58 +316,52 @@ class SeriesRun:
                 for slot, row in zip(self.slots, frame.to_dict("records"), strict=True)
             ],
         ) as run_id:
-            yield self._meta(store, frame, run_id)
+            yield self._facts(store, frame, run_id)
 
-    def _meta(self, store: History, frame: pd.DataFrame, run_id: int) -> dict[str, Any]:
+    def _facts(self, store: History, frame: pd.DataFrame, run_id: int) -> SeriesFacts:
         settings = self.config.history
         limits = self.control.limits if self.control else {}
         in_control = max((lim.n for lim in limits.values()), default=0)
-        return {
-            "path": str(store.path),
-            "series": self.config.series,
-            "run_id": run_id,
-            "slots": dict(zip(frame[table.FILE], self.slots, strict=True)),
-            "baseline": {
-                "id": self.baseline.id,
-                "sha256": self.baseline.sha256,
-                "set_at": self.baseline.set_at,
-                "set_by": self.baseline.set_by,
-                "reason": self.baseline.reason,
-                "stored": self.baseline.stored,
-            },
-            "baseline_mismatch": self.mismatch,
-            "new_slots": self.new_slots,
-            "min_runs": settings.min_runs,
-            "in_control_runs": in_control,
+        b = self.baseline
+        return SeriesFacts(
+            path=str(store.path),
+            series=self.config.series,
+            run_id=run_id,
+            slots=dict(zip(frame[table.FILE], self.slots, strict=True)),
+            baseline=PeriodFacts(b.id, b.sha256, b.set_at, b.set_by, b.reason, b.stored),
+            baseline_mismatch=self.mismatch,
+            new_slots=self.new_slots,
+            min_runs=settings.min_runs,
+            in_control_runs=in_control,
             # A metric with values missing on some runs (the shift of an image that did
             # not move as a whole) keeps provisional limits a little longer on its own.
-            "established": bool(limits) and in_control >= settings.min_runs,
-            "rules": list(settings.rules),
-            "limits": {
-                f"{slot}|{metric}": {
-                    "slot": slot,
-                    "metric": metric,
-                    "centre": lim.centre,
-                    "lines_3sd": list(lim.band(3)) if lim.ready else None,
-                    "scale": "cube root of the distance from the best value"
+            established=bool(limits) and in_control >= settings.min_runs,
+            rules=tuple(settings.rules),
+            limits={
+                f"{slot}|{metric}": LimitFacts(
+                    slot=slot,
+                    metric=metric,
+                    centre=lim.centre,
+                    lines_3sd=tuple(lim.band(3)) if lim.ready else None,
+                    scale="cube root of the distance from the best value"
                     if METRICS[metric].transformed
                     else "the metric itself",
-                    "mean": lim.mean,
-                    "sd": lim.sd,
-                    "n": lim.n,
-                    "provisional": lim.provisional,
-                }
+                    mean=lim.mean,
+                    sd=lim.sd,
+                    n=lim.n,
+                    provisional=lim.provisional,
+                )
                 for (slot, metric), lim in limits.items()
             },
-            "previous_run": self.previous,
-            "gap_hours": None if self.gap is None else round(self.gap, 2),
-            "missing_after": settings.missing_after,
-            "missing": bool(
+            previous_run=self.previous,
+            gap_hours=None if self.gap is None else round(self.gap, 2),
+            missing_after=settings.missing_after,
+            missing=bool(
                 self.gap is not None
                 and settings.missing_after
                 and self.gap > settings.missing_after
             ),
-        }
+        )
 
     def charts(self, frame: pd.DataFrame) -> list[Chart]:
         """Levey-Jennings charts of the chart metrics, flagged slots first, at most MAX_CHARTS.

@@ -7,6 +7,7 @@ import pandas as pd
 
 from reporter import flags, table
 from reporter.config import Limit, OutlierRule
+from reporter.record import exit_status
 from reporter.table import ImageResult
 
 
@@ -144,9 +145,14 @@ def test_outlier_status_can_be_fail():
 
 
 def test_exit_code():
-    assert flags.exit_code(flags.apply(frame({"ssim": [0.5]}), {"ssim": Limit(warn=0.9)}, OFF)) == 0
-    assert flags.exit_code(flags.apply(frame({"ssim": [0.5]}), {"ssim": Limit(fail=0.9)}, OFF)) == 1
-    assert flags.exit_code(flags.apply(frame({"ssim": [0.95]}, errors=1), {}, OFF)) == 1
+    def exit_code(flagged: pd.DataFrame) -> int:
+        return exit_status(table.counts(flagged))
+
+    assert exit_code(flags.apply(frame({"ssim": [0.5]}), {"ssim": Limit(warn=0.9)}, OFF)) == 0
+    assert exit_code(flags.apply(frame({"ssim": [0.5]}), {"ssim": Limit(fail=0.9)}, OFF)) == 1
+    assert exit_code(flags.apply(frame({"ssim": [0.95]}, errors=1), {}, OFF)) == 1
+    counts = {"PASS": 3}
+    assert exit_status(counts, off_series=True) == 1 and exit_status(counts, not_sent=True) == 3
 
 
 def test_every_status_and_rule_says_what_it_means():

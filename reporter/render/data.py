@@ -23,6 +23,7 @@ import pandas as pd
 
 from .. import names
 from ..atomic import write_atomic, write_text
+from ..record import RunRecord
 from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
 
 TEXT_COLUMNS = (FILE, NOTES, REASONS, ERROR, PATH)
@@ -65,8 +66,8 @@ def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def write_json(frame: pd.DataFrame, meta: dict[str, Any], path: Path) -> Path:
-    document = {**names.stored_tree(meta), "rows": rows(frame)}
+def write_json(frame: pd.DataFrame, record: RunRecord, path: Path) -> Path:
+    document = {**record.to_json(), "rows": rows(frame)}
     return write_text(
         path, json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     )

@@ -54,7 +54,9 @@ from .. import visuals
 from ..atomic import write_atomic
 from ..catalog import METRICS
 from ..charts import window as chart_window
-from ..names import FORMULA_STARTS
+from ..config import Comparison
+from ..names import FORMULA_STARTS, shown
+from ..record import RunRecord
 from ..table import (
     DIFF_MAP,
     ERROR,
@@ -248,8 +250,10 @@ RESULT_COLUMNS = (*LEADING, *METRICS, SHIFT_X, SHIFT_Y, *TRAILING)
 TEXT_WIDTHS = {FILE: (12, 40), REASONS: (30, 60), NOTES: (12, 40), ERROR: (12, 40), PATH: (12, 60)}
 
 
-def _limits(meta: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    return meta["config"]["limits"]
+def _limits(record: RunRecord) -> dict[str, dict[str, float | None]]:
+    return {
+        name: {"warn": lim.warn, "fail": lim.fail} for name, lim in record.settings.limits.items()
+    }
 
 
 def _limit_text(name: str, bound: float | None) -> str:
@@ -276,7 +280,7 @@ def legend() -> CellRichText:
     return CellRichText(parts)
 
 
-def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+def results_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
     col = {name: i for i, name in enumerate(RESULT_COLUMNS, 1)}
     first, last = HEADER_ROW + 1, HEADER_ROW + len(frame)
 
@@ -319,9 +323,9 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
 
     picture_points = pixels_to_points(box_h + 2 * PAD) if box_h else 0.0
     images: list[Image] = []
-    for r, record in enumerate(frame.to_dict("records"), first):
-        link = put_text(ws, r, col[FILE], record[FILE], alignment=WRAP_TOP)
-        target = Path(record[PATH]).absolute().as_uri() if record[PATH] else ""
+    for r, item in enumerate(frame.to_dict("records"), first):
+        link = put_text(ws, r, col[FILE], item[FILE], alignment=WRAP_TOP)
+        target = Path(item[PATH]).absolute().as_uri() if item[PATH] else ""
         if target and len(target) <= MAX_LINK:
             link.hyperlink = target
             link.font = LINK
@@ -329,28 +333,28 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
             ws,
             r,
             col[STATUS],
-            str(record[STATUS]),
+            str(item[STATUS]),
             font=BOLD,
             alignment=Alignment(horizontal="center", vertical="top"),
         )
         for name in (THUMBNAIL, DIFF_MAP):
-            if record[name]:
-                images.append(picture(record[name], r, col[name]))
+            if item[name]:
+                images.append(picture(item[name], r, col[name]))
         for name in METRICS:
-            put_metric(ws, r, col[name], name, record[name]).alignment = TOP
+            put_metric(ws, r, col[name], name, item[name]).alignment = TOP
         for name in (WIDTH, HEIGHT):
-            if pd.notna(record[name]):
-                ws.cell(row=r, column=col[name], value=int(record[name])).alignment = TOP
+            if pd.notna(item[name]):
+                ws.cell(row=r, column=col[name], value=int(item[name])).alignment = TOP
         for name in (SHIFT_X, SHIFT_Y):
-            if pd.notna(record[name]):
-                cell = ws.cell(row=r, column=col[name], value=float(record[name]))
+            if pd.notna(item[name]):
+                cell = ws.cell(row=r, column=col[name], value=float(item[name]))
                 cell.number_format, cell.alignment = "0.0", TOP
-        put_reasons(ws, r, col[REASONS], record[FLAGS])
+        put_reasons(ws, r, col[REASONS], item[FLAGS])
         for name in (NOTES, ERROR, PATH):
-            put_text(ws, r, col[name], record[name], alignment=WRAP_TOP)
+            put_text(ws, r, col[name], item[name], alignment=WRAP_TOP)
         # Tall enough for its picture and its longest wrapped text: nothing spills or hides.
-        text = max(text_height(str(record[n] or ""), widths[n]) for n in TEXT_WIDTHS)
-        height = max(picture_points if record[THUMBNAIL] else 0.0, text)
+        text = max(text_height(str(item[n] or ""), widths[n]) for n in TEXT_WIDTHS)
+        height = max(picture_points if item[THUMBNAIL] else 0.0, text)
         if height > 15.0:
             ws.row_dimensions[r].height = min(height, MAX_ROW_POINTS)
     for img in images:
@@ -361,7 +365,7 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> N
     ws.freeze_panes = ws.cell(row=first, column=col[STATUS] + 1)  # header and name stay in view
     ws.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"
     if len(frame):
-        add_rules(ws, col, first, last, _limits(meta))
+        add_rules(ws, col, first, last, _limits(record))
 
 
 def add_rules(ws: Worksheet, col: dict[str, int], first: int, last: int, limits) -> None:
@@ -405,9 +409,9 @@ def add_rules(ws: Worksheet, col: dict[str, int], first: int, last: int, limits)
 
 
 def summary_sheet(
-    ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any], baseline_thumbnail: bytes | None
+    ws: Worksheet, frame: pd.DataFrame, record: RunRecord, baseline_thumbnail: bytes | None
 ) -> None:
-    counts = meta["counts"]
+    counts = record.counts
     worst = Status(verdict(counts))
     ws.column_dimensions["A"].width = 22
     ws.column_dimensions["B"].width = 16
@@ -440,65 +444,65 @@ def summary_sheet(
     ws.cell(row=row, column=2, value=len(frame)).font = BOLD
     row += 1
     put_text(ws, row, 1, "skipped files")
-    ws.cell(row=row, column=2, value=len(meta["skipped"]))
+    ws.cell(row=row, column=2, value=len(record.skipped))
     row += 2
 
-    tool = meta["tool"]
-    base = meta["baseline"]
+    tool = record.tool
+    base = record.baseline
     facts = [
-        ("series", meta.get("series") or ""),
-        ("started (UTC)", meta["started"].replace("T", " ")),
-        ("finished (UTC)", meta["finished"].replace("T", " ")),
-        ("duration", f"{meta['duration_s']:.1f} s"),
-        ("exit status", str(meta["exit_code"])),
-        ("inputs", ", ".join(meta["inputs"])),
+        ("series", record.series or ""),
+        ("started (UTC)", record.started.isoformat(timespec="seconds").replace("T", " ")),
+        ("finished (UTC)", record.finished.isoformat(timespec="seconds").replace("T", " ")),
+        ("duration", f"{record.duration_s:.1f} s"),
+        ("exit status", str(int(record.exit_status))),
+        ("inputs", ", ".join(shown(p) for p in record.inputs)),
         (
             "tool",
-            f"reporter {tool['version']} (Python {tool['python']}, OpenCV {tool['opencv']}, "
-            f"pandas {tool['pandas']})",
+            f"reporter {tool.version} (Python {tool.python}, OpenCV {tool.opencv}, "
+            f"pandas {tool.pandas})",
         ),
     ]
     put_text(ws, row, 1, "Run", font=SECTION)
     row = _pairs(ws, row + 1, facts) + 1
-    control = meta.get("history")
+    control = record.history
     if control:
         put_text(ws, row, 1, "Series control", font=SECTION)
-        period = control["baseline"]
-        if control["baseline_mismatch"]:
-            limits = "not applied: " + control["baseline_mismatch"]
-        elif control["established"]:
-            limits = f"established from {control['min_runs']} in-control runs; rules " + ", ".join(
-                control["rules"]
+        period = control.baseline
+        if control.baseline_mismatch:
+            limits = "not applied: " + control.baseline_mismatch
+        elif control.established:
+            limits = f"established from {control.min_runs} in-control runs; rules " + ", ".join(
+                control.rules
             )
         else:
             limits = (
-                f"provisional: {control['in_control_runs']} of {control['min_runs']} in-control "
+                f"provisional: {control.in_control_runs} of {control.min_runs} in-control "
                 "runs so far; the fixed limits decide"
             )
         facts = [
-            ("run id", str(control["run_id"])),
+            ("run id", str(control.run_id)),
             (
                 "control period",
-                f"baseline sha256 {period['sha256'][:12]}, set {period['set_at']} "
-                f"by {period['set_by']}: {period['reason']}",
+                f"baseline sha256 {period.sha256[:12]}, set {period.set_at} "
+                f"by {period.set_by}: {period.reason}",
             ),
             ("control limits", limits),
-            ("previous run", control["previous_run"] or "none (first run)"),
-            ("history", control["path"]),
+            ("previous run", control.previous_run or "none (first run)"),
+            ("history", shown(control.path)),
         ]
-        if control.get("new_slots"):
-            facts.append(("NEW SLOTS", control["new_slots"]))
-        if control["missing"]:
+        if control.new_slots:
+            facts.append(("NEW SLOTS", control.new_slots))
+        if control.missing:
             facts.append(
                 (
                     "GAP",
-                    f"no run for {control['gap_hours']:.1f} h before this one "
-                    f"(more than {control['missing_after']:g} h)",
+                    f"no run for {control.gap_hours:.1f} h before this one "
+                    f"(more than {control.missing_after:g} h)",
                 )
             )
         first = row + 1
         row = _pairs(ws, first, facts) + 1
-        if control["baseline_mismatch"] or control["missing"] or control.get("new_slots"):
+        if control.baseline_mismatch or control.missing or control.new_slots:
             for r in range(first, row - 1):
                 if ws.cell(row=r, column=1).value in ("control limits", "GAP", "NEW SLOTS"):
                     ws.cell(row=r, column=2).font = Font(bold=True, color="C62828")
@@ -506,16 +510,16 @@ def summary_sheet(
     put_text(ws, row, 1, "Baseline", font=SECTION)
     baseline_row = row + 1
     facts = [
-        ("file", base["file"]),
-        ("path", base["path"]),
+        ("file", base.file),
+        ("path", shown(base.path)),
         (
             "size",
-            f"{base['width']} x {base['height']} px, {base['channels']} channel(s), "
-            f"{base['bit_depth']}-bit, {base['bytes']:,} bytes",
+            f"{base.width} x {base.height} px, {base.channels} channel(s), "
+            f"{base.bit_depth}-bit, {base.bytes:,} bytes",
         ),
-        ("sha256", base["sha256"]),
-        ("notes", "; ".join(base["notes"])),
-        ("ignored", _ignored(meta["config"].get("comparison", {}))),
+        ("sha256", base.sha256),
+        ("notes", "; ".join(base.notes)),
+        ("ignored", _ignored(record.settings.comparison)),
     ]
     row = _pairs(ws, baseline_row, facts)
     if baseline_thumbnail:
@@ -536,7 +540,7 @@ def summary_sheet(
     for c, head in enumerate(("metric", "direction", "WARN when", "FAIL when", "definition"), 1):
         put_text(ws, row, c, head, font=BOLD, fill=HEADER_FILL)
     row += 1
-    limits = _limits(meta)
+    limits = _limits(record)
     for name, m in METRICS.items():
         bounds = limits.get(name, {})
         put_text(ws, row, 1, name, font=BOLD, alignment=TOP)
@@ -552,20 +556,18 @@ def summary_sheet(
         put_text(ws, row, 5, m.definition, alignment=WRAP_TOP)
         ws.row_dimensions[row].height = text_height(m.definition, DEFINITION_WIDTH)
         row += 1
-    outliers = meta["config"]["outliers"]
-    signal = meta.get("signal") or {}
+    outliers = record.settings.outliers
+    signal = record.signal
     rule = (
-        f"on {', '.join(outliers['metrics'])}"
+        f"on {', '.join(outliers.metrics or ())}"
         + (
-            f" (the baseline is {'sparse' if signal['sparse'] else 'dense'}: "
-            f"{100 * signal['share']:.1f} % of its pixels carry signal)"
-            if signal
-            else ""
+            f" (the baseline is {'sparse' if signal.sparse else 'dense'}: "
+            f"{100 * signal.share:.1f} % of its pixels carry signal)"
         )
-        + f": {outliers['status']} when more than {outliers['z']:g} robust SD (1.4826 x MAD) "
+        + f": {outliers.status} when more than {outliers.z:g} robust SD (1.4826 x MAD) "
         "from the run's median, on the bad side, on the cube root of the distance from an "
-        f"identical image's value; with at least {outliers['min_images']} images"
-        if outliers["enabled"]
+        f"identical image's value; with at least {outliers.min_images} images"
+        if outliers.enabled
         else "off"
     )
     put_text(ws, row, 1, "outlier rule", font=BOLD, alignment=TOP)
@@ -591,18 +593,20 @@ def summary_sheet(
 
     put_text(ws, row, 1, "Configuration", font=SECTION)
     row += 1
-    config = {k: v for k, v in meta["config"].items() if k not in ("limits", "outliers")}
+    config = {
+        k: v for k, v in record.to_json()["config"].items() if k not in ("limits", "outliers")
+    }
     _pairs(ws, row, [(k, json.dumps(v, ensure_ascii=False)) for k, v in config.items()])
     ws.sheet_view.showGridLines = False
 
 
-def _ignored(c: dict[str, Any]) -> str:
+def _ignored(c: Comparison) -> str:
     """The ignored regions and the alignment, for the Summary sheet."""
-    parts = [f"x {x}, y {y}, {w}x{h} px" for x, y, w, h in c.get("ignore", [])]
-    if c.get("mask"):
-        parts.append(f"black pixels of {c['mask']}")
+    parts = [f"x {x}, y {y}, {w}x{h} px" for x, y, w, h in c.ignore]
+    if c.mask:
+        parts.append(f"black pixels of {shown(str(c.mask))}")
     text = "; ".join(parts) + " (left out of every metric)" if parts else "nothing"
-    align = "on (shifts compensated)" if c.get("align") else "off (shifts measured only)"
+    align = "on (shifts compensated)" if c.align else "off (shifts measured only)"
     return f"{text}; alignment {align}"
 
 
@@ -619,7 +623,7 @@ def _pairs(ws: Worksheet, row: int, pairs: list[tuple[str, str]]) -> int:
     return row
 
 
-def errors_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+def errors_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
     ws.column_dimensions["A"].width = 40
     ws.column_dimensions["B"].width = 70
     ws.column_dimensions["C"].width = 60
@@ -628,23 +632,23 @@ def errors_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> No
     for c, head in enumerate((FILE, ERROR, PATH), 1):
         put_text(ws, 2, c, head, font=BOLD, fill=HEADER_FILL)
     row = 3
-    for record in errors.to_dict("records"):
+    for item in errors.to_dict("records"):
         for c, name in enumerate((FILE, ERROR, PATH), 1):
-            put_text(ws, row, c, record[name], alignment=WRAP_TOP)
+            put_text(ws, row, c, item[name], alignment=WRAP_TOP)
         row += 1
     if errors.empty:
         put_text(ws, row, 1, "none", font=MUTED)
         row += 1
     row += 1
-    skipped = meta["skipped"]
+    skipped = record.skipped
     put_text(ws, row, 1, f"Files skipped ({len(skipped)})", font=SECTION)
     row += 1
     for c, head in enumerate(("path", "reason"), 1):
         put_text(ws, row, c, head, font=BOLD, fill=HEADER_FILL)
     row += 1
     for item in skipped:
-        put_text(ws, row, 1, item["path"], alignment=WRAP_TOP)
-        put_text(ws, row, 2, item["reason"], alignment=WRAP_TOP)
+        put_text(ws, row, 1, shown(item.path), alignment=WRAP_TOP)
+        put_text(ws, row, 2, item.reason, alignment=WRAP_TOP)
         row += 1
     if not skipped:
         put_text(ws, row, 1, "none", font=MUTED)
@@ -657,13 +661,13 @@ TREND_METRICS = ("ssim", "ssim_coarse", "ssim_64")
 CHART_ROWS = 22  # rows the chart covers at the top of the Trend sheet
 
 
-def trend_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> None:
+def trend_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
     """The run's images in order: a line chart of the SSIMs over its table of numbers.
 
     ssim_64's limits are drawn as dashed lines, so a point below a line is a
     flag. The chart sits above the table so that both print on the first page.
     """
-    bounds = _limits(meta).get("ssim_64", {})
+    bounds = _limits(record).get("ssim_64", {})
     lines = [(f"ssim_64 {level} limit", bounds.get(level)) for level in ("warn", "fail")]
     lines = [(label, value) for label, value in lines if value is not None]
     heads = ("#", FILE, *TREND_METRICS, *(label for label, _ in lines))
@@ -676,11 +680,11 @@ def trend_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> Non
     ws.column_dimensions["B"].width = 34
     for c in range(3, len(heads) + 1):
         ws.column_dimensions[get_column_letter(c)].width = 17
-    for i, record in enumerate(frame.to_dict("records"), 1):
+    for i, item in enumerate(frame.to_dict("records"), 1):
         ws.cell(row=top + i, column=1, value=i)
-        put_text(ws, top + i, 2, record[FILE])
+        put_text(ws, top + i, 2, item[FILE])
         for c, name in enumerate(TREND_METRICS, 3):
-            put_metric(ws, top + i, c, name, record[name])
+            put_metric(ws, top + i, c, name, item[name])
         for c, (_, value) in enumerate(lines, 3 + len(TREND_METRICS)):
             ws.cell(row=top + i, column=c, value=float(value)).number_format = DEFAULT_NUMBER_FORMAT
     if frame.empty:
@@ -724,7 +728,7 @@ def trend_sheet(ws: Worksheet, frame: pd.DataFrame, meta: dict[str, Any]) -> Non
 LJ_ROWS = 18  # rows a Levey-Jennings chart covers on the Trend sheet
 
 
-def control_sheet(ws: Worksheet, charts: list, meta: dict[str, Any]) -> None:
+def control_sheet(ws: Worksheet, charts: list) -> None:
     """The series' trend across runs: per slot and chart metric, its values and limits
     as a table, and a native Levey-Jennings chart of them beside it."""
     heads = (
@@ -812,38 +816,38 @@ def print_setup(ws: Worksheet, landscape: bool = True) -> None:
 
 def workbook(
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    record: RunRecord,
     baseline_thumbnail: bytes | None,
     charts: list | None = None,
 ) -> Workbook:
     wb = Workbook()
     summary = wb.active
     summary.title = "Summary"
-    results_sheet(wb.create_sheet("Results"), frame, meta)
-    summary_sheet(summary, frame, meta, baseline_thumbnail)
-    errors_sheet(wb.create_sheet("Errors"), frame, meta)
+    results_sheet(wb.create_sheet("Results"), frame, record)
+    summary_sheet(summary, frame, record, baseline_thumbnail)
+    errors_sheet(wb.create_sheet("Errors"), frame, record)
     if charts:  # a series with history: the trend across runs
-        control_sheet(wb.create_sheet("Trend"), charts, meta)
+        control_sheet(wb.create_sheet("Trend"), charts)
     else:
-        trend_sheet(wb.create_sheet("Trend"), frame, meta)
+        trend_sheet(wb.create_sheet("Trend"), frame, record)
     for ws in wb.worksheets:
         print_setup(ws, landscape=ws.title != "Summary")
-    wb.properties.creator = f"reporter {meta['tool']['version']}"
-    wb.properties.title = f"QC {verdict(meta['counts'])}" + (
-        f" - {meta['series']}" if meta.get("series") else ""
+    wb.properties.creator = f"reporter {record.tool.version}"
+    wb.properties.title = f"QC {record.verdict.value}" + (
+        f" - {record.series}" if record.series else ""
     )
     return wb
 
 
 def write_xlsx(
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    record: RunRecord,
     baseline_thumbnail: bytes | None,
     path: Path,
     *,
     charts: list | None = None,
 ) -> Path:
-    book = workbook(frame, meta, baseline_thumbnail, charts)
+    book = workbook(frame, record, baseline_thumbnail, charts)
     return write_atomic(path, lambda tmp: _save(book, tmp))
 
 

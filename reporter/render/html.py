@@ -22,6 +22,9 @@ import pandas as pd
 from .. import visuals
 from ..atomic import write_text
 from ..catalog import METRICS
+from ..config import OutlierRule
+from ..names import shown
+from ..record import BaselineFacts, RunRecord, SeriesFacts, SignalFacts, SkippedFile
 from ..table import (
     DIFF_MAP,
     ERROR,
@@ -39,7 +42,6 @@ from ..table import (
     Status,
     flagged,
 )
-from ..table import verdict as table_verdict
 from .templates import environment
 
 # How many digits each metric deserves: cosine sits near 1 on any image with a
@@ -116,18 +118,18 @@ class Report:
     started: str
     duration: str
     version: str
-    baseline: dict[str, Any]
+    baseline: BaselineFacts
     baseline_thumbnail: str | None
     metrics: list[dict[str, Any]]
     rows: list[Row]
     errors: list[Row]
-    skipped: list[dict[str, str]]
+    skipped: list[SkippedFile]
     legend: str
-    outliers: dict[str, Any]
+    outliers: OutlierRule
     notes: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
-    control: dict[str, Any] | None = None  # the series' history part of the metadata
-    signal: dict[str, Any] | None = None  # the baseline's background and signal share
+    control: SeriesFacts | None = None  # the series' part of the run's record
+    signal: SignalFacts | None = None  # the baseline's background and signal share
     charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
 
     @property
@@ -145,7 +147,7 @@ def png_uri(png: bytes) -> str:
 
 def view(
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    record: RunRecord,
     baseline_thumbnail: bytes | None,
     picture: Callable[[bytes | None], str | None] = data_uri,
     charts: list | None = None,
@@ -160,7 +162,7 @@ def view(
     ranked = frame.assign(_rank=frame[STATUS].astype(str).map(order)).sort_values(
         ["_rank", FILE], kind="stable"
     )
-    limits = meta["config"]["limits"]
+    limits = record.settings.limits
     rows = []
     for r in ranked.to_dict("records"):
         reasons = [Reason(level, text) for level, text in r[FLAGS]]
@@ -187,33 +189,38 @@ def view(
             "name": name,
             "definition": m.definition,
             "direction": m.direction,
-            "warn": _limit(name, limits.get(name, {}).get("warn")),
-            "fail": _limit(name, limits.get(name, {}).get("fail")),
+            "warn": _limit(name, limits[name].warn if name in limits else None),
+            "fail": _limit(name, limits[name].fail if name in limits else None),
         }
         for name, m in METRICS.items()
     ]
-    counts = meta["counts"]
-    verdict = table_verdict(counts)
+    counts = record.counts
+    verdict = record.verdict.value
+    comparison = record.settings.comparison
     return Report(
         title=f"QC {verdict}: {flagged(counts)} of {len(frame)} images flagged",
-        series=meta.get("series"),
+        series=record.series,
         verdict=verdict,
         counts=counts,
         total=len(frame),
-        started=meta["started"].replace("T", " "),
-        duration=f"{meta['duration_s']:.1f} s",
-        version=meta["tool"]["version"],
-        baseline=meta["baseline"],
+        started=record.started.isoformat(timespec="seconds").replace("T", " "),
+        duration=f"{record.duration_s:.1f} s",
+        version=record.tool.version,
+        baseline=record.baseline,
         baseline_thumbnail=picture(baseline_thumbnail),
         metrics=metrics,
         rows=rows,
         errors=[row for row in rows if row.status == Status.ERROR.value],
-        skipped=meta["skipped"],
+        skipped=list(record.skipped),
         legend=visuals.LEGEND,
-        outliers=meta["config"]["outliers"],
-        comparison=meta["config"].get("comparison", {}),
-        control=meta.get("history"),
-        signal=meta.get("signal"),
+        outliers=record.settings.outliers,
+        comparison={
+            "ignore": list(comparison.ignore),
+            "mask": shown(str(comparison.mask)) if comparison.mask else None,
+            "align": comparison.align,
+        },
+        control=record.history,
+        signal=record.signal,
         charts=[
             {
                 "title": c.title,
@@ -239,7 +246,7 @@ def _px(value: float) -> str:
 
 def write_html(
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    record: RunRecord,
     baseline_thumbnail: bytes | None,
     path: Path,
     *,
@@ -249,6 +256,6 @@ def write_html(
     page = (
         environment(templates)
         .get_template("report.html.j2")
-        .render(report=view(frame, meta, baseline_thumbnail, charts=charts))
+        .render(report=view(frame, record, baseline_thumbnail, charts=charts))
     )
     return write_text(path, page)

@@ -27,7 +27,6 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -36,9 +35,9 @@ from typing import Any
 import css_inline
 import pandas as pd
 
-from .. import table
 from ..config import Smtp
 from ..errors import DeliveryError
+from ..record import RunRecord
 from .html import view
 from .templates import environment
 
@@ -51,13 +50,12 @@ MAX_BODY_CHARTS = 4  # Levey-Jennings charts of flagged slots in the body
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
 
 
-def subject(meta: dict[str, Any], total: int, series: str | None) -> str:
+def subject(record: RunRecord) -> str:
     """E.g. ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
-    counts = meta["counts"]
-    day = datetime.fromisoformat(meta["started"]).astimezone().date().isoformat()
-    parts = [f"[QC {table.verdict(counts)}] {table.flagged(counts)} of {total} images flagged"]
-    if series:
-        parts.append(series)
+    day = record.started.astimezone().date().isoformat()
+    parts = [f"[QC {record.verdict.value}] {record.flagged} of {record.total} images flagged"]
+    if record.series:
+        parts.append(record.series)
     parts.append(day)
     return " - ".join(parts)
 
@@ -82,7 +80,7 @@ class Files:
 
 
 def _body(
-    frame, meta, baseline_thumbnail, rows_shown: int, templates, files, charts=()
+    frame, record, baseline_thumbnail, rows_shown: int, templates, files, charts=()
 ) -> tuple[str, dict]:
     parts: dict[str, tuple[bytes, str]] = {}  # cid -> (bytes, image subtype)
 
@@ -100,12 +98,12 @@ def _body(
         if c.status != "PASS"
     ][:MAX_BODY_CHARTS]
 
-    report = view(frame, meta, None, picture=lambda jpeg: None)
+    report = view(frame, record, None, picture=lambda jpeg: None)
     flagged = report.flagged[:rows_shown]
     # Pictures only for the rows the body shows: each is a part of the message.
     shown = {row.file for row in flagged}
     small = frame[frame["file"].isin(shown)]
-    pictures = view(small, meta, None, picture=cid)  # the body shows no baseline picture
+    pictures = view(small, record, None, picture=cid)  # the body shows no baseline picture
     by_file = {row.file: row for row in pictures.rows}
     for row in flagged:
         row.thumbnail, row.diff_map = by_file[row.file].thumbnail, by_file[row.file].diff_map
@@ -126,12 +124,11 @@ def _body(
 
 def build(
     frame: pd.DataFrame,
-    meta: dict[str, Any],
+    record: RunRecord,
     text: str,
     *,
     sender: str,
     recipients: tuple[str, ...],
-    series: str | None = None,
     baseline_thumbnail: bytes | None = None,
     attachments: tuple[Path, ...] = (),
     omitted: tuple[Path, ...] = (),
@@ -141,12 +138,12 @@ def build(
     """The whole message, ready to write as .eml or to send."""
     rows_shown = MAX_BODY_ROWS
     files = Files(attachments, omitted)
-    body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files, charts)
+    body, parts = _body(frame, record, baseline_thumbnail, rows_shown, templates, files, charts)
     while len(body.encode("utf-8")) > BODY_LIMIT and rows_shown > 0:
         rows_shown //= 2  # long reasons or file names: show fewer rows, never clip
-        body, parts = _body(frame, meta, baseline_thumbnail, rows_shown, templates, files, charts)
+        body, parts = _body(frame, record, baseline_thumbnail, rows_shown, templates, files, charts)
     msg = EmailMessage()
-    msg["Subject"] = subject(meta, len(frame), series)
+    msg["Subject"] = subject(record)
     msg["From"] = sender
     msg["To"] = ", ".join(recipients) if recipients else sender
     msg["Date"] = formatdate(localtime=True)
