@@ -31,7 +31,8 @@ class Metric:
     integer: bool = False  # a count (a Hamming distance): shown without decimals
     two_sided: bool = False  # signed; 0 is best and both signs are worse (limits on |x|)
     best: float | None = None  # the value of an image identical to the baseline (a bound)
-    digits: int = 3  # decimals wherever a value is shown to people (render/view.py)
+    digits: int = 3  # decimals wherever a value is shown to people (cosine sits near 1 on
+    # any image with a shared background, so it needs more than the SSIMs)
 
     # The statistical rules (outliers of a run, a series' control limits) work on a
     # scale where healthy variation is near normal. A similarity or a distance is
@@ -40,6 +41,21 @@ class Metric:
     # (chi-square) variable, whose mean + 3 SD is passed on 2 % of healthy days, not
     # 0.1 %. The cube root of the distance from the best value is near normal
     # (Wilson & Hilferty 1931); a signed or already logarithmic metric keeps its scale.
+
+    def format(self, value: float | None, *, signed: bool = False) -> str:
+        """A value as people read it, everywhere (reasons, reports, summary, e-mail):
+        ``digits`` decimals, a count without any, identical images' PSNR as ∞, a
+        missing value as a dash; ``signed``: a two-sided metric's value with its sign
+        (which way it went), where it stands alone."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "\u2013"
+        value = float(value)
+        if math.isinf(value):
+            return "\u221e" if value > 0 else "-\u221e"
+        if self.integer:
+            return str(int(round(value)))
+        sign = "+" if signed and self.two_sided else ""
+        return f"{value + 0.0:{sign}.{self.digits}f}"
 
     @property
     def transformed(self) -> bool:
@@ -199,7 +215,6 @@ _DECLARED = (
         definition="size in px of the whole-image translation against the baseline (phase "
         "correlation with a single clear peak that, compensated, makes the image match better); "
         "empty when the image did not move as a whole",
-        digits=1,
     ),
 )
 

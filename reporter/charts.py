@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .control import FAIL_RULES, ControlLimit, Point
+from .render.view import STATUS_COLOURS
+from .table import Status
 
-COLOURS = {"mean": "#1d232b", 1: "#9aa5b1", 2: "#b26a00", 3: "#c62828"}
-FAIL_RED, WARN_AMBER, OK_BLUE = "#c62828", "#b26a00", "#1f5fa8"
+FAIL_RED, WARN_AMBER = STATUS_COLOURS[Status.FAIL], STATUS_COLOURS[Status.WARN]
+OK_BLUE = "#1f5fa8"
+COLOURS = {"mean": "#1d232b", 1: "#9aa5b1", 2: WARN_AMBER, 3: FAIL_RED}  # the SD lines
 
 
 @dataclass

@@ -54,14 +54,8 @@ class Flag:
 
 
 def fmt(name: str, value: float) -> str:
-    """A metric value as the reasons show it."""
-    if METRICS[name].integer:
-        return str(int(value))
-    if np.isinf(value):
-        return "inf"
-    if abs(value) < 10:
-        return f"{value:.3f}"
-    return f"{value:.2f}" if abs(value) < 1000 else f"{value:.1f}"
+    """A metric value as the reasons show it (catalog.Metric.format)."""
+    return METRICS[name].format(value)
 
 
 def limit_flags(name: str, value: float, limit) -> list[Flag]:
@@ -75,7 +69,8 @@ def limit_flags(name: str, value: float, limit) -> list[Flag]:
     ):
         if bound is not None and m.worse(value, bound):
             if m.two_sided:
-                text = f"{name} {value:+.3f} beyond {rule.value} \u00b1{fmt(name, bound)}"
+                shown = m.format(value, signed=True)
+                text = f"{name} {shown} beyond {rule.value} \u00b1{fmt(name, bound)}"
             else:
                 text = f"{name} {fmt(name, value)} {m.sign} {rule.value} {fmt(name, bound)}"
             return [Flag(name, rule, status, text)]

@@ -49,7 +49,7 @@ from .record import (
     SkippedFile,
     Tool,
 )
-from .render import data, mail
+from .render import data, mail, view
 from .render.excel import write_xlsx
 from .render.html import write_html
 from .render.templates import environment
@@ -564,7 +564,7 @@ def first_reasons(found: tuple[tuple[str, str], ...], limit: int = SUMMARY_REASO
         return shown
     levels = ", ".join(
         f"{rest.count(s.value)} {'note' if s is table.Status.PASS else s.value}"
-        for s in reversed(table.Status)
+        for s in view.most_severe_first()
         if s.value in rest
     )
     return f"{shown} (+{len(rest)} more: {levels})"
@@ -594,6 +594,7 @@ def render_summary(frame: pd.DataFrame, record: RunRecord, out_dir: Path) -> str
             ],
             skipped=len(record.skipped),
             control=record.history,
+            control_line=view.control_line(record.history) if record.history else "",
             out_dir=os.fspath(out_dir),
         )
     )

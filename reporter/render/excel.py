@@ -73,9 +73,8 @@ from ..table import (
     THUMBNAIL,
     WIDTH,
     Status,
-    flagged,
-    verdict,
 )
+from . import view
 
 # --- text and numbers ---------------------------------------------------------------------
 
@@ -85,15 +84,7 @@ MAX_LINK = 2_079  # characters in a hyperlink Excel will follow
 PSNR_INF = 1e307
 """PSNR of identical images: a number larger than any real PSNR, shown as "∞" by its format."""
 
-NUMBER_FORMATS = {
-    "cosine": "0.0000",
-    # Any real PSNR is far below 1000 dB (8-bit, 100 Mpx, one grey level off: 133 dB).
-    "psnr": '[>=1000]"∞";0.00',
-    "mse": "0.0",
-    "signal_change": "+0.000;-0.000;0.000",  # signed: which way the signal went
-    "shift": "0.0",
-}
-DEFAULT_NUMBER_FORMAT = "0.000"
+DEFAULT_NUMBER_FORMAT = "0.000"  # numbers that are not a metric's (a trend's limits)
 
 
 def clean(text: str) -> str:
@@ -141,9 +132,7 @@ def put_reasons(ws: Worksheet, row: int, col: int, found) -> None:
 def put_metric(ws: Worksheet, row: int, col: int, name: str, value: Any):
     """A metric as a number with its number format; missing stays empty, inf as PSNR_INF."""
     cell = ws.cell(row=row, column=col)
-    cell.number_format = (
-        "0" if METRICS[name].integer else NUMBER_FORMATS.get(name, DEFAULT_NUMBER_FORMAT)
-    )
+    cell.number_format = view.excel_format(name)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return cell
     if METRICS[name].integer:
@@ -157,13 +146,10 @@ def put_metric(ws: Worksheet, row: int, col: int, name: str, value: Any):
 
 # --- looks --------------------------------------------------------------------------------
 
-STATUS_COLOURS = {  # as report.html's badges: white text on the status colour
-    Status.PASS: "1B7F3B",
-    Status.WARN: "B26A00",
-    Status.FAIL: "C62828",
-    Status.ERROR: "5B2A86",
-}
-FAIL_MARK = InlineFont(b=True, color="C62828")  # "FAIL" before a FAIL-level reason
+STATUS_COLOURS = {s: c.lstrip("#").upper() for s, c in view.STATUS_COLOURS.items()}
+FAIL_MARK = InlineFont(
+    b=True, color=STATUS_COLOURS[Status.FAIL]
+)  # "FAIL" before a FAIL-level reason
 LIMIT_COLOURS = {  # light fills for metric cells past a limit, so the number stays readable
     Status.FAIL: ("FFC7CE", "9C0006"),
     Status.WARN: ("FFEB9C", "9C5700"),
@@ -254,12 +240,6 @@ def _limits(record: RunRecord) -> dict[str, dict[str, float | None]]:
     return {
         name: {"warn": lim.warn, "fail": lim.fail} for name, lim in record.settings.limits.items()
     }
-
-
-def _limit_text(name: str, bound: float | None) -> str:
-    if bound is None:
-        return ""
-    return f"{METRICS[name].sign} {bound:g}".replace("\u00b1 ", "\u00b1")
 
 
 def legend() -> CellRichText:
@@ -412,7 +392,7 @@ def summary_sheet(
     ws: Worksheet, frame: pd.DataFrame, record: RunRecord, baseline_thumbnail: bytes | None
 ) -> None:
     counts = record.counts
-    worst = Status(verdict(counts))
+    worst = record.verdict
     ws.column_dimensions["A"].width = 22
     ws.column_dimensions["B"].width = 16
     ws.column_dimensions["C"].width = 16
@@ -423,7 +403,7 @@ def summary_sheet(
         ws,
         1,
         1,
-        f"QC {worst.value}: {flagged(counts)} of {len(frame)} images flagged",
+        view.title(record),
         font=Font(bold=True, size=16, color="FFFFFF"),
         fill=solid(STATUS_COLOURS[worst]),
     )
@@ -468,17 +448,7 @@ def summary_sheet(
     if control:
         put_text(ws, row, 1, "Series control", font=SECTION)
         period = control.baseline
-        if control.baseline_mismatch:
-            limits = "not applied: " + control.baseline_mismatch
-        elif control.established:
-            limits = f"established from {control.min_runs} in-control runs; rules " + ", ".join(
-                control.rules
-            )
-        else:
-            limits = (
-                f"provisional: {control.in_control_runs} of {control.min_runs} in-control "
-                "runs so far; the fixed limits decide"
-            )
+        limits = view.control_sentence(control)
         facts = [
             ("run id", str(control.run_id)),
             (
@@ -551,8 +521,8 @@ def summary_sheet(
             m.direction,
             alignment=TOP,
         )
-        put_text(ws, row, 3, _limit_text(name, bounds.get("warn")), alignment=TOP)
-        put_text(ws, row, 4, _limit_text(name, bounds.get("fail")), alignment=TOP)
+        put_text(ws, row, 3, view.limit_text(name, bounds.get("warn")), alignment=TOP)
+        put_text(ws, row, 4, view.limit_text(name, bounds.get("fail")), alignment=TOP)
         put_text(ws, row, 5, m.definition, alignment=WRAP_TOP)
         ws.row_dimensions[row].height = text_height(m.definition, DEFINITION_WIDTH)
         row += 1

@@ -40,13 +40,15 @@ from ..table import (
     THUMBNAIL,
     WIDTH,
     Status,
-    flagged,
 )
 from .templates import environment
-
-# How many digits each metric deserves: cosine sits near 1 on any image with a
-# shared background, so it needs more than the SSIMs.
-DIGITS = {"cosine": 4, "psnr": 2, "mse": 1, "shift": 1}
+from .view import (
+    STATUS_COLOURS,
+    control_sentence,
+    limit_texts,
+    most_severe_first,
+    title,
+)
 
 
 def data_uri(jpeg: bytes | None) -> str | None:
@@ -56,15 +58,8 @@ def data_uri(jpeg: bytes | None) -> str | None:
 
 
 def show(name: str, value: Any) -> str:
-    """A metric for people: fixed digits, PSNR of identical images as the infinity sign."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if METRICS[name].integer:
-        return str(int(value))
-    if math.isinf(value):
-        return "∞"
-    sign = "+" if METRICS[name].two_sided else ""
-    return f"{value:{sign}.{DIGITS.get(name, 3)}f}"
+    """A metric for people (catalog.Metric.format)."""
+    return METRICS[name].format(None if value is pd.NA else value, signed=True)
 
 
 def sort_key(value: Any) -> str:
@@ -129,6 +124,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
     control: SeriesFacts | None = None  # the series' part of the run's record
+    control_sentence: str = ""  # where its control limits stand
+    colours: dict[str, str] = field(default_factory=dict)  # status -> colour (view.py)
     signal: SignalFacts | None = None  # the baseline's background and signal share
     charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
 
@@ -158,7 +155,7 @@ def view(
     ``picture`` turns a JPEG into what an ``<img src>`` holds: a data: URI for
     the page, a ``cid:`` reference for the e-mail.
     """
-    order = {s.value: i for i, s in enumerate(reversed(list(Status)))}  # ERROR first
+    order = {s.value: i for i, s in enumerate(most_severe_first())}
     ranked = frame.assign(_rank=frame[STATUS].astype(str).map(order)).sort_values(
         ["_rank", FILE], kind="stable"
     )
@@ -189,8 +186,8 @@ def view(
             "name": name,
             "definition": m.definition,
             "direction": m.direction,
-            "warn": _limit(name, limits[name].warn if name in limits else None),
-            "fail": _limit(name, limits[name].fail if name in limits else None),
+            "warn": limit_texts(limits, name)[0],
+            "fail": limit_texts(limits, name)[1],
         }
         for name, m in METRICS.items()
     ]
@@ -198,7 +195,7 @@ def view(
     verdict = record.verdict.value
     comparison = record.settings.comparison
     return Report(
-        title=f"QC {verdict}: {flagged(counts)} of {len(frame)} images flagged",
+        title=title(record),
         series=record.series,
         verdict=verdict,
         counts=counts,
@@ -220,6 +217,8 @@ def view(
             "align": comparison.align,
         },
         control=record.history,
+        control_sentence=control_sentence(record.history, short=True) if record.history else "",
+        colours={s.value: c for s, c in STATUS_COLOURS.items()},
         signal=record.signal,
         charts=[
             {
@@ -231,12 +230,6 @@ def view(
             for c in charts or []
         ],
     )
-
-
-def _limit(name: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{METRICS[name].sign} {show(name, float(value))}".replace("\u00b1 ", "\u00b1")
 
 
 def _px(value: float) -> str:

@@ -40,6 +40,7 @@ from ..errors import DeliveryError
 from ..record import RunRecord
 from .html import view
 from .templates import environment
+from .view import subject
 
 BODY_LIMIT = 100_000  # bytes of HTML in the body
 ATTACHMENT_TYPES = {
@@ -48,16 +49,6 @@ ATTACHMENT_TYPES = {
 }
 MAX_BODY_CHARTS = 4  # Levey-Jennings charts of flagged slots in the body
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
-
-
-def subject(record: RunRecord) -> str:
-    """E.g. ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
-    day = record.started.astimezone().date().isoformat()
-    parts = [f"[QC {record.verdict.value}] {record.flagged} of {record.total} images flagged"]
-    if record.series:
-        parts.append(record.series)
-    parts.append(day)
-    return " - ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -143,7 +134,7 @@ def build(
         rows_shown //= 2  # long reasons or file names: show fewer rows, never clip
         body, parts = _body(frame, record, baseline_thumbnail, rows_shown, templates, files, charts)
     msg = EmailMessage()
-    msg["Subject"] = subject(record)
+    msg["Subject"] = subject(record)  # view.py
     msg["From"] = sender
     msg["To"] = ", ".join(recipients) if recipients else sender
     msg["Date"] = formatdate(localtime=True)

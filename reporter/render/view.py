@@ -1,0 +1,114 @@
+"""The words and colours every output shares, each defined once.
+
+Where it sits: between the run's record (``record.py``) and the renderers. The
+page, the e-mail, the workbook and the printed summary all take their title,
+their status colours and order, their limit texts and the sentence about the
+series' control limits from here; a value is formatted by its metric's declared
+precision (``catalog.Metric.format``). Templates only loop and branch.
+"""
+
+from __future__ import annotations
+
+from ..catalog import METRICS
+from ..config import Limit
+from ..record import RunRecord, SeriesFacts
+from ..table import Status
+
+__all__ = [
+    "STATUS_COLOURS",
+    "control_line",
+    "control_sentence",
+    "excel_format",
+    "limit_text",
+    "most_severe_first",
+    "subject",
+    "title",
+]
+
+STATUS_COLOURS = {  # white text on these: badges, banners, the workbook's status cells
+    Status.PASS: "#1b7f3b",
+    Status.WARN: "#b26a00",
+    Status.FAIL: "#c62828",
+    Status.ERROR: "#5b2a86",
+}
+
+
+def most_severe_first() -> list[Status]:
+    """The statuses as every list of images is ordered: ERROR, FAIL, WARN, PASS."""
+    return sorted(Status, key=lambda s: -s.severity)
+
+
+def title(record: RunRecord) -> str:
+    """The run in one line: ``QC FAIL: 2 of 27 images flagged``."""
+    return f"QC {record.verdict.value}: {record.flagged} of {record.total} images flagged"
+
+
+def subject(record: RunRecord) -> str:
+    """The e-mail's subject: ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
+    day = record.started.astimezone().date().isoformat()
+    parts = [f"[QC {record.verdict.value}] {record.flagged} of {record.total} images flagged"]
+    if record.series:
+        parts.append(record.series)
+    parts.append(day)
+    return " - ".join(parts)
+
+
+def limit_text(name: str, bound: float | None) -> str:
+    """A limit in force as the reports list it: ``< 0.85``, ``> 20``, ``beyond ±0.12``;
+    empty when off. A limit is a setting and is shown as configured; a reason, which
+    compares a measured value with it, shows both with the metric's digits."""
+    if bound is None:
+        return ""
+    metric = METRICS[name]
+    return f"{metric.sign}{bound:g}" if metric.two_sided else f"{metric.sign} {bound:g}"
+
+
+def limit_texts(limits: dict[str, Limit], name: str) -> tuple[str, str]:
+    """The WARN and FAIL texts of a metric's limits."""
+    limit = limits.get(name)
+    if limit is None:
+        return "", ""
+    return limit_text(name, limit.warn), limit_text(name, limit.fail)
+
+
+def control_sentence(control: SeriesFacts, *, short: bool = False) -> str:
+    """Where the series' control limits stand: not applied, established or provisional."""
+    if control.baseline_mismatch:
+        return (
+            "not applied (another baseline)"
+            if short
+            else ("not applied: " + control.baseline_mismatch)
+        )
+    if control.established:
+        return f"established from {control.min_runs} in-control runs; rules " + ", ".join(
+            control.rules
+        )
+    return (
+        f"provisional: {control.in_control_runs} of {control.min_runs} in-control runs so far; "
+        "the fixed limits decide"
+    )
+
+
+def control_line(control: SeriesFacts) -> str:
+    """The printed summary's terse line about the series' control limits."""
+    head = f"Series {control.series}, run {control.run_id}: "
+    if control.baseline_mismatch:
+        return head + "BASELINE DIFFERS from the recorded one; control limits not applied."
+    if control.established:
+        return head + "control limits established."
+    return (
+        head + f"control limits provisional ({control.in_control_runs} of {control.min_runs} runs)."
+    )
+
+
+def excel_format(name: str) -> str:
+    """The workbook's number format of a metric: the same digits as everywhere else."""
+    metric = METRICS[name]
+    if metric.integer:
+        return "0"
+    digits = "0." + "0" * metric.digits if metric.digits else "0"
+    if name == "psnr":  # identical images are stored as a huge number, shown as ∞
+        return f'[>=1000]"\u221e";{digits}'
+    if metric.two_sided:  # signed: which way it went
+        return f"+{digits};-{digits};{digits}"
+    return digits
