@@ -185,9 +185,9 @@ def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, fl
     """A year of daily runs of 20 slots in the history: recording one run, reading the
     control period, and evaluating the rules for a new run."""
     from reporter.config import HistorySettings, auto_metrics
-    from reporter.control import evaluate
-    from reporter.history import History
     from reporter.metrics import METRICS
+    from reporter.series.rules import evaluate
+    from reporter.series.store import History
 
     rng = np.random.default_rng(1)
     day0 = datetime(2026, 1, 1, 7, 30, tzinfo=UTC)

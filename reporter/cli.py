@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command != "run":
-        from .admin import command
+        from .series.commands import command
 
         try:
             return command(args)

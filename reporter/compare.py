@@ -1,6 +1,6 @@
 """One file against the baseline, in this process or in worker processes.
 
-Where it sits: between ``pipeline.discover`` and ``table.build``. Each file is
+Where it sits: between ``inputs.discover`` and ``table.build``. Each file is
 loaded, brought to the baseline's geometry and measured by the shared
 ``metrics.Reference``; whatever goes wrong becomes an ERROR result, never an
 exception. Worker processes import only this module's dependencies (OpenCV,

@@ -134,7 +134,7 @@ class OutlierRule:
 
 
 WESTGARD_RULES = ("1-2s", "1-3s", "2-2s", "R-4s", "4-1s", "10x", "EWMA")
-"""Control rules on a metric's z-score against its series' limits (see control.py)."""
+"""Control rules on a metric's z-score against its series' limits (see series/rules.py)."""
 DEFAULT_RULES = ("1-3s", "2-2s", "R-4s", "4-1s", "10x", "EWMA")
 """1-2s is left out by default: a warning at 2 SD on each of three or more metrics
 fires on about one healthy day in ten (docs/detection.md)."""

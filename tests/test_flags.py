@@ -76,7 +76,7 @@ def test_reasons_rank_fail_then_warn_then_notes_and_keep_their_order_within_a_le
 
 
 def test_the_summary_shows_the_most_severe_and_counts_the_rest_by_level():
-    from reporter.pipeline import first_reasons
+    from reporter.outputs import first_reasons
 
     found = (("FAIL", "f1"), ("FAIL", "f2"), ("WARN", "w1"), ("WARN", "w2"), ("PASS", "n"))
     assert first_reasons(found) == "f1; f2; w1 (+2 more: 1 WARN, 1 note)"

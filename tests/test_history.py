@@ -20,13 +20,13 @@ import pytest
 from conftest import SAMPLES
 from openpyxl import load_workbook
 
-from reporter import history as history_module
 from reporter.cli import main
 from reporter.config import WESTGARD_RULES, Config, HistorySettings
-from reporter.control import evaluate, prediction_factor
 from reporter.errors import ReporterError
-from reporter.history import History, series_lock
 from reporter.pipeline import run
+from reporter.series import store as history_module
+from reporter.series.rules import evaluate, prediction_factor
+from reporter.series.store import History, series_lock
 
 # --- the rules, on numbers -------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ def test_both_sides_when_asked():
 
 
 def test_chart_marks_read_whole_metric_names():
-    from reporter.control import fired_rules
+    from reporter.series.rules import fired_rules
 
     reasons = "ms_ssim 1-3s: 0.800 < 3SD line 0.913; ssim_64 EWMA: drift 1.2 SD below"
     assert fired_rules(reasons, "ssim") == []  # not the ms_ssim flag
@@ -534,7 +534,7 @@ KILLED = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from reporter import history
+    from reporter.series import store as history
     from reporter.cli import main
 
     original = history.History._insert_rows
@@ -784,7 +784,7 @@ def test_a_full_history_says_it_is_full(tmp_path, capsys):
 
 def test_a_drift_and_its_limit_never_print_alike():
     """'drift 1.00 SD (limit 1.00 SD)' read as if the rule fired at its limit."""
-    from reporter.control import _differing
+    from reporter.series.rules import _differing
 
     assert _differing(1.0049, 1.0047) == ("1.0049", "1.0047")
     assert _differing(1.001, 1.0) == ("1.001", "1.000")

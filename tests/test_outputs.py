@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import SAMPLES
 
-from reporter import atomic, pipeline, table
+from reporter import atomic, outputs, pipeline, table
 from reporter.config import Config
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -234,7 +234,7 @@ def test_a_failed_run_leaves_the_run_folder_as_it_was(tmp_path, monkeypatch, cap
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(out / "report.html"))
 
-    monkeypatch.setattr(pipeline, "write_html", full_disk)
+    monkeypatch.setattr(outputs, "write_html", full_disk)
     code = main(["run", str(SAMPLES), "--out", str(out), "-q", "--fail", "ssim=0.99"])
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "Traceback" not in err

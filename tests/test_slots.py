@@ -11,7 +11,7 @@ from conftest import SAMPLES
 from reporter.cli import main
 from reporter.config import Config, HistorySettings
 from reporter.pipeline import run
-from reporter.series import default_slot, slots
+from reporter.series.slots import default_slot, slots
 
 
 @pytest.mark.parametrize(

@@ -53,10 +53,10 @@ from PIL import Image as PILImage
 from .. import visuals
 from ..atomic import write_atomic
 from ..catalog import METRICS
-from ..charts import window as chart_window
 from ..config import Comparison
 from ..names import FORMULA_STARTS, shown
 from ..record import RunRecord
+from ..series.charts import window as chart_window
 from ..table import (
     DIFF_MAP,
     ERROR,

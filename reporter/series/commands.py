@@ -16,10 +16,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import Config, load_toml
-from .errors import ReporterError
-from .history import History, series_lock
-from .series import gap_hours
+from ..config import Config, load_toml
+from ..errors import ReporterError
+from .session import gap_hours
+from .store import History, series_lock
 
 
 def _by(args: argparse.Namespace) -> str:
@@ -75,7 +75,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _check_image(file: Path) -> None:
-    from .images import ImageLoadError, load  # OpenCV: only for the command that needs it
+    from ..images import ImageLoadError, load  # OpenCV: only for the command that needs it
 
     try:
         load(file, max_pixels=Config().max_pixels, max_bytes=Config().max_bytes)

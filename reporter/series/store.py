@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import names
-from .atomic import write_atomic
-from .errors import ReporterError
+from .. import names
+from ..atomic import write_atomic
+from ..errors import ReporterError
 
 # --- schema ---------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .control import FAIL_RULES, ControlLimit, Point
-from .render.view import STATUS_COLOURS
-from .table import Status
+from ..render.view import STATUS_COLOURS
+from ..table import Status
+from .rules import FAIL_RULES, ControlLimit, Point
 
 FAIL_RED, WARN_AMBER = STATUS_COLOURS[Status.FAIL], STATUS_COLOURS[Status.WARN]
 OK_BLUE = "#1f5fa8"

@@ -1,182 +1,43 @@
-"""A series' scheduled runs: slots, run folders, the ``latest`` pointer, retention, gaps.
+"""One run's hold on its series: the store, the lock, the baseline, the judgement, the record.
 
-Where it sits: ``pipeline.run`` calls these around the comparison for runs that
-have a series (and, for the folder, for every run). Nothing here reads pixels.
+Where it sits: ``pipeline.run`` opens a :class:`Session` for a run with a
+series (and history on) and calls it at three points: :meth:`Session.baseline`
+chooses the baseline (the series' recorded one unless another is given),
+:meth:`Session.judge` applies the control rules to the flagged table, and
+:meth:`Session.recording` records the run in the history around the writing of
+its outputs. Slots (which file is which tube from run to run) are in
+``slots.py``; nothing here reads pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import math
-import os
-import re
-import shutil
-from collections import Counter
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import table
-from .catalog import METRICS
+from .. import table
+from ..catalog import METRICS
+from ..compare import Input
+from ..config import Config
+from ..errors import ReporterError
+from ..flags import Flag, Rule
+from ..inputs import choose_baseline
+from ..record import LimitFacts, PeriodFacts, RunRecord, SeriesFacts
 from .charts import Chart
-from .config import Config
-from .control import Control, evaluate
-from .errors import ReporterError
-from .flags import Flag, Rule
-from .history import Baseline, History, slug
-from .record import LimitFacts, PeriodFacts, RunRecord, SeriesFacts
+from .rules import Control, evaluate
+from .slots import slots
+from .store import Baseline, History, series_lock
 
 log = logging.getLogger("reporter")
-
-RUN_FOLDER = re.compile(r"^\d{8}-\d{6}(-\d+)?$")  # what run_folder() makes: 20261122-073000[-2]
-LATEST = "latest"
-
-
-NAME = "name"
-"""``--slot-pattern name``: a file's slot is its whole name."""
-
-# What a default slot leaves out of a file name: dates, times and run counters, as
-# instruments and export scripts write them. Each matches a whole token (between
-# separators, or after letters for a date), so "tube_001" or "A01" stay as they are;
-# what is left out becomes "*".
-_YEAR = r"(?:19|20)\d\d"
-_MONTH = r"(?:0[1-9]|1[0-2])"
-_DAY = r"(?:0[1-9]|[12]\d|3[01])"
-_SEP = r"[-_.]"
-_DATE = (
-    rf"(?:{_YEAR}({_SEP}?){_MONTH}\1{_DAY}"  # 2026-10-01, 20261001, 2026_10_01
-    rf"|{_DAY}([-_.]){_MONTH}\2{_YEAR}"  # 01.10.2026, 01-10-2026
-    rf"|{_MONTH}([-_.]){_DAY}\3{_YEAR})"  # 10-01-2026 (US order)
-)
-_HOUR, _MINUTE = r"(?:[01]\d|2[0-3])", r"[0-5]\d"
-_CLOCK = rf"{_HOUR}([-_.:h]?){_MINUTE}(?:\4{_MINUTE})?(?:\.\d{{1,6}})?Z?"  # 07:15, 071500
-_TIME6 = rf"{_HOUR}{_MINUTE}{_MINUTE}"  # 071500 on its own
-_TIME_SEP = rf"{_HOUR}([-_.:h]){_MINUTE}\5{_MINUTE}"  # 07-15-00 on its own
-_COUNTER = r"(?:run|acq|seq|take|rep)[-_ ]?\d{1,5}"  # run3, run_003, acq-12
-_TOKEN = re.compile(
-    # A date may be glued to letters (QC20261001); a bare time or a counter may not.
-    rf"(?<![0-9])(?:{_DATE}(?:[T_ -]?{_CLOCK})?)(?![0-9])"
-    rf"|(?<![A-Za-z0-9])(?:{_TIME6}|{_TIME_SEP}|{_COUNTER})(?![A-Za-z0-9])",
-    re.IGNORECASE,
-)
-_STARS = re.compile(r"\*(?:[-_. ]*\*)+")  # neighbouring stars become one
-_AFTER_STAR = re.compile(r"(?<=\*)[-_. ]?\d{1,4}(?![A-Za-z0-9])")  # tubeA_2026-10-01_3
-
-
-def default_slot(file: str) -> str:
-    """A file's name without its dates, times and run counters (each becomes "*").
-
-    ``tubeA_2026-10-01.png`` and ``tubeA_20261002_071500.png`` are both slot
-    ``tubeA_*.png``; a name without any stays as it is.
-    """
-    slot = _TOKEN.sub("*", file)
-    if slot == file:
-        return file
-    slot = _AFTER_STAR.sub("", _STARS.sub("*", slot))
-    return _STARS.sub("*", slot)
-
-
-def slot_of(file: str, pattern: str | None) -> str:
-    """The slot of an image: its name without dates (the default), or the part a pattern keeps.
-
-    With a pattern, the group named ``slot`` (or else group 1) is the slot; a
-    pattern without groups is cut out of the name. E.g. ``_\\d{4}-\\d\\d-\\d\\d``
-    turns ``FSC_SSC_2026-11-22.png`` into ``FSC_SSC.png``, and
-    ``(?P<slot>.+)_\\d{4}-\\d\\d-\\d\\d`` into ``FSC_SSC``. A name the pattern does
-    not match keeps its name. ``name`` keeps every name whole.
-    """
-    if not pattern:
-        return default_slot(file)
-    if pattern == NAME:
-        return file
-    match = re.search(pattern, file)
-    if not match:
-        return file
-    if "slot" in match.re.groupindex:
-        return match.group("slot") or file
-    if match.re.groups:
-        return match.group(1) or file
-    return (file[: match.start()] + file[match.end() :]) or file
-
-
-def slots(files: list[str], pattern: str | None) -> list[str]:
-    """Slots of a run's files; files that would share a slot each keep their own name."""
-    out = [slot_of(file, pattern) for file in files]
-    shared = {slot for slot, n in Counter(out).items() if n > 1}
-    for i, (file, slot) in enumerate(zip(files, out, strict=True)):
-        if slot in shared:
-            log.warning(
-                "%s: slot %r is shared with another file of this run; using its name", file, slot
-            )
-            out[i] = file
-    return out
-
-
-def run_folder(config: Config, started: datetime) -> tuple[Path, bool]:
-    """The run folder, made now, and whether reporter named it (then it is pruned and pointed to).
-
-    ``--out`` is used as given. Otherwise each run gets a new folder named by its
-    start time under the reports root, in a sub-folder per series.
-    """
-    try:
-        if config.out is not None:
-            config.out.mkdir(parents=True, exist_ok=True)
-            return config.out, False
-        root = config.reports_root / slug(config.series) if config.series else config.reports_root
-        stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
-        for n in range(1, 1000):
-            out = root / (stamp if n == 1 else f"{stamp}-{n}")
-            try:
-                out.mkdir(parents=True)
-                return out, True
-            except FileExistsError:
-                continue
-    except OSError as exc:
-        raise ReporterError(f"cannot make the output folder: {exc}") from None
-    raise ReporterError(f"cannot make a new run folder under {config.reports_root}")
-
-
-def point_latest(out: Path) -> Path:
-    """Make ``latest`` beside the run folder point to it (a symlink, replaced atomically).
-
-    Where symbolic links cannot be made (Windows without the privilege), a
-    ``latest.txt`` file names the folder instead.
-    """
-    link = out.parent / LATEST
-    tmp = out.parent / f".{LATEST}.{os.getpid()}"
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(out.name, tmp, target_is_directory=True)
-        os.replace(tmp, link)
-        return link
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        note = out.parent / f"{LATEST}.txt"
-        note.write_text(out.name + "\n", encoding="utf-8")
-        return note
-
-
-def prune(out: Path, keep: int) -> list[Path]:
-    """Delete the oldest run folders beside ``out`` so that ``keep`` remain (0: keep all).
-
-    Only folders named as reporter names them are touched, never ``out``.
-    """
-    if keep <= 0:
-        return []
-    runs = sorted(
-        p
-        for p in out.parent.iterdir()
-        if p.is_dir() and not p.is_symlink() and RUN_FOLDER.match(p.name)
-    )
-    old = [p for p in runs if p != out][: max(0, len(runs) - keep)]
-    for path in old:
-        shutil.rmtree(path, ignore_errors=True)
-        log.info("removed old run folder %s (keeping %d)", path, keep)
-    return old
 
 
 def gap_hours(previous: str | None, started: datetime) -> float | None:
@@ -393,3 +254,106 @@ def _plain(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def user() -> str:
+    """Who runs this, for the history's "set by" (a cron job's user)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in the environment (some containers)
+        return "unknown"
+
+
+class Session:
+    """One run's hold on its series: it owns the history store, the series' lock and the
+    recorded baseline, from :meth:`open` to the end of the run.
+
+    The run calls it at three points: :meth:`baseline` (which file to compare
+    against), :meth:`judge` (the control rules on the flagged table) and
+    :meth:`recording` (the run into the history, around the writing of its outputs).
+    """
+
+    def __init__(self, config: Config, store: History):
+        self.config = config
+        self.store = store
+        self.recorded: Baseline | None = None
+        self.run: SeriesRun | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, config: Config) -> Iterator[Session | None]:
+        """The session of a run that keeps history (None for one that does not), with the
+        series' lock held for the whole block; a history error is one line."""
+        if not config.keeps_history:
+            yield None
+            return
+        store = History(config.history_path())
+        try:
+            locks = config.history_path().parent / "locks"
+            with series_lock(locks, config.series, config.history.lock_wait):
+                yield cls(config, store)
+        except sqlite3.Error as exc:  # locked too long, disk full, a damaged table: one line
+            raise ReporterError(f"history {config.history_path()}: {exc}") from None
+        finally:
+            store.close()
+
+    def baseline(self, config: Config, found: list[Input]) -> tuple[Path, list[Input]]:
+        """The baseline file and the inputs without it: the series' recorded baseline
+        unless one is given or found by name.
+
+        A series whose baseline was never recorded gets this run's (its first
+        control period begins). A run given another baseline than the recorded one
+        is compared against the one given, and :meth:`judge` says so loudly.
+        """
+        self.recorded = self.store.baseline(config.series)
+        if self.recorded is not None and config.baseline is None and not config.first_as_baseline:
+            named = [i for i in found if i.path.stem.lower() == "baseline"]
+            if not named:  # the series' own copy
+                copy = Path(self.recorded.stored)
+                if not copy.is_file():
+                    raise ReporterError(
+                        f"the recorded baseline of series {config.series!r} is missing: {copy}; "
+                        "pass --baseline FILE, or record one with 'reporter baseline set'"
+                    )
+                config = replace(config, baseline=copy)
+        path, items = choose_baseline(config, found)
+        if self.recorded is None:
+            self.recorded = self.store.set_baseline(
+                config.series, path, reason="the first run of the series", by=user()
+            )
+            log.info("series %r: recorded %s as its baseline", config.series, path)
+        return path, items
+
+    def judge(self, config: Config, frame: pd.DataFrame, sha: str, started: datetime) -> None:
+        """Read the control period and apply its rules to today's rows (:attr:`flags`)."""
+        if self.recorded is None:
+            raise RuntimeError("Session.judge before Session.baseline")
+        self.config = config  # with the rules' metric sets resolved for this baseline
+        self.run = SeriesRun.start(config, self.store, self.recorded, sha, frame, started)
+
+    @property
+    def flags(self) -> dict[int, list[Flag]]:
+        """The series' flags by row position (control rules, another baseline, new slots)."""
+        return self.run.extra if self.run else {}
+
+    @property
+    def off_series(self) -> bool:
+        """Whether the run was compared against another baseline than the series'."""
+        return bool(self.run and self.run.mismatch)
+
+    def charts(self, frame: pd.DataFrame) -> list[Chart]:
+        return self.run.charts(frame) if self.run else []
+
+    @contextlib.contextmanager
+    def recording(self, frame: pd.DataFrame, record: RunRecord, out: Path):
+        """Record the run for the block (committed when it ends without an exception);
+        yields the series' facts for the run's record. :meth:`finish` records the final
+        exit status once the e-mail has decided it."""
+        if self.run is None:
+            raise RuntimeError("Session.recording before Session.judge")
+        with self.run.recording(self.store, frame, record, out) as facts:
+            yield facts
+
+    def finish(self, record: RunRecord) -> None:
+        if record.history is not None and record.exit_status != record.rows_status:
+            self.store.set_exit_code(record.history.run_id, record.exit_status)

@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import METRICS
-from .config import HistorySettings
-from .flags import Flag, Rule, fmt
-from .table import Status
+from ..catalog import METRICS
+from ..config import HistorySettings
+from ..flags import Flag, Rule, fmt
+from ..table import Status
 
 FAIL_RULES = ("1-3s", "2-2s", "R-4s", "4-1s", "10x")
 

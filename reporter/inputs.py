@@ -1,0 +1,126 @@
+"""Finding the files of a run: the inputs, what is skipped and why, and the baseline.
+
+Where it sits: the first step of ``pipeline.run``. Folders are listed (with
+``--recursive``, walked without following links to folders); a folder that
+cannot be read is reported, never skipped in silence; files that are not
+images are listed as skipped with a reason. :func:`choose_baseline` picks the
+baseline among them (``--baseline``, ``first``, or the file named baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from . import images
+from .compare import Input
+from .config import Config
+from .errors import ReporterError
+from .record import SkippedFile
+
+__all__ = ["choose_baseline", "discover"]
+
+log = logging.getLogger("reporter")
+
+
+def _listing(folder: Path, recursive: bool, unreadable: list[SkippedFile]) -> list[Path]:
+    """Every entry below ``folder`` (one level, or all with ``recursive``), sorted by its
+    path relative to the folder; folders that cannot be read go to ``unreadable``.
+
+    os.walk with an onerror hook, not Path.glob: glob passes over an unreadable
+    sub-folder without a word, and a run would then report PASS on images it never saw.
+    Symbolic links to folders are not followed (no loops), as glob did not.
+    """
+
+    def failed(exc: OSError) -> None:
+        where = exc.filename or folder
+        unreadable.append(SkippedFile(str(where), exc.strerror or str(exc)))
+        log.error("cannot read the folder %s: %s", where, exc.strerror or exc)
+
+    paths: list[Path] = []
+    if recursive:
+        for root, dirs, files in os.walk(folder, onerror=failed):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            paths += [Path(root) / name for name in (*dirs, *files)]
+    else:
+        try:
+            with os.scandir(folder) as entries:
+                paths = [Path(entry.path) for entry in entries]
+        except OSError as exc:
+            failed(exc)
+    return sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def discover(
+    inputs: tuple[Path, ...], *, recursive: bool
+) -> tuple[list[Input], list[SkippedFile], list[SkippedFile]]:
+    """Image files from files and folders, sorted within each folder, each once; the
+    files skipped; and the folders that could not be read."""
+    found: list[Input] = []
+    skipped: list[SkippedFile] = []
+    unreadable: list[SkippedFile] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, file: str) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(Input(path, file))
+
+    for given in inputs:
+        if given.is_file():
+            add(given, given.name)  # named explicitly: compared even with an odd extension
+        elif given.exists() and not given.is_dir():
+            raise ReporterError(f"{given} is not a regular file (a pipe or a device?)")
+        elif given.is_dir():
+            for path in _listing(given, recursive, unreadable):
+                rel = path.relative_to(given)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue  # hidden files and folders (.DS_Store, ._x.png, .git)
+                if path.is_dir():
+                    continue
+                if not path.is_file():  # a FIFO or socket: reading it could block forever
+                    skipped.append(SkippedFile(str(path), "not a regular file"))
+                    log.warning("skipped %s: not a regular file", path)
+                    continue
+                if not images.is_image(path):
+                    skipped.append(SkippedFile(str(path), "not an image file extension"))
+                    log.info(
+                        "skipped %s: not an image (%s)",
+                        path,
+                        ", ".join(sorted(images.IMAGE_EXTENSIONS)),
+                    )
+                    continue
+                add(path, rel.as_posix())
+        else:
+            raise ReporterError(f"no such file or folder: {given}")
+    return found, skipped, unreadable
+
+
+def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:
+    """The baseline file, and the inputs without it (the baseline is not a row)."""
+    if config.first_as_baseline:
+        if not found:
+            raise ReporterError("--baseline first: no images among the inputs")
+        return found[0].path, found[1:]
+    if config.baseline is not None:
+        baseline = config.baseline
+        if not baseline.is_file():
+            raise ReporterError(f"baseline not found: {baseline}")
+    else:
+        named = [i for i in found if i.path.stem.lower() == "baseline"]
+        if not named:
+            raise ReporterError(
+                "no baseline: pass --baseline FILE, or name the reference image "
+                "baseline.png (or .jpg, .tif, ...) among the inputs"
+            )
+        if len(named) > 1:
+            raise ReporterError(
+                "several baseline files ("
+                + ", ".join(str(i.path) for i in named)
+                + "): choose one with --baseline FILE"
+            )
+        baseline = named[0].path
+    key = baseline.resolve()
+    return baseline, [i for i in found if i.path.resolve() != key]
