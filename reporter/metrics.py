@@ -135,6 +135,29 @@ def _blur(a: np.ndarray) -> np.ndarray:
     )
 
 
+def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The SSIM map itself (Wang et al. 2004): per pixel, mean over channels, full size.
+
+    The same window, sigma and constants as the ``ssim`` metric, with borders
+    reflected instead of cropped; its mean over the pixels the metric keeps (a
+    CROP-pixel border off) is the ``ssim`` metric. The metric itself never builds
+    the map: :class:`_Scale` sums it in strips, with the baseline's half computed
+    once. The diff maps (visuals.py) draw it.
+    """
+    if baseline.shape != image.shape or baseline.dtype != image.dtype:
+        raise ValueError(
+            f"ssim_map: {baseline.shape} {baseline.dtype} vs {image.shape} {image.dtype}"
+        )
+    data_range = _DATA_RANGE[np.dtype(baseline.dtype)]
+    x = _channels_last(baseline).astype(np.float64)
+    y = _channels_last(image).astype(np.float64)
+    c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
+    mx, my = _blur(x), _blur(y)
+    sxx, syy, sxy = _blur(x * x) - mx * mx, _blur(y * y) - my * my, _blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(axis=2)
+
+
 def _halve(a: np.ndarray) -> np.ndarray:
     """msssim.m: 2x2 mean filter ('symmetric' border), then every other pixel."""
     h, w = a.shape[:2]

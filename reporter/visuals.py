@@ -81,23 +81,6 @@ def _hatch(thumb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """Per-pixel SSIM of two same-shape 8-bit arrays, mean over channels, full size."""
-    x = metrics._channels_last(baseline).astype(np.float64)
-    y = metrics._channels_last(image).astype(np.float64)
-    c1, c2 = (metrics.K1 * 255) ** 2, (metrics.K2 * 255) ** 2
-
-    def blur(a: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(
-            a, (metrics.WINDOW, metrics.WINDOW), metrics.SIGMA, borderType=cv2.BORDER_REFLECT
-        ).reshape(a.shape)
-
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean(axis=2)
-
-
 def _map_scale(pixels: np.ndarray) -> np.ndarray:
     """An area-averaged 8-bit copy whose smaller side is about MAP_SIDE px."""
     out = hashes.to_8bit(pixels)
@@ -119,7 +102,7 @@ def diff_map(baseline_small: np.ndarray, image: np.ndarray) -> bytes:
     if y.ndim != x.ndim:
         x = cv2.cvtColor(x, cv2.COLOR_BGR2GRAY)
     if min(y.shape[:2]) >= metrics.WINDOW:
-        dissimilarity = 1 - ssim_map(x, y)
+        dissimilarity = 1 - metrics.ssim_map(x, y)
     else:  # too small for the window: the absolute difference instead
         dissimilarity = np.abs(y.astype(np.float64) - x) / 255
         if dissimilarity.ndim == 3:

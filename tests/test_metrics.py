@@ -308,3 +308,15 @@ def test_16_bit_ssim_stays_at_or_below_1_and_equals_skimage():
     assert (
         Reference(rgb.astype(np.uint16) * 257).compare(rgb.astype(np.uint16) * 257 + 1)["ssim"] <= 1
     )
+
+
+def test_the_ssim_map_is_the_ssim_metric_before_averaging():
+    """One SSIM definition: the map the diff maps draw, cropped and averaged, is the
+    ssim metric (which never builds the map)."""
+    base = smooth_image(0, (90, 120, 3))
+    other = noisy(base, 0.05)
+    crop = metrics.CROP
+    mean = metrics.ssim_map(base, other)[crop:-crop, crop:-crop].mean()
+    assert mean == pytest.approx(metrics.ssim(base, other), abs=1e-5)  # float32 vs 64
+    grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    assert metrics.ssim_map(grey, grey).min() == pytest.approx(1.0)
