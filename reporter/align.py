@@ -36,6 +36,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+__all__ = [
+    "Aligner",
+    "compensate",
+    "factor_for",
+    "MAX_SECOND",
+    "MIN_GAIN",
+    "MIN_RESPONSE",
+    "PEAK_GAP",
+    "Shift",
+    "SIDE",
+]
+
 SIDE = 512  # px: the measurement runs on copies no larger than this
 MIN_RESPONSE = 0.05  # share of the correlation energy in the peak (healthy dot plots: 0.1-0.3;
 # clean shifts near 1; the robustness table's 1/16 downscale of a dot plot: below 0.01)

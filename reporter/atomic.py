@@ -12,6 +12,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+__all__ = [
+    "write_atomic",
+    "write_text",
+]
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file, then rename it to ``path``."""

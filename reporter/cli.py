@@ -27,6 +27,12 @@ from .config import (
 )
 from .errors import ConfigError, ExitStatus, ReporterError
 
+__all__ = [
+    "build_parser",
+    "config_from_args",
+    "main",
+]
+
 log = logging.getLogger("reporter")
 
 
@@ -83,6 +89,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare every image against a baseline and write results.csv, "
         "results.json (and the reports asked for) into a run folder.",
     )
+    _run_options(run)
+    _compared_options(run.add_argument_group("what is compared"))
+    _series_options(run.add_argument_group("series history (runs with --series)"))
+    _mail_options(
+        run.add_argument_group(
+            "e-mail",
+            "SMTP user and password come only from REPORTER_SMTP_USER and "
+            "REPORTER_SMTP_PASSWORD or the [email] table of the config file, never from the "
+            "command line",
+        )
+    )
+    _log_options(run)
+    _series_commands(sub)
+    return parser
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """Inputs, outputs, limits and the series of ``reporter run``."""
     run.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
     )
@@ -156,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="instrument and plot: titles, subjects, and the run history with control limits",
     )
-    what = run.add_argument_group("what is compared")
+
+
+def _compared_options(what) -> None:
+    """Ignored regions, the mask and alignment."""
     what.add_argument(
         "--ignore",
         type=_region,
@@ -175,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="compensate each image's measured shift when that makes it more like the "
         "baseline (off by default)",
     )
-    control = run.add_argument_group("series history (runs with --series)")
+
+
+def _series_options(control) -> None:
+    """The series' history: where it is, slots, retention, gaps, the lock."""
     _history_option(control)
     control.add_argument(
         "--no-history", action="store_true", help="do not read or record the series' history"
@@ -202,11 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for another run of the series (default 30), then exit 2",
     )
-    mail = run.add_argument_group(
-        "e-mail",
-        "SMTP user and password come only from REPORTER_SMTP_USER and REPORTER_SMTP_PASSWORD "
-        "or the [email] table of the config file, never from the command line",
-    )
+
+
+def _mail_options(mail) -> None:
+    """Whom to mail and through which server (never a password)."""
     mail.add_argument("--eml", type=Path, metavar="FILE", help="write the e-mail message to FILE")
     mail.add_argument(
         "--email-to",
@@ -223,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument(
         "--smtp-ssl", action="store_true", default=None, help="TLS from the start"
     )
+
+
+def _log_options(run: argparse.ArgumentParser) -> None:
+    """The outlier switch, the progress bar and how much is logged."""
     run.add_argument(
         "--no-outliers", action="store_true", help="turn the batch-relative outlier rule off"
     )
@@ -234,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
 
+
+def _series_commands(sub) -> None:
+    """The ``baseline``, ``history`` and ``accept`` subcommands."""
     baseline = sub.add_parser(
         "baseline", help="record or show a series' baseline (its control periods)"
     )
@@ -271,7 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
         admin.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
         admin.add_argument("--quiet", "-q", action="store_true", help=argparse.SUPPRESS)
         admin.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
-    return parser
 
 
 def _region(text: str) -> tuple[int, int, int, int]:

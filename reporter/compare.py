@@ -33,6 +33,22 @@ from . import images, visuals
 from .align import Shift, compensate
 from .metrics import METRICS, Reference
 
+__all__ = [
+    "aligned",
+    "compare_all",
+    "compare_file",
+    "ImageResult",
+    "Input",
+    "Job",
+    "MAX_WORKER_DEATHS",
+    "NOT_JUDGES",
+    "process_alive",
+    "PROGRESS_MIN_IMAGES",
+    "quiet_opencv",
+    "QUIET_TRACKER",
+    "start_workers",
+]
+
 log = logging.getLogger("reporter")
 
 PROGRESS_MIN_IMAGES = 10  # below this a progress bar is only noise

@@ -19,6 +19,38 @@ from typing import Any
 from .catalog import METRICS
 from .errors import ConfigError
 
+__all__ = [
+    "AUTO",
+    "auto_metrics",
+    "BASELINE_FIRST",
+    "check",
+    "check_history",
+    "check_limit",
+    "Comparison",
+    "Config",
+    "DEFAULT_LIMITS",
+    "DEFAULT_MIN_SD",
+    "DEFAULT_MIN_SPREAD",
+    "DEFAULT_RULES",
+    "DENSE_CHART_METRICS",
+    "DENSE_CONTROL_METRICS",
+    "DENSE_OUTLIER_METRICS",
+    "Email",
+    "FORMATS",
+    "HistorySettings",
+    "Limit",
+    "load_toml",
+    "max_jobs",
+    "OutlierRule",
+    "Smtp",
+    "SPARSE_CHART_METRICS",
+    "SPARSE_CONTROL_METRICS",
+    "SPARSE_OUTLIER_METRICS",
+    "WESTGARD_RULES",
+    "with_environment",
+    "with_limit",
+]
+
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
 

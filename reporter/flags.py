@@ -18,6 +18,16 @@ import pandas as pd
 from .catalog import METRICS
 from .table import FLAGS, REASONS, SEPARATOR, STATUS, Status
 
+__all__ = [
+    "apply",
+    "Flag",
+    "fmt",
+    "limit_flags",
+    "outlier_flags",
+    "ranked",
+    "Rule",
+]
+
 
 class Rule(StrEnum):
     """Which kind of rule fired."""

@@ -11,6 +11,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+__all__ = [
+    "ahash",
+    "distance",
+    "phash",
+    "to_8bit",
+]
+
 
 def to_8bit(pixels: np.ndarray) -> np.ndarray:
     """Return ``pixels`` as uint8; 16-bit values keep their top 8 bits.

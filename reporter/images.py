@@ -23,6 +23,16 @@ from PIL import Image, UnidentifiedImageError
 
 from . import native
 
+__all__ = [
+    "conform",
+    "Geometry",
+    "IMAGE_EXTENSIONS",
+    "ImageLoadError",
+    "is_image",
+    "load",
+    "LoadedImage",
+]
+
 log = logging.getLogger("reporter")
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})

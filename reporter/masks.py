@@ -18,6 +18,13 @@ import numpy as np
 
 from .errors import ReporterError
 
+__all__ = [
+    "build",
+    "MIN_VALID",
+    "read_mask",
+    "Region",
+]
+
 MIN_VALID = 0.01  # a mask that leaves less than 1 % of the pixels compares nothing useful
 
 

@@ -55,6 +55,31 @@ from . import hashes, signal
 from .align import Aligner, Shift
 from .catalog import METRICS
 
+__all__ = [
+    "coarse_factor",
+    "COARSE_SIDE",
+    "computes",
+    "cosine",
+    "CROP",
+    "data_range",
+    "K1",
+    "K2",
+    "low_level",
+    "LOW_SIDE",
+    "ms_ssim",
+    "ms_ssim_scales",
+    "MS_SSIM_WEIGHTS",
+    "mse",
+    "Pair",
+    "psnr",
+    "Reference",
+    "SIGMA",
+    "ssim",
+    "ssim_coarse",
+    "ssim_map",
+    "WINDOW",
+]
+
 K1 = 0.01
 K2 = 0.03
 SIGMA = 1.5

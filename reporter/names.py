@@ -10,6 +10,14 @@ UTF-8 output can encode. It is shown with U+FFFD (``Probe_M\ufffdller.png``, the
 
 from __future__ import annotations
 
+__all__ = [
+    "FORMULA_STARTS",
+    "printable",
+    "shown",
+    "stored",
+    "stored_tree",
+]
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """Text a spreadsheet may run as a formula when a cell starts with it (OWASP)."""
 

@@ -19,6 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+__all__ = [
+    "caught",
+    "MAX_BYTES",
+    "MAX_LINES",
+    "tidy",
+]
+
 MAX_LINES = 3  # distinct lines kept per decode; a broken TIFF can repeat one a thousand times
 MAX_BYTES = 64 * 1024
 

@@ -31,6 +31,11 @@ from .series import Session
 from .series.store import sha256_of
 from .signal import GRID as SIGNAL_GRID
 
+__all__ = [
+    "run",
+    "RunResult",
+]
+
 log = logging.getLogger("reporter")
 
 

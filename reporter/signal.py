@@ -29,6 +29,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+__all__ = [
+    "Background",
+    "background",
+    "cell_sums",
+    "DEAD_ZONE_K",
+    "distance",
+    "FLOOR",
+    "GRID",
+    "ink",
+    "NOISE_K",
+    "plane",
+    "QUANT_BITS",
+    "share",
+    "SPARSE_SHARE",
+]
+
 GRID = 16  # occupancy cells per side (8 let healthy gain wobble reach broad-CV faults)
 FLOOR = 1 / 8  # of the dynamic range: a signal pixel differs from the background by more
 NOISE_K = 6.0  # a noisy background raises the signal-pixel threshold to this many noise SDs

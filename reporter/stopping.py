@@ -16,6 +16,13 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+__all__ = [
+    "handled",
+    "held",
+    "SIGNALS",
+    "Stopped",
+]
+
 SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)
 )

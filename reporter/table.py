@@ -18,6 +18,34 @@ from .catalog import METRICS
 from .compare import ImageResult
 from .names import shown, stored
 
+__all__ = [
+    "build",
+    "COLUMNS",
+    "counts",
+    "DIFF_MAP",
+    "DTYPES",
+    "ERROR",
+    "FILE",
+    "flagged",
+    "FLAGS",
+    "FOR_REPORTS",
+    "HEIGHT",
+    "METRIC_COLUMNS",
+    "NOTES",
+    "PATH",
+    "PICTURES",
+    "REASONS",
+    "SEPARATOR",
+    "SHIFT_X",
+    "SHIFT_Y",
+    "STATUS",
+    "Status",
+    "STATUS_DTYPE",
+    "THUMBNAIL",
+    "verdict",
+    "WIDTH",
+]
+
 
 class Status(StrEnum):
     """The verdict on one image, in order of severity."""

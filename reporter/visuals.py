@@ -22,6 +22,21 @@ import numpy as np
 
 from . import hashes, metrics
 
+__all__ = [
+    "baseline_for_maps",
+    "COLORMAP",
+    "diff_map",
+    "encode",
+    "fit",
+    "IGNORED_COLOUR",
+    "JPEG_QUALITY",
+    "LEGEND",
+    "MAP_SIDE",
+    "small",
+    "THUMB_SIDE",
+    "thumbnail",
+]
+
 THUMB_SIDE = 200
 JPEG_QUALITY = 75  # a 200 px preview is for recognising the image; 1,000 rows stay near 10 MB
 COLORMAP = cv2.COLORMAP_INFERNO

@@ -59,3 +59,19 @@ def test_a_user_folder_overrides_a_single_template(tmp_path):
     assert (
         environment(tmp_path).get_template("summary.txt.j2").render(verdict="PASS") == "mine PASS"
     )
+
+
+def test_every_public_module_declares_its_api():
+    """Each module says what it offers (``__all__``), and offers what it says."""
+    import importlib
+    import pkgutil
+
+    import reporter
+
+    for info in pkgutil.walk_packages(reporter.__path__, "reporter."):
+        if info.name.rsplit(".", 1)[1].startswith("_"):
+            continue
+        module = importlib.import_module(info.name)
+        assert hasattr(module, "__all__"), info.name
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert not missing, (info.name, missing)

@@ -3,3 +3,5 @@
 Each renderer reads the DataFrame by the column constants of ``reporter.table``
 and writes through ``reporter.atomic``; none recomputes a metric.
 """
+
+__all__: list[str] = []  # a namespace for the renderers; import them by module

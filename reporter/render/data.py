@@ -26,6 +26,14 @@ from ..atomic import write_atomic, write_text
 from ..record import RunRecord
 from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
 
+__all__ = [
+    "defused",
+    "rows",
+    "TEXT_COLUMNS",
+    "write_csv",
+    "write_json",
+]
+
 TEXT_COLUMNS = (FILE, NOTES, REASONS, ERROR, PATH)
 
 

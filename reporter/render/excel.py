@@ -76,6 +76,54 @@ from ..table import (
 )
 from . import view
 
+__all__ = [
+    "add_rules",
+    "BOLD",
+    "CHART_ROWS",
+    "clean",
+    "control_sheet",
+    "DEFAULT_NUMBER_FORMAT",
+    "DEFINITION_WIDTH",
+    "errors_sheet",
+    "FAIL_MARK",
+    "HEADER_FILL",
+    "HEADER_ROW",
+    "LEADING",
+    "legend",
+    "LIMIT_COLOURS",
+    "LINK",
+    "LJ_ROWS",
+    "MAX_LINK",
+    "MAX_ROW_POINTS",
+    "MAX_TEXT",
+    "MUTED",
+    "PAD",
+    "picture",
+    "picture_box",
+    "PICTURE_SIDE",
+    "print_setup",
+    "PSNR_INF",
+    "put_metric",
+    "put_reasons",
+    "put_text",
+    "RESULT_COLUMNS",
+    "results_sheet",
+    "SECTION",
+    "solid",
+    "STATUS_COLOURS",
+    "summary_sheet",
+    "text_height",
+    "TEXT_WIDTHS",
+    "TOP",
+    "TRAILING",
+    "TREND_METRICS",
+    "trend_sheet",
+    "width_chars",
+    "workbook",
+    "WRAP_TOP",
+    "write_xlsx",
+]
+
 # --- text and numbers ---------------------------------------------------------------------
 
 MAX_TEXT = 32_767  # characters in one cell (Excel's limit; longer text is cut with a mark)
@@ -426,9 +474,16 @@ def summary_sheet(
     put_text(ws, row, 1, "skipped files")
     ws.cell(row=row, column=2, value=len(record.skipped))
     row += 2
+    row = _run_facts(ws, row, record)
+    row = _series_facts(ws, row, record)
+    row = _baseline_facts(ws, row, record, baseline_thumbnail)
+    row = _limits_in_force(ws, row, record)
+    row = _reading_the_pictures(ws, row)
+    _configuration(ws, row, record)
 
+
+def _run_facts(ws: Worksheet, row: int, record: RunRecord) -> int:
     tool = record.tool
-    base = record.baseline
     facts = [
         ("series", record.series or ""),
         ("started (UTC)", record.started.isoformat(timespec="seconds").replace("T", " ")),
@@ -444,6 +499,10 @@ def summary_sheet(
     ]
     put_text(ws, row, 1, "Run", font=SECTION)
     row = _pairs(ws, row + 1, facts) + 1
+    return row
+
+
+def _series_facts(ws: Worksheet, row: int, record: RunRecord) -> int:
     control = record.history
     if control:
         put_text(ws, row, 1, "Series control", font=SECTION)
@@ -476,7 +535,13 @@ def summary_sheet(
             for r in range(first, row - 1):
                 if ws.cell(row=r, column=1).value in ("control limits", "GAP", "NEW SLOTS"):
                     ws.cell(row=r, column=2).font = Font(bold=True, color="C62828")
+    return row
 
+
+def _baseline_facts(
+    ws: Worksheet, row: int, record: RunRecord, baseline_thumbnail: bytes | None
+) -> int:
+    base = record.baseline
     put_text(ws, row, 1, "Baseline", font=SECTION)
     baseline_row = row + 1
     facts = [
@@ -504,7 +569,10 @@ def summary_sheet(
         )
         row += 1
     row += 1
+    return row
 
+
+def _limits_in_force(ws: Worksheet, row: int, record: RunRecord) -> int:
     put_text(ws, row, 1, "Limits in force", font=SECTION)
     row += 1
     for c, head in enumerate(("metric", "direction", "WARN when", "FAIL when", "definition"), 1):
@@ -545,7 +613,10 @@ def summary_sheet(
     ws.merge_cells(start_row=row, end_row=row, start_column=2, end_column=5)
     ws.row_dimensions[row].height = text_height(rule, 3 * 16 + DEFINITION_WIDTH)
     row += 2
+    return row
 
+
+def _reading_the_pictures(ws: Worksheet, row: int) -> int:
     put_text(ws, row, 1, "Reading the pictures", font=SECTION)
     row += 1
     put_text(ws, row, 1, "diff map", font=BOLD)
@@ -560,7 +631,10 @@ def summary_sheet(
         "and never trips a limit",
     )
     row += 2
+    return row
 
+
+def _configuration(ws: Worksheet, row: int, record: RunRecord) -> None:
     put_text(ws, row, 1, "Configuration", font=SECTION)
     row += 1
     config = {

@@ -50,6 +50,19 @@ from .view import (
     title,
 )
 
+__all__ = [
+    "Cell",
+    "data_uri",
+    "png_uri",
+    "Reason",
+    "Report",
+    "Row",
+    "show",
+    "sort_key",
+    "view",
+    "write_html",
+]
+
 
 def data_uri(jpeg: bytes | None) -> str | None:
     if not jpeg:

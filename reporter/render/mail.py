@@ -42,6 +42,16 @@ from .html import view
 from .templates import environment
 from .view import subject
 
+__all__ = [
+    "ATTACHMENT_TYPES",
+    "BODY_LIMIT",
+    "build",
+    "Files",
+    "MAX_BODY_CHARTS",
+    "MAX_BODY_ROWS",
+    "send",
+]
+
 BODY_LIMIT = 100_000  # bytes of HTML in the body
 ATTACHMENT_TYPES = {
     ".html": ("text", "html"),

@@ -21,6 +21,11 @@ import jinja2.sandbox
 
 from ..names import printable
 
+__all__ = [
+    "environment",
+    "templates_dir",
+]
+
 
 def templates_dir() -> Path:
     """The shipped templates: inside the installed package, else the source checkout's."""

@@ -22,6 +22,17 @@ from ..render.view import STATUS_COLOURS
 from ..table import Status
 from .rules import FAIL_RULES, ControlLimit, Point
 
+__all__ = [
+    "Chart",
+    "COLOURS",
+    "draw",
+    "FAIL_RED",
+    "OK_BLUE",
+    "WARN_AMBER",
+    "window",
+    "WINDOW_SD",
+]
+
 FAIL_RED, WARN_AMBER = STATUS_COLOURS[Status.FAIL], STATUS_COLOURS[Status.WARN]
 OK_BLUE = "#1f5fa8"
 COLOURS = {"mean": "#1d232b", 1: "#9aa5b1", 2: WARN_AMBER, 3: FAIL_RED}  # the SD lines

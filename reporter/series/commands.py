@@ -21,6 +21,13 @@ from ..errors import ReporterError
 from .session import gap_hours
 from .store import History, series_lock
 
+__all__ = [
+    "command",
+    "HISTORY_COLUMNS",
+    "show_baselines",
+    "show_history",
+]
+
 
 def _by(args: argparse.Namespace) -> str:
     if args.by:

@@ -47,6 +47,18 @@ from ..config import HistorySettings
 from ..flags import Flag, Rule, fmt
 from ..table import Status
 
+__all__ = [
+    "Control",
+    "ControlLimit",
+    "evaluate",
+    "FAIL_RULES",
+    "fired_rules",
+    "limits_of",
+    "Point",
+    "prediction_factor",
+    "rules_on",
+]
+
 FAIL_RULES = ("1-3s", "2-2s", "R-4s", "4-1s", "10x")
 
 

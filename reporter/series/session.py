@@ -37,6 +37,14 @@ from .rules import Control, evaluate
 from .slots import slots
 from .store import Baseline, History, series_lock
 
+__all__ = [
+    "gap_hours",
+    "MAX_CHARTS",
+    "SeriesRun",
+    "Session",
+    "user",
+]
+
 log = logging.getLogger("reporter")
 
 

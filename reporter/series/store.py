@@ -37,6 +37,18 @@ from .. import names
 from ..atomic import write_atomic
 from ..errors import ReporterError
 
+__all__ = [
+    "Baseline",
+    "History",
+    "MIGRATIONS",
+    "now",
+    "Run",
+    "SCHEMA_VERSION",
+    "series_lock",
+    "sha256_of",
+    "slug",
+]
+
 # --- schema ---------------------------------------------------------------------------------
 
 
