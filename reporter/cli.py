@@ -20,10 +20,13 @@ from .catalog import METRICS
 from .config import (
     BASELINE_FIRST,
     FORMATS,
+    SETTINGS,
     Config,
+    Setting,
     load_toml,
     with_environment,
     with_limit,
+    with_value,
 )
 from .errors import ConfigError, ExitStatus, ReporterError
 
@@ -89,82 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare every image against a baseline and write results.csv, "
         "results.json (and the reports asked for) into a run folder.",
     )
-    _run_options(run)
-    _compared_options(run.add_argument_group("what is compared"))
-    _series_options(run.add_argument_group("series history (runs with --series)"))
-    _mail_options(
-        run.add_argument_group(
-            "e-mail",
-            "SMTP user and password come only from REPORTER_SMTP_USER and "
-            "REPORTER_SMTP_PASSWORD or the [email] table of the config file, never from the "
-            "command line",
-        )
-    )
-    _log_options(run)
-    _series_commands(sub)
-    return parser
-
-
-def _run_options(run: argparse.ArgumentParser) -> None:
-    """Inputs, outputs, limits and the series of ``reporter run``."""
     run.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
     )
     run.add_argument(
-        "--baseline",
-        type=Path,
-        metavar="FILE",
-        help="the reference image, or 'first': the first input image in sorted order "
-        "(default: the input whose name is baseline.*; ./first for a file named first)",
-    )
-    run.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="folder for the outputs (default: a new reports/YYYYmmdd-HHMMSS)",
-    )
-    run.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML settings (see config.example.toml)"
-    )
-    run.add_argument(
-        "--jobs", "-j", type=_jobs, metavar="N", help="worker processes (default 0: all cores)"
-    )
-    run.add_argument(
-        "--formats",
-        type=_formats,
-        metavar="LIST",
-        help=f"comma-separated outputs, from {','.join(FORMATS)} (default: all)",
-    )
-    run.add_argument(
-        "--templates",
-        type=Path,
-        metavar="DIR",
-        help="a folder of templates that override the shipped ones, file by file",
-    )
-    run.add_argument(
-        "--recursive",
-        "-r",
-        action="store_true",
-        default=None,
-        help="descend into sub-folders of folder inputs",
-    )
-    run.add_argument(
-        "--strict-size",
-        action="store_true",
-        default=None,
-        help="an image whose size differs from the baseline's is an ERROR, not resized",
-    )
-    run.add_argument(
-        "--max-pixels",
-        type=_positive,
-        metavar="N",
-        help="larger images are ERROR rows (default 100000000)",
-    )
-    run.add_argument(
-        "--max-file-mb",
-        type=_positive,
-        metavar="MB",
-        help="larger files are ERROR rows, not even read (default 1024)",
     )
     for kind in ("warn", "fail"):
         run.add_argument(
@@ -175,97 +107,74 @@ def _run_options(run: argparse.ArgumentParser) -> None:
             metavar="METRIC=VALUE",
             help=f"set a {kind.upper()} limit (VALUE 'off' removes it); repeatable",
         )
-    run.add_argument(
-        "--series",
-        metavar="NAME",
-        help="instrument and plot: titles, subjects, and the run history with control limits",
-    )
-
-
-def _compared_options(what) -> None:
-    """Ignored regions, the mask and alignment."""
-    what.add_argument(
-        "--ignore",
-        type=_region,
-        action="append",
-        default=[],
-        metavar="X,Y,W,H",
-        help="leave this rectangle (baseline pixels) out of every metric; repeatable",
-    )
-    what.add_argument(
-        "--mask", type=Path, metavar="FILE", help="baseline-sized image: black pixels are ignored"
-    )
-    what.add_argument(
-        "--align",
-        action="store_true",
-        default=None,
-        help="compensate each image's measured shift when that makes it more like the "
-        "baseline (off by default)",
-    )
-
-
-def _series_options(control) -> None:
-    """The series' history: where it is, slots, retention, gaps, the lock."""
-    _history_option(control)
-    control.add_argument(
-        "--no-history", action="store_true", help="do not read or record the series' history"
-    )
-    control.add_argument(
-        "--slot-pattern",
-        metavar="REGEX",
-        help="a file's slot: group 'slot' (or 1) of REGEX on its name, e.g. "
-        "'(?P<slot>.+)_\\d{8}'; 'name' for the whole name (default: the name without its "
-        "dates, times and run counters)",
-    )
-    control.add_argument(
-        "--keep", type=_jobs, metavar="N", help="keep the newest N run folders (default 0: all)"
-    )
-    control.add_argument(
-        "--missing-after",
-        type=_non_negative,
-        metavar="HOURS",
-        help="report a gap when the series' previous run is older than HOURS",
-    )
-    control.add_argument(
-        "--lock-wait",
-        type=_non_negative,
-        metavar="SECONDS",
-        help="wait this long for another run of the series (default 30), then exit 2",
-    )
-
-
-def _mail_options(mail) -> None:
-    """Whom to mail and through which server (never a password)."""
-    mail.add_argument("--eml", type=Path, metavar="FILE", help="write the e-mail message to FILE")
-    mail.add_argument(
-        "--email-to",
-        action="append",
-        default=[],
-        metavar="ADDR",
-        help="send it to ADDR; repeatable",
-    )
-    mail.add_argument("--email-from", metavar="ADDR", help="sender (default reporter@this-host)")
-    mail.add_argument("--smtp-host", metavar="HOST", help="SMTP server (default localhost)")
-    mail.add_argument("--smtp-port", type=_positive, metavar="N", help="default 25, 587, or 465")
-    security = mail.add_mutually_exclusive_group()
-    security.add_argument("--smtp-starttls", action="store_true", default=None, help="STARTTLS")
-    security.add_argument(
-        "--smtp-ssl", action="store_true", default=None, help="TLS from the start"
-    )
-
-
-def _log_options(run: argparse.ArgumentParser) -> None:
-    """The outlier switch, the progress bar and how much is logged."""
-    run.add_argument(
-        "--no-outliers", action="store_true", help="turn the batch-relative outlier rule off"
-    )
-    run.add_argument(
-        "--no-progress", action="store_true", help="no progress bar even on a terminal"
-    )
+    groups = {
+        None: run,
+        "what": run.add_argument_group("what is compared"),
+        "series": run.add_argument_group("series history (runs with --series)"),
+        "mail": run.add_argument_group(
+            "e-mail",
+            "SMTP user and password come only from REPORTER_SMTP_USER and "
+            "REPORTER_SMTP_PASSWORD or the [email] table of the config file, never from the "
+            "command line",
+        ),
+        "log": run,
+    }
+    for row in SETTINGS:  # every setting with a flag, from the table in config.py
+        if row.spec.flags:
+            _add_setting(groups[row.spec.group], row)
     run.add_argument(
         "--quiet", "-q", action="store_true", help="log warnings and errors only; no summary"
     )
     run.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    _series_commands(sub)
+    return parser
+
+
+def _dest(row: Setting) -> str:
+    return "setting:" + ".".join(row.path)
+
+
+def _add_setting(parser, row: Setting, *flags: str) -> None:
+    """The command-line flag of a setting of the table: its type, help and checks."""
+    spec = row.spec
+    options: dict = {"dest": _dest(row), "help": spec.help}
+    if spec.kind == "bool":
+        options |= {"action": "store_true", "default": None}
+    else:
+        options |= {"metavar": spec.metavar, "type": _reader(row)}
+        if spec.kind in ("regions", "strings"):
+            options |= {"action": "append", "default": []}
+    parser.add_argument(*(flags or spec.flags), **options)
+
+
+def _reader(row: Setting):
+    """The argparse type of a setting: the text as its kind, checked by its rule."""
+    kind = row.spec.kind
+    if kind == "regions":
+        return _region
+    if kind == "formats":
+        return _formats
+
+    def read(text: str):
+        if kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        elif kind == "number":
+            try:
+                value = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        elif kind in ("path", "baseline"):
+            value = Path(text)
+        else:
+            value = text
+        if row.spec.valid is not None and not row.spec.valid(value):
+            raise argparse.ArgumentTypeError(row.spec.must)
+        return value
+
+    return read
 
 
 def _series_commands(sub) -> None:
@@ -320,11 +229,10 @@ def _region(text: str) -> tuple[int, int, int, int]:
 
 
 def _history_option(parser) -> None:
+    """The series commands' --history: the same flag and help as the setting's."""
+    row = next(r for r in SETTINGS if r.path == ("history", "path"))
     parser.add_argument(
-        "--history",
-        type=Path,
-        metavar="PATH",
-        help="the history database (default: [history] path, else reports/history.sqlite)",
+        *row.spec.flags, dest="history", type=Path, metavar=row.spec.metavar, help=row.spec.help
     )
 
 
@@ -340,81 +248,29 @@ def _non_negative(text: str) -> float:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < TOML file < command line."""
-    config = load_toml(args.config, series=args.series) if args.config else Config()
-    changes = {"inputs": tuple(args.paths)}
-    for key in (
-        "baseline",
-        "out",
-        "jobs",
-        "formats",
-        "recursive",
-        "strict_size",
-        "max_pixels",
-        "max_file_mb",
-        "templates",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            changes[key] = value
-    if args.baseline is not None:  # a file given on the command line beats the config's "first"
-        first = str(args.baseline) == BASELINE_FIRST
-        changes["first_as_baseline"] = first
-        changes["baseline"] = None if first else args.baseline
+    series = getattr(args, "setting:series")
+    config = load_toml(args.config, series=series) if args.config else Config()
+    config = replace(config, inputs=tuple(args.paths))
+    for row in SETTINGS:
+        value = getattr(args, _dest(row), None) if row.spec.flags else None
+        if value is None or value == []:
+            continue
+        if row.spec.kind == "baseline":  # a file given here beats the config's "first"
+            first = str(value) == BASELINE_FIRST
+            config = replace(config, first_as_baseline=first, baseline=None if first else value)
+            continue
+        if row.spec.negate:
+            value = False
+        elif row.spec.kind == "regions":  # added to the file's
+            value = row.get(config) + tuple(value)
+        elif row.spec.kind == "strings":
+            value = tuple(value)
+        config = with_value(config, row.path, value)
     limits = config.limits
     for kind in ("warn", "fail"):
         for name, value in getattr(args, kind):
             limits = with_limit(limits, name, kind, value, f"--{kind}")
-    changes["limits"] = limits
-    if args.no_outliers:
-        changes["outliers"] = replace(config.outliers, enabled=False)
-    if args.no_progress:
-        changes["progress"] = False
-    if args.series is not None:
-        changes["series"] = args.series
-    history = config.history
-    for key, value in (
-        ("path", args.history),
-        ("slot_pattern", args.slot_pattern),
-        ("keep_runs", args.keep),
-        ("missing_after", args.missing_after),
-        ("lock_wait", args.lock_wait),
-    ):
-        if value is not None:
-            history = replace(history, **{key: value})
-    if args.no_history:
-        history = replace(history, enabled=False)
-    changes["history"] = history
-    comparison = config.comparison
-    if args.ignore:
-        comparison = replace(comparison, ignore=comparison.ignore + tuple(args.ignore))
-    if args.mask is not None:
-        comparison = replace(comparison, mask=args.mask)
-    if args.align:
-        comparison = replace(comparison, align=True)
-    changes["comparison"] = comparison
-    email, smtp = config.email, config.email.smtp
-    smtp = replace(
-        smtp,
-        **{
-            name: value
-            for name, value in (
-                ("host", args.smtp_host),
-                ("port", args.smtp_port),
-                ("starttls", args.smtp_starttls),
-                ("ssl", args.smtp_ssl),
-            )
-            if value is not None
-        },
-    )
-    email = replace(
-        email,
-        to=tuple(args.email_to) or email.to,
-        sender=args.email_from or email.sender,
-        eml=args.eml or email.eml,
-        smtp=smtp,
-    )
-    changes["email"] = email
-    return with_environment(replace(config, **changes), os.environ)
+    return with_environment(replace(config, limits=limits), os.environ)
 
 
 class _LineFormatter(logging.Formatter):

@@ -1,8 +1,15 @@
-"""Every setting of a run, with every default in one place; TOML loading and validation.
+"""Every setting of a run, declared once; TOML loading and validation.
 
 Where it sits: the CLI (or a notebook) builds a :class:`Config` and hands it to
 ``pipeline.run``. Precedence: these defaults < the TOML file < the command line.
 A bad value raises :class:`ConfigError` with a one-line message (exit status 2).
+
+Each setting is one field of the frozen dataclasses below: its name and type
+(the annotation), its default, and in ``setting(...)`` its TOML key, its help
+text, its command-line flag and its rule. ``SETTINGS`` lists them as a table;
+:func:`load_toml`, :func:`check`, :meth:`Config.to_dict` (results.json) and the
+command line (``cli.py``) all walk it, so adding a setting is adding one field.
+The per-metric ``[limits]`` and the checks between settings are written out.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -24,7 +31,6 @@ __all__ = [
     "auto_metrics",
     "BASELINE_FIRST",
     "check",
-    "check_history",
     "check_limit",
     "Comparison",
     "Config",
@@ -53,6 +59,106 @@ __all__ = [
 
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
+
+
+# --- the settings table --------------------------------------------------------------------
+#
+# Each setting is one field of the dataclasses below: its name and type (the
+# annotation), its default, and in ``setting(...)`` where it sits in the TOML file,
+# its help text, its command-line flag and what a valid value is. TOML loading
+# (load_toml), validation (check), the command line (cli.py) and results.json
+# (Config.to_dict) all walk this table (``SETTINGS``); adding a setting is one field.
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is read, checked, offered on the command line and reported."""
+
+    toml: str | None  # "section.key" in the file; None: not in the file
+    help: str
+    kind: str = "value"  # how a TOML value is read (see _READERS)
+    flags: tuple[str, ...] = ()  # on the command line of ``reporter run``
+    metavar: str | None = None
+    valid: Any = None  # value -> bool
+    must: str = ""  # what a valid value is, for the message: "must be positive"
+    group: str | None = None  # the --help group of its flag
+    negate: bool = False  # a flag that turns it off (--no-history)
+    nullable: bool = False  # "off" (None) is a value
+    json: Any = True  # False: not in results.json; a callable: config -> the reported value
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` ("must be positive, not 0"), or None."""
+        if self.valid is None or value is None or self.valid(value):
+            return None
+        return f"{self.must}, not {value!r}"
+
+
+def setting(default: Any = None, *, factory: Any = None, **spec: Any) -> Any:
+    """A dataclass field that is a setting: its default and its :class:`Spec`."""
+    meta = {"setting": Spec(**spec)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: the attribute path in Config, its type, default and spec."""
+
+    path: tuple[str, ...]  # ("history", "min_runs")
+    type: str
+    default: Any
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        """How messages name it: its TOML key, without the [run] and [input] sections."""
+        key = self.spec.toml or ".".join(self.path)
+        return key.split(".", 1)[1] if key.startswith(("run.", "input.")) else key
+
+    def get(self, config: Any) -> Any:
+        for part in self.path:
+            config = getattr(config, part)
+        return config
+
+
+def _rows(cls: type, prefix: tuple[str, ...] = ()) -> list[Setting]:
+    rows = []
+    for f in fields(cls):
+        spec = f.metadata.get("setting")
+        if spec is None and f.metadata.get("section"):  # a nested dataclass of settings
+            rows += _rows(f.metadata["section"], (*prefix, f.name))
+        elif spec is not None:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            rows.append(Setting((*prefix, f.name), str(f.type), default, spec))
+    return rows
+
+
+def _compiles(pattern: str) -> bool:
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def section(cls: type) -> Any:
+    """A dataclass field holding a nested dataclass of settings."""
+    return field(default_factory=cls, metadata={"section": cls})
+
+
+def with_value(config: Any, path: tuple[str, ...], value: Any) -> Any:
+    """``config`` with the setting at ``path`` replaced (nested frozen dataclasses)."""
+    if len(path) == 1:
+        return replace(config, **{path[0]: value})
+    inner = with_value(getattr(config, path[0]), path[1:], value)
+    return replace(config, **{path[0]: inner})
 
 
 @dataclass(frozen=True)
@@ -157,12 +263,53 @@ class OutlierRule:
     a value beyond ``z`` on the bad side of the median fires, with ``status``.
     """
 
-    enabled: bool = True
-    min_images: int = 8
-    z: float = 3.5
-    status: str = "WARN"
-    metrics: tuple[str, ...] | None = None  # None: auto (see auto_metrics)
-    min_spread: Mapping[str, float] = field(default_factory=lambda: DEFAULT_MIN_SPREAD)
+    enabled: bool = setting(
+        True,
+        toml="outliers.enabled",
+        kind="bool",
+        help="turn the batch-relative outlier rule off",
+        flags=("--no-outliers",),
+        negate=True,
+        group="log",
+    )
+    min_images: int = setting(
+        8,
+        toml="outliers.min_images",
+        kind="int",
+        help="the rule needs at least this many images",
+        valid=lambda v: v >= 3,
+        must="must be at least 3",
+    )
+    z: float = setting(
+        3.5,
+        toml="outliers.z",
+        kind="number",
+        help="robust z-score beyond which a value is an outlier",
+        valid=lambda v: v > 0 and math.isfinite(v),
+        must="must be a positive number",
+    )
+    status: str = setting(
+        "WARN",
+        toml="outliers.status",
+        kind="status",
+        help="the status of an outlier",
+        valid=lambda v: v in ("WARN", "FAIL"),
+        must="must be WARN or FAIL",
+    )
+    metrics: tuple[str, ...] | None = setting(
+        None,
+        toml="outliers.metrics",
+        kind="metrics",
+        help='the metrics it watches, or "auto" (by the baseline: sparse or dense)',
+        json=lambda c: _listed(c.outliers.metrics),
+    )
+    min_spread: Mapping[str, float] = setting(
+        factory=lambda: DEFAULT_MIN_SPREAD,
+        toml="outliers.min_spread",
+        kind="floors",
+        help="the smallest spread assumed per metric, in its units",
+        json=lambda c: dict(c.outliers.min_spread),
+    )
 
 
 WESTGARD_RULES = ("1-2s", "1-3s", "2-2s", "R-4s", "4-1s", "10x", "EWMA")
@@ -196,22 +343,149 @@ DEFAULT_MIN_SD: Mapping[str, float] = MappingProxyType(
 class HistorySettings:
     """The run history of a series, its control limits and rules, and run-folder upkeep."""
 
-    enabled: bool = True  # recorded whenever the run has a series
-    path: Path | None = None  # None: <reports_root>/history.sqlite
-    slot_pattern: str | None = None  # regex on the file name; group "slot" (or 1) is the slot
-    min_runs: int = 20  # in-control runs before the limits are established
-    rules: tuple[str, ...] = DEFAULT_RULES
-    metrics: tuple[str, ...] | None = None  # None: auto (see auto_metrics)
-    chart_metrics: tuple[str, ...] | None = None  # None: auto
-    chart_runs: int = 60  # runs shown on a Levey-Jennings chart
-    ewma_lambda: float = 0.2
-    ewma_limit: float = 3.0  # L: the EWMA fires beyond L of its own SDs
-    drift_status: str = "WARN"  # status of an EWMA drift flag
-    both_sides: bool = False  # rules fire also when a value is far *more* like the baseline
-    min_sd: Mapping[str, float] = field(default_factory=lambda: DEFAULT_MIN_SD)
-    lock_wait: float = 30.0  # seconds a run waits for another run of its series
-    keep_runs: int = 0  # run folders kept per series (0: all)
-    missing_after: float | None = None  # hours; a longer gap since the last run is reported
+    enabled: bool = setting(
+        True,
+        toml="history.enabled",
+        kind="bool",
+        help="do not read or record the series' history",
+        flags=("--no-history",),
+        negate=True,
+        group="series",
+        json=lambda c: c.keeps_history,
+    )
+    path: Path | None = setting(
+        None,
+        toml="history.path",
+        kind="path",
+        help="the history database (default: [history] path, else reports/history.sqlite)",
+        flags=("--history",),
+        metavar="PATH",
+        group="series",
+        json=lambda c: str(c.history_path()) if c.keeps_history else None,
+    )
+    slot_pattern: str | None = setting(
+        None,
+        toml="history.slot_pattern",
+        kind="str",
+        help="a file's slot: group 'slot' (or 1) of REGEX on its name, e.g. "
+        "'(?P<slot>.+)_\\d{8}'; 'name' for the whole name (default: the name without its "
+        "dates, times and run counters)",
+        flags=("--slot-pattern",),
+        metavar="REGEX",
+        group="series",
+        valid=_compiles,
+        must="must be a regular expression",
+    )
+    min_runs: int = setting(
+        20,
+        toml="history.min_runs",
+        kind="int",
+        help="in-control runs before the limits are established",
+        valid=lambda v: v >= 2,
+        must="must be at least 2",
+    )
+    rules: tuple[str, ...] = setting(
+        DEFAULT_RULES,
+        toml="history.rules",
+        kind="rules",
+        help=f"the control rules, from {', '.join(WESTGARD_RULES)}",
+        json=lambda c: list(c.history.rules),
+    )
+    metrics: tuple[str, ...] | None = setting(
+        None,
+        toml="history.metrics",
+        kind="metrics",
+        help='the metrics the control rules watch, or "auto"',
+        json=lambda c: _listed(c.history.metrics),
+    )
+    chart_metrics: tuple[str, ...] | None = setting(
+        None,
+        toml="history.chart_metrics",
+        kind="metrics",
+        help='the metrics with Levey-Jennings charts, or "auto"',
+        json=lambda c: _listed(c.history.chart_metrics),
+    )
+    chart_runs: int = setting(
+        60,
+        toml="history.chart_runs",
+        kind="int",
+        help="runs shown on a Levey-Jennings chart",
+        valid=lambda v: v >= 2,
+        must="must be at least 2",
+        json=False,
+    )
+    ewma_lambda: float = setting(
+        0.2,
+        toml="history.ewma_lambda",
+        kind="number",
+        help="the EWMA's weight of the newest run",
+        valid=lambda v: 0 < v <= 1,
+        must="must be in (0, 1]",
+    )
+    ewma_limit: float = setting(
+        3.0,
+        toml="history.ewma_limit",
+        kind="number",
+        help="L: the EWMA fires beyond L of its own SDs",
+        valid=lambda v: v > 0,
+        must="must be positive",
+    )
+    drift_status: str = setting(
+        "WARN",
+        toml="history.drift_status",
+        kind="status",
+        help="the status of an EWMA drift flag",
+        valid=lambda v: v in ("WARN", "FAIL"),
+        must="must be WARN or FAIL",
+    )
+    both_sides: bool = setting(
+        False,
+        toml="history.both_sides",
+        kind="bool",
+        help="rules fire also when a value is far *more* like the baseline",
+    )
+    min_sd: Mapping[str, float] = setting(
+        factory=lambda: DEFAULT_MIN_SD,
+        toml="history.min_sd",
+        kind="positive_floors",
+        help="the smallest SD the control rules assume per metric, in its units",
+        json=lambda c: dict(c.history.min_sd),
+    )
+    lock_wait: float = setting(
+        30.0,
+        toml="history.lock_wait",
+        kind="number",
+        help="wait this long for another run of the series (default 30), then exit 2",
+        flags=("--lock-wait",),
+        metavar="SECONDS",
+        group="series",
+        valid=lambda v: v >= 0,
+        must="must be 0 or more seconds",
+        json=False,
+    )
+    keep_runs: int = setting(
+        0,
+        toml="history.keep_runs",
+        kind="int",
+        help="keep the newest N run folders (default 0: all)",
+        flags=("--keep",),
+        metavar="N",
+        group="series",
+        valid=lambda v: v >= 0,
+        must="must be 0 (all) or more",
+    )
+    missing_after: float | None = setting(
+        None,
+        toml="history.missing_after",
+        kind="number",
+        nullable=True,
+        help="report a gap when the series' previous run is older than HOURS",
+        flags=("--missing-after",),
+        metavar="HOURS",
+        group="series",
+        valid=lambda v: v > 0,
+        must="must be positive hours",
+    )
 
 
 @dataclass(frozen=True)
@@ -225,22 +499,101 @@ class Comparison:
     when that makes the image more like the baseline.
     """
 
-    ignore: tuple[tuple[int, int, int, int], ...] = ()
-    mask: Path | None = None
-    align: bool = False
+    ignore: tuple[tuple[int, int, int, int], ...] = setting(
+        (),
+        toml="compare.ignore",
+        kind="regions",
+        help="leave this rectangle (baseline pixels) out of every metric; repeatable",
+        flags=("--ignore",),
+        metavar="X,Y,W,H",
+        group="what",
+        valid=lambda v: all(len(r) == 4 and min(r[:2]) >= 0 and min(r[2:]) > 0 for r in v),
+        must="must be X,Y,W,H with X,Y 0 or more and W,H positive",
+        json=lambda c: [list(r) for r in c.comparison.ignore],
+    )
+    mask: Path | None = setting(
+        None,
+        toml="compare.mask",
+        kind="path",
+        help="baseline-sized image: black pixels are ignored",
+        flags=("--mask",),
+        metavar="FILE",
+        group="what",
+    )
+    align: bool = setting(
+        False,
+        toml="compare.align",
+        kind="bool",
+        help="compensate each image's measured shift when that makes it more like the "
+        "baseline (off by default)",
+        flags=("--align",),
+        group="what",
+    )
 
 
 @dataclass(frozen=True)
 class Smtp:
     """Where and how to send. User and password never come from the command line."""
 
-    host: str = "localhost"
-    port: int | None = None  # None: 465 with ssl, 587 with starttls, else 25
-    starttls: bool = False
-    ssl: bool = False
-    user: str | None = None
-    password: str | None = None
-    timeout: float = 30.0
+    host: str = setting(
+        "localhost",
+        toml="email.smtp_host",
+        kind="str",
+        help="SMTP server (default localhost)",
+        flags=("--smtp-host",),
+        metavar="HOST",
+        group="mail",
+        json=False,
+    )
+    port: int | None = setting(  # None: 465 with ssl, 587 with starttls, else 25
+        None,
+        toml="email.smtp_port",
+        kind="int",
+        help="default 25, 587, or 465",
+        flags=("--smtp-port",),
+        metavar="N",
+        group="mail",
+        valid=lambda v: 0 < v < 65536,
+        must="must be 1 to 65535",
+        json=False,
+    )
+    starttls: bool = setting(
+        False,
+        toml="email.starttls",
+        kind="bool",
+        help="STARTTLS",
+        flags=("--smtp-starttls",),
+        group="mail",
+        json=False,
+    )
+    ssl: bool = setting(
+        False,
+        toml="email.ssl",
+        kind="bool",
+        help="TLS from the start",
+        flags=("--smtp-ssl",),
+        group="mail",
+        json=False,
+    )
+    user: str | None = setting(
+        None, toml="email.user", kind="str", help="SMTP user (or REPORTER_SMTP_USER)", json=False
+    )
+    password: str | None = setting(
+        None,
+        toml="email.password",
+        kind="str",
+        help="SMTP password (or REPORTER_SMTP_PASSWORD); never on the command line",
+        json=False,
+    )
+    timeout: float = setting(
+        30.0,
+        toml="email.timeout",
+        kind="number",
+        help="seconds the whole delivery may take",
+        valid=lambda v: v > 0,
+        must="must be a positive number of seconds",
+        json=False,
+    )
 
     def effective_port(self) -> int:
         if self.port:
@@ -252,11 +605,46 @@ class Smtp:
 class Email:
     """Where the e-mailed report goes. Nothing is sent unless ``to`` has an address."""
 
-    to: tuple[str, ...] = ()
-    sender: str | None = None  # default: reporter@<this host>
-    eml: Path | None = None  # also write the message here
-    max_attachment_mb: float = 15.0  # reports over this (together) stay on disk, not attached
-    smtp: Smtp = field(default_factory=Smtp)
+    to: tuple[str, ...] = setting(
+        (),
+        toml="email.to",
+        kind="strings",
+        help="send it to ADDR; repeatable",
+        flags=("--email-to",),
+        metavar="ADDR",
+        group="mail",
+        json=False,
+    )
+    sender: str | None = setting(  # default: reporter@<this host>
+        None,
+        toml="email.from",
+        kind="str",
+        help="sender (default reporter@this-host)",
+        flags=("--email-from",),
+        metavar="ADDR",
+        group="mail",
+        json=False,
+    )
+    eml: Path | None = setting(
+        None,
+        toml="email.eml",
+        kind="path",
+        help="write the e-mail message to FILE",
+        flags=("--eml",),
+        metavar="FILE",
+        group="mail",
+        json=False,
+    )
+    max_attachment_mb: float = setting(
+        15.0,
+        toml="email.max_attachment_mb",
+        kind="number",
+        help="reports over this (together) stay on disk, named in the message",
+        valid=lambda v: v >= 0,
+        must="must be a number of MB, 0 or more",
+        json=False,
+    )
+    smtp: Smtp = section(Smtp)
 
     @property
     def wanted(self) -> bool:
@@ -267,25 +655,115 @@ class Email:
 class Config:
     """One run of ``reporter run``."""
 
-    inputs: tuple[Path, ...] = ()
-    baseline: Path | None = None
-    first_as_baseline: bool = False  # --baseline first: the first input in sorted order
-    out: Path | None = None
+    inputs: tuple[Path, ...] = ()  # the command line's PATH arguments
+    baseline: Path | None = setting(
+        None,
+        toml="input.baseline",
+        kind="baseline",
+        help="the reference image, or 'first': the first input image in sorted order "
+        "(default: the input whose name is baseline.*; ./first for a file named first)",
+        flags=("--baseline",),
+        metavar="FILE",
+        json=lambda c: BASELINE_FIRST if c.first_as_baseline else _text(c.baseline),
+    )
+    first_as_baseline: bool = False  # baseline = "first": the first input in sorted order
+    out: Path | None = setting(
+        None,
+        toml="run.out",
+        kind="path",
+        help="folder for the outputs (default: a new reports/YYYYmmdd-HHMMSS)",
+        flags=("--out",),
+        metavar="DIR",
+        json=False,
+    )
     reports_root: Path = Path("reports")
-    formats: tuple[str, ...] = FORMATS
-    jobs: int = 0  # 0: one process per core
-    recursive: bool = False
-    strict_size: bool = False
-    max_pixels: int = 100_000_000  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
-    max_file_mb: float = 1024.0  # larger files are ERROR rows, not read (100 Mpx x 4 x 16 bit fits)
-    progress: bool = True  # shown only on a terminal, and only for more than a handful of images
-    templates: Path | None = None  # a folder whose templates override the shipped ones
-    series: str | None = None  # the instrument and plot, for titles and the e-mail subject
-    email: Email = field(default_factory=Email)
-    limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)
-    outliers: OutlierRule = field(default_factory=OutlierRule)
-    history: HistorySettings = field(default_factory=HistorySettings)
-    comparison: Comparison = field(default_factory=Comparison)
+    formats: tuple[str, ...] = setting(
+        FORMATS,
+        toml="run.formats",
+        kind="formats",
+        help=f"comma-separated outputs, from {','.join(FORMATS)} (default: all)",
+        flags=("--formats",),
+        metavar="LIST",
+        json=lambda c: list(c.formats),
+    )
+    jobs: int = setting(
+        0,
+        toml="run.jobs",
+        kind="int",
+        help="worker processes (default 0: all cores)",
+        flags=("--jobs", "-j"),
+        metavar="N",
+        valid=lambda v: v >= 0,
+        must="must be 0 (all cores) or more",
+        json=lambda c: c.effective_jobs(),
+    )
+    templates: Path | None = setting(
+        None,
+        toml="run.templates",
+        kind="path",
+        help="a folder of templates that override the shipped ones, file by file",
+        flags=("--templates",),
+        metavar="DIR",
+        json=False,
+    )
+    recursive: bool = setting(
+        False,
+        toml="input.recursive",
+        kind="bool",
+        help="descend into sub-folders of folder inputs",
+        flags=("--recursive", "-r"),
+    )
+    strict_size: bool = setting(
+        False,
+        toml="input.strict_size",
+        kind="bool",
+        help="an image whose size differs from the baseline's is an ERROR, not resized",
+        flags=("--strict-size",),
+    )
+    max_pixels: int = setting(  # far below OpenCV's 2^30: a decompression bomb is an ERROR row
+        100_000_000,
+        toml="input.max_pixels",
+        kind="int",
+        help="larger images are ERROR rows (default 100000000)",
+        flags=("--max-pixels",),
+        metavar="N",
+        valid=lambda v: v >= 1,
+        must="must be positive",
+    )
+    max_file_mb: float = setting(  # 100 Mpx x 4 channels x 16 bit fits
+        1024.0,
+        toml="input.max_file_mb",
+        kind="number",
+        help="larger files are ERROR rows, not even read (default 1024)",
+        flags=("--max-file-mb",),
+        metavar="MB",
+        valid=lambda v: v > 0,
+        must="must be a positive number of MB",
+    )
+    series: str | None = setting(  # the instrument and plot, for titles and the e-mail subject
+        None,
+        toml="run.series",
+        kind="str",
+        help="instrument and plot: titles, subjects, and the run history with control limits",
+        flags=("--series",),
+        metavar="NAME",
+        json=False,
+    )
+    progress: bool = setting(  # shown only on a terminal, and only for more than a few images
+        True,
+        toml=None,
+        kind="bool",
+        help="no progress bar even on a terminal",
+        flags=("--no-progress",),
+        negate=True,
+        group="log",
+        json=False,
+    )
+    limits: Mapping[str, Limit] = field(default_factory=lambda: DEFAULT_LIMITS)  # [limits]
+    email: Email = section(Email)
+    outliers: OutlierRule = section(OutlierRule)
+    history: HistorySettings = section(HistorySettings)
+    comparison: Comparison = section(Comparison)
 
     @property
     def max_bytes(self) -> int:
@@ -302,50 +780,30 @@ class Config:
         return self.history.enabled and bool(self.series)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as plain data, for the run's metadata."""
-        return {
-            "baseline": BASELINE_FIRST
-            if self.first_as_baseline
-            else str(self.baseline)
-            if self.baseline
-            else None,
-            "formats": list(self.formats),
-            "jobs": self.effective_jobs(),
-            "recursive": self.recursive,
-            "strict_size": self.strict_size,
-            "max_pixels": self.max_pixels,
-            "max_file_mb": self.max_file_mb,
-            "limits": {k: {"warn": v.warn, "fail": v.fail} for k, v in self.limits.items()},
-            "outliers": {
-                "enabled": self.outliers.enabled,
-                "min_images": self.outliers.min_images,
-                "z": self.outliers.z,
-                "status": self.outliers.status,
-                "metrics": _listed(self.outliers.metrics),
-                "min_spread": dict(self.outliers.min_spread),
-            },
-            "comparison": {
-                "ignore": [list(r) for r in self.comparison.ignore],
-                "mask": str(self.comparison.mask) if self.comparison.mask else None,
-                "align": self.comparison.align,
-            },
-            "history": {
-                "enabled": self.keeps_history,
-                "path": str(self.history_path()) if self.keeps_history else None,
-                "slot_pattern": self.history.slot_pattern,
-                "min_runs": self.history.min_runs,
-                "rules": list(self.history.rules),
-                "metrics": _listed(self.history.metrics),
-                "chart_metrics": _listed(self.history.chart_metrics),
-                "ewma_lambda": self.history.ewma_lambda,
-                "ewma_limit": self.history.ewma_limit,
-                "drift_status": self.history.drift_status,
-                "both_sides": self.history.both_sides,
-                "min_sd": dict(self.history.min_sd),
-                "keep_runs": self.history.keep_runs,
-                "missing_after": self.history.missing_after,
-            },
-        }
+        """The settings as plain data, for results.json: every setting of the table whose
+        ``json`` is not False (the SMTP settings and the folders are not), nested as the
+        dataclasses are, and the limits."""
+        out: dict[str, Any] = {}
+        for row in SETTINGS:
+            if row.spec.json is False:
+                continue
+            value = row.spec.json(self) if callable(row.spec.json) else row.get(self)
+            if isinstance(value, Path):
+                value = str(value)
+            target = out
+            for part in row.path[:-1]:
+                target = target.setdefault(_JSON_SECTIONS.get(part, part), {})
+            target[row.path[-1]] = value
+        out["limits"] = {k: {"warn": v.warn, "fail": v.fail} for k, v in self.limits.items()}
+        return out
+
+
+_JSON_SECTIONS: dict[str, str] = {}  # a section's name in results.json, where it differs
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_rows(Config))
+"""Every setting, in the order of the dataclasses' fields."""
+_BY_TOML = {row.spec.toml: row for row in SETTINGS if row.spec.toml}
 
 
 def _listed(metrics: tuple[str, ...] | None) -> list[str] | str:
@@ -428,7 +886,15 @@ def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 def check(config: Config) -> Config:
-    """Validate values that may come from anywhere; return the config unchanged."""
+    """Validate values that may come from anywhere; return the config unchanged.
+
+    Each setting's own rule comes from the table (``Spec.valid``); what follows
+    checks settings against each other and against the metrics and rules there are.
+    """
+    for row in SETTINGS:
+        problem = row.spec.problem(row.get(config))
+        if problem:
+            raise ConfigError(f"{row.name} {problem}")
     for fmt in config.formats:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown format {fmt!r}; this version writes {', '.join(FORMATS)}")
@@ -436,26 +902,17 @@ def check(config: Config) -> Config:
         raise ConfigError("no output format chosen")
     if config.templates is not None and not config.templates.is_dir():
         raise ConfigError(f"templates folder not found: {config.templates}")
-    if config.jobs < 0:
-        raise ConfigError(f"jobs must be 0 (all cores) or more, not {config.jobs}")
     if config.jobs > max_jobs():
         raise ConfigError(
             f"jobs {config.jobs} is more than {max_jobs()} (4 per core); each worker holds "
             "about 70 MB and the baseline's statistics"
         )
-    if config.max_pixels < 1:
-        raise ConfigError(f"max_pixels must be positive, not {config.max_pixels}")
-    if not config.max_file_mb > 0:
-        raise ConfigError(f"max_file_mb must be a positive number of MB, not {config.max_file_mb}")
     for name, limit in config.limits.items():
         _metric_name(name, "limits")
         check_limit(name, limit, "limits")
-    o = config.outliers
     smtp = config.email.smtp
     if smtp.ssl and smtp.starttls:
         raise ConfigError("choose one of smtp ssl and starttls, not both")
-    if smtp.port is not None and not 0 < smtp.port < 65536:
-        raise ConfigError(f"smtp port must be 1 to 65535, not {smtp.port}")
     for address in config.email.to:
         if "@" not in address or any(c in address for c in " ,;<>\r\n"):
             raise ConfigError(f"not an e-mail address: {address!r}")
@@ -465,34 +922,9 @@ def check(config: Config) -> Config:
         raise ConfigError(f"email from: {sender!r} is not a sender (no line breaks)")
     if config.series is not None and any(c in config.series for c in "\r\n\0"):
         raise ConfigError(f"series {config.series!r}: a series name is one line")
-    if o.status not in ("WARN", "FAIL"):
-        raise ConfigError(f"outliers.status must be WARN or FAIL, not {o.status!r}")
-    if o.z <= 0 or not math.isfinite(o.z):
-        raise ConfigError(f"outliers.z must be a positive number, not {o.z!r}")
-    if o.min_images < 3:
-        raise ConfigError(f"outliers.min_images must be at least 3, not {o.min_images}")
-    for name in o.metrics or ():
+    for name in config.outliers.metrics or ():
         _metric_name(name, "outliers.metrics")
-    check_history(config.history)
-    c = config.comparison
-    for region in c.ignore:
-        if len(region) != 4 or min(region[:2]) < 0 or min(region[2:]) <= 0:
-            raise ConfigError(f"ignore region {region}: X,Y must be 0 or more, W,H positive")
-    if c.mask is not None and not c.mask.is_file():
-        raise ConfigError(f"mask file not found: {c.mask}")
-    return config
-
-
-def check_history(h: HistorySettings) -> HistorySettings:
-    import re
-
-    if h.slot_pattern is not None:
-        try:
-            re.compile(h.slot_pattern)
-        except re.error as exc:
-            raise ConfigError(f"history.slot_pattern {h.slot_pattern!r}: {exc}") from None
-    if h.min_runs < 2:
-        raise ConfigError(f"history.min_runs must be at least 2, not {h.min_runs}")
+    h = config.history
     for rule in h.rules:
         if rule not in WESTGARD_RULES:
             raise ConfigError(
@@ -500,28 +932,18 @@ def check_history(h: HistorySettings) -> HistorySettings:
             )
     for name in (*(h.metrics or ()), *(h.chart_metrics or ()), *h.min_sd):
         _metric_name(name, "history")
-    if not 0 < h.ewma_lambda <= 1:
-        raise ConfigError(f"history.ewma_lambda must be in (0, 1], not {h.ewma_lambda!r}")
-    if not h.ewma_limit > 0:
-        raise ConfigError(f"history.ewma_limit must be positive, not {h.ewma_limit!r}")
-    if h.drift_status not in ("WARN", "FAIL"):
-        raise ConfigError(f"history.drift_status must be WARN or FAIL, not {h.drift_status!r}")
-    if h.lock_wait < 0:
-        raise ConfigError(f"history.lock_wait must be 0 or more seconds, not {h.lock_wait!r}")
-    if h.keep_runs < 0:
-        raise ConfigError(f"history.keep_runs must be 0 (all) or more, not {h.keep_runs}")
-    if h.missing_after is not None and not h.missing_after > 0:
-        raise ConfigError(f"history.missing_after must be positive hours, not {h.missing_after!r}")
-    if h.chart_runs < 2:
-        raise ConfigError(f"history.chart_runs must be at least 2, not {h.chart_runs}")
-    return h
+    if config.comparison.mask is not None and not config.comparison.mask.is_file():
+        raise ConfigError(f"mask file not found: {config.comparison.mask}")
+    return config
 
 
 def load_toml(path: Path, base: Config = Config(), series: str | None = None) -> Config:
     """``base`` updated from a TOML file (see config.example.toml).
 
-    A ``[series."NAME"]`` table applies over the file's ``[compare]`` when the
-    run's series is NAME (``series``, else the file's ``[run] series``).
+    Every key is a setting of the table (``SETTINGS``), read by its kind; the
+    ``[limits]`` table holds per-metric limits, and a ``[series."NAME"]`` table the
+    ``[compare]`` keys for one series, applied over the file's ``[compare]`` when
+    the run's series is NAME (``series``, else the file's ``[run] series``).
     """
     where = str(path)
     try:
@@ -535,59 +957,94 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:  # UTF-16 from a Windows editor, or a binary file
         raise ConfigError(f"{where}: not a UTF-8 text file (TOML files are UTF-8)") from None
-    _only(
-        data, {"run", "input", "limits", "outliers", "email", "history", "compare", "series"}, where
-    )
-    changes: dict[str, Any] = {}
-
-    run = _check_type(data.get("run", {}), dict, f"{where} [run]")
-    _only(run, {"formats", "jobs", "out", "templates", "series"}, f"{where} [run]")
-    if "series" in run:
-        changes["series"] = _check_type(run["series"], str, f"{where} run.series")
-    if "formats" in run:
-        changes["formats"] = _strings(run["formats"], f"{where} run.formats")
-    if "jobs" in run:
-        changes["jobs"] = _check_type(run["jobs"], int, f"{where} run.jobs")
-    if "out" in run:
-        changes["out"] = Path(_check_type(run["out"], str, f"{where} run.out"))
-    if "templates" in run:
-        changes["templates"] = Path(_check_type(run["templates"], str, f"{where} run.templates"))
-
-    inp = _check_type(data.get("input", {}), dict, f"{where} [input]")
-    _only(
-        inp,
-        {"recursive", "strict_size", "max_pixels", "max_file_mb", "baseline"},
-        f"{where} [input]",
-    )
-    if "max_file_mb" in inp:
-        value = _number(inp["max_file_mb"], f"{where} input.max_file_mb")
-        if value is None:
-            raise ConfigError(f"{where}: input.max_file_mb must be a number of MB")
-        changes["max_file_mb"] = value
-    for key in ("recursive", "strict_size"):
-        if key in inp:
-            changes[key] = _check_type(inp[key], bool, f"{where} input.{key}")
-    if "max_pixels" in inp:
-        changes["max_pixels"] = _check_type(inp["max_pixels"], int, f"{where} input.max_pixels")
-    if "baseline" in inp:
-        given = _check_type(inp["baseline"], str, f"{where} input.baseline")
-        if given == BASELINE_FIRST:
-            changes["first_as_baseline"] = True
-        else:
-            changes["baseline"] = Path(given)
-
-    comparison = _comparison(data.get("compare", {}), base.comparison, f"{where} [compare]")
+    sections = {key.split(".")[0] for key in _BY_TOML}
+    _only(data, sections | {"limits", "series"}, where)
+    config = base
+    for name in sorted(sections):
+        table = _check_type(data.get(name, {}), dict, f"{where} [{name}]")
+        config = _apply_table(config, name, table, f"{where} [{name}]", f"{where} {name}")
     tables = _check_type(data.get("series", {}), dict, f"{where} [series]")
-    name = series or changes.get("series") or base.series
+    chosen = series or config.series
     for key, table in tables.items():
-        _check_type(table, dict, f"{where} [series.{key!r}]")
-        checked = _comparison(table, comparison, f"{where} [series.{key!r}]")
-        if key == name:
-            comparison = checked
-    changes["comparison"] = comparison
+        table = _check_type(table, dict, f"{where} [series.{key!r}]")
+        here = f"{where} [series.{key!r}]"
+        applied = _apply_table(config, "compare", table, here, here)  # checked for every series
+        if key == chosen:
+            config = applied
+    config = replace(config, limits=_limits_table(data.get("limits", {}), base.limits, where))
+    try:
+        return check(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
-    limits = base.limits
-    table = _check_type(data.get("limits", {}), dict, f"{where} [limits]")
+
+def _apply_table(config: Config, name: str, table: dict, where: str, prefix: str) -> Config:
+    """``config`` with the keys of one TOML table applied, each by its setting's kind."""
+    if name == "compare":
+        for old in ("max_shift", "shift_status"):
+            if old in table:
+                raise ConfigError(
+                    f"{where}: {old} is gone: the shift is a metric now; set a fixed limit "
+                    "with [limits] shift = { warn = 3 } if a moved image must be flagged by itself"
+                )
+    _only(table, {key.split(".", 1)[1] for key in _BY_TOML if key.startswith(name + ".")}, where)
+    for key, value in table.items():
+        row = _BY_TOML[f"{name}.{key}"]
+        config = _apply(config, row, value, f"{prefix}.{key}")
+    return config
+
+
+def _apply(config: Config, row: Setting, value: Any, where: str) -> Config:
+    if row.spec.kind == "baseline":
+        given = _check_type(value, str, where)
+        if given == BASELINE_FIRST:
+            return replace(config, first_as_baseline=True, baseline=None)
+        return replace(config, first_as_baseline=False, baseline=Path(given))
+    return with_value(config, row.path, _read(row, value, where, row.get(config)))
+
+
+def _read(row: Setting, value: Any, where: str, current: Any) -> Any:
+    """A TOML value as the setting's kind holds it."""
+    kind = row.spec.kind
+    if kind in ("int", "bool", "str"):
+        return _check_type(value, {"int": int, "bool": bool, "str": str}[kind], where)
+    if kind == "number":
+        number = _number(value, where)
+        if number is None and not row.spec.nullable:
+            raise ConfigError(f"{where} must be a number")
+        return number
+    if kind == "path":
+        return Path(_check_type(value, str, where))
+    if kind in ("strings", "formats", "rules"):
+        return _strings(value, where)
+    if kind == "status":
+        return _check_type(value, str, where).upper()
+    if kind == "metrics":
+        chosen = _metric_list(value, where)
+        for name in chosen or ():
+            _metric_name(name, where)
+        return chosen
+    if kind in ("floors", "positive_floors"):
+        floors = _floors(value, current, where)
+        if kind == "positive_floors":
+            for name in value:
+                if not floors[name] > 0:  # a 0 floor divides by 0 on identical runs
+                    raise ConfigError(f"{where}.{name} must be positive")
+        return floors
+    if kind == "regions":
+        regions = []
+        for item in _check_type(value, list, where):
+            items = _check_type(item, list, where)
+            if len(items) != 4:
+                raise ConfigError(f"{where}: {item!r} is not [x, y, w, h]")
+            regions.append(tuple(_check_type(v, int, where) for v in items))
+        return tuple(regions)
+    raise AssertionError(f"setting {row.name}: unknown kind {kind!r}")  # pragma: no cover
+
+
+def _limits_table(table: Any, limits: Mapping[str, Limit], where: str) -> Mapping[str, Limit]:
+    """The [limits] table: per metric, { warn = x, fail = y } or "off"."""
+    table = _check_type(table, dict, f"{where} [limits]")
     for name, spec in table.items():
         _metric_name(name, f"{where} [limits]")
         if isinstance(spec, str):  # limits.ssim = "off"
@@ -598,32 +1055,7 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
         _only(spec, {"warn", "fail"}, f"{where} limits.{name}")
         for kind, value in spec.items():
             limits = with_limit(limits, name, kind, value, where)
-    changes["limits"] = limits
-
-    out = _check_type(data.get("outliers", {}), dict, f"{where} [outliers]")
-    _only(out, {f.name for f in fields(OutlierRule)}, f"{where} [outliers]")
-    o: dict[str, Any] = {}
-    if "enabled" in out:
-        o["enabled"] = _check_type(out["enabled"], bool, f"{where} outliers.enabled")
-    if "min_images" in out:
-        o["min_images"] = _check_type(out["min_images"], int, f"{where} outliers.min_images")
-    if "z" in out:
-        o["z"] = _number(out["z"], f"{where} outliers.z")
-    if "status" in out:
-        o["status"] = _check_type(out["status"], str, f"{where} outliers.status").upper()
-    if "metrics" in out:
-        o["metrics"] = _metric_list(out["metrics"], f"{where} outliers.metrics")
-    if "min_spread" in out:
-        o["min_spread"] = _floors(
-            out["min_spread"], base.outliers.min_spread, f"{where} outliers.min_spread"
-        )
-    changes["outliers"] = replace(base.outliers, **o)
-    changes["email"] = _email(data.get("email", {}), base.email, where)
-    changes["history"] = _history(data.get("history", {}), base.history, where)
-    try:
-        return check(replace(base, **changes))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    return limits
 
 
 def _floors(table: Any, base: Mapping[str, float], where: str) -> Mapping[str, float]:
@@ -642,111 +1074,6 @@ def _metric_list(value: Any, where: str) -> tuple[str, ...] | None:
     if value == AUTO:
         return None
     return _strings(value, where)
-
-
-def _comparison(table: Any, base: Comparison, where: str) -> Comparison:
-    """A [compare] table, or a [series."NAME"] table (the same keys)."""
-    table = _check_type(table, dict, where)
-    for old in ("max_shift", "shift_status"):
-        if old in table:
-            raise ConfigError(
-                f"{where}: {old} is gone: the shift is a metric now; set a fixed limit with "
-                "[limits] shift = { warn = 3 } if a moved image must be flagged by itself"
-            )
-    _only(table, {f.name for f in fields(Comparison)}, where)
-    c: dict[str, Any] = {}
-    if "ignore" in table:
-        regions = []
-        for item in _check_type(table["ignore"], list, f"{where} ignore"):
-            items = _check_type(item, list, f"{where} ignore")
-            if len(items) != 4:
-                raise ConfigError(f"{where} ignore: {item!r} is not [x, y, w, h]")
-            regions.append(tuple(_check_type(v, int, f"{where} ignore") for v in items))
-        c["ignore"] = tuple(regions)
-    if "mask" in table:
-        c["mask"] = Path(_check_type(table["mask"], str, f"{where} mask"))
-    if "align" in table:
-        c["align"] = _check_type(table["align"], bool, f"{where} align")
-    return replace(base, **c)
-
-
-def _history(table: Any, base: HistorySettings, where: str) -> HistorySettings:
-    """The [history] table."""
-    table = _check_type(table, dict, f"{where} [history]")
-    _only(table, {f.name for f in fields(HistorySettings)}, f"{where} [history]")
-    h: dict[str, Any] = {}
-    kinds = {"enabled": bool, "slot_pattern": str, "min_runs": int, "drift_status": str}
-    kinds |= {"keep_runs": int, "chart_runs": int, "both_sides": bool}
-    for key, kind in kinds.items():
-        if key in table:
-            h[key] = _check_type(table[key], kind, f"{where} history.{key}")
-    if "drift_status" in h:
-        h["drift_status"] = h["drift_status"].upper()
-    if "path" in table:
-        h["path"] = Path(_check_type(table["path"], str, f"{where} history.path"))
-    if "rules" in table:
-        h["rules"] = _strings(table["rules"], f"{where} history.rules")
-    for key in ("metrics", "chart_metrics"):
-        if key in table:
-            h[key] = _metric_list(table[key], f"{where} history.{key}")
-    for key in ("ewma_lambda", "ewma_limit", "lock_wait", "missing_after"):
-        if key in table:
-            h[key] = _number(table[key], f"{where} history.{key}")
-            if h[key] is None and key != "missing_after":
-                raise ConfigError(f"{where}: history.{key} must be a number")
-    if "min_sd" in table:
-        h["min_sd"] = _floors(table["min_sd"], base.min_sd, f"{where} history.min_sd")
-        for name in table["min_sd"]:
-            if not h["min_sd"][name] > 0:  # a 0 floor divides by 0 on identical runs
-                raise ConfigError(f"{where}: history.min_sd.{name} must be positive")
-    return replace(base, **h)
-
-
-def _email(table: Any, base: Email, where: str) -> Email:
-    """The [email] table; the SMTP user and password may come from here or the environment."""
-    table = _check_type(table, dict, f"{where} [email]")
-    keys = {
-        "to",
-        "from",
-        "eml",
-        "smtp_host",
-        "smtp_port",
-        "starttls",
-        "ssl",
-        "user",
-        "password",
-        "timeout",
-        "max_attachment_mb",
-    }
-    _only(table, keys, f"{where} [email]")
-    email, smtp = {}, {}
-    if "to" in table:
-        email["to"] = _strings(table["to"], f"{where} email.to")
-    if "from" in table:
-        email["sender"] = _check_type(table["from"], str, f"{where} email.from")
-    if "eml" in table:
-        email["eml"] = Path(_check_type(table["eml"], str, f"{where} email.eml"))
-    for key, field_name, kind in (
-        ("smtp_host", "host", str),
-        ("smtp_port", "port", int),
-        ("starttls", "starttls", bool),
-        ("ssl", "ssl", bool),
-        ("user", "user", str),
-        ("password", "password", str),
-    ):
-        if key in table:
-            smtp[field_name] = _check_type(table[key], kind, f"{where} email.{key}")
-    if "timeout" in table:
-        timeout = _number(table["timeout"], f"{where} email.timeout")
-        if not timeout or timeout <= 0:
-            raise ConfigError(f"{where}: email.timeout must be a positive number of seconds")
-        smtp["timeout"] = timeout
-    if "max_attachment_mb" in table:
-        limit = _number(table["max_attachment_mb"], f"{where} email.max_attachment_mb")
-        if limit is None or limit < 0:
-            raise ConfigError(f"{where}: email.max_attachment_mb must be a number of MB, 0 or more")
-        email["max_attachment_mb"] = float(limit)
-    return replace(base, **email, smtp=replace(base.smtp, **smtp))
 
 
 def with_environment(config: Config, environ: Mapping[str, str]) -> Config:

@@ -91,3 +91,50 @@ def test_a_utf16_or_binary_config_is_one_line(tmp_path):
     path.write_bytes(bytes(range(256)))
     with pytest.raises(ConfigError, match="not a UTF-8 text file|not valid TOML"):
         load_toml(path)
+
+
+def test_every_setting_is_declared_once_and_reaches_the_file_the_flags_and_the_docs():
+    """The table in config.py is the one place a setting is declared: each one is read
+    from its TOML key, offered under its flag, and documented in config.example.toml
+    (TOML keys) and the README (flags)."""
+    import re
+
+    from reporter.cli import build_parser
+    from reporter.config import SETTINGS
+
+    root = Path(__file__).resolve().parents[1]
+    example = (root / "config.example.toml").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert len(SETTINGS) > 40
+    for row in SETTINGS:
+        assert row.spec.help, row.path
+        if row.spec.toml:
+            key = row.spec.toml.split(".", 1)[1]
+            assert re.search(rf"^#?\s*{re.escape(key)}\s*=", example, re.M), row.spec.toml
+        for flag in row.spec.flags:
+            assert flag in run_help, flag
+            if flag.startswith("--"):
+                assert f"`{flag}" in readme, flag
+
+
+def test_a_setting_read_from_the_file_and_from_the_flag_agree(tmp_path):
+    """The same setting through both doors gives the same Config."""
+    from reporter.cli import build_parser, config_from_args
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        "[run]\njobs = 2\n[history]\nkeep_runs = 5\nmissing_after = 26\n"
+        "[compare]\nalign = true\nignore = [[0, 0, 10, 10]]\n",
+        encoding="utf-8",
+    )
+    from_file = config_from_args(build_parser().parse_args(["run", "x", "--config", str(toml)]))
+    from_flags = config_from_args(
+        build_parser().parse_args(
+            ["run", "x", "-j", "2", "--keep", "5", "--missing-after", "26", "--align"]
+            + ["--ignore", "0,0,10,10"]
+        )
+    )
+    assert from_file == from_flags
+    assert from_file.jobs == 2 and from_file.history.keep_runs == 5
+    assert from_file.comparison.ignore == ((0, 0, 10, 10),)
