@@ -1,4 +1,17 @@
-"""One run, top to bottom: find the files, load the baseline, compare, flag, write.
+"""One run, top to bottom.
+
+:func:`run` reads in the order the data flows:
+
+1. ``inputs.discover`` finds the files (and what it skipped, and folders it could
+   not read); the baseline is chosen, by the series' ``Session`` when the run has
+   one (its recorded baseline), else by ``inputs.choose_baseline``;
+2. the baseline is loaded and its statistics prepared once (``metrics.Reference``);
+3. ``compare.compare_all`` compares every file, in worker processes;
+4. ``table.build`` makes the DataFrame, the series' ``Session.judge`` adds its
+   control rules, ``flags.apply`` gives every row its status and reasons;
+5. the run's typed record (``record.RunRecord``) is built, and decides the exit status;
+6. ``outputs.write`` writes the reports into a staging folder and moves them in
+   together, inside the series' ``Session.recording`` (the history's transaction).
 
 Where it sits: the CLI builds a ``Config`` and calls :func:`run`; a notebook or a
 test can do the same without a subprocess. A run that cannot be done raises
