@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import kills  # noqa: E402
 from conftest import noisy, smooth_image, write
 
 from reporter import stopping
@@ -23,38 +26,7 @@ from reporter import stopping
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 
-def _parents() -> dict[int, int]:
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            found[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return found
-
-
-def _descendants(root: int) -> set[int]:
-    parents = _parents()
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting for a parent (in a container, PID 1 may never reap)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+_descendants, _running = kills.descendants, kills.running
 
 
 @pytest.fixture(scope="module")
