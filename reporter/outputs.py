@@ -289,6 +289,7 @@ def render_summary(frame: pd.DataFrame, record: RunRecord, out_dir: Path) -> str
             skipped=len(record.skipped),
             control=record.history,
             control_line=view.control_line(record.history) if record.history else "",
+            gap_text=view.gap_text(record.history) if record.history else "",
             out_dir=os.fspath(out_dir),
         )
     )

@@ -522,13 +522,7 @@ def _series_facts(ws: Worksheet, row: int, record: RunRecord) -> int:
         if control.new_slots:
             facts.append(("NEW SLOTS", control.new_slots))
         if control.missing:
-            facts.append(
-                (
-                    "GAP",
-                    f"no run for {control.gap_hours:.1f} h before this one "
-                    f"(more than {control.missing_after:g} h)",
-                )
-            )
+            facts.append(("GAP", view.gap_text(control)))
         first = row + 1
         row = _pairs(ws, first, facts) + 1
         if control.baseline_mismatch or control.missing or control.new_slots:
@@ -598,10 +592,7 @@ def _limits_in_force(ws: Worksheet, row: int, record: RunRecord) -> int:
     signal = record.signal
     rule = (
         f"on {', '.join(outliers.metrics or ())}"
-        + (
-            f" (the baseline is {'sparse' if signal.sparse else 'dense'}: "
-            f"{100 * signal.share:.1f} % of its pixels carry signal)"
-        )
+        + f" ({view.signal_text(signal)})"
         + f": {outliers.status} when more than {outliers.z:g} robust SD (1.4826 x MAD) "
         "from the run's median, on the bad side, on the cube root of the distance from an "
         f"identical image's value; with at least {outliers.min_images} images"

@@ -45,8 +45,10 @@ from .templates import environment
 from .view import (
     STATUS_COLOURS,
     control_sentence,
+    gap_text,
     limit_texts,
     most_severe_first,
+    signal_text,
     title,
 )
 
@@ -138,6 +140,8 @@ class Report:
     comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
     control: SeriesFacts | None = None  # the series' part of the run's record
     control_sentence: str = ""  # where its control limits stand
+    gap_text: str = ""  # how long the series was silent, when too long
+    signal_text: str = ""  # sparse or dense, and how much of the baseline carries signal
     colours: dict[str, str] = field(default_factory=dict)  # status -> colour (view.py)
     signal: SignalFacts | None = None  # the baseline's background and signal share
     charts: list[dict[str, str]] = field(default_factory=list)  # Levey-Jennings PNGs
@@ -149,6 +153,10 @@ class Report:
 
 def _split(text: str) -> list[str]:
     return [part for part in (text or "").split(SEPARATOR) if part]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def png_uri(png: bytes) -> str:
@@ -231,6 +239,10 @@ def view(
         },
         control=record.history,
         control_sentence=control_sentence(record.history, short=True) if record.history else "",
+        gap_text=_sentence(gap_text(record.history))
+        if record.history and record.history.missing
+        else "",
+        signal_text=_sentence(signal_text(record.signal)),
         colours={s.value: c for s, c in STATUS_COLOURS.items()},
         signal=record.signal,
         charts=[

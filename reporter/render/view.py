@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..catalog import METRICS
 from ..config import Limit
-from ..record import RunRecord, SeriesFacts
+from ..record import RunRecord, SeriesFacts, SignalFacts
 from ..table import Status
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "control_line",
     "control_sentence",
     "excel_format",
+    "gap_text",
+    "signal_text",
     "limit_text",
     "most_severe_first",
     "subject",
@@ -99,6 +101,22 @@ def control_line(control: SeriesFacts) -> str:
     return (
         head + f"control limits provisional ({control.in_control_runs} of {control.min_runs} runs)."
     )
+
+
+def gap_text(control: SeriesFacts) -> str:
+    """``no run for 27.5 h before this one (more than 26 h)``; empty when there was one."""
+    if not control.missing:
+        return ""
+    return (
+        f"no run for {control.gap_hours:.1f} h before this one "
+        f"(more than {control.missing_after:g} h)"
+    )
+
+
+def signal_text(signal: SignalFacts) -> str:
+    """``the baseline is sparse: 5.6 % of its pixels carry signal``."""
+    kind = "sparse" if signal.sparse else "dense"
+    return f"the baseline is {kind}: {100 * signal.share:.1f} % of its pixels carry signal"
 
 
 def excel_format(name: str) -> str:
