@@ -1,5 +1,8 @@
 """Command line: parse arguments into a Config, call pipeline.run, exit with its status.
 
+Every error that ends a command is one line starting ``reporter: error:``
+(argparse's usage errors too, with the --help to read).
+
 Exit statuses: 0 every image PASS or WARN; 1 any image FAIL or ERROR; 2 the run
 could not be done (bad argument or config, no baseline, no images, unreadable
 baseline, outputs not writable, internal error); 3 the reports are written but
@@ -28,7 +31,7 @@ from .config import (
     with_limit,
     with_value,
 )
-from .errors import ConfigError, ExitStatus, ReporterError
+from .errors import ExitStatus, ReporterError
 
 __all__ = [
     "build_parser",
@@ -39,9 +42,58 @@ __all__ = [
 log = logging.getLogger("reporter")
 
 
+PREFIX = "reporter: error: "  # every error that ends a command starts with this
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own errors: one line and exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{PREFIX}{message} (see '{self.prog} --help')\n")
+
+
+def _fail(exc: ReporterError) -> int:
+    """The one line of an error that ends the command, and its status."""
+    from .names import printable
+
+    print(PREFIX + printable(str(exc)), file=sys.stderr)
+    return exc.exit_code
+
+
+COMMANDS = ("run", "baseline", "history", "accept")
+
+DESCRIPTION = (
+    "reporter compares images. 'reporter run' says whether each image of a run still "
+    "looks like a baseline, writes the results and reports, and, for a series of "
+    "scheduled runs, keeps a history with control limits; 'baseline', 'history' and "
+    "'accept' look after that history."
+)
+
+EXIT_STATUSES = """exit statuses:
+  0    every image is PASS or WARN
+  1    an image is FAIL or ERROR (or the run used another baseline than its series')
+  2    the command could not be done: a bad argument, setting or input (one line says which)
+  3    the reports are written, but the e-mail could not be sent
+  130, 143, 129  stopped by Ctrl-C, SIGTERM or SIGHUP"""
+
+RUN_EPILOG = (
+    """examples:
+  reporter run sample_images/                       baseline.png among the images
+  reporter run today/ --baseline ref/baseline.png --out reports/today
+  reporter run /data/qc/2026-11-23 --series "FACSCanto II FSC/SSC" --email-to qc@lab.org
+  reporter run shots/ --baseline first --formats csv,json -j 4
+
+"""
+    + EXIT_STATUSES
+)
+
+SERIES_EPILOG = """examples:
+  reporter baseline set "FACSCanto II FSC/SSC" new_lot.png --reason "new bead lot 4711"
+  reporter baseline show "FACSCanto II FSC/SSC"
+  reporter history "FACSCanto II FSC/SSC" --last 10
+  reporter history "FACSCanto II FSC/SSC" --missing-after 26     (a watchdog for cron)
+  reporter accept "FACSCanto II FSC/SSC" 42 --reason "lamp replaced, checked by hand"
+
+exit statuses: 0 done; 1 (history --missing-after) the series has been silent too long;
+  2 the command could not be done (no such series or run, no history file)"""
 
 
 def _jobs(text: str) -> int:
@@ -83,14 +135,23 @@ def _limit(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reporter", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="reporter",
+        description=DESCRIPTION,
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"reporter {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
     run = sub.add_parser(
         "run",
         help="compare every image against a baseline and write the results",
         description="Compare every image against a baseline and write results.csv, "
         "results.json (and the reports asked for) into a run folder.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
@@ -179,22 +240,35 @@ def _reader(row: Setting):
 
 def _series_commands(sub) -> None:
     """The ``baseline``, ``history`` and ``accept`` subcommands."""
-    baseline = sub.add_parser(
-        "baseline", help="record or show a series' baseline (its control periods)"
+
+    def command(parent, name: str, text: str):
+        return parent.add_parser(
+            name,
+            help=text,
+            description=text[:1].upper() + text[1:] + ".",
+            epilog=SERIES_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def series(parser) -> None:
+        parser.add_argument("series", metavar="SERIES", help="the series' name, as in --series")
+
+    baseline = command(sub, "baseline", "record or show a series' baseline (its control periods)")
+    verbs = baseline.add_subparsers(
+        dest="verb", required=True, parser_class=_Parser, title="commands", metavar="VERB"
     )
-    verbs = baseline.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    setter = verbs.add_parser(
-        "set", help="keep a copy of FILE as the series' baseline; a new control period starts"
+    setter = command(
+        verbs, "set", "keep a copy of FILE as the series' baseline; a new control period starts"
     )
-    setter.add_argument("series", metavar="SERIES")
-    setter.add_argument("file", type=Path, metavar="FILE")
+    series(setter)
+    setter.add_argument("file", type=Path, metavar="FILE", help="the new baseline image")
     setter.add_argument("--reason", required=True, help="why (new bead lot, service visit ...)")
     setter.add_argument("--by", help="who (default: the user running the command)")
-    shower = verbs.add_parser("show", help="the series' baseline and every earlier one")
-    shower.add_argument("series", metavar="SERIES")
+    shower = command(verbs, "show", "the series' baseline and every earlier one")
+    series(shower)
 
-    history = sub.add_parser("history", help="the series' last runs, one line each")
-    history.add_argument("series", metavar="SERIES")
+    history = command(sub, "history", "the series' last runs, a table with the rules that fired")
+    series(history)
     history.add_argument("--last", type=_positive, default=30, metavar="N", help="default 30")
     history.add_argument("--csv", action="store_true", help="every run as CSV on standard output")
     history.add_argument(
@@ -204,11 +278,13 @@ def _series_commands(sub) -> None:
         help="exit 1 with a message when the last run is older than HOURS (a dead schedule)",
     )
 
-    accept = sub.add_parser(
-        "accept", help="let a flagged run's values into the control limits, saying who and why"
+    accept = command(
+        sub, "accept", "let a flagged run's values into the control limits, saying who and why"
     )
-    accept.add_argument("series", metavar="SERIES")
-    accept.add_argument("run_id", type=_positive, metavar="RUN_ID")
+    series(accept)
+    accept.add_argument(
+        "run_id", type=_positive, metavar="RUN_ID", help="the run, as 'reporter history' lists it"
+    )
     accept.add_argument("--reason", required=True, help="why the run is fine after all")
     accept.add_argument("--by", help="who (default: the user running the command)")
     for admin in (setter, shower, history, accept):
@@ -303,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with handled():  # first: a scheduler may stop the run while it starts
             parser = build_parser()
+            given = sys.argv[1:] if argv is None else argv
+            if not given:  # a bare `reporter`: what it can do, not only what is missing
+                parser.print_help(sys.stderr)
+                print(f"{PREFIX}choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
+                return ExitStatus.NOT_DONE
             try:
                 args = parser.parse_args(argv)
             except SystemExit as exc:  # --help, --version and usage errors
@@ -323,22 +404,14 @@ def _command(args: argparse.Namespace) -> int:
 
         try:
             return command(args)
-        except ConfigError as exc:
-            print(f"reporter: error: {exc}", file=sys.stderr)
-            return exc.exit_code
         except ReporterError as exc:
-            log.error("%s", exc)
-            return exc.exit_code
+            return _fail(exc)
     from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
 
     try:
         result = run(config_from_args(args))
-    except ConfigError as exc:
-        print(f"reporter: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except ReporterError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
+        return _fail(exc)
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
         return ExitStatus.NOT_DONE

@@ -17,6 +17,7 @@ from . import images
 from .compare import Input
 from .config import Config
 from .errors import ReporterError
+from .names import shown
 from .record import SkippedFile
 
 __all__ = ["choose_baseline", "discover"]
@@ -100,6 +101,9 @@ def discover(
 
 def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:
     """The baseline file, and the inputs without it (the baseline is not a row)."""
+    if not found and config.baseline is None:  # say what is missing: images, not a baseline
+        where = ", ".join(shown(str(p)) for p in config.inputs) or "the inputs"
+        raise ReporterError(f"no images in {where} (.png, .jpg, .tif, .bmp, .webp)")
     if config.first_as_baseline:
         if not found:
             raise ReporterError("--baseline first: no images among the inputs")

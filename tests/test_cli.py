@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -116,7 +117,6 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{twobase}"], "several baseline files"),
         (["run", "{badbase}"], "not a readable image"),
         (["frobnicate"], "invalid choice"),
-        ([], "the following arguments are required"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, run_dir, argv, message):
@@ -488,3 +488,51 @@ def test_every_declared_metric_is_computed():
     from reporter import catalog, metrics
 
     assert list(metrics._COMPUTE) == list(catalog.METRICS)
+
+
+def test_a_bare_reporter_shows_what_it_can_do(capsys):
+    code, out, err = call(capsys)
+    assert code == 2
+    assert "usage: reporter" in err and "exit statuses:" in err
+    assert err.strip().splitlines()[-1] == (
+        "reporter: error: choose a command: run, baseline, history, accept"
+    )
+    for command in ("run", "baseline", "history", "accept"):
+        assert f"    {command} " in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["run"], ["baseline", "set"], ["baseline", "show"], ["history"], ["accept"]]
+)
+def test_every_help_has_examples_exit_statuses_and_helped_positionals(capsys, argv):
+    from reporter.cli import build_parser
+
+    parser = build_parser()
+    for name in argv:  # down to the subcommand's own parser
+        parser = next(
+            a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+        ).choices[name]
+    text = parser.format_help()
+    assert "examples:" in text and "exit statuses:" in text, argv
+    assert "reporter " + argv[0] in text.split("examples:")[1]
+    positionals = [a for a in parser._actions if not a.option_strings and a.dest != "help"]
+    assert positionals and all(a.help for a in positionals), argv
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "{empty}", "--jobs", "x"], "argument --jobs/-j: 'x' is not a whole number"),
+        (["run", "{empty}"], "no images in"),
+        (["run", "{empty}", "--config", "{missing}"], "config file not found"),
+        (["history", "S", "--history", "{missing}"], "no history"),
+    ],
+)
+def test_every_error_that_ends_a_command_has_one_prefix(capsys, tmp_path, argv, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    names = {"empty": empty, "missing": tmp_path / "missing.toml"}
+    code, out, err = call(capsys, *[a.format(**names) for a in argv])
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("reporter: error: ") and message in line, err

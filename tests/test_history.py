@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import csv
 import importlib.util
+import io
 import os
 import re
 import signal
@@ -395,12 +397,30 @@ def test_accepting_a_run_lets_it_into_the_limits(series_runs, capsys):
     assert main(["accept", SERIES, str(run_id), "--reason", "x", "--history", str(db)]) == 2
     assert "already accepted by ana" in capsys.readouterr().err
     assert main(["history", SERIES, "--history", str(db), "--last", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    head, *lines = capsys.readouterr().out.splitlines()
+    assert head.split()[:3] == ["run", "started", "(UTC)"] and "rules that fired" in head
     assert len(lines) == 3 and all(re.match(r"\s+\d+  2026-", line) for line in lines)
     assert main(["history", SERIES, "--history", str(db), "--csv"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("run_id,started,verdict") and len(table) == 42
     assert any(",ana,new bead lot," in line for line in table)
+
+
+def test_history_lists_the_control_rules_that_fired(series_runs, capsys):
+    root, results = series_runs
+    db = str(root / "reports" / "history.sqlite")
+    assert main(["history", SERIES, "--history", db, "--last", "50"]) == 0
+    out = capsys.readouterr().out
+    by_id = {int(line.split()[0]): line for line in out.splitlines()[1:]}
+    shift = by_id[results[SHIFT].meta["history"]["run_id"]]
+    fired = sorted({rule for rules in control_reasons(results[SHIFT]).values() for rule in rules})
+    assert fired and all(f" {rule}" in shift for rule in fired), (shift, fired)
+    quiet = by_id[results["2026-10-05"].meta["history"]["run_id"]]
+    assert quiet.rstrip().endswith(" -")  # a normal day: no rule fired
+    assert main(["history", SERIES, "--history", db, "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    row = next(r for r in rows if int(r["run_id"]) == results[SHIFT].meta["history"]["run_id"])
+    assert all(f" {rule}" in row["rules_fired"] for rule in fired)
 
 
 def test_missing_after_reports_a_silent_series(series_runs, capsys):

@@ -109,6 +109,11 @@ def show_baselines(store: History, series: str) -> int:
     return 0
 
 
+HISTORY_HEAD = (
+    f"{'run':>6}  {'started (UTC)':<16}  {'verdict':<7}  {'images':>6}  {'FAIL':>4}  "
+    f"{'exit':>4}  {'baseline':<8}  control rules that fired"
+)
+
 HISTORY_COLUMNS = (
     "run_id",
     "started",
@@ -120,11 +125,13 @@ HISTORY_COLUMNS = (
     "accepted_by",
     "accepted_reason",
     "out_dir",
+    "rules_fired",
 )
 
 
 def show_history(store: History, args: argparse.Namespace) -> int:
     runs = store.runs(args.series, last=None if args.csv else args.last)
+    fired = store.rules_fired([r.id for r in runs])
     if args.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(HISTORY_COLUMNS)
@@ -141,20 +148,22 @@ def show_history(store: History, args: argparse.Namespace) -> int:
                     r.accepted_by or "",
                     r.accepted_reason or "",
                     r.out_dir or "",
+                    "; ".join(fired[r.id]),
                 )
             )
+    elif not runs:
+        print(f"series {args.series}: no runs recorded")
     else:
-        if not runs:
-            print(f"series {args.series}: no runs recorded")
+        print(HISTORY_HEAD)
         for r in runs:
+            rules = ", ".join(fired[r.id]) or "-"
             accepted = (
-                f"  accepted by {r.accepted_by}: {r.accepted_reason}" if r.accepted_by else ""
+                f"  (accepted by {r.accepted_by}: {r.accepted_reason})" if r.accepted_by else ""
             )
-            flagged = f", {r.failed} FAIL" if r.failed else ""
             print(
-                f"{r.id:>6}  {r.started.replace('T', ' ')[:16]}  {r.verdict:<5}  "
-                f"{r.images} image(s){flagged}  exit {r.exit_code}  "
-                f"baseline {r.baseline_sha256[:8]}{accepted}"
+                f"{r.id:>6}  {r.started.replace('T', ' ')[:16]:<16}  {r.verdict:<7}  "
+                f"{r.images:>6}  {r.failed:>4}  {r.exit_code:>4}  {r.baseline_sha256[:8]:<8}  "
+                f"{rules}{accepted}"
             )
     if args.missing_after is not None:
         last = store.runs(args.series, last=1)

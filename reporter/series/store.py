@@ -37,6 +37,9 @@ from .. import names
 from ..atomic import write_atomic
 from ..errors import ReporterError
 
+# A control rule as the reasons name it: "ssim_64 1-3s: ...", "shift EWMA: ..."
+_RULE_IN_REASON = re.compile(r"(?<![\w])(\w+) (1-2s|1-3s|2-2s|R-4s|4-1s|10x|EWMA):")
+
 __all__ = [
     "Baseline",
     "History",
@@ -387,6 +390,23 @@ class History:
             (series,),
         ).fetchall()
         return {row[0] for row in rows}
+
+    def rules_fired(self, run_ids: list[int]) -> dict[int, list[str]]:
+        """Per run, the control rules its rows name ("ssim_64 1-3s"), each once, in order."""
+        found: dict[int, list[str]] = {run_id: [] for run_id in run_ids}
+        if not run_ids:
+            return found
+        marks = ",".join("?" * len(run_ids))
+        rows = self.db.execute(
+            f"SELECT run_id, reasons FROM results WHERE run_id IN ({marks}) ORDER BY slot",
+            list(run_ids),
+        )
+        for run_id, reasons in rows:
+            for metric, rule in _RULE_IN_REASON.findall(reasons or ""):
+                name = f"{metric} {rule}"
+                if name not in found[run_id]:
+                    found[run_id].append(name)
+        return found
 
     def accept(self, series: str, run_id: int, *, reason: str, by: str) -> Run:
         """Let a flagged run's values into the limits, recording who and why."""
