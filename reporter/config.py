@@ -54,11 +54,18 @@ __all__ = [
     "SPARSE_OUTLIER_METRICS",
     "WESTGARD_RULES",
     "with_environment",
+    "WORKERS_PAY_MPX",
     "with_limit",
 ]
 
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
+
+WORKERS_PAY_MPX = 24
+"""Below this much work (images x megapixels per image), starting worker processes costs
+more than they save (about 0.85 s on this 2-core machine; benchmarks/workers.py: the
+ratio crosses 1 between 17 and 34 Mpx), so a run with the default --jobs 0 stays in one
+process."""
 
 
 # --- the settings table --------------------------------------------------------------------
@@ -769,8 +776,15 @@ class Config:
     def max_bytes(self) -> int:
         return int(self.max_file_mb * 1e6)
 
-    def effective_jobs(self) -> int:
-        return self.jobs or os.cpu_count() or 1
+    def effective_jobs(self, images: int | None = None, pixels: int | None = None) -> int:
+        """The worker processes to use: ``jobs``, or for 0 (the default) all cores, unless
+        the run is too small for workers to pay: ``images`` x ``pixels`` under
+        WORKERS_PAY_MPX megapixels of work is compared in this process."""
+        if self.jobs:
+            return self.jobs
+        if images is not None and pixels is not None and images * pixels < WORKERS_PAY_MPX * 1e6:
+            return 1
+        return os.cpu_count() or 1
 
     def history_path(self) -> Path:
         return self.history.path or self.reports_root / "history.sqlite"

@@ -109,8 +109,10 @@ def _run(config: Config, session: Session | None) -> RunResult:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
-    start_workers(config.effective_jobs(), len(items))
-    baseline, reference = _prepare(config, baseline_path)
+    baseline, reference = _prepare(config, baseline_path, len(items))
+    config = replace(
+        config, jobs=config.effective_jobs(len(items), reference.width * reference.height)
+    )
     config = _watched(config, reference)
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = outputs.run_folder(config, started)
@@ -180,13 +182,18 @@ def _run(config: Config, session: Session | None) -> RunResult:
     return RunResult(record, frame, out_dir, written, summary)
 
 
-def _prepare(config: Config, path: Path) -> tuple[images.LoadedImage, Reference]:
-    """The baseline, loaded and masked, and its statistics (computed once per run)."""
+def _prepare(config: Config, path: Path, count: int) -> tuple[images.LoadedImage, Reference]:
+    """The baseline, loaded and masked, and its statistics (computed once per run).
+
+    The workers' fork server, when the run is large enough to want workers, starts
+    between the decode and the statistics, so that it imports while they are computed.
+    """
     try:
         baseline = images.load(path, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
     h, w = baseline.pixels.shape[:2]
+    start_workers(config.effective_jobs(count, h * w), count)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:

@@ -536,3 +536,21 @@ def test_every_error_that_ends_a_command_has_one_prefix(capsys, tmp_path, argv, 
     assert code == 2
     (line,) = err.strip().splitlines()
     assert line.startswith("reporter: error: ") and message in line, err
+
+
+def test_a_small_run_starts_no_worker_processes(run_dir, tmp_path, monkeypatch):
+    """Workers cost about 0.85 s to start (benchmarks/workers.py); a run with less work
+    than config.WORKERS_PAY_MPX stays in one process unless --jobs asks otherwise."""
+    from reporter import compare, pipeline
+    from reporter.config import WORKERS_PAY_MPX, Config
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started for a small run")
+
+    monkeypatch.setattr(compare, "ProcessPoolExecutor", no_pool)
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", progress=False))
+    assert result.meta["config"]["jobs"] == 1
+    big = int(WORKERS_PAY_MPX * 1e6)
+    assert Config().effective_jobs(1, big) == (os.cpu_count() or 1)
+    assert Config().effective_jobs(2, big // 4) == 1
+    assert Config(jobs=3).effective_jobs(1, 1) == 3  # asked for: always
