@@ -70,6 +70,8 @@ def discover(
             found.append(Input(path, file))
 
     for given in inputs:
+        if ".." in given.parts:  # /x/w1/../days: shown as the folder it is (links followed)
+            given = given.resolve()
         if given.is_file():
             add(given, given.name)  # named explicitly: compared even with an odd extension
         elif given.exists() and not given.is_dir():
@@ -109,7 +111,7 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
             raise ReporterError("--baseline first: no images among the inputs")
         return found[0].path, found[1:]
     if config.baseline is not None:
-        baseline = config.baseline
+        baseline = config.baseline.resolve() if ".." in config.baseline.parts else config.baseline
         if not baseline.is_file():
             raise ReporterError(f"baseline not found: {baseline}")
     else:

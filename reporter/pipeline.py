@@ -140,6 +140,10 @@ def _run(config: Config, session: Session | None) -> RunResult:
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
     )
+    if session is not None and session.shown_as is not None:  # its own name, not the copy's
+        record = replace(
+            record, baseline=replace(record.baseline, file=shown(session.shown_as.name))
+        )
     if session is not None:
         record = replace(record, off_series=session.off_series)
     written: dict[str, Path] = {}

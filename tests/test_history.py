@@ -809,3 +809,31 @@ def test_a_drift_and_its_limit_never_print_alike():
     assert _differing(1.0049, 1.0047) == ("1.0049", "1.0047")
     assert _differing(1.001, 1.0) == ("1.001", "1.000")
     assert _differing(1.5, 1.0) == ("1.50", "1.00")
+
+
+def test_a_run_against_the_recorded_copy_shows_the_baselines_own_name(tmp_path):
+    """The series keeps a copy named by its hash; people read the file's own name."""
+    from dataclasses import replace
+
+    config, _ = small_series(tmp_path, runs=1)
+    again = run(replace(config, baseline=None, formats=("json", "html")))
+    assert again.meta["baseline"]["path"].endswith(".png")
+    assert "baselines" in again.meta["baseline"]["path"]  # the copy was compared
+    assert again.record.baseline.file == "baseline.png"
+    assert "<dt>Baseline</dt><dd>baseline.png</dd>" in again.outputs["html"].read_text("utf-8")
+    assert "against baseline.png" in again.summary
+
+
+def test_paths_with_dot_dot_are_shown_normalised(tmp_path):
+    import shutil
+
+    days = tmp_path / "w1" / "days"
+    days.mkdir(parents=True)
+    for name in ("baseline.png", "normal_day01.png"):
+        shutil.copy(SAMPLES / name, days / name)
+    odd = tmp_path / "w1" / "x" / ".." / "days"
+    (tmp_path / "w1" / "x").mkdir()
+    result = run(Config(inputs=(odd,), out=tmp_path / "o", jobs=1, formats=("json",)))
+    paths = [r["path"] for r in result.meta["rows"]] if "rows" in result.meta else []
+    paths += [result.meta["baseline"]["path"], *result.table["path"]]
+    assert paths and all(".." not in p for p in paths), paths

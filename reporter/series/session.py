@@ -286,6 +286,7 @@ class Session:
         self.store = store
         self.recorded: Baseline | None = None
         self.run: SeriesRun | None = None
+        self.shown_as: Path | None = None  # the baseline's own name, when its copy is compared
 
     @classmethod
     @contextlib.contextmanager
@@ -324,6 +325,7 @@ class Session:
                         "pass --baseline FILE, or record one with 'reporter baseline set'"
                     )
                 config = replace(config, baseline=copy)
+                self.shown_as = Path(self.recorded.source)  # not the copy's hash name
         path, items = choose_baseline(config, found)
         if self.recorded is None:
             self.recorded = self.store.set_baseline(
