@@ -61,11 +61,11 @@ __all__ = [
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
 
-WORKERS_PAY_MPX = 24
+WORKERS_PAY_MPX = 16
 """Below this much work (images x megapixels per image), starting worker processes costs
-more than they save (about 0.85 s on this 2-core machine; benchmarks/workers.py: the
-ratio crosses 1 between 17 and 34 Mpx), so a run with the default --jobs 0 stays in one
-process."""
+more than they save, so a run with the default --jobs 0 stays in one process. Measured
+through ``reporter run`` on this 2-core machine (benchmarks/workers.py): all cores
+against one, 0.92-1.07 at 2-8 Mpx, 0.99 at 17 Mpx, 1.32 at 34 Mpx."""
 
 
 # --- the settings table --------------------------------------------------------------------

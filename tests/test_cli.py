@@ -539,8 +539,8 @@ def test_every_error_that_ends_a_command_has_one_prefix(capsys, tmp_path, argv, 
 
 
 def test_a_small_run_starts_no_worker_processes(run_dir, tmp_path, monkeypatch):
-    """Workers cost about 0.85 s to start (benchmarks/workers.py); a run with less work
-    than config.WORKERS_PAY_MPX stays in one process unless --jobs asks otherwise."""
+    """Workers cost more than they save on small runs (benchmarks/workers.py); a run with less
+    work than config.WORKERS_PAY_MPX stays in one process unless --jobs asks otherwise."""
     from reporter import compare, pipeline
     from reporter.config import WORKERS_PAY_MPX, Config
 
