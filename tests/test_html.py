@@ -253,3 +253,11 @@ def test_the_sandbox_still_renders_every_shipped_template(tmp_path):
     )
     assert "QC FAIL" in result.outputs["html"].read_text(encoding="utf-8")
     assert result.summary.startswith("reporter ")
+
+
+def test_the_footnote_sentences_are_separated(report: Path):
+    """The baseline's signal sentence and the outlier rule are two sentences, not one glued."""
+    import re
+
+    text = re.sub(r"<[^>]+>", " ", report.read_text(encoding="utf-8"))
+    assert re.search(r"carry signal \(differ from .*?\)\. +Outlier rule:", text)
