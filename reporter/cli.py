@@ -289,6 +289,7 @@ def _series_commands(sub) -> None:
     accept.add_argument("--by", help="who (default: the user running the command)")
     for admin in (setter, shower, history, accept):
         _history_option(admin)
+        _setting_option(admin, ("timezone",), "timezone")
         admin.add_argument("--config", type=Path, metavar="FILE", help="TOML settings")
         admin.add_argument("--quiet", "-q", action="store_true", help=argparse.SUPPRESS)
         admin.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
@@ -306,9 +307,14 @@ def _region(text: str) -> tuple[int, int, int, int]:
 
 def _history_option(parser) -> None:
     """The series commands' --history: the same flag and help as the setting's."""
-    row = next(r for r in SETTINGS if r.path == ("history", "path"))
+    _setting_option(parser, ("history", "path"), "history")
+
+
+def _setting_option(parser, path: tuple[str, ...], dest: str) -> None:
+    """A setting of ``run`` offered by another command: the same flag, help and check."""
+    row = next(r for r in SETTINGS if r.path == path)
     parser.add_argument(
-        *row.spec.flags, dest="history", type=Path, metavar=row.spec.metavar, help=row.spec.help
+        *row.spec.flags, dest=dest, type=_reader(row), metavar=row.spec.metavar, help=row.spec.help
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import clock
 from .catalog import METRICS
 from .errors import ConfigError
 
@@ -755,6 +756,17 @@ class Config:
         flags=("--series",),
         metavar="NAME",
         json=False,
+    )
+    timezone: str | None = setting(  # None: this machine's zone, moment by moment
+        None,
+        toml="run.timezone",
+        kind="str",
+        help="IANA time zone of every time the reports, the e-mail and 'reporter history' "
+        "show, e.g. Europe/Berlin (default: this machine's; results.json stays in UTC)",
+        flags=("--timezone",),
+        metavar="ZONE",
+        valid=lambda v: clock.known_zone(v),
+        must="must be an IANA time zone such as Europe/Berlin or UTC",
     )
     progress: bool = setting(  # shown only on a terminal, and only for more than a few images
         True,

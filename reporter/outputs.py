@@ -177,7 +177,7 @@ def _write_staged(
     summary = render_summary(frame, record, out_dir)
     if config.email.wanted:
         record = record.with_delivery(
-            _deliver(config, frame, record, summary, baseline_thumbnail, outputs, out_dir, charts)
+            _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts)
         )
     if "json" in config.formats:
         outputs["json"] = data.write_json(frame, record, stage / "results.json")
@@ -202,9 +202,7 @@ def _attachments(paths: list[Path], limit_mb: float) -> tuple[tuple[Path, ...], 
     return tuple(kept), left
 
 
-def _deliver(
-    config, frame, record, summary, baseline_thumbnail, outputs, out_dir, charts=()
-) -> Delivery:
+def _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts=()) -> Delivery:
     """Write and send the e-mail; a failure to send is exit status 3, never silent.
 
     ``outputs`` are still staged; the message names where they will be, in ``out_dir``."""
@@ -223,7 +221,7 @@ def _deliver(
     msg = mail.build(
         frame,
         record,
-        summary,
+        where=os.fspath(out_dir.absolute()),
         sender=sender,
         recipients=email.to,
         baseline_thumbnail=baseline_thumbnail,

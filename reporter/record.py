@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from . import __version__, names
+from . import __version__, clock, names
 from .catalog import METRICS
 from .config import Config
 from .errors import ExitStatus
@@ -218,6 +218,8 @@ class RunRecord:
             "tool": self.tool.to_json(),
             "started": self.started.isoformat(timespec="seconds"),
             "finished": self.finished.isoformat(timespec="seconds"),
+            # The offset of the zone the reports show times in (clock.py), at the start.
+            "utc_offset": clock.offset(self.started, self.settings.timezone),
             "duration_s": self.duration_s,
             "baseline": asdict(self.baseline),
             "series": self.series,

@@ -21,6 +21,7 @@ from openpyxl.utils.units import EMU_to_pixels, points_to_pixels
 
 from reporter import pipeline
 from reporter.config import Config, Limit
+from reporter.render import view
 from reporter.render.excel import FORMULA_STARTS, PSNR_INF, RESULT_COLUMNS
 
 # Names a spreadsheet would run as formulas if they were written as they are.
@@ -178,9 +179,10 @@ def test_summary_errors_and_trend(run):
     wb = load_workbook(run.outputs["xlsx"])
     summary = [c.value for row in wb["Summary"].iter_rows() for c in row if c.value is not None]
     counts = run.meta["counts"]
-    assert (
-        summary[0]
-        == f"QC ERROR: {len(run.table) - counts['PASS']} of {len(run.table)} images flagged"
+    assert summary[0] == view.title(run.record)
+    assert summary[0].startswith("QC ERROR \u00b7 ")
+    assert summary[0].endswith(
+        f" {len(run.table) - counts['PASS']} of {len(run.table)} images flagged"
     )
     assert run.meta["baseline"]["sha256"] in summary
     assert "< 0.85" in summary and "< 0.88" in summary  # ssim_64's limits in force

@@ -22,6 +22,7 @@ import pytest
 from conftest import SAMPLES
 from openpyxl import load_workbook
 
+from reporter import clock
 from reporter.cli import main
 from reporter.config import WESTGARD_RULES, Config, HistorySettings
 from reporter.errors import ReporterError
@@ -398,11 +399,20 @@ def test_accepting_a_run_lets_it_into_the_limits(series_runs, capsys):
     assert "already accepted by ana" in capsys.readouterr().err
     assert main(["history", SERIES, "--history", str(db), "--last", "3"]) == 0
     head, *lines = capsys.readouterr().out.splitlines()
-    assert head.split()[:3] == ["run", "started", "(UTC)"] and "rules that fired" in head
+    assert head.split()[:3] == ["run", "started", "verdict"] and "rules that fired" in head
     assert len(lines) == 3 and all(re.match(r"\s+\d+  2026-", line) for line in lines)
     assert main(["history", SERIES, "--history", str(db), "--csv"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("run_id,started,verdict") and len(table) == 42
+    # People read local time with its offset (here the zone asked for); --csv keeps UTC.
+    last = list(csv.DictReader(io.StringIO("\n".join(table))))[-1]
+    assert last["started"].endswith("+00:00")
+    args = ["history", SERIES, "--history", str(db), "--last", "1", "--timezone", "Asia/Kolkata"]
+    assert main(args) == 0
+    shown = capsys.readouterr().out.splitlines()[1]
+    assert clock.shown(last["started"], "Asia/Kolkata") in shown and "+05:30" in shown
+    assert main([*args[:-1], "Mars/Base"]) == 2
+    assert "must be an IANA time zone" in capsys.readouterr().err
     assert any(",ana,new bead lot," in line for line in table)
 
 

@@ -70,12 +70,24 @@ def test_eml_has_the_structure_and_every_cid(tmp_path, capsys):
     assert code == 1
     msg = parse(eml.read_bytes())
     check_message(msg)
-    assert re.fullmatch(
-        r"\[QC FAIL\] 4 of 12 images flagged - FSC-SSC - \d{4}-\d\d-\d\d", msg["Subject"]
+    subject = (
+        r"\[QC FAIL\] 4 of 12 images flagged - FSC-SSC - \d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d"
     )
+    assert re.fullmatch(subject, msg["Subject"].strip())
     text = msg.get_body(("plain",)).get_content()
-    assert "fault_debris.png" in text and "Attached: report.html, report.xlsx." in text
+    assert "report.html, attached" in text and "report.xlsx, attached" in text
+    # Whole on its own: the verdict, each flagged image and its most severe reason, and
+    # where the run's outputs are (absolute, on which host), never "see the log".
+    assert text.startswith("QC FAIL: 4 of 12 images flagged\n")
+    assert "see the log" not in text
+    assert f"Every output of the run is in {tmp_path / 'o'} on {socket.gethostname()}." in text
+    lines = text.splitlines()
+    debris = lines.index("  FAIL   fault_debris.png")
+    assert lines[debris + 1].strip().startswith("occupancy_change 0.480 > fail limit")
     html = msg.get_body(("html",)).get_content()
+    # The baseline's thumbnail heads the body: the rows are compared with it.
+    baseline = re.search(r'<img src="cid:([^"]+)" alt="baseline baseline.png"', html)
+    assert baseline and any(p["Content-ID"] == f"<{baseline.group(1)}>" for p in msg.walk())
     shown = set(re.findall(r"fault_\w+\.png", html))
     assert len(shown) == 4 and "normal_day" not in html  # flagged images only
     assert "8 images passed" in html
@@ -115,7 +127,7 @@ def test_reports_too_large_to_mail_stay_on_disk_and_are_named(tmp_path):
         html = msg.get_body(("html",)).get_content()
         if budget == 100:
             assert names == ["report.html", "report.xlsx"]
-            assert "Attached: report.html, report.xlsx." in text
+            assert "report.html, attached" in text and "report.xlsx, attached" in text
             html_size = (out / "report.html").stat().st_size
         else:
             assert names == []

@@ -287,7 +287,16 @@ def normalised_json(path: Path) -> dict:
             return {k: scrub(v, k) for k, v in value.items()}
         if isinstance(value, list):
             return [scrub(v, key) for v in value]
-        if key in ("started", "finished", "duration_s", "python", "opencv", "pandas", "version"):
+        if key in (
+            "started",
+            "finished",
+            "utc_offset",
+            "duration_s",
+            "python",
+            "opencv",
+            "pandas",
+            "version",
+        ):
             return "*"
         if isinstance(value, str) and os.sep in value and key in ("path", "inputs", "out"):
             return Path(value).name

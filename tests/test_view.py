@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import email
+import json
 from email import policy
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import SAMPLES
 from openpyxl import load_workbook
 
-from reporter import pipeline
+from reporter import clock, pipeline
 from reporter.catalog import METRICS
 from reporter.config import Config
 from reporter.render import view
@@ -19,25 +21,61 @@ from reporter.render import view
 def sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("view")
     eml = out.parent / f"{out.name}.eml"
-    config = Config(inputs=(SAMPLES,), out=out, jobs=1)
+    # A zone far from UTC and from this machine's, with summer time (not in November).
+    config = Config(inputs=(SAMPLES,), out=out, jobs=1, timezone="America/New_York")
     from dataclasses import replace
 
-    config = replace(config, email=replace(config.email, eml=eml))
+    config = replace(config, email=replace(config.email, eml=eml), series="FSC/SSC day")
+    config = replace(config, history=replace(config.history, path=out.parent / "view.sqlite"))
     return pipeline.run(config), eml
 
 
 def test_one_title_in_the_page_the_workbook_the_mail_and_the_summary(sample):
     result, eml = sample
     title = view.title(result.record)
-    assert title == "QC FAIL: 4 of 12 images flagged"
+    started = result.record.started.astimezone(ZoneInfo("America/New_York"))
+    local = started.strftime("%Y-%m-%d %H:%M") + " " + started.strftime("%z")[:3] + ":00"
+    # verdict, series and local time first (what a browser tab shows), then the count
+    assert title == f"QC FAIL \u00b7 FSC/SSC day \u00b7 {local} \u00b7 4 of 12 images flagged"
     page = result.outputs["html"].read_text(encoding="utf-8")
     assert f"<title>{title}</title>" in page
     book = load_workbook(result.outputs["xlsx"])
     assert book["Summary"]["A1"].value == title
     message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
-    assert message["Subject"] == view.subject(result.record)
-    assert message["Subject"].startswith("[QC FAIL] 4 of 12 images flagged - ")
+    # Python folds a subject that fits on the next line there whole; clients unfold it.
+    assert message["Subject"].strip() == view.subject(result.record)
+    assert message["Subject"].strip() == f"[QC FAIL] 4 of 12 images flagged - FSC/SSC day - {local}"
     assert title in message.get_body(("html",)).get_content()
+    assert book.properties.title == title
+
+
+def test_people_read_the_configured_zone_and_json_keeps_utc_with_the_offset(sample):
+    result, eml = sample
+    started = result.record.started
+    offset = started.astimezone(ZoneInfo("America/New_York")).strftime("%z")
+    offset = offset[:3] + ":" + offset[3:]
+    assert offset in ("-05:00", "-04:00")
+    document = json.loads(result.outputs["json"].read_text(encoding="utf-8"))
+    assert document["started"] == started.isoformat(timespec="seconds")
+    assert document["started"].endswith("+00:00")
+    assert document["utc_offset"] == offset
+    assert document["config"]["timezone"] == "America/New_York"
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    local = clock.shown(started, "America/New_York", seconds=True)
+    assert f"Run {local}" in page and local.endswith(offset)
+    book = load_workbook(result.outputs["xlsx"])
+    facts = {row[0].value: row[1].value for row in book["Summary"].iter_rows() if row[0].value}
+    assert facts["started"] == local
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert f"Run:      {local}," in message.get_body(("plain",)).get_content()
+
+
+def test_a_zone_is_applied_moment_by_moment_with_its_summer_time():
+    assert clock.shown("2026-01-15T12:00:00+00:00", "Europe/Berlin") == "2026-01-15 13:00 +01:00"
+    assert clock.shown("2026-07-15T12:00:00+00:00", "Europe/Berlin") == "2026-07-15 14:00 +02:00"
+    assert clock.shown("2026-07-15T12:00:00", "UTC", seconds=True) == "2026-07-15 12:00:00 +00:00"
+    assert clock.offset("2026-07-15T12:00:00+00:00", "Asia/Kolkata") == "+05:30"
+    assert not clock.known_zone("Mars/Olympus_Mons") and clock.known_zone("UTC")
 
 
 def test_status_colours_are_the_same_everywhere(sample):

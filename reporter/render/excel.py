@@ -50,7 +50,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from openpyxl.writer.excel import ExcelWriter
 from PIL import Image as PILImage
 
-from .. import visuals
+from .. import clock, visuals
 from ..atomic import write_atomic
 from ..catalog import METRICS
 from ..config import Comparison
@@ -486,8 +486,8 @@ def _run_facts(ws: Worksheet, row: int, record: RunRecord) -> int:
     tool = record.tool
     facts = [
         ("series", record.series or ""),
-        ("started (UTC)", record.started.isoformat(timespec="seconds").replace("T", " ")),
-        ("finished (UTC)", record.finished.isoformat(timespec="seconds").replace("T", " ")),
+        ("started", view.when(record, seconds=True)),
+        ("finished", clock.shown(record.finished, record.settings.timezone, seconds=True)),
         ("duration", f"{record.duration_s:.1f} s"),
         ("exit status", str(int(record.exit_status))),
         ("inputs", ", ".join(shown(p) for p in record.inputs)),
@@ -507,16 +507,22 @@ def _series_facts(ws: Worksheet, row: int, record: RunRecord) -> int:
     if control:
         put_text(ws, row, 1, "Series control", font=SECTION)
         period = control.baseline
+        zone = record.settings.timezone
         limits = view.control_sentence(control)
         facts = [
             ("run id", str(control.run_id)),
             (
                 "control period",
-                f"baseline sha256 {period.sha256[:12]}, set {period.set_at} "
+                f"baseline sha256 {period.sha256[:12]}, set {clock.shown(period.set_at, zone)} "
                 f"by {period.set_by}: {period.reason}",
             ),
             ("control limits", limits),
-            ("previous run", control.previous_run or "none (first run)"),
+            (
+                "previous run",
+                clock.shown(control.previous_run, zone)
+                if control.previous_run
+                else "none (first run)",
+            ),
             ("history", shown(control.path)),
         ]
         if control.new_slots:
@@ -779,7 +785,7 @@ def control_sheet(ws: Worksheet, charts: list) -> None:
         "+3SD",
         "rules",
     )
-    widths = (7, 18, 10, 10, 9, 9, 9, 9, 9, 9, 22)
+    widths = (7, 24, 10, 10, 9, 9, 9, 9, 9, 9, 22)
     for c, width in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(c)].width = width
     row = 1
@@ -795,7 +801,7 @@ def control_sheet(ws: Worksheet, charts: list) -> None:
                 ws.cell(row=i, column=1, value=point.run_id)
             else:
                 put_text(ws, i, 1, "this", font=BOLD)
-            put_text(ws, i, 2, point.started.replace("T", " ")[:16])
+            put_text(ws, i, 2, clock.shown(point.started, chart.zone))
             if point.value is not None:
                 put_metric(ws, i, 3, chart.metric, point.value)
             if lim.ready:
@@ -868,9 +874,7 @@ def workbook(
     for ws in wb.worksheets:
         print_setup(ws, landscape=ws.title != "Summary")
     wb.properties.creator = f"reporter {record.tool.version}"
-    wb.properties.title = f"QC {record.verdict.value}" + (
-        f" - {record.series}" if record.series else ""
-    )
+    wb.properties.title = view.title(record)
     return wb
 
 

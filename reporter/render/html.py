@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import visuals
+from .. import clock, visuals
 from ..atomic import write_text
 from ..catalog import METRICS
 from ..config import OutlierRule
@@ -46,10 +46,12 @@ from .view import (
     STATUS_COLOURS,
     control_sentence,
     gap_text,
+    headline,
     limit_texts,
     most_severe_first,
     signal_text,
     title,
+    when,
 )
 
 __all__ = [
@@ -120,7 +122,8 @@ class Row:
 
 @dataclass
 class Report:
-    title: str
+    title: str  # verdict, series, local time, count: tells open tabs apart
+    headline: str  # the verdict in words, the banner's heading
     series: str | None
     verdict: str
     counts: dict[str, int]
@@ -139,6 +142,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     comparison: dict[str, Any] = field(default_factory=dict)  # ignored regions, alignment
     control: SeriesFacts | None = None  # the series' part of the run's record
+    previous_run: str = ""  # the series' previous run, local time
+    period_set: str = ""  # when the control period's baseline was set, local time
     control_sentence: str = ""  # where its control limits stand
     gap_text: str = ""  # how long the series was silent, when too long
     signal_text: str = ""  # sparse or dense, and how much of the baseline carries signal
@@ -214,14 +219,16 @@ def view(
     ]
     counts = record.counts
     verdict = record.verdict.value
+    zone = record.settings.timezone
     comparison = record.settings.comparison
     return Report(
         title=title(record),
+        headline=headline(record),
         series=record.series,
         verdict=verdict,
         counts=counts,
         total=len(frame),
-        started=record.started.isoformat(timespec="seconds").replace("T", " "),
+        started=when(record, seconds=True),
         duration=f"{record.duration_s:.1f} s",
         version=record.tool.version,
         baseline=record.baseline,
@@ -238,6 +245,8 @@ def view(
             "align": comparison.align,
         },
         control=record.history,
+        previous_run=_local(record.history.previous_run if record.history else None, zone),
+        period_set=_local(record.history.baseline.set_at if record.history else None, zone),
         control_sentence=control_sentence(record.history, short=True) if record.history else "",
         gap_text=_sentence(gap_text(record.history))
         if record.history and record.history.missing
@@ -255,6 +264,10 @@ def view(
             for c in charts or []
         ],
     )
+
+
+def _local(moment: str | None, zone: str | None) -> str:
+    return clock.shown(moment, zone) if moment else ""
 
 
 def _px(value: float) -> str:

@@ -7,7 +7,7 @@ Mail alike::
 
     multipart/mixed
       multipart/alternative
-        text/plain                 the summary
+        text/plain                 the verdict, the flagged images, where the report is
         multipart/related
           text/html                CSS inlined, table layout, images as cid:
           image/jpeg ...           one part per cid
@@ -49,7 +49,9 @@ __all__ = [
     "Files",
     "MAX_BODY_CHARTS",
     "MAX_BODY_ROWS",
+    "MAX_TEXT_ROWS",
     "send",
+    "text",
 ]
 
 BODY_LIMIT = 100_000  # bytes of HTML in the body
@@ -59,6 +61,7 @@ ATTACHMENT_TYPES = {
 }
 MAX_BODY_CHARTS = 4  # Levey-Jennings charts of flagged slots in the body
 MAX_BODY_ROWS = 20  # flagged images shown in the body; the attached report has them all
+MAX_TEXT_ROWS = 50  # flagged images listed in the plain-text part
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,12 @@ def _body(
     ][:MAX_BODY_CHARTS]
 
     report = view(frame, record, None, picture=lambda jpeg: None)
+    report.baseline_thumbnail = cid(baseline_thumbnail)  # what every row is compared with
     flagged = report.flagged[:rows_shown]
     # Pictures only for the rows the body shows: each is a part of the message.
     shown = {row.file for row in flagged}
     small = frame[frame["file"].isin(shown)]
-    pictures = view(small, record, None, picture=cid)  # the body shows no baseline picture
+    pictures = view(small, record, None, picture=cid)
     by_file = {row.file: row for row in pictures.rows}
     for row in flagged:
         row.thumbnail, row.diff_map = by_file[row.file].thumbnail, by_file[row.file].diff_map
@@ -123,11 +127,29 @@ def _body(
     return inliner.inline(page), parts
 
 
+def text(frame: pd.DataFrame, record: RunRecord, files: Files, where: str, templates=None) -> str:
+    """The plain-text part, whole on its own (a client that shows only text, a pager, a
+    ticket system): the verdict, every flagged image with its most severe reason, and
+    where the full report is."""
+    report = view(frame, record, None, picture=lambda jpeg: None)
+    return (
+        environment(templates)
+        .get_template("mail.txt.j2")
+        .render(
+            report=report,
+            files=files,
+            where=where,
+            host=socket.gethostname(),
+            max_rows=MAX_TEXT_ROWS,
+        )
+    )
+
+
 def build(
     frame: pd.DataFrame,
     record: RunRecord,
-    text: str,
     *,
+    where: str,
     sender: str,
     recipients: tuple[str, ...],
     baseline_thumbnail: bytes | None = None,
@@ -136,7 +158,8 @@ def build(
     templates: Path | None = None,
     charts: tuple = (),
 ) -> EmailMessage:
-    """The whole message, ready to write as .eml or to send."""
+    """The whole message, ready to write as .eml or to send. ``where`` is the folder the
+    run's outputs are in, on this machine."""
     rows_shown = MAX_BODY_ROWS
     files = Files(attachments, omitted)
     body, parts = _body(frame, record, baseline_thumbnail, rows_shown, templates, files, charts)
@@ -149,7 +172,7 @@ def build(
     msg["To"] = ", ".join(recipients) if recipients else sender
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain="reporter.invalid")
-    msg.set_content(text + "\n" + files.text() + "\n")
+    msg.set_content(text(frame, record, files, where, templates))
     msg.add_alternative(body, subtype="html")
     html_part = msg.get_payload()[1]
     for name, (data, subtype) in parts.items():

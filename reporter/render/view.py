@@ -9,6 +9,7 @@ precision (``catalog.Metric.format``). Templates only loop and branch.
 
 from __future__ import annotations
 
+from .. import clock
 from ..catalog import METRICS
 from ..config import Limit
 from ..record import RunRecord, SeriesFacts, SignalFacts
@@ -20,11 +21,13 @@ __all__ = [
     "control_sentence",
     "excel_format",
     "gap_text",
+    "headline",
     "signal_text",
     "limit_text",
     "most_severe_first",
     "subject",
     "title",
+    "when",
 ]
 
 STATUS_COLOURS = {  # white text on these: badges, banners, the workbook's status cells
@@ -40,18 +43,32 @@ def most_severe_first() -> list[Status]:
     return sorted(Status, key=lambda s: -s.severity)
 
 
-def title(record: RunRecord) -> str:
-    """The run in one line: ``QC FAIL: 2 of 27 images flagged``."""
+def headline(record: RunRecord) -> str:
+    """The verdict in words: ``QC FAIL: 2 of 27 images flagged``."""
     return f"QC {record.verdict.value}: {record.flagged} of {record.total} images flagged"
 
 
+def when(record: RunRecord, *, seconds: bool = False) -> str:
+    """When the run started, as people read it: ``2026-11-23 14:05 +01:00`` (clock.py)."""
+    return clock.shown(record.started, record.settings.timezone, seconds=seconds)
+
+
+def title(record: RunRecord) -> str:
+    """The run in one line that tells open tabs and files apart: verdict, series, local
+    time, then the count: ``QC FAIL · FSC-SSC · 2026-11-23 14:05 +01:00 · 2 of 27 images
+    flagged``."""
+    parts = [f"QC {record.verdict.value}", record.series, when(record)]
+    parts.append(f"{record.flagged} of {record.total} images flagged")
+    return " \u00b7 ".join(p for p in parts if p)
+
+
 def subject(record: RunRecord) -> str:
-    """The e-mail's subject: ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-22``."""
-    day = record.started.astimezone().date().isoformat()
+    """The e-mail's subject: ``[QC FAIL] 2 of 27 images flagged - FSC-SSC - 2026-11-23 14:05
+    +01:00`` (plain ASCII separators, which every mail client shows)."""
     parts = [f"[QC {record.verdict.value}] {record.flagged} of {record.total} images flagged"]
     if record.series:
         parts.append(record.series)
-    parts.append(day)
+    parts.append(when(record))
     return " - ".join(parts)
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from .. import clock
 from ..render.view import STATUS_COLOURS
 from ..table import Status
 from .rules import FAIL_RULES, ControlLimit, Point
@@ -46,6 +46,7 @@ class Chart:
     points: list[Point]
     min_runs: int
     status: str  # this run's status for the slot
+    zone: str | None = None  # the timezone setting: dates on the axis are local (clock.py)
     _png: bytes | None = field(default=None, repr=False)
 
     @property
@@ -148,7 +149,14 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
         ax.set_ylim(low, high)
     ticks = _ticks(len(points))
     ax.set_xticks([xs[i] for i in ticks])
-    ax.set_xticklabels([_when(points, i) for i in ticks], fontsize=7)
+    ax.set_xticklabels([_when(points, i, chart.zone) for i in ticks], fontsize=7)
+    offset = clock.offset(points[-1].started, chart.zone)
+    ax.set_xlabel(
+        f"run start, {chart.zone or 'local time'} (UTC{offset})",
+        fontsize=6,
+        color="#5f6b7a",
+        labelpad=1,
+    )
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlim(0.5, len(points) + 0.5)
     ax.set_title(_label(chart.title), fontsize=9, loc="left", fontweight="bold")
@@ -156,7 +164,7 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
     ax.grid(axis="y", color="#eef0f3", lw=0.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    fig.subplots_adjust(left=0.09, right=0.93, top=0.86, bottom=0.14)
+    fig.subplots_adjust(left=0.09, right=0.93, top=0.86, bottom=0.18)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -183,11 +191,12 @@ def window(chart: Chart) -> tuple[float | None, float | None]:
     return low, high
 
 
-def _when(points: list[Point], i: int) -> str:
-    """A tick label: the date, or the time when the chart covers less than two days."""
-    first = datetime.fromisoformat(points[0].started)
-    last = datetime.fromisoformat(points[-1].started)
-    return points[i].started[11:16] if abs((last - first).days) < 2 else points[i].started[5:10]
+def _when(points: list[Point], i: int, zone: str | None = None) -> str:
+    """A tick label: the local date, or the local time when the chart covers less than two
+    days."""
+    first, last = clock.local(points[0].started, zone), clock.local(points[-1].started, zone)
+    when = clock.local(points[i].started, zone)
+    return when.strftime("%H:%M") if abs((last - first).days) < 2 else when.strftime("%m-%d")
 
 
 def _label(text: str) -> str:

@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import clock
 from ..config import Config, load_toml
 from ..errors import ReporterError
 from .session import gap_hours
@@ -38,11 +39,19 @@ def _by(args: argparse.Namespace) -> str:
         return "unknown"
 
 
+def _config(args: argparse.Namespace) -> Config:
+    return load_toml(args.config) if args.config else Config()
+
+
 def _path(args: argparse.Namespace) -> Path:
     if args.history is not None:
         return args.history
-    config = load_toml(args.config) if args.config else Config()
-    return config.history_path()
+    return _config(args).history_path()
+
+
+def _zone(args: argparse.Namespace) -> str | None:
+    """--timezone, else the configuration file's, else None (this machine's zone)."""
+    return args.timezone or _config(args).timezone
 
 
 def command(args: argparse.Namespace) -> int:
@@ -70,12 +79,13 @@ def _command(args: argparse.Namespace) -> int:
             print(f"a new control period starts; copy kept at {b.stored}")
             return 0
         if args.command == "baseline":
-            return show_baselines(store, args.series)
+            return show_baselines(store, args.series, _zone(args))
         if args.command == "history":
             return show_history(store, args)
         run = store.accept(args.series, args.run_id, reason=args.reason, by=_by(args))
         print(
-            f"run {run.id} of {run.series} ({run.started}, {run.verdict}) accepted by "
+            f"run {run.id} of {run.series} ({clock.shown(run.started, _zone(args))}, "
+            f"{run.verdict}) accepted by "
             f"{run.accepted_by}: its values now count for the control limits"
         )
         return 0
@@ -90,7 +100,7 @@ def _check_image(file: Path) -> None:
         raise ReporterError(f"baseline {file}: {exc}; nothing was recorded") from None
 
 
-def show_baselines(store: History, series: str) -> int:
+def show_baselines(store: History, series: str, zone: str | None = None) -> int:
     records = store.baselines(series)
     if not records:
         print(f"series {series}: no baseline recorded yet")
@@ -100,17 +110,17 @@ def show_baselines(store: History, series: str) -> int:
     print(f"series {series}: current baseline {current.sha256}")
     print(f"  copy   {current.stored}")
     print(f"  from   {current.source}")
-    print(f"  set    {current.set_at} by {current.set_by}: {current.reason}")
+    print(f"  set    {clock.shown(current.set_at, zone)} by {current.set_by}: {current.reason}")
     print(f"  period {len(runs)} run(s) against it so far")
     if len(records) > 1:
         print("earlier baselines (newest first):")
         for b in reversed(records[:-1]):
-            print(f"  {b.set_at}  {b.sha256[:12]}  by {b.set_by}: {b.reason}")
+            print(f"  {clock.shown(b.set_at, zone)}  {b.sha256[:12]}  by {b.set_by}: {b.reason}")
     return 0
 
 
 HISTORY_HEAD = (
-    f"{'run':>6}  {'started (UTC)':<16}  {'verdict':<7}  {'images':>6}  {'FAIL':>4}  "
+    f"{'run':>6}  {'started':<23}  {'verdict':<7}  {'images':>6}  {'FAIL':>4}  "
     f"{'exit':>4}  {'baseline':<8}  control rules that fired"
 )
 
@@ -130,6 +140,9 @@ HISTORY_COLUMNS = (
 
 
 def show_history(store: History, args: argparse.Namespace) -> int:
+    """The table for people shows local times with their offset; --csv keeps the stored UTC
+    ISO-8601 times, which a program reads without knowing where the table was printed."""
+    zone = _zone(args)
     runs = store.runs(args.series, last=None if args.csv else args.last)
     fired = store.rules_fired([r.id for r in runs])
     if args.csv:
@@ -161,7 +174,7 @@ def show_history(store: History, args: argparse.Namespace) -> int:
                 f"  (accepted by {r.accepted_by}: {r.accepted_reason})" if r.accepted_by else ""
             )
             print(
-                f"{r.id:>6}  {r.started.replace('T', ' ')[:16]:<16}  {r.verdict:<7}  "
+                f"{r.id:>6}  {clock.shown(r.started, zone):<23}  {r.verdict:<7}  "
                 f"{r.images:>6}  {r.failed:>4}  {r.exit_code:>4}  {r.baseline_sha256[:8]:<8}  "
                 f"{rules}{accepted}"
             )
@@ -169,7 +182,11 @@ def show_history(store: History, args: argparse.Namespace) -> int:
         last = store.runs(args.series, last=1)
         gap = gap_hours(last[0].started if last else None, datetime.now(UTC))
         if gap is None or gap > args.missing_after:
-            since = "ever" if gap is None else f"for {gap:.1f} h (last {last[0].started})"
+            since = (
+                "ever"
+                if gap is None
+                else f"for {gap:.1f} h (last {clock.shown(last[0].started, zone)})"
+            )
             print(
                 f"MISSING: no run of series {args.series} {since}; more than "
                 f"{args.missing_after:g} h: is its scheduled job still running?",

@@ -252,6 +252,7 @@ class SeriesRun:
                 self.control.points[(slot, metric)],
                 self.control.min_runs,
                 status[slot],
+                zone=self.config.timezone,
             )
             for slot, metric in order[:MAX_CHARTS]
         ]
