@@ -75,8 +75,9 @@ class ImageResult:
     error: str | None = None
     shift_x: float | None = None  # measured translation against the baseline, px (align.py)
     shift_y: float | None = None
-    thumbnail: bytes | None = None  # JPEG, longest side 200 px (visuals.py)
+    thumbnail: bytes | None = None  # JPEG, longest side Job.picture_side (visuals.py)
     diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
+    icon: bytes | None = None  # JPEG, longest side 48 px
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class Job:
     max_bytes: int | None = None  # larger files are ERROR rows, not read
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
     align: bool = False  # compensate each image's shift when that makes it more like the baseline
+    picture_side: int = visuals.THUMB_SIDE  # LOOK_SIDE for the closer look at flagged images
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -99,7 +101,8 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         loaded = images.load(item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes)
         result.width, result.height = loaded.width, loaded.height
         if job.baseline_small is not None:
-            result.thumbnail = _visual(visuals.thumbnail, loaded.pixels, result)
+            made = _visual(lambda p: visuals.thumbnails(p, job.picture_side), loaded.pixels, result)
+            result.thumbnail, result.icon = made or (None, None)
         pixels, result.notes = images.conform(loaded, job.geometry, strict_size=job.strict_size)
         ref = job.reference
         if pixels.ndim == 2 and ref.channels != 1:
@@ -119,7 +122,7 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
             result.diff_map = _visual(
-                lambda p: visuals.diff_map(job.baseline_small, p), shown, result
+                lambda p: visuals.diff_map(job.baseline_small, p, job.picture_side), shown, result
             )
     except images.ImageLoadError as exc:
         result.error = str(exc)

@@ -163,16 +163,19 @@ def _write_staged(
     baseline_thumbnail = visuals.thumbnail(baseline.pixels, ignored=valid) if pictures else None
     if "xlsx" in config.formats:  # before the e-mail, which attaches it
         outputs["xlsx"] = write_xlsx(
-            frame, record, baseline_thumbnail, stage / "report.xlsx", charts=charts
+            frame, record, baseline_thumbnail, stage / "report.xlsx", charts=charts, folder=out_dir
         )
     if "html" in config.formats:
         outputs["html"] = write_html(
             frame,
             record,
-            baseline_thumbnail,
+            visuals.thumbnail(baseline.pixels, ignored=valid, side=visuals.LOOK_SIDE)
+            if pictures
+            else None,
             stage / "report.html",
             templates=config.templates,
             charts=charts,
+            folder=out_dir,
         )
     summary = render_summary(frame, record, out_dir)
     if config.email.wanted:

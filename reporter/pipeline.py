@@ -34,7 +34,7 @@ import pandas as pd
 
 from . import flags, images, masks, outputs, table, visuals
 from .compare import ImageResult, Job, compare_all, quiet_opencv, start_workers
-from .config import Config, auto_metrics, check
+from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
 from .errors import ReporterError
 from .inputs import choose_baseline, discover
 from .metrics import Reference
@@ -45,6 +45,8 @@ from .series.store import sha256_of
 from .signal import GRID as SIGNAL_GRID
 
 __all__ = [
+    "closer_looks",
+    "MAX_CLOSER_LOOKS",
     "run",
     "RunResult",
 ]
@@ -136,6 +138,8 @@ def _run(config: Config, session: Session | None) -> RunResult:
     frame = flags.apply(frame, config.limits, config.outliers, session.flags if session else None)
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
+    if "html" in config.formats:
+        frame = closer_looks(job, frame, items, config.jobs)
 
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
@@ -184,6 +188,43 @@ def _run(config: Config, session: Session | None) -> RunResult:
         out_dir,
     )
     return RunResult(record, frame, out_dir, written, summary)
+
+
+MAX_CLOSER_LOOKS = 100
+"""Flagged images that get 512-px pictures in report.html, most severe first (each costs
+one more comparison, and about 40 KB of page)."""
+
+
+def closer_looks(job: Job, frame: pd.DataFrame, items: list, jobs: int) -> pd.DataFrame:
+    """``frame`` with the LOOK and LOOK_DIFF pictures of its flagged images (WARN and FAIL,
+    most severe first, at most MAX_CLOSER_LOOKS): each is compared once more with
+    ``Job.picture_side`` at LOOK_SIDE, so the closer look shows the very pixels the
+    metrics saw (aligned, masked) at 512 px. Which images are flagged is known only once
+    the whole run is judged (the outlier and control rules), hence a second pass over
+    the few, not 512-px pictures of every image kept until the end."""
+    status = frame[table.STATUS].astype(str)
+    rank = {s.value: s.severity for s in table.Status}
+    flagged = (table.Status.FAIL.value, table.Status.WARN.value)
+    wanted = [i for i in range(len(items)) if status.iat[i] in flagged]
+    wanted = sorted(wanted, key=lambda i: -rank[status.iat[i]])[:MAX_CLOSER_LOOKS]
+    if not wanted or job.baseline_small is None:
+        return frame
+    h, w = job.geometry.height, job.geometry.width
+    workers = jobs if len(wanted) * w * h >= WORKERS_PAY_MPX * 1e6 else 1
+    looked = compare_all(
+        replace(job, picture_side=visuals.LOOK_SIDE),
+        [items[i] for i in wanted],
+        jobs=workers,
+        progress=False,
+    )
+    look: list[bytes | None] = [None] * len(frame)
+    diff: list[bytes | None] = [None] * len(frame)
+    for i, result in zip(wanted, looked, strict=True):
+        look[i], diff[i] = result.thumbnail, result.diff_map
+    out = frame.copy()
+    out[table.LOOK] = pd.Series(look, index=frame.index, dtype=object)
+    out[table.LOOK_DIFF] = pd.Series(diff, index=frame.index, dtype=object)
+    return out
 
 
 def _prepare(config: Config, path: Path, count: int) -> tuple[images.LoadedImage, Reference]:

@@ -30,6 +30,9 @@ __all__ = [
     "FLAGS",
     "FOR_REPORTS",
     "HEIGHT",
+    "ICON",
+    "LOOK",
+    "LOOK_DIFF",
     "METRIC_COLUMNS",
     "NOTES",
     "PATH",
@@ -85,6 +88,9 @@ SHIFT_X = "shift_x"  # measured translation against the baseline, px (right posi
 SHIFT_Y = "shift_y"  # (down positive)
 THUMBNAIL = "thumbnail"  # JPEG bytes, for the reports only (not in CSV or JSON)
 DIFF_MAP = "diff_map"  # JPEG bytes of 1 - SSIM at thumbnail scale, likewise
+ICON = "icon"  # JPEG bytes, 48 px: the compact row of an image that passed
+LOOK = "look"  # JPEG bytes, 512 px: the closer look at a flagged image (pipeline.closer_looks)
+LOOK_DIFF = "look_diff"  # its diff map at the same size
 FLAGS = "flags"  # ((status, reason), ...) most severe first: the reasons with their levels
 
 METRIC_COLUMNS = tuple(METRICS)
@@ -102,7 +108,7 @@ COLUMNS = (
     PATH,
 )
 """The data columns: CSV and JSON hold exactly these."""
-PICTURES = (THUMBNAIL, DIFF_MAP)
+PICTURES = (THUMBNAIL, DIFF_MAP, ICON, LOOK, LOOK_DIFF)
 """Encoded pictures for the reports, after the data columns."""
 FOR_REPORTS = (*PICTURES, FLAGS)
 """Columns for the renderers only (not in CSV or JSON)."""
@@ -122,6 +128,9 @@ DTYPES = {
     PATH: "str",
     THUMBNAIL: "object",
     DIFF_MAP: "object",
+    ICON: "object",
+    LOOK: "object",
+    LOOK_DIFF: "object",
     FLAGS: "object",
 }
 
@@ -152,6 +161,9 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 PATH: stored(r.path),
                 THUMBNAIL: r.thumbnail,
                 DIFF_MAP: r.diff_map,
+                ICON: r.icon,
+                LOOK: None,
+                LOOK_DIFF: None,
                 FLAGS: (),
             }
         )

@@ -3,7 +3,10 @@
 Where it sits: ``compare.compare_file`` calls :func:`thumbnail` and
 :func:`diff_map` right after the metrics, on the same normalised pixels (EXIF
 orientation applied, alpha on white), so every report shows what was measured.
-The results are small JPEGs (longest side 200 px, aspect ratio kept).
+The results are small JPEGs (longest side 200 px, aspect ratio kept), and an
+icon of 48 px for the compact rows of images that passed. For a closer look at a
+flagged image, the parent compares it once more with ``Job.picture_side`` at
+``LOOK_SIDE`` (512 px): the same pixels, larger pictures.
 
 The diff map is the SSIM map (Wang et al. 2004, the same window and constants
 as the ``ssim`` metric, borders reflected instead of cropped) of copies whose
@@ -28,17 +31,25 @@ __all__ = [
     "diff_map",
     "encode",
     "fit",
+    "ICON_QUALITY",
+    "ICON_SIDE",
     "IGNORED_COLOUR",
+    "jpeg_size",
     "JPEG_QUALITY",
     "LEGEND",
+    "LOOK_SIDE",
     "MAP_SIDE",
     "small",
     "THUMB_SIDE",
     "thumbnail",
+    "thumbnails",
 ]
 
 THUMB_SIDE = 200
-JPEG_QUALITY = 75  # a 200 px preview is for recognising the image; 1,000 rows stay near 10 MB
+ICON_SIDE = 48  # the compact row of an image that passed: enough to recognise the plot
+LOOK_SIDE = 512  # the closer look at a flagged image: axis labels become readable
+JPEG_QUALITY = 75  # a 200 px preview is for recognising the image
+ICON_QUALITY = 70  # 48 px icons: about 1 KB each, so 5,000 passes fit in a few MB
 COLORMAP = cv2.COLORMAP_INFERNO
 MAP_SIDE = metrics.LOW_SIDE  # the smaller side of the copies the SSIM map is computed on
 LEGEND = (
@@ -62,20 +73,44 @@ def small(pixels: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     return out
 
 
-def encode(pixels: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+def encode(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV encodes any 8-bit 1- or 3-channel array
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
 
 
-def thumbnail(pixels: np.ndarray, ignored: np.ndarray | None = None) -> bytes:
-    """JPEG of the image, longest side 200 px; with ``ignored`` (the valid-pixel mask of
-    masks.py), the ignored regions hatched and outlined in cyan."""
-    out = small(pixels)
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header (SOFn), without decoding it."""
+    i = 2
+    while i + 9 < len(jpeg):
+        if jpeg[i] != 0xFF:
+            raise ValueError("not a JPEG marker")
+        marker = jpeg[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(jpeg[i + 7 : i + 9], "big"), int.from_bytes(
+                jpeg[i + 5 : i + 7], "big"
+            )
+        i += 2 + int.from_bytes(jpeg[i + 2 : i + 4], "big")
+    raise ValueError("no JPEG frame header")
+
+
+def thumbnail(
+    pixels: np.ndarray, ignored: np.ndarray | None = None, side: int = THUMB_SIDE
+) -> bytes:
+    """JPEG of the image, longest side ``side`` px; with ``ignored`` (the valid-pixel mask
+    of masks.py), the ignored regions hatched and outlined in cyan."""
+    out = small(pixels, side)
     if ignored is not None:
         out = _hatch(out, ignored)
     return encode(out)
+
+
+def thumbnails(pixels: np.ndarray, side: int = THUMB_SIDE) -> tuple[bytes, bytes]:
+    """The thumbnail (longest side ``side``) and the 48-px icon, the icon made from the
+    thumbnail's pixels (one full-size resize, not two)."""
+    out = small(pixels, side)
+    return encode(out), encode(small(out, ICON_SIDE), ICON_QUALITY)
 
 
 IGNORED_COLOUR = (255, 255, 0)  # BGR cyan: no instrument plot uses it for data
@@ -105,8 +140,8 @@ def _map_scale(pixels: np.ndarray) -> np.ndarray:
     return cv2.resize(out, size, interpolation=cv2.INTER_AREA) if scale < 1 else out
 
 
-def diff_map(baseline_small: np.ndarray, image: np.ndarray) -> bytes:
-    """JPEG of 1 - SSIM at 64-px scale, the size of the image's thumbnail.
+def diff_map(baseline_small: np.ndarray, image: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+    """JPEG of 1 - SSIM at 64-px scale, the size of the image's thumbnail (``side``).
 
     ``baseline_small`` is the baseline at map scale (:func:`_map_scale`, once per
     run); ``image`` has the baseline's geometry (``images.conform``), except that
@@ -123,7 +158,7 @@ def diff_map(baseline_small: np.ndarray, image: np.ndarray) -> bytes:
         if dissimilarity.ndim == 3:
             dissimilarity = dissimilarity.mean(axis=2)
     level = (np.clip(dissimilarity, 0, 1) * 255).astype(np.uint8)
-    size = fit(image.shape[1], image.shape[0])
+    size = fit(image.shape[1], image.shape[0], side)
     coloured = cv2.applyColorMap(cv2.resize(level, size, interpolation=cv2.INTER_LINEAR), COLORMAP)
     return encode(coloured)
 

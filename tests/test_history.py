@@ -372,6 +372,18 @@ def test_reports_show_the_levey_jennings_charts(series_runs):
     assert all(
         len(c.series) == 8 and all(s.smooth is False for s in c.series) for c in trend._charts
     )
+    # Every point within the axis, the far-off fault included (the PNG marks it on its edge).
+    values = [c.value for c in trend["C"] if isinstance(c.value, float)]
+    for chart in trend._charts:
+        low, high = chart.y_axis.scaling.min, chart.y_axis.scaling.max
+        if low is not None:
+            rows = chart.series[0].val.numRef.f.split("$")  # 'Trend'!$C$3:$C$12
+            first, last = int(rows[2].rstrip(":")), int(rows[4])
+            shown = [trend.cell(row=r, column=3).value for r in range(first, last + 1)]
+            assert all(low <= v <= high for v in shown if isinstance(v, float)), (low, high)
+    assert values
+    # Each slot's table starts a printed page, under its own title and header.
+    assert len(trend.row_breaks.brk) == len(trend._charts) - 1
 
 
 def test_accepting_a_run_lets_it_into_the_limits(series_runs, capsys):

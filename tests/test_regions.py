@@ -103,7 +103,8 @@ def test_a_mask_file_works_like_the_rectangles(screens, tmp_path):
     assert result.table["ssim"].tolist() == by_rect.table["ssim"].tolist()
     # The baseline's thumbnail shows the ignored corner (hatched in cyan).
     page = result.outputs["html"].read_text(encoding="utf-8")
-    src = re.search(r'<img src="data:image/jpeg;base64,([^"]+)" alt="baseline', page).group(1)
+    src = re.search(r'<img id="baseline-picture" src="data:image/jpeg;base64,([^"]+)"', page)
+    src = src.group(1)
     thumb = cv2.imdecode(np.frombuffer(base64.b64decode(src), np.uint8), cv2.IMREAD_COLOR)
     cyan = np.all(np.abs(thumb.astype(int) - (255, 255, 0)) < 60, axis=2)
     h, w = cyan.shape

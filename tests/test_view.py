@@ -70,6 +70,17 @@ def test_people_read_the_configured_zone_and_json_keeps_utc_with_the_offset(samp
     assert f"Run:      {local}," in message.get_body(("plain",)).get_content()
 
 
+def test_links_are_relative_and_only_where_a_copy_could_follow(tmp_path):
+    images, reports = tmp_path / "day 1", tmp_path / "reports" / "run#1"
+    images.mkdir()
+    reports.mkdir(parents=True)
+    (images / "a b?.png").write_bytes(b"x")
+    assert view.link(str(images / "a b?.png"), reports) == "../../day%201/a%20b%3F.png"
+    assert view.link(str(images / "gone.png"), reports) is None  # moved since, or escaped
+    # Nothing in common but the root: a mailed copy could never reach it.
+    assert view.link("/etc/hostname", reports) is None
+
+
 def test_a_zone_is_applied_moment_by_moment_with_its_summer_time():
     assert clock.shown("2026-01-15T12:00:00+00:00", "Europe/Berlin") == "2026-01-15 13:00 +01:00"
     assert clock.shown("2026-07-15T12:00:00+00:00", "Europe/Berlin") == "2026-07-15 14:00 +02:00"

@@ -9,9 +9,9 @@ Sheets:
 
 - **Summary**: verdict, counts, run metadata, the baseline's thumbnail and
   fingerprint, the limits in force, the metric definitions, the configuration.
-- **Results**: one row per image in the table's order; thumbnail and diff map
-  pasted into their cells with two-cell anchors (they move with their row when
-  the table is sorted or filtered); metrics as numbers; status colours and
+- **Results**: one row per image in the table's order; a flagged image's
+  thumbnail and diff map pasted into their cells with two-cell anchors (they move
+  with their row when the table is sorted or filtered); metrics as numbers; status colours and
   metric cells past a limit coloured by conditional formatting, so an edited
   value re-colours; the file name links to the file.
 - **Errors**: ERROR rows and skipped files with their messages.
@@ -25,10 +25,10 @@ with a quote prefix where it starts like a formula; see :func:`put_text`.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+from collections.abc import Mapping
+from copy import copy
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 from zipfile import ZIP_DEFLATED, ZipFile
@@ -39,6 +39,7 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.cell.rich_text import CellRichText, TextBlock
 from openpyxl.cell.text import InlineFont
 from openpyxl.chart import LineChart, Reference
+from openpyxl.chart.shapes import GraphicalProperties
 from openpyxl.comments import Comment
 from openpyxl.drawing.image import Image
 from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
@@ -46,14 +47,14 @@ from openpyxl.formatting.rule import CellIsRule, FormulaRule
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.units import pixels_to_EMU, pixels_to_points
+from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 from openpyxl.writer.excel import ExcelWriter
-from PIL import Image as PILImage
 
 from .. import clock, visuals
 from ..atomic import write_atomic
 from ..catalog import METRICS
-from ..config import Comparison
+from ..config import SETTINGS, Comparison
 from ..names import FORMULA_STARTS, shown
 from ..record import RunRecord
 from ..series.charts import window as chart_window
@@ -92,6 +93,7 @@ __all__ = [
     "legend",
     "LIMIT_COLOURS",
     "LINK",
+    "lj_axis",
     "LJ_ROWS",
     "MAX_LINK",
     "MAX_ROW_POINTS",
@@ -106,16 +108,19 @@ __all__ = [
     "put_metric",
     "put_reasons",
     "put_text",
+    "readable",
     "RESULT_COLUMNS",
     "results_sheet",
     "SECTION",
     "solid",
+    "Stamps",
     "STATUS_COLOURS",
     "summary_sheet",
     "text_height",
     "TEXT_WIDTHS",
     "TOP",
     "TRAILING",
+    "TREND_COLOURS",
     "TREND_METRICS",
     "trend_sheet",
     "width_chars",
@@ -141,29 +146,65 @@ def clean(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
-def put_text(ws: Worksheet, row: int, col: int, value: str | None, **style: Any):
+class Stamps:
+    """Cell styles made once and stamped on every cell that wears them.
+
+    openpyxl looks each style part up in the workbook's shared lists (hashing it)
+    on every assignment: a third of the time of writing a large Results sheet.
+    A cell's style is an array of indexes into those lists, so the array made for
+    one cell is copied to the others.
+    """
+
+    def __init__(self) -> None:
+        self._made: dict[str, Any] = {}
+
+    def __call__(self, cell, key: str, **style: Any):
+        made = self._made.get(key)
+        if made is None:
+            for name, setting in style.items():
+                setattr(cell, name, setting)
+            self._made[key] = copy(cell._style)
+        else:
+            cell._style = copy(made)
+        return cell
+
+
+def put_text(
+    ws: Worksheet,
+    row: int,
+    col: int,
+    value: str | None,
+    *,
+    stamp: tuple[Stamps, str] | None = None,
+    **style: Any,
+):
     """Write outside text as a string cell, never as a formula.
 
     openpyxl stores any string starting with ``=`` as a formula; the data type
     is forced back to string, and text that a user's later edit or a CSV export
-    could turn into a formula gets Excel's quote prefix as well.
+    could turn into a formula gets Excel's quote prefix as well. ``stamp``: the
+    style is made once under that key (:class:`Stamps`).
     """
     cell = ws.cell(row=row, column=col)
+    if stamp is not None:
+        stamp[0](cell, stamp[1], **style)
+    else:
+        for name, setting in style.items():
+            setattr(cell, name, setting)
     if value:
         text = clean(str(value))
         cell.value = text
         cell.data_type = "s"
         if text.startswith(FORMULA_STARTS):  # OWASP: text, never a formula
             cell.quotePrefix = True
-    for name, setting in style.items():
-        setattr(cell, name, setting)
     return cell
 
 
-def put_reasons(ws: Worksheet, row: int, col: int, found) -> None:
+def put_reasons(ws: Worksheet, row: int, col: int, found, stamps: Stamps | None = None) -> None:
     """The reasons of a row, most severe first; FAIL-level ones led by a bold red "FAIL"."""
     if not any(level in (Status.FAIL.value, Status.ERROR.value) for level, _ in found):
-        put_text(ws, row, col, SEPARATOR.join(text for _, text in found), alignment=WRAP_TOP)
+        text = SEPARATOR.join(text for _, text in found)
+        put_text(ws, row, col, text, alignment=WRAP_TOP, stamp=(stamps, "wrap") if stamps else None)
         return
     parts: list[Any] = []
     for i, (level, text) in enumerate(found):
@@ -177,10 +218,15 @@ def put_reasons(ws: Worksheet, row: int, col: int, found) -> None:
     cell.alignment = WRAP_TOP
 
 
-def put_metric(ws: Worksheet, row: int, col: int, name: str, value: Any):
+def put_metric(
+    ws: Worksheet, row: int, col: int, name: str, value: Any, stamps: Stamps | None = None
+):
     """A metric as a number with its number format; missing stays empty, inf as PSNR_INF."""
     cell = ws.cell(row=row, column=col)
-    cell.number_format = view.excel_format(name)
+    if stamps is not None:
+        stamps(cell, f"metric {name}", number_format=view.excel_format(name), alignment=TOP)
+    else:
+        cell.number_format = view.excel_format(name)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return cell
     if METRICS[name].integer:
@@ -247,7 +293,7 @@ def picture(jpeg: bytes, row: int, col: int, side: int = PICTURE_SIDE) -> Image:
     Both corners of the two-cell anchor lie in the same cell, so sorting or
     filtering carries the picture with its row, and hiding the row hides it.
     """
-    img = Image(BytesIO(jpeg))  # openpyxl re-reads the source at save(): bytes, not a path
+    img = _Jpeg(jpeg)
     w, h = visuals.fit(img.width, img.height, side)
     img.width, img.height = w, h
     img.anchor = TwoCellAnchor(
@@ -262,13 +308,26 @@ def picture(jpeg: bytes, row: int, col: int, side: int = PICTURE_SIDE) -> Image:
     return img
 
 
+class _Jpeg(Image):
+    """openpyxl's Image of a JPEG we made: its size read from the JPEG's frame header, not
+    by opening it with Pillow twice (once here, once again at save)."""
+
+    def __init__(self, jpeg: bytes) -> None:
+        self.ref = jpeg
+        self.format = "jpeg"
+        self.width, self.height = visuals.jpeg_size(jpeg)
+
+    def _data(self) -> bytes:
+        return self.ref
+
+
 def picture_box(frame: pd.DataFrame, side: int = PICTURE_SIDE) -> tuple[int, int]:
-    """The largest displayed picture of the run, in px, to size the columns."""
+    """The largest displayed picture of the run, in px, to size the columns and rows: the
+    flagged rows' (a row that passed shows none; report.html has its icon)."""
     w_max, h_max = 0, 0
-    for jpeg in frame[THUMBNAIL]:
+    for jpeg in frame.loc[frame[STATUS] != Status.PASS.value, THUMBNAIL]:
         if jpeg:
-            with PILImage.open(BytesIO(jpeg)) as im:
-                w, h = visuals.fit(*im.size, side)
+            w, h = visuals.fit(*visuals.jpeg_size(jpeg), side)
             w_max, h_max = max(w_max, w), max(h_max, h)
     return w_max, h_max
 
@@ -308,7 +367,9 @@ def legend() -> CellRichText:
     return CellRichText(parts)
 
 
-def results_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
+def results_sheet(
+    ws: Worksheet, frame: pd.DataFrame, record: RunRecord, folder: Path | None = None
+) -> None:
     col = {name: i for i, name in enumerate(RESULT_COLUMNS, 1)}
     first, last = HEADER_ROW + 1, HEADER_ROW + len(frame)
 
@@ -349,14 +410,22 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None
     for name, width in widths.items():
         ws.column_dimensions[get_column_letter(col[name])].width = width
 
+    # Every row at least as tall as the pictures, those that passed too (they have none): a
+    # sort in Excel moves the cells and their pictures, not the row heights, and a picture
+    # that moves and sizes with its cell would be squeezed into a shorter row.
     picture_points = pixels_to_points(box_h + 2 * PAD) if box_h else 0.0
     images: list[Image] = []
+    stamps = Stamps()
+    wrap = (stamps, "wrap")
     for r, item in enumerate(frame.to_dict("records"), first):
-        link = put_text(ws, r, col[FILE], item[FILE], alignment=WRAP_TOP)
-        target = Path(item[PATH]).absolute().as_uri() if item[PATH] else ""
+        target = view.link(item[PATH], folder)  # relative, or none: it survives mailing
         if target and len(target) <= MAX_LINK:
+            link = put_text(
+                ws, r, col[FILE], item[FILE], alignment=WRAP_TOP, font=LINK, stamp=(stamps, "link")
+            )
             link.hyperlink = target
-            link.font = LINK
+        else:
+            put_text(ws, r, col[FILE], item[FILE], alignment=WRAP_TOP, stamp=wrap)
         put_text(
             ws,
             r,
@@ -364,25 +433,29 @@ def results_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None
             str(item[STATUS]),
             font=BOLD,
             alignment=Alignment(horizontal="center", vertical="top"),
+            stamp=(stamps, "status"),
         )
-        for name in (THUMBNAIL, DIFF_MAP):
-            if item[name]:
-                images.append(picture(item[name], r, col[name]))
+        if item[STATUS] != Status.PASS.value:  # pictures where there is something to see
+            for name in (THUMBNAIL, DIFF_MAP):
+                if item[name]:
+                    images.append(picture(item[name], r, col[name]))
         for name in METRICS:
-            put_metric(ws, r, col[name], name, item[name]).alignment = TOP
+            put_metric(ws, r, col[name], name, item[name], stamps)
         for name in (WIDTH, HEIGHT):
             if pd.notna(item[name]):
-                ws.cell(row=r, column=col[name], value=int(item[name])).alignment = TOP
+                cell = ws.cell(row=r, column=col[name], value=int(item[name]))
+                stamps(cell, "top", alignment=TOP)
         for name in (SHIFT_X, SHIFT_Y):
             if pd.notna(item[name]):
                 cell = ws.cell(row=r, column=col[name], value=float(item[name]))
-                cell.number_format, cell.alignment = "0.0", TOP
-        put_reasons(ws, r, col[REASONS], item[FLAGS])
+                stamps(cell, "shift", number_format="0.0", alignment=TOP)
+        put_reasons(ws, r, col[REASONS], item[FLAGS], stamps)
         for name in (NOTES, ERROR, PATH):
-            put_text(ws, r, col[name], item[name], alignment=WRAP_TOP)
+            if item[name]:  # an empty cell needs no style: a row that passed has few
+                put_text(ws, r, col[name], item[name], alignment=WRAP_TOP, stamp=wrap)
         # Tall enough for its picture and its longest wrapped text: nothing spills or hides.
         text = max(text_height(str(item[n] or ""), widths[n]) for n in TEXT_WIDTHS)
-        height = max(picture_points if item[THUMBNAIL] else 0.0, text)
+        height = max(picture_points, text)
         if height > 15.0:
             ws.row_dimensions[r].height = min(height, MAX_ROW_POINTS)
     for img in images:
@@ -632,13 +705,47 @@ def _reading_the_pictures(ws: Worksheet, row: int) -> int:
 
 
 def _configuration(ws: Worksheet, row: int, record: RunRecord) -> None:
+    """Every setting results.json reports, as a table: its key in the configuration file,
+    its value in words, and what it does (the limits and the outlier rule are above)."""
     put_text(ws, row, 1, "Configuration", font=SECTION)
     row += 1
-    config = {
-        k: v for k, v in record.to_json()["config"].items() if k not in ("limits", "outliers")
-    }
-    _pairs(ws, row, [(k, json.dumps(v, ensure_ascii=False)) for k, v in config.items()])
+    for c, head in ((1, "setting"), (2, "value"), (5, "what it does")):
+        put_text(ws, row, c, head, font=BOLD, fill=HEADER_FILL)
+    for c in (3, 4):
+        ws.cell(row=row, column=c).fill = HEADER_FILL
+    row += 1
+    config = record.settings
+    for setting in SETTINGS:
+        if setting.spec.json is False or setting.path[0] == "outliers":
+            continue
+        value = setting.spec.json(config) if callable(setting.spec.json) else setting.get(config)
+        text = readable(value)
+        put_text(ws, row, 1, setting.spec.toml or ".".join(setting.path), alignment=TOP)
+        put_text(ws, row, 2, text, alignment=WRAP_TOP)
+        ws.merge_cells(start_row=row, end_row=row, start_column=2, end_column=4)
+        put_text(ws, row, 5, setting.spec.help, alignment=WRAP_TOP)
+        lines = max(text_height(text, 3 * 16), text_height(setting.spec.help, DEFINITION_WIDTH))
+        if lines > 15:
+            ws.row_dimensions[row].height = lines
+        row += 1
     ws.sheet_view.showGridLines = False
+
+
+def readable(value: Any) -> str:
+    """A setting's value in words: on/off, lists joined, "not set" for none."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        return shown(str(value))
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k} {readable(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(v) for v in value) or "none"
+    return str(value)
 
 
 def _ignored(c: Comparison) -> str:
@@ -697,13 +804,16 @@ def errors_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
 
 
 TREND_METRICS = ("ssim", "ssim_coarse", "ssim_64")
+TREND_COLOURS = ("1F5FA8", "8E5BB5", "00897B")  # their points (filled: LibreOffice draws an
+# unfilled marker white)
 
 
 CHART_ROWS = 22  # rows the chart covers at the top of the Trend sheet
 
 
 def trend_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
-    """The run's images in order: a line chart of the SSIMs over its table of numbers.
+    """The run's images in the table's order: a chart of the SSIMs as points (the images
+    are not a time series, so no line joins them) over its table of numbers.
 
     ssim_64's limits are drawn as dashed lines, so a point below a line is a
     flag. The chart sits above the table so that both print on the first page.
@@ -732,9 +842,9 @@ def trend_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
         return
 
     chart = LineChart()
-    chart.title = "SSIM by image (higher: more like the baseline)"
+    chart.title = "SSIM of each image (higher: more like the baseline)"
     chart.y_axis.title = "SSIM"
-    chart.x_axis.title = "image # (names in the table below)"
+    chart.x_axis.title = "image #, in the order of the Results sheet (names in the table below)"
     chart.height, chart.width = 11, 26  # cm: about CHART_ROWS rows by columns A to F
     chart.display_blanks = "gap"  # an ERROR row is a gap, not a zero
     last = top + len(frame)
@@ -752,8 +862,13 @@ def trend_sheet(ws: Worksheet, frame: pd.DataFrame, record: RunRecord) -> None:
             series.graphicalProperties.line.solidFill = (
                 "C62828" if "fail" in heads[2 + i] else "B26A00"
             )
-        else:
+        else:  # points only: a line would suggest a trend between unrelated images
+            colour = TREND_COLOURS[i]
             series.marker.symbol = "circle"
+            series.marker.size = 6
+            series.marker.graphicalProperties = GraphicalProperties(solidFill=colour)
+            series.marker.graphicalProperties.line.solidFill = colour
+            series.graphicalProperties.line.noFill = True
     values = frame[list(TREND_METRICS)].to_numpy(dtype=float, na_value=float("nan")).ravel()
     values = [v for v in values if math.isfinite(v)] + [v for _, v in lines]
     if values:  # zoom on the data: similarities of a healthy run differ in the 2nd decimal
@@ -789,8 +904,10 @@ def control_sheet(ws: Worksheet, charts: list) -> None:
     for c, width in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(c)].width = width
     row = 1
-    for chart in charts:
+    for n, chart in enumerate(charts):
         lim = chart.limit
+        if n:  # each slot's table starts a printed page, under its own title and header
+            ws.row_breaks.append(Break(id=row - 1))
         put_text(ws, row, 1, chart.title, font=SECTION)
         put_text(ws, row, 4, chart.caption, font=MUTED)
         top = row + 1
@@ -823,8 +940,8 @@ def control_sheet(ws: Worksheet, charts: list) -> None:
                 titles_from_data=True,
             )
             lj.set_categories(Reference(ws, min_col=1, min_row=top + 1, max_row=last))
-            low, high = chart_window(chart)
-            if low is not None:  # the control band, as on the PNG: a far-off fault is off-scale
+            low, high = lj_axis(chart)
+            if low is not None:  # the control band and every point, however far off
                 lj.y_axis.scaling.min, lj.y_axis.scaling.max = low, high
             lj.x_axis.title = "run"
             for i, series in enumerate(lj.series):
@@ -847,6 +964,18 @@ def control_sheet(ws: Worksheet, charts: list) -> None:
     ws.freeze_panes = "A1"
 
 
+def lj_axis(chart) -> tuple[float | None, float | None]:
+    """The y range of a native Levey-Jennings chart: the PNG's window (the control band)
+    widened to every point, so no value is clipped off the chart."""
+    low, high = chart_window(chart)
+    if low is None:
+        return None, None
+    values = [p.value for p in chart.points if p.value is not None and math.isfinite(p.value)]
+    low, high = min([low, *values]), max([high, *values])
+    pad = (high - low) * 0.03
+    return low - pad, high + pad
+
+
 def print_setup(ws: Worksheet, landscape: bool = True) -> None:
     """Fit each sheet to the page width; the rows flow onto as many pages as they need."""
     ws.page_setup.orientation = "landscape" if landscape else "portrait"
@@ -860,11 +989,13 @@ def workbook(
     record: RunRecord,
     baseline_thumbnail: bytes | None,
     charts: list | None = None,
+    folder: Path | None = None,
 ) -> Workbook:
+    """The workbook; ``folder`` is where it will be read from (the file links)."""
     wb = Workbook()
     summary = wb.active
     summary.title = "Summary"
-    results_sheet(wb.create_sheet("Results"), frame, record)
+    results_sheet(wb.create_sheet("Results"), frame, record, folder)
     summary_sheet(summary, frame, record, baseline_thumbnail)
     errors_sheet(wb.create_sheet("Errors"), frame, record)
     if charts:  # a series with history: the trend across runs
@@ -885,8 +1016,9 @@ def write_xlsx(
     path: Path,
     *,
     charts: list | None = None,
+    folder: Path | None = None,
 ) -> Path:
-    book = workbook(frame, record, baseline_thumbnail, charts)
+    book = workbook(frame, record, baseline_thumbnail, charts, folder or path.parent)
     return write_atomic(path, lambda tmp: _save(book, tmp))
 
 

@@ -31,6 +31,9 @@ from ..table import (
     FILE,
     FLAGS,
     HEIGHT,
+    ICON,
+    LOOK,
+    LOOK_DIFF,
     NOTES,
     PATH,
     SEPARATOR,
@@ -48,6 +51,7 @@ from .view import (
     gap_text,
     headline,
     limit_texts,
+    link,
     most_severe_first,
     signal_text,
     title,
@@ -56,6 +60,7 @@ from .view import (
 
 __all__ = [
     "Cell",
+    "PASSES_OPEN",
     "data_uri",
     "png_uri",
     "Reason",
@@ -83,7 +88,7 @@ def sort_key(value: Any) -> str:
     """What the table's script sorts a cell by; empty sorts last, inf as the largest."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return ""
-    return "1e308" if isinstance(value, float) and math.isinf(value) else repr(float(value))
+    return "1e308" if isinstance(value, float) and math.isinf(value) else f"{float(value):.7g}"
 
 
 @dataclass
@@ -116,8 +121,15 @@ class Row:
     error: str
     size: str
     shift: str
-    thumbnail: str | None
+    thumbnail: str | None  # flagged rows: the 512-px closer look where made, else 200 px
     diff_map: str | None
+    icon: str | None = None  # rows that passed: 48 px
+    link: str | None = None  # the original file, relative to the report (view.link)
+    large: bool = False  # thumbnail and diff map are the 512-px closer look
+
+    @property
+    def passed(self) -> bool:
+        return self.status == Status.PASS.value
 
 
 @dataclass
@@ -153,7 +165,17 @@ class Report:
 
     @property
     def flagged(self) -> list[Row]:
-        return [row for row in self.rows if row.status != Status.PASS.value]
+        return [row for row in self.rows if not row.passed]
+
+    @property
+    def passes(self) -> list[Row]:
+        return [row for row in self.rows if row.passed]
+
+    @property
+    def passes_collapsed(self) -> bool:
+        """The compact PASS rows start folded away when flagged rows come first and there
+        are more than PASSES_OPEN of them; an all-clear run shows them open."""
+        return bool(self.flagged) and len(self.passes) > PASSES_OPEN
 
 
 def _split(text: str) -> list[str]:
@@ -168,6 +190,9 @@ def png_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+PASSES_OPEN = 50  # more PASS rows than this start folded (below the flagged ones)
+
+
 def view(
     frame: pd.DataFrame,
     record: RunRecord,
@@ -175,11 +200,17 @@ def view(
     picture: Callable[[bytes | None], str | None] = data_uri,
     charts: list | None = None,
     chart_picture: Callable[[bytes], str] = png_uri,
+    *,
+    large: bool = True,
+    folder: Path | None = None,
 ) -> Report:
     """The view model of the page: everything the template shows, already formatted.
 
     ``picture`` turns a JPEG into what an ``<img src>`` holds: a data: URI for
-    the page, a ``cid:`` reference for the e-mail.
+    the page, a ``cid:`` reference for the e-mail. With ``large`` (the page), a
+    flagged row shows its 512-px closer look where one was made; the e-mail shows
+    the 200-px thumbnails. A row that passed gets only its icon. ``folder`` is
+    where the page will be: rows link to their files relative to it (view.link).
     """
     order = {s.value: i for i, s in enumerate(most_severe_first())}
     ranked = frame.assign(_rank=frame[STATUS].astype(str).map(order)).sort_values(
@@ -192,6 +223,8 @@ def view(
         fired = {reason.text.split(" ", 1)[0] for reason in reasons}
         size = f"{r[WIDTH]}x{r[HEIGHT]}" if pd.notna(r[WIDTH]) else ""
         shift = f"shift {_px(r[SHIFT_X])}, {_px(r[SHIFT_Y])} px" if pd.notna(r[SHIFT_X]) else ""
+        passed = r[STATUS] == Status.PASS.value
+        closer = large and not passed and r.get(LOOK) is not None
         rows.append(
             Row(
                 file=r[FILE],
@@ -203,8 +236,11 @@ def view(
                 error=r[ERROR] or "",
                 size=size,
                 shift=shift,
-                thumbnail=picture(r[THUMBNAIL]),
-                diff_map=picture(r[DIFF_MAP]),
+                thumbnail=None if passed else picture(r[LOOK] if closer else r[THUMBNAIL]),
+                diff_map=None if passed else picture(r[LOOK_DIFF] if closer else r[DIFF_MAP]),
+                icon=picture(r.get(ICON)) if passed else None,
+                link=link(r[PATH], folder),
+                large=closer,
             )
         )
     metrics = [
@@ -283,10 +319,10 @@ def write_html(
     *,
     templates: Path | None = None,
     charts: list | None = None,
+    folder: Path | None = None,
 ) -> Path:
-    page = (
-        environment(templates)
-        .get_template("report.html.j2")
-        .render(report=view(frame, record, baseline_thumbnail, charts=charts))
-    )
+    """The page; ``baseline_thumbnail`` at LOOK_SIDE (the closer look compares with it),
+    ``folder`` where the page will be read from (links), by default ``path``'s."""
+    report = view(frame, record, baseline_thumbnail, charts=charts, folder=folder or path.parent)
+    page = environment(templates).get_template("report.html.j2").render(report=report)
     return write_text(path, page)

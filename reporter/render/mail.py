@@ -108,7 +108,7 @@ def _body(
     # Pictures only for the rows the body shows: each is a part of the message.
     shown = {row.file for row in flagged}
     small = frame[frame["file"].isin(shown)]
-    pictures = view(small, record, None, picture=cid)
+    pictures = view(small, record, None, picture=cid, large=False)
     by_file = {row.file: row for row in pictures.rows}
     for row in flagged:
         row.thumbnail, row.diff_map = by_file[row.file].thumbnail, by_file[row.file].diff_map

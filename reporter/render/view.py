@@ -9,6 +9,10 @@ precision (``catalog.Metric.format``). Templates only loop and branch.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from urllib.parse import quote
+
 from .. import clock
 from ..catalog import METRICS
 from ..config import Limit
@@ -24,6 +28,7 @@ __all__ = [
     "headline",
     "signal_text",
     "limit_text",
+    "link",
     "most_severe_first",
     "subject",
     "title",
@@ -70,6 +75,28 @@ def subject(record: RunRecord) -> str:
         parts.append(record.series)
     parts.append(when(record))
     return " - ".join(parts)
+
+
+def link(path: str, folder: Path | None) -> str | None:
+    """A link from a report in ``folder`` to the file at ``path``: relative, so that it
+    works wherever the report and the images travel together, never an absolute
+    ``file:///`` address that is dead on any other machine. None when the file is not
+    there (a name shown with escapes, a file moved since) or when the two share no
+    folder below the filesystem's root (a mailed copy could never reach it)."""
+    if folder is None or not path:
+        return None
+    try:  # abspath, not resolve: no system call per folder, and a link through a
+        # symbolic link stays as the user named it
+        target = Path(os.path.abspath(path))
+        base = Path(os.path.abspath(folder))
+        if not target.is_file():
+            return None
+        common = Path(os.path.commonpath([target, base]))
+    except (OSError, ValueError):  # another drive (Windows), a name the system refuses
+        return None
+    if common == Path(common.anchor):
+        return None
+    return quote(Path(os.path.relpath(target, base)).as_posix())
 
 
 def limit_text(name: str, bound: float | None) -> str:
