@@ -15,13 +15,11 @@ temporary folder, then prints:
   on one core; and the ratio of the two (target: reporter >= 3 x faster);
 * the peak memory of a --jobs 1 run of N and of 3N images (target: no growth
   beyond the rows);
-* a run of --scale images (default 1,000; 100 distinct 512 px pictures, each
-  linked under ten names) with every report: the size of report.html (target:
-  under 15 MB) and, where Chromium is installed, how long it takes to load and
-  lay it out; the size of report.xlsx (target: under 50 MB) and the time to
-  write it (target: well under a minute);
 * the series history with a year of daily runs of 20 slots: the time to record a
   run, to read its control period, and to evaluate the rules.
+
+The reports of a large run (sizes, the time to write the workbook, Chromium's
+layout) are measured by ``benchmarks/reports.py``.
 
 Each timing is the best of several repeats (per image: the median over ten
 images of the best of five), because on a shared machine the slower repeats
@@ -130,57 +128,6 @@ def peak_rss_mb(folder: Path, out: Path) -> float:
     return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
 
 
-def scale_run(tmp: Path, count: int) -> dict[str, float]:
-    """A large run with every report: sizes, time to write the workbook, to open the page."""
-    import shutil
-
-    folder = tmp / "scale"
-    folder.mkdir()
-    distinct = make_images(folder, min(100, count), 512)
-    for i in range(len(distinct), count):
-        os.link(distinct[i % len(distinct)], folder / f"copy{i:05d}.png")
-    t = time.perf_counter()
-    out = tmp / "scale_out"
-    from reporter import pipeline
-    from reporter.config import Config
-
-    result = pipeline.run(Config(inputs=(folder,), out=out, progress=False))
-    figures = {
-        "scale_images": count,
-        "scale_run_s": round(time.perf_counter() - t, 1),
-        "scale_report_mb": round((out / "report.html").stat().st_size / 1e6, 1),
-        "scale_xlsx_mb": round((out / "report.xlsx").stat().st_size / 1e6, 1),
-    }
-    # The workbook alone, written again from the run's table: its share of the run.
-    from reporter.render.excel import write_xlsx
-
-    t = time.perf_counter()
-    write_xlsx(result.table, result.record, None, tmp / "again.xlsx")
-    figures["scale_xlsx_write_s"] = round(time.perf_counter() - t, 1)
-    chromium = shutil.which("chromium")
-    if chromium:
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={tmp / 'chromium'}",
-                "--dump-dom",
-                (out / "report.html").as_uri(),
-            ],
-            capture_output=True,
-            check=True,
-        )
-        figures["scale_chromium_load_s"] = round(time.perf_counter() - t, 1)
-    return figures
-
-
 def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, float]:
     """A year of daily runs of 20 slots in the history: recording one run, reading the
     control period, and evaluating the rules for a new run."""
@@ -250,7 +197,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--scale", type=int, default=1000, help="images in the report-size run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -296,8 +242,7 @@ def main() -> None:
                     os.link(p, dest)
         rss_n = peak_rss_mb(folder, tmp / "m1")
         rss_3n = peak_rss_mb(more, tmp / "m3")
-        scale = scale_run(tmp, args.scale) if args.scale else {}
-        scale.update(history_figures(tmp))
+        history = history_figures(tmp)
 
     n = args.images
     figures = {
@@ -315,7 +260,7 @@ def main() -> None:
         "speedup_vs_naive_jobs1": round(naive_s / (one / n), 2),
         "peak_rss_mb_n": round(rss_n, 1),
         "peak_rss_mb_3n": round(rss_3n, 1),
-        **scale,
+        **history,
     }
     width = max(map(len, figures))
     print("reporter benchmark")
@@ -326,13 +271,6 @@ def main() -> None:
         f"jobs 1 >= 3 x naive ({figures['speedup_vs_naive_jobs1']}x); "
         f"{cores} cores >= 1.7 x one ({figures['speedup_all_cores']}x); "
         f"memory flat ({rss_n:.0f} MB for {n} images, {rss_3n:.0f} MB for {3 * n})"
-        + (
-            f"; report of {args.scale} images < 15 MB ({scale['scale_report_mb']} MB)"
-            f"; workbook < 50 MB ({scale['scale_xlsx_mb']} MB) written in"
-            f" {scale['scale_xlsx_write_s']} s"
-            if scale
-            else ""
-        )
     )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
