@@ -58,13 +58,14 @@ def _fail(exc: ReporterError) -> int:
     return exc.exit_code
 
 
-COMMANDS = ("run", "baseline", "history", "accept")
+COMMANDS = ("run", "search", "baseline", "history", "accept")
 
 DESCRIPTION = (
     "reporter compares images. 'reporter run' says whether each image of a run still "
     "looks like a baseline, writes the results and reports, and, for a series of "
     "scheduled runs, keeps a history with control limits; 'baseline', 'history' and "
-    "'accept' look after that history."
+    "'accept' look after that history. 'reporter search' finds the images of a "
+    "collection that look like a query image."
 )
 
 EXIT_STATUSES = """exit statuses:
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true", help="log warnings and errors only; no summary"
     )
     run.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    _collection_commands(sub)
     _series_commands(sub)
     return parser
 
@@ -236,6 +238,59 @@ def _reader(row: Setting):
         return value
 
     return read
+
+
+SEARCH_EPILOG = """examples:
+  reporter search query.png photos/ --top 10 --by embedding
+  reporter search --queries todays_failures.txt archive/ --by phash --top 5
+  reporter search plot.png runs/ -r --by colour --out reports/similar
+
+methods: ahash, phash (Hamming distance of 64-bit hashes, lower is nearer),
+  colour (distance of 42 colour moments), embedding (cosine of EfficientNet-Lite0
+  vectors, higher is nearer; what the picture shows, robust to crops and shifts)
+
+exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
+  2 not done (no query, no images, a bad argument); 130/143/129 stopped by a signal"""
+
+
+def _collection_commands(sub) -> None:
+    """``search`` (duplicates and clusters to come)."""
+    from .collection import METHODS  # names only: no numpy before a command is chosen
+
+    search = sub.add_parser(
+        "search",
+        help="find the images of a collection that look like a query image",
+        description="Find the images of a collection that look like a query image: "
+        "results.csv, report.html and report.xlsx, best first.",
+        epilog=SEARCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument(
+        "items",
+        nargs="+",
+        type=Path,
+        metavar="QUERY PATH",
+        help="the query image, then image files and/or folders to search "
+        "(with --queries, only the folders)",
+    )
+    search.add_argument("--queries", type=Path, metavar="FILE", help="one query path per line")
+    search.add_argument(
+        "--by", choices=tuple(METHODS), default="embedding", help="default embedding"
+    )
+    search.add_argument("--top", type=_positive, default=10, metavar="K", help="default 10")
+    search.add_argument("--out", type=Path, metavar="DIR", help="default reports/search-<time>")
+    search.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    search.add_argument(
+        "--formats", type=_formats, default=("csv", "html", "xlsx"), metavar="LIST",
+        help="from csv,html,xlsx (default all)",
+    )  # fmt: skip
+    _setting_option(search, ("jobs",), "jobs")  # the same flag, help and check as run's
+    search.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write the feature cache"
+    )
+    _setting_option(search, ("timezone",), "timezone")
+    search.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    search.add_argument("--verbose", "-v", action="store_true", help="debug messages")
 
 
 def _series_commands(sub) -> None:
@@ -405,6 +460,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command == "search":
+        from .collection.commands import search
+
+        if args.queries is None:
+            args.query, args.paths = args.items[0], args.items[1:]
+            if not args.paths:
+                return _fail(ReporterError("give the query and at least one PATH to search"))
+        else:
+            args.query, args.paths = None, args.items
+        try:
+            return search(args)
+        except ReporterError as exc:
+            return _fail(exc)
     if args.command != "run":
         from .series.commands import command
 

@@ -495,14 +495,15 @@ def test_a_bare_reporter_shows_what_it_can_do(capsys):
     assert code == 2
     assert "usage: reporter" in err and "exit statuses:" in err
     assert err.strip().splitlines()[-1] == (
-        "reporter: error: choose a command: run, baseline, history, accept"
+        "reporter: error: choose a command: run, search, baseline, history, accept"
     )
-    for command in ("run", "baseline", "history", "accept"):
+    for command in ("run", "search", "baseline", "history", "accept"):
         assert f"    {command} " in err
 
 
 @pytest.mark.parametrize(
-    "argv", [["run"], ["baseline", "set"], ["baseline", "show"], ["history"], ["accept"]]
+    "argv",
+    [["run"], ["search"], ["baseline", "set"], ["baseline", "show"], ["history"], ["accept"]],
 )
 def test_every_help_has_examples_exit_statuses_and_helped_positionals(capsys, argv):
     from reporter.cli import build_parser

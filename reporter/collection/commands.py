@@ -1,0 +1,141 @@
+"""The collection commands as the command line calls them: ``search`` (duplicates and
+clusters to come). Each returns its exit status: 0 done, 1 done but some files could
+not be read (their ERROR rows say why), 2 not done (raised as ReporterError)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .. import stopping
+from ..compare import Input
+from ..errors import ExitStatus, ReporterError
+from ..inputs import discover
+from ..names import printable
+from ..outputs import STAGE_PREFIX
+from .features import FeatureCache, default_cache, gather
+from .search import METHODS, rank, write_reports
+
+__all__ = ["publish", "search"]
+
+log = logging.getLogger("reporter")
+
+
+def _queries(args: argparse.Namespace) -> list[Path]:
+    queries = [args.query] if args.query else []
+    if args.queries is not None:
+        try:
+            text = args.queries.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ReporterError(f"cannot read the queries file {args.queries}: {exc}") from None
+        queries += [Path(line.strip()) for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise ReporterError("no query: give QUERY or --queries FILE")
+    return queries
+
+
+def _out_dir(args: argparse.Namespace, started: datetime, kind: str) -> Path:
+    try:
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            return args.out
+        stamp = started.astimezone().strftime("%Y%m%d-%H%M%S")
+        for n in range(1, 1000):
+            out = Path("reports") / f"{kind}-{stamp}{'' if n == 1 else f'-{n}'}"
+            try:
+                out.mkdir(parents=True)
+                return out
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ReporterError(f"cannot make the output folder: {exc}") from None
+    raise ReporterError("cannot make a new output folder under reports")
+
+
+def publish(out_dir: Path, write) -> dict[str, Path]:
+    """Outputs written by ``write(stage)`` into a staging folder, then moved into
+    ``out_dir`` together (a signal waits for the last rename); on any failure the
+    staging folder goes and ``out_dir`` keeps what it had."""
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
+    try:
+        staged = write(stage)
+        with stopping.held():
+            final = {}
+            for key, path in staged.items():
+                final[key] = out_dir / path.name
+                os.replace(path, final[key])
+        return final
+    except OSError as exc:
+        raise ReporterError(f"cannot write into {out_dir}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def search(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
+    if not set(args.formats) & {"csv", "html", "xlsx"}:
+        raise ReporterError("search writes csv, html and xlsx: --formats names none of them")
+    queries = _queries(args)
+    found, skipped, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    if not found:
+        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
+    for s in skipped:
+        log.info("skipped %s: %s", s.path, s.reason)
+    known = {item.path.resolve(): item for item in found}
+    asked = []
+    for q in queries:
+        if not q.is_file():
+            raise ReporterError(f"query {q}: no such file")
+        asked.append(known.get(q.resolve()) or Input(q, q.name))
+    extra = [a for a in asked if a.path.resolve() not in known]
+    cache = FeatureCache(None if args.no_cache else default_cache())
+    try:
+        features = gather(
+            found + extra,
+            embedding=args.by == "embedding",
+            jobs=args.jobs or os.cpu_count() or 1,
+            cache=cache,
+        )
+    finally:
+        cache.close()
+    by_path = {Path(f.path).resolve(): f for f in features}
+    candidates = features[: len(found)]
+    rankings = []
+    for item in asked:
+        query = by_path[item.path.resolve()]
+        if query.error:
+            raise ReporterError(f"query {item.path}: {query.error}")
+        rankings.append(rank(args.by, query, candidates, args.top))
+    errors = [f for f in candidates if f.error]
+    for e in errors:
+        log.warning("%s: ERROR %s", e.path, e.error)
+    for u in unreadable:
+        log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
+    out_dir = _out_dir(args, started, "search")
+    written = publish(
+        out_dir,
+        lambda stage: write_reports(
+            rankings,
+            errors,
+            args.by,
+            stage,
+            tuple(args.formats),
+            started=started,
+            zone=args.timezone,
+        ),
+    )
+    if not args.quiet:
+        name = METHODS[args.by][0]
+        for r in rankings:
+            print(f"{printable(r.query.file)}: nearest by {args.by} ({name})")
+            for hit in r.hits[:5]:
+                print(f"  {hit.rank:>3}  {hit.score:10.4f}  {printable(hit.item.file)}")
+        if errors:
+            print(f"{len(errors)} file(s) could not be read; see results.csv")
+        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+    return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK

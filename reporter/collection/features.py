@@ -1,0 +1,276 @@
+"""What the collection commands know of each file: hashes, colour moments, an embedding.
+
+Where it sits: under ``search`` (and the duplicate and cluster commands to come).
+:func:`gather` returns one :class:`Features` per input file, computed in worker
+processes, or read from the feature cache when the file has not changed.
+
+The cache is SQLite (``features.sqlite`` in the user's cache folder, see
+``embedding.cache_folder``), one row per file keyed by its absolute path, size and
+modification time: a grown folder costs only its new and changed files. Each row
+holds what was computed (the hashes always, the embedding once a method asked for
+it), the file's sha256 and a thumbnail. ``--no-cache`` neither reads nor writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .. import compare, hashes, images, visuals
+from ..embedding import DIMENSIONS, cache_folder
+
+__all__ = [
+    "compute",
+    "FeatureCache",
+    "Features",
+    "gather",
+    "SCHEMA",
+]
+
+log = logging.getLogger("reporter")
+
+SCHEMA = 1
+
+
+@dataclass
+class Features:
+    """One file: where it is, what it holds, or why it could not be read."""
+
+    path: str
+    file: str  # as shown: relative to the folder it was found in
+    size: int = 0
+    mtime_ns: int = 0
+    sha256: str = ""
+    width: int | None = None
+    height: int | None = None
+    ahash: bytes | None = None  # 8 bytes
+    phash: bytes | None = None  # 8 bytes
+    colour: np.ndarray | None = None  # 42 colour moments (cv2.img_hash.ColorMomentHash)
+    embedding: np.ndarray | None = None  # 1280 float32, L2-normalised
+    thumbnail: bytes | None = None  # JPEG, 200 px
+    error: str | None = None
+    cached: bool = field(default=False, compare=False)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_embedder = None
+
+
+def _embed(pixels: np.ndarray) -> np.ndarray:
+    global _embedder
+    if _embedder is None:  # once per process: the graph is read from the cache
+        from ..embedding import Embedder
+
+        _embedder = Embedder()
+    return _embedder([pixels])[0].astype(np.float32)
+
+
+def compute(
+    path: Path, file: str, *, embedding: bool, max_pixels: int, max_bytes: int | None
+) -> Features:
+    """The features of one file; a file that cannot be read gets ``error``, never raises."""
+    found = Features(str(path), file)
+    try:
+        stat = path.stat()
+        found.size, found.mtime_ns = stat.st_size, stat.st_mtime_ns
+        loaded = images.load(path, max_pixels=max_pixels, max_bytes=max_bytes)
+        found.sha256 = _sha256(path)
+        pixels = loaded.pixels
+        found.width, found.height = loaded.width, loaded.height
+        found.ahash = hashes.ahash(pixels).tobytes()
+        found.phash = hashes.phash(pixels).tobytes()
+        found.colour = colour_moments(pixels)
+        found.thumbnail = visuals.thumbnail(pixels)
+        if embedding:
+            found.embedding = _embed(pixels)
+    except images.ImageLoadError as exc:
+        found.error = str(exc)
+    except OSError as exc:
+        found.error = f"cannot read the file: {exc.strerror or exc}"
+    except Exception as exc:  # one bad file must not cost the others
+        log.debug("unexpected error on %s", path, exc_info=True)
+        found.error = f"unexpected {type(exc).__name__}: {exc}"
+    return found
+
+
+def colour_moments(pixels: np.ndarray) -> np.ndarray:
+    """The colour moment hash (cv2.img_hash): 42 Hu moments of the HSV and YCrCb channels
+    of a blurred 512 x 512 copy; compared by L2 distance. Grey images are made colour."""
+    img = hashes.to_8bit(pixels)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    img = cv2.resize(img, (512, 512), interpolation=cv2.INTER_AREA)
+    return cv2.img_hash.colorMomentHash(img).ravel().astype(np.float64)
+
+
+# --- the cache ----------------------------------------------------------------------------
+
+
+class FeatureCache:
+    """Features by (path, size, mtime) in SQLite; None path: a cache that does nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30)
+            self._db.execute(
+                """CREATE TABLE IF NOT EXISTS features (
+                    path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
+                    width INTEGER, height INTEGER, ahash BLOB, phash BLOB, colour BLOB,
+                    embedding BLOB, thumbnail BLOB, schema INTEGER)"""
+            )
+        except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
+            log.warning("feature cache %s not used: %s", path, exc)
+            self._db = None
+
+    def get(self, path: Path, *, embedding: bool) -> Features | None:
+        if self._db is None:
+            return None
+        try:
+            stat = path.stat()
+            row = self._db.execute(
+                "SELECT size, mtime_ns, sha256, width, height, ahash, phash, colour, embedding, "
+                "thumbnail FROM features WHERE path = ? AND schema = ?",
+                (str(path.absolute()), SCHEMA),
+            ).fetchone()
+        except (OSError, sqlite3.Error):
+            return None
+        if row is None or (row[0], row[1]) != (stat.st_size, stat.st_mtime_ns):
+            return None
+        if embedding and row[8] is None:
+            return None
+        vector = np.frombuffer(row[8], np.float32) if row[8] is not None else None
+        if vector is not None and vector.shape != (DIMENSIONS,):
+            return None
+        return Features(
+            str(path),
+            "",
+            size=row[0],
+            mtime_ns=row[1],
+            sha256=row[2],
+            width=row[3],
+            height=row[4],
+            ahash=row[5],
+            phash=row[6],
+            colour=np.frombuffer(row[7], np.float64),
+            embedding=vector,
+            thumbnail=row[9],
+            cached=True,
+        )
+
+    def put(self, items: Iterable[Features]) -> None:
+        if self._db is None:
+            return
+        rows = [
+            (
+                str(Path(f.path).absolute()),
+                f.size,
+                f.mtime_ns,
+                f.sha256,
+                f.width,
+                f.height,
+                f.ahash,
+                f.phash,
+                f.colour.tobytes() if f.colour is not None else None,
+                f.embedding.astype(np.float32).tobytes() if f.embedding is not None else None,
+                f.thumbnail,
+                SCHEMA,
+            )
+            for f in items
+            if f.error is None and not f.cached
+        ]
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            log.warning("feature cache %s not updated: %s", self.path, exc)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def default_cache() -> Path:
+    return cache_folder() / "features.sqlite"
+
+
+def _init() -> None:
+    compare.quiet_opencv()
+    cv2.setNumThreads(1)
+
+
+def _compute(args: tuple) -> Features:
+    path, file, embedding, max_pixels, max_bytes = args
+    return compute(path, file, embedding=embedding, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def gather(
+    items: list[compare.Input],
+    *,
+    embedding: bool,
+    jobs: int,
+    cache: FeatureCache,
+    max_pixels: int = 100_000_000,
+    max_bytes: int | None = None,
+) -> list[Features]:
+    """Every item's features, in order: from the cache where the file is unchanged, else
+    computed (in ``jobs`` worker processes when there are enough files to pay)."""
+    out: list[Features | None] = []
+    todo: list[int] = []
+    for i, item in enumerate(items):
+        hit = cache.get(item.path, embedding=embedding)
+        out.append(replace(hit, file=item.file) if hit else None)
+        if hit is None:
+            todo.append(i)
+    if todo:
+        log.info(
+            "computing the features of %d file(s) (%d from the cache)",
+            len(todo),
+            len(items) - len(todo),
+        )
+    work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes) for i in todo]
+    if jobs > 1 and len(work) >= 2 * jobs:
+        pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=compare._pool_context(), initializer=_init
+        )
+        try:
+            done = list(pool.map(_compute, work, chunksize=4))
+        except BaseException:
+            compare._terminate(pool)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    else:
+        _init()
+        done = [_compute(w) for w in work]
+    for i, features in zip(todo, done, strict=True):
+        out[i] = features
+    cache.put(done)
+    return [f for f in out if f is not None]
+
+
+def os_cpu_count() -> int:
+    return os.cpu_count() or 1

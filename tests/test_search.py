@@ -1,0 +1,173 @@
+"""reporter search on real photos (scikit-image's) and transformed copies of them."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from reporter.cli import main
+from reporter.collection.features import FeatureCache, gather
+from reporter.compare import Input
+
+SOURCES = (
+    "chelsea",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "camera",
+    "coins",
+    "brick",
+    "hubble_deep_field",
+)
+EVIL = "=cmd|' calc'!A0 <img src=x onerror=alert(1)>.png"
+
+
+def bgr(name: str) -> np.ndarray:
+    img = getattr(skimage.data, name)()
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for name in SOURCES:
+        cv2.imwrite(str(folder / f"{name}.png"), bgr(name))
+    for name in ("chelsea", "coffee", "rocket"):
+        img = bgr(name)
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{name}_small.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        cv2.imwrite(
+            str(folder / f"{name}_crop.png"), img[h // 10 : h - h // 10, w // 10 : w - w // 10]
+        )
+        cv2.imwrite(
+            str(folder / f"{name}_tight.png"), img[h // 4 : h - h // 8, w // 8 : w - w // 4]
+        )
+    shutil.copy(folder / "coins.png", folder / EVIL)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "notes.txt").write_text("x", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+
+
+def results(out) -> list[dict]:
+    with (out / "results.csv").open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("method", ["embedding", "phash", "colour", "ahash"])
+def test_search_finds_the_resized_and_reencoded_copy_first(collection, tmp_path, method):
+    out = tmp_path / "o"
+    code = main(["search", str(collection / "chelsea.png"), str(collection), "--by", method,
+                 "--top", "5", "--out", str(out), "-q", "-j", "1"])  # fmt: skip
+    assert code == 1  # broken.png is an ERROR row
+    rows = results(out)
+    ranked = [r for r in rows if r["rank"]]
+    assert [int(r["rank"]) for r in ranked] == [1, 2, 3, 4, 5]
+    assert all(r["file"] != "chelsea.png" for r in ranked)  # the query is left out
+    if method == "embedding":  # what it shows: both copies first, the crop included
+        assert {r["file"] for r in ranked[:2]} == {"chelsea_small.jpg", "chelsea_crop.png"}
+    else:  # hashes survive scaling and JPEG
+        assert ranked[0]["file"] == "chelsea_small.jpg"
+    scores = [float(r["score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=method == "embedding")  # best first
+    (error,) = [r for r in rows if r["error"]]
+    assert error["file"] == "broken.png" and "not a readable image" in error["error"]
+
+
+def test_the_embedding_finds_the_tight_crop_that_hashes_miss(collection, tmp_path):
+    """A crop to the middle 60 % off centre: the embedding ranks it with the copies; pHash,
+    robust to scaling but not to crops, does not."""
+    top = {}
+    for method in ("embedding", "phash"):
+        out = tmp_path / method
+        main(["search", str(collection / "coffee.png"), str(collection), "--by", method,
+              "--top", "3", "--out", str(out), "-q", "-j", "1"])  # fmt: skip
+        top[method] = {r["file"] for r in results(out) if r["rank"]}
+    assert top["embedding"] == {"coffee_small.jpg", "coffee_crop.png", "coffee_tight.png"}
+    assert "coffee_tight.png" not in top["phash"]
+
+
+def test_many_queries_in_one_pass_and_reports_that_escape(collection, tmp_path):
+    queries = tmp_path / "q.txt"
+    queries.write_text(f"{collection / 'rocket.png'}\n\n{collection / 'coffee.png'}\n", "utf-8")
+    out = tmp_path / "o"
+    code = main(["search", "--queries", str(queries), str(collection), "--top", "3",
+                 "--out", str(out), "-q"])  # fmt: skip
+    assert code == 1
+    rows = [r for r in results(out) if r["rank"]]
+    assert [r["query"] for r in rows] == ["rocket.png"] * 3 + ["coffee.png"] * 3
+    assert {r["file"] for r in rows[:3]} == {
+        "rocket_small.jpg",
+        "rocket_crop.png",
+        "rocket_tight.png",
+    }
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.xlsx", "results.csv"]
+
+
+def test_hostile_names_are_escaped_and_never_formulas(collection, tmp_path):
+    out = tmp_path / "o"
+    main(["search", str(collection / "coins.png"), str(collection), "--by", "phash",
+          "--top", "1", "--out", str(out), "-q"])  # fmt: skip
+    (hit,) = [r for r in results(out) if r["rank"]]
+    assert hit["file"] == "'" + EVIL  # the identical copy, as text in a spreadsheet
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "http://" not in page and "https://" not in page
+    from openpyxl import load_workbook
+
+    ws = load_workbook(out / "report.xlsx")["Results"]
+    cells = [c for row in ws.iter_rows() for c in row if c.value == EVIL]
+    assert cells and all(c.data_type == "s" and c.quotePrefix for c in cells)
+
+
+def test_the_cache_computes_only_new_and_changed_files(collection, tmp_path):
+    folder = tmp_path / "grow"
+    shutil.copytree(collection, folder)
+    items = [Input(p, p.name) for p in sorted(folder.glob("*.png"))]
+    cache = FeatureCache(tmp_path / "features.sqlite")
+    first = gather(items, embedding=True, jobs=1, cache=cache)
+    assert not any(f.cached for f in first)
+    cv2.imwrite(str(folder / "camera.png"), bgr("camera")[::-1])  # changed in place
+    os.utime(folder / "camera.png", ns=(1, 1))
+    cv2.imwrite(str(folder / "new.png"), bgr("coffee")[:, ::-1])
+    items = [Input(p, p.name) for p in sorted(folder.glob("*.png"))]
+    second = gather(items, embedding=True, jobs=1, cache=cache)
+    fresh = {f.file for f in second if not f.cached}
+    assert fresh == {"camera.png", "new.png", "broken.png"}  # errors are never cached
+    again = {f.file: f for f in second}
+    before = {f.file: f for f in first}
+    assert np.array_equal(again["rocket.png"].embedding, before["rocket.png"].embedding)
+    assert again["camera.png"].sha256 != before["camera.png"].sha256
+    cache.close()
+
+
+def test_no_cache_writes_nothing(collection, tmp_path):
+    out = tmp_path / "o"
+    main(["search", str(collection / "rocket.png"), str(collection), "--by", "phash",
+          "--no-cache", "--out", str(out), "-q"])  # fmt: skip
+    assert not (tmp_path / "cache" / "features.sqlite").exists()
+
+
+def test_bad_queries_and_arguments_say_so_in_one_line(collection, tmp_path, capsys):
+    args = ["--out", str(tmp_path / "o"), "-q"]
+    assert main(["search", str(collection / "broken.png"), str(collection), *args]) == 2
+    assert main(["search", str(tmp_path / "none.png"), str(collection), *args]) == 2
+    assert main(["search", str(collection / "rocket.png"), *args]) == 2
+    assert main(["search", str(collection / "rocket.png"), str(collection), "--by", "x"]) == 2
+    assert (
+        main(["search", str(collection / "rocket.png"), str(collection), "--formats", "json"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "query" in err and "no such file" in err
