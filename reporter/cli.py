@@ -58,14 +58,14 @@ def _fail(exc: ReporterError) -> int:
     return exc.exit_code
 
 
-COMMANDS = ("run", "search", "baseline", "history", "accept")
+COMMANDS = ("run", "search", "duplicates", "baseline", "history", "accept")
 
 DESCRIPTION = (
     "reporter compares images. 'reporter run' says whether each image of a run still "
     "looks like a baseline, writes the results and reports, and, for a series of "
     "scheduled runs, keeps a history with control limits; 'baseline', 'history' and "
     "'accept' look after that history. 'reporter search' finds the images of a "
-    "collection that look like a query image."
+    "collection that look like a query image; 'reporter duplicates' groups the copies."
 )
 
 EXIT_STATUSES = """exit statuses:
@@ -253,8 +253,21 @@ exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
   2 not done (no query, no images, a bad argument); 130/143/129 stopped by a signal"""
 
 
+DUPLICATES_EPILOG = """examples:
+  reporter duplicates photos/ -r                          exact copies and pHash twins
+  reporter duplicates dataset/ -r --by embedding          survives crops and captions
+  reporter duplicates shots/ --move-duplicates shots/dupes
+
+grouping: around the image to keep (highest resolution, then sharpest, then oldest);
+  an image joins a group when it is within the threshold of that image, never through
+  a third one
+
+exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
+  2 not done (no images, a bad argument); 130/143/129 stopped by a signal"""
+
+
 def _collection_commands(sub) -> None:
-    """``search`` (duplicates and clusters to come)."""
+    """``search`` and ``duplicates`` (clusters to come)."""
     from .collection import METHODS  # names only: no numpy before a command is chosen
 
     search = sub.add_parser(
@@ -278,19 +291,54 @@ def _collection_commands(sub) -> None:
         "--by", choices=tuple(METHODS), default="embedding", help="default embedding"
     )
     search.add_argument("--top", type=_positive, default=10, metavar="K", help="default 10")
-    search.add_argument("--out", type=Path, metavar="DIR", help="default reports/search-<time>")
-    search.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    search.add_argument(
+    _collection_options(search, "search")
+
+    twins = sub.add_parser(
+        "duplicates",
+        help="group the images of a collection that are the same picture",
+        description="Group the images of a collection that are the same picture: exact "
+        "copies, then near-duplicates; one image of each group is marked to keep. "
+        "groups.csv, report.html and report.xlsx; nothing is moved unless asked.",
+        epilog=DUPLICATES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    twins.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
+    )
+    twins.add_argument(
+        "--by", choices=("phash", "ahash", "embedding"), default="phash", help="default phash"
+    )
+    twins.add_argument(
+        "--threshold",
+        type=_non_negative,
+        metavar="T",
+        help="the largest distance still a duplicate (default: phash 8, ahash 8, "
+        "embedding 0.4 as 1 - cosine)",
+    )
+    twins.add_argument(
+        "--move-duplicates",
+        type=Path,
+        metavar="DIR",
+        help="move every image but the kept one of each group into DIR (logged, never overwriting)",
+    )
+    _collection_options(twins, "duplicates")
+
+
+def _collection_options(parser, name: str) -> None:
+    """What every collection command takes, after its own arguments."""
+    parser.add_argument("--out", type=Path, metavar="DIR", help=f"default reports/{name}-<time>")
+    parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    parser.add_argument(
         "--formats", type=_formats, default=("csv", "html", "xlsx"), metavar="LIST",
         help="from csv,html,xlsx (default all)",
     )  # fmt: skip
-    _setting_option(search, ("jobs",), "jobs")  # the same flag, help and check as run's
-    search.add_argument(
+    _setting_option(parser, ("jobs",), "jobs")  # the same flag, help and check as run's
+    parser.add_argument(
         "--no-cache", action="store_true", help="neither read nor write the feature cache"
     )
-    _setting_option(search, ("timezone",), "timezone")
-    search.add_argument("--quiet", "-q", action="store_true", help="no summary")
-    search.add_argument("--verbose", "-v", action="store_true", help="debug messages")
+    _setting_option(parser, ("timezone",), "timezone")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no summary")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug messages")
 
 
 def _series_commands(sub) -> None:
@@ -471,6 +519,13 @@ def _command(args: argparse.Namespace) -> int:
             args.query, args.paths = None, args.items
         try:
             return search(args)
+        except ReporterError as exc:
+            return _fail(exc)
+    if args.command == "duplicates":
+        from .collection.commands import duplicates
+
+        try:
+            return duplicates(args)
         except ReporterError as exc:
             return _fail(exc)
     if args.command != "run":

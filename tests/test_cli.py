@@ -495,15 +495,23 @@ def test_a_bare_reporter_shows_what_it_can_do(capsys):
     assert code == 2
     assert "usage: reporter" in err and "exit statuses:" in err
     assert err.strip().splitlines()[-1] == (
-        "reporter: error: choose a command: run, search, baseline, history, accept"
+        "reporter: error: choose a command: run, search, duplicates, baseline, history, accept"
     )
-    for command in ("run", "search", "baseline", "history", "accept"):
-        assert f"    {command} " in err
+    for command in ("run", "search", "duplicates", "baseline", "history", "accept"):
+        assert re.search(rf"^    {command}\s", err, re.M), command
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["run"], ["search"], ["baseline", "set"], ["baseline", "show"], ["history"], ["accept"]],
+    [
+        ["run"],
+        ["search"],
+        ["duplicates"],
+        ["baseline", "set"],
+        ["baseline", "show"],
+        ["history"],
+        ["accept"],
+    ],
 )
 def test_every_help_has_examples_exit_statuses_and_helped_positionals(capsys, argv):
     from reporter.cli import build_parser

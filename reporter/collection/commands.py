@@ -1,5 +1,5 @@
-"""The collection commands as the command line calls them: ``search`` (duplicates and
-clusters to come). Each returns its exit status: 0 done, 1 done but some files could
+"""The collection commands as the command line calls them: ``search`` and ``duplicates``
+(clusters to come). Each returns its exit status: 0 done, 1 done but some files could
 not be read (their ERROR rows say why), 2 not done (raised as ReporterError)."""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import stopping
+from .. import clock, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
 from ..inputs import discover
 from ..names import printable
 from ..outputs import STAGE_PREFIX
+from . import reports
 from .features import FeatureCache, default_cache, gather
-from .search import METHODS, rank, write_reports
+from .search import METHODS, rank, table
 
-__all__ = ["publish", "search"]
+__all__ = ["duplicates", "publish", "search"]
 
 log = logging.getLogger("reporter")
 
@@ -117,18 +118,8 @@ def search(args: argparse.Namespace) -> int:
     for u in unreadable:
         log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
     out_dir = _out_dir(args, started, "search")
-    written = publish(
-        out_dir,
-        lambda stage: write_reports(
-            rankings,
-            errors,
-            args.by,
-            stage,
-            tuple(args.formats),
-            started=started,
-            zone=args.timezone,
-        ),
-    )
+    found_table = table(rankings, errors, args.by, clock.shown(started, args.timezone))
+    written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     if not args.quiet:
         name = METHODS[args.by][0]
         for r in rankings:
@@ -137,5 +128,61 @@ def search(args: argparse.Namespace) -> int:
                 print(f"  {hit.rank:>3}  {hit.score:10.4f}  {printable(hit.item.file)}")
         if errors:
             print(f"{len(errors)} file(s) could not be read; see results.csv")
+        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+    return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
+
+
+def _collection(args: argparse.Namespace, *, embedding: bool):
+    """The images under args.paths and their features (cache, workers), and what could
+    not be read."""
+    found, skipped, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    if not found:
+        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
+    for s in skipped:
+        log.info("skipped %s: %s", s.path, s.reason)
+    for u in unreadable:
+        log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
+    cache = FeatureCache(None if args.no_cache else default_cache())
+    try:
+        features = gather(
+            found, embedding=embedding, jobs=args.jobs or os.cpu_count() or 1, cache=cache
+        )
+    finally:
+        cache.close()
+    errors = [f for f in features if f.error]
+    for e in errors:
+        log.warning("%s: ERROR %s", e.path, e.error)
+    return features, errors, unreadable
+
+
+def duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import THRESHOLDS, group, move_duplicates
+
+    started = datetime.now(UTC)
+    if not set(args.formats) & {"csv", "html", "xlsx"}:
+        raise ReporterError("duplicates writes csv, html and xlsx: --formats names none of them")
+    threshold = THRESHOLDS[args.by] if args.threshold is None else args.threshold
+    features, errors, unreadable = _collection(args, embedding=args.by == "embedding")
+    groups = group(features, args.by, threshold)
+    out_dir = _out_dir(args, started, "duplicates")
+    found_table = reports.duplicates_table(
+        groups, errors, args.by, threshold, clock.shown(started, args.timezone)
+    )
+    written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
+    moved = move_duplicates(groups, args.move_duplicates) if args.move_duplicates else []
+    if not args.quiet:
+        extra = sum(len(g.members) - 1 for g in groups)
+        print(
+            f"{len(groups)} group(s) of duplicates by {args.by} (distance <= {threshold:g}): "
+            f"{extra} image(s) besides the ones to keep"
+        )
+        for g in groups[:10]:
+            others = ", ".join(printable(m.item.file) for m in g.members[1:4])
+            more = f" and {len(g.members) - 4} more" if len(g.members) > 4 else ""
+            print(f"  keep {printable(g.kept.file)}: {others}{more}")
+        if moved:
+            print(f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}")
+        if errors:
+            print(f"{len(errors)} file(s) could not be read; see groups.csv")
         print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK

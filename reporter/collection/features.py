@@ -34,11 +34,13 @@ __all__ = [
     "Features",
     "gather",
     "SCHEMA",
+    "sharpness",
 ]
 
 log = logging.getLogger("reporter")
 
-SCHEMA = 1
+SCHEMA = 2  # a cache of another schema (its own table) is not read
+TABLE = f"features_v{SCHEMA}"
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Features:
     colour: np.ndarray | None = None  # 42 colour moments (cv2.img_hash.ColorMomentHash)
     embedding: np.ndarray | None = None  # 1280 float32, L2-normalised
     thumbnail: bytes | None = None  # JPEG, 200 px
+    sharpness: float | None = None  # variance of the Laplacian of a 512-px grey copy
     error: str | None = None
     cached: bool = field(default=False, compare=False)
 
@@ -97,6 +100,7 @@ def compute(
         found.phash = hashes.phash(pixels).tobytes()
         found.colour = colour_moments(pixels)
         found.thumbnail = visuals.thumbnail(pixels)
+        found.sharpness = sharpness(pixels)
         if embedding:
             found.embedding = _embed(pixels)
     except images.ImageLoadError as exc:
@@ -119,6 +123,19 @@ def colour_moments(pixels: np.ndarray) -> np.ndarray:
     return cv2.img_hash.colorMomentHash(img).ravel().astype(np.float64)
 
 
+def sharpness(pixels: np.ndarray) -> float:
+    """How sharp: the variance of the Laplacian of a grey copy whose longest side is 512 px
+    (the same scale for every image, so a large file is not "sharper" for its size)."""
+    grey = hashes.to_8bit(pixels)
+    if grey.ndim == 3:
+        grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    scale = 512 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
 # --- the cache ----------------------------------------------------------------------------
 
 
@@ -134,10 +151,10 @@ class FeatureCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30)
             self._db.execute(
-                """CREATE TABLE IF NOT EXISTS features (
+                f"""CREATE TABLE IF NOT EXISTS {TABLE} (
                     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
                     width INTEGER, height INTEGER, ahash BLOB, phash BLOB, colour BLOB,
-                    embedding BLOB, thumbnail BLOB, schema INTEGER)"""
+                    embedding BLOB, thumbnail BLOB, sharpness REAL, schema INTEGER)"""
             )
         except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
             log.warning("feature cache %s not used: %s", path, exc)
@@ -150,7 +167,7 @@ class FeatureCache:
             stat = path.stat()
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, width, height, ahash, phash, colour, embedding, "
-                "thumbnail FROM features WHERE path = ? AND schema = ?",
+                f"thumbnail, sharpness FROM {TABLE} WHERE path = ? AND schema = ?",
                 (str(path.absolute()), SCHEMA),
             ).fetchone()
         except (OSError, sqlite3.Error):
@@ -175,6 +192,7 @@ class FeatureCache:
             colour=np.frombuffer(row[7], np.float64),
             embedding=vector,
             thumbnail=row[9],
+            sharpness=row[10],
             cached=True,
         )
 
@@ -194,6 +212,7 @@ class FeatureCache:
                 f.colour.tobytes() if f.colour is not None else None,
                 f.embedding.astype(np.float32).tobytes() if f.embedding is not None else None,
                 f.thumbnail,
+                f.sharpness,
                 SCHEMA,
             )
             for f in items
@@ -202,7 +221,7 @@ class FeatureCache:
         try:
             with self._db:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 13)})",
                     rows,
                 )
         except sqlite3.Error as exc:

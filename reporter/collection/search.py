@@ -1,9 +1,9 @@
 """``reporter search``: which images of a collection look like this one?
 
 Where it sits: after :func:`features.gather`. Each query is scored against every
-other image by one method, ranked best first, and written as ``results.csv``,
-``report.html`` (the query and its nearest as a gallery) and ``report.xlsx``
-(the table with pictures), staged and moved into place together.
+other image by one method and ranked best first; :func:`table` hands the result to
+``reports.write``: ``results.csv``, ``report.html`` (the query and its nearest as a
+gallery) and ``report.xlsx`` (the table with pictures).
 
 Methods (how alike two images are):
 
@@ -17,24 +17,17 @@ Methods (how alike two images are):
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from .. import clock
-from ..atomic import write_atomic, write_text
-from ..render.data import defused
-from ..render.html import data_uri
-from ..render.templates import environment
 from . import METHODS
 from .features import Features
+from .reports import Item, Section, Table
 
-__all__ = ["Hit", "METHODS", "rank", "Ranking", "write_reports"]
+__all__ = ["Hit", "METHODS", "rank", "Ranking", "scores", "table"]
 
 log = logging.getLogger("reporter")
 
@@ -82,130 +75,37 @@ def rank(method: str, query: Features, items: list[Features], top: int) -> Ranki
 
 
 def _shown(method: str, score: float) -> str:
-    return (
-        f"{score:.4f}"
-        if method == "embedding"
-        else f"{score:.1f}"
-        if method == "colour"
-        else (f"{score:.0f}")
-    )
+    if method == "embedding":
+        return f"{score:.4f}"
+    return f"{score:.1f}" if method == "colour" else f"{score:.0f}"
 
 
-CSV_COLUMNS = ("query", "rank", "file", "path", "method", "score", "error")
-
-
-def write_reports(
-    rankings: list[Ranking],
-    errors: list[Features],
-    method: str,
-    stage: Path,
-    formats: tuple[str, ...],
-    *,
-    started: datetime,
-    zone: str | None,
-) -> dict[str, Path]:
-    """results.csv, report.html and report.xlsx of the rankings, into ``stage``."""
-    out: dict[str, Path] = {}
-    if "csv" in formats:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
-        for r in rankings:
-            for hit in r.hits:
-                writer.writerow(
-                    (
-                        defused(r.query.file),
-                        hit.rank,
-                        defused(hit.item.file),
-                        defused(hit.item.path),
-                        method,
-                        _shown(method, hit.score),
-                        "",
-                    )
-                )
-        for e in errors:
-            writer.writerow(("", "", defused(e.file), defused(e.path), method, "", e.error))
-        out["csv"] = write_text(stage / "results.csv", buffer.getvalue())
+def table(rankings: list[Ranking], errors: list[Features], method: str, when: str) -> Table:
+    """The rankings as the collection commands' table: a section per query."""
     name, higher = METHODS[method]
-    title = (
-        f"Search by {method}: {len(rankings)} quer{'y' if len(rankings) == 1 else 'ies'}"
-        f" \u00b7 {clock.shown(started, zone)}"
-    )
-    if "html" in formats:
-        page = (
-            environment()
-            .get_template("search.html.j2")
-            .render(
-                title=title,
-                method=method,
-                score_name=name,
-                direction="higher is nearer" if higher else "lower is nearer",
-                rankings=[
-                    {
-                        "query": r.query,
-                        "query_src": data_uri(r.query.thumbnail),
-                        "hits": [
-                            {
-                                "rank": h.rank,
-                                "file": h.item.file,
-                                "path": h.item.path,
-                                "score": _shown(method, h.score),
-                                "src": data_uri(h.item.thumbnail),
-                            }
-                            for h in r.hits
-                        ],
-                    }
-                    for r in rankings
-                ],
-                errors=errors,
-            )
-        )
-        out["html"] = write_text(stage / "report.html", page)
-    if "xlsx" in formats:
-        out["xlsx"] = _workbook(rankings, errors, method, title, stage / "report.xlsx")
-    return out
-
-
-def _workbook(rankings, errors, method, title, path: Path) -> Path:
-    from openpyxl import Workbook
-
-    from ..render import excel
-
-    book = Workbook()
-    ws = book.active
-    ws.title = "Results"
-    excel.put_text(ws, 1, 1, title, font=excel.SECTION)
-    heads = ("query", "rank", "picture", "file", method + " " + METHODS[method][0], "path")
-    for c, head in enumerate(heads, 1):
-        excel.put_text(ws, 2, c, head, font=excel.BOLD, fill=excel.HEADER_FILL)
-    widths = (30, 7, 18, 36, 22, 60)
-    number = {"embedding": "0.0000", "colour": "0.0"}.get(method, "0")
-    for c, width in enumerate(widths, 1):
-        ws.column_dimensions[chr(64 + c)].width = width
-    row = 3
+    sections = []
     for r in rankings:
-        for hit in [None, *r.hits]:  # the query first, then its nearest
-            item = r.query if hit is None else hit.item
-            excel.put_text(ws, row, 1, r.query.file, alignment=excel.TOP)
-            if hit is not None:
-                ws.cell(row=row, column=2, value=hit.rank).alignment = excel.TOP
-                cell = ws.cell(row=row, column=5, value=round(hit.score, 6))
-                cell.alignment, cell.number_format = excel.TOP, number
-            else:
-                excel.put_text(ws, row, 2, "query", font=excel.BOLD, alignment=excel.TOP)
-            excel.put_text(ws, row, 4, item.file, alignment=excel.WRAP_TOP)
-            excel.put_text(ws, row, 6, item.path, alignment=excel.WRAP_TOP)
-            if item.thumbnail:
-                ws.add_image(excel.picture(item.thumbnail, row, 3, side=100))
-            ws.row_dimensions[row].height = 82
-            row += 1
-    for e in errors:
-        excel.put_text(ws, row, 2, "ERROR", font=excel.BOLD)
-        excel.put_text(ws, row, 4, e.file)
-        excel.put_text(ws, row, 5, e.error)
-        excel.put_text(ws, row, 6, e.path)
-        row += 1
-    ws.freeze_panes = "A3"
-    ws.print_title_rows = "2:2"
-    excel.print_setup(ws)
-    return write_atomic(path, lambda tmp: excel._save(book, tmp))
+        items = [Item(r.query, {}, tag="query", lead=True)]
+        items += [
+            Item(
+                h.item,
+                {"query": r.query.file, "rank": h.rank, "method": method, "score": h.score},
+                tag=str(h.rank),
+                score=_shown(method, h.score),
+            )
+            for h in r.hits
+        ]
+        sections.append(Section(r.query.file, items, empty="No other image to compare with."))
+    for s in sections:  # the CSV lists the hits only; the query leads the gallery
+        s.items[0].values = {"query": s.heading, "rank": "", "method": method, "score": ""}
+    count = len(rankings)
+    return Table(
+        title=f"Search by {method}: {count} quer{'y' if count == 1 else 'ies'} \u00b7 {when}",
+        subtitle=f"Score: {method} {name}, {'higher' if higher else 'lower'} is nearer. "
+        "The query's own file is left out of its results.",
+        columns=("query", "rank", "file", "path", "method", "score"),
+        sections=sections,
+        errors=errors,
+        score_column="score",
+        score_format={"embedding": "0.0000", "colour": "0.0"}.get(method, "0"),
+    )

@@ -1,0 +1,131 @@
+"""``reporter duplicates``: which images of a collection are the same picture?
+
+Where it sits: after :func:`features.gather`, like ``search``.
+
+1. **Exact copies**: files with the same sha256, whatever their names.
+2. **Near-duplicates** by one method, as a distance (lower is nearer): ``phash``
+   or ``ahash`` (Hamming distance of the 64-bit hashes) or ``embedding``
+   (1 - cosine of the EfficientNet-Lite0 vectors).
+
+**The grouping rule: star around the kept image.** Images are taken in keep
+order (:func:`keep_order`: highest resolution, then sharpest, then oldest); each
+one not yet grouped starts a group as its kept image, and every other ungrouped
+image within the threshold *of that kept image* joins it. Every member is
+therefore within the threshold of the image it would be replaced by, and two
+unrelated images are never chained together through a third that resembles
+both (single linkage would do that). An exact copy group is formed first and
+counts as one image for the near-duplicate pass, through its kept file.
+
+**Default thresholds** (``THRESHOLDS``) come from ``benchmarks/duplicates.py``:
+18 of scikit-image's photos, each re-encoded and resized, blurred, captioned,
+cropped and shifted, against the 153 pairs of distinct photos. See the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .features import Features
+from .search import scores
+
+__all__ = ["Group", "group", "keep_order", "move_duplicates", "THRESHOLDS"]
+
+log = logging.getLogger("reporter")
+
+THRESHOLDS = {"phash": 8.0, "ahash": 8.0, "embedding": 0.4}
+"""The largest distance still called a duplicate, per method (benchmarks/duplicates.py)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    item: Features
+    keep: bool
+    distance: float  # to the kept image (0 for itself and for exact copies)
+    exact: bool  # the same bytes as the kept image
+
+
+@dataclass(frozen=True)
+class Group:
+    number: int
+    members: list[Member]  # the kept image first
+
+    @property
+    def kept(self) -> Features:
+        return self.members[0].item
+
+
+def keep_order(items: list[Features]) -> list[Features]:
+    """Which image of a group to keep first: highest resolution, then sharpest, then oldest
+    (earliest modification time), then by path, so the choice is reproducible."""
+    return sorted(
+        items,
+        key=lambda f: (
+            -((f.width or 0) * (f.height or 0)),
+            -(f.sharpness or 0.0),
+            f.mtime_ns,
+            f.path,
+        ),
+    )
+
+
+def _distances(method: str, a: Features, pool: list[Features]) -> np.ndarray:
+    """Lower is nearer for every method: the embedding's cosine as 1 - cosine."""
+    values = scores(method, a, pool)
+    return 1.0 - values if method == "embedding" else values
+
+
+def group(items: list[Features], method: str, threshold: float) -> list[Group]:
+    """Groups of two or more images, largest first; the kept image leads each group."""
+    readable = [f for f in items if f.error is None]
+    by_sha: dict[str, list[Features]] = {}
+    for f in readable:
+        by_sha.setdefault(f.sha256, []).append(f)
+    # One representative per set of identical files: the one to keep.
+    heads = {sha: keep_order(same) for sha, same in by_sha.items()}
+    order = keep_order([same[0] for same in heads.values()])
+    free = np.ones(len(order), bool)
+    groups: list[list[Member]] = []
+    for i, leader in enumerate(order):
+        if not free[i]:
+            continue
+        free[i] = False
+        members = [Member(leader, True, 0.0, False)]
+        members += [Member(f, False, 0.0, True) for f in heads[leader.sha256][1:]]
+        rest = np.flatnonzero(free)
+        if len(rest):
+            d = _distances(method, leader, [order[j] for j in rest])
+            for j, dist in zip(rest, d, strict=True):
+                if dist <= threshold:
+                    free[j] = False
+                    twin = order[j]
+                    members.append(Member(twin, False, float(dist), False))
+                    members += [Member(f, False, float(dist), True) for f in heads[twin.sha256][1:]]
+        if len(members) > 1:  # the kept image, then the nearest first
+            rest = sorted(members[1:], key=lambda m: (m.distance, not m.exact, m.item.path))
+            groups.append([members[0], *rest])
+    groups.sort(key=lambda g: (-len(g), g[0].item.path))
+    return [Group(n, members) for n, members in enumerate(groups, 1)]
+
+
+def move_duplicates(groups: list[Group], target: Path) -> list[tuple[Path, Path]]:
+    """Move every image but the kept one of each group into ``target`` (made if missing),
+    never overwriting: a name already there gets ``-2``, ``-3`` ... Each move is logged."""
+    target.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for g in groups:
+        for m in g.members[1:]:
+            source = Path(m.item.path)
+            dest = target / source.name
+            n = 2
+            while dest.exists():
+                dest = target / f"{source.stem}-{n}{source.suffix}"
+                n += 1
+            shutil.move(source, dest)
+            log.info("moved %s to %s (a duplicate of %s)", source, dest, g.kept.path)
+            moved.append((source, dest))
+    return moved

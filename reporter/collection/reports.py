@@ -1,0 +1,204 @@
+"""The collection commands' outputs: one table, written as CSV, a gallery page and a workbook.
+
+Where it sits: ``search`` and ``duplicates`` describe their results as a :class:`Table`
+(rows in sections: a query and its nearest, a group of duplicates); this module writes
+it three ways with run's own building blocks: CSV text defused for spreadsheets
+(``render.data.defused``), the jinja2 environment with autoescaping, and the
+workbook's text, picture and print helpers (``render.excel``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic, write_text
+from ..render.data import defused
+from ..render.html import data_uri
+from ..render.templates import environment
+from .features import Features
+
+__all__ = ["duplicates_table", "Item", "Section", "Table", "write"]
+
+
+@dataclass
+class Item:
+    """One image in a section, and its row in the CSV."""
+
+    features: Features
+    values: dict[str, Any]  # the CSV's columns besides file and path
+    tag: str = ""  # shown on the picture: a rank, "keep"
+    score: str = ""  # shown beside it
+    note: str = ""
+    lead: bool = False  # the query, the kept image: outlined
+
+
+@dataclass
+class Section:
+    heading: str
+    items: list[Item]
+    note: str = ""
+    empty: str = ""
+
+
+@dataclass
+class Table:
+    title: str
+    subtitle: str
+    columns: tuple[str, ...]  # the CSV's, "file" and "path" among them
+    sections: list[Section]
+    errors: list[Features] = field(default_factory=list)
+    score_column: str = ""  # the column the workbook shows as a number
+    score_format: str = "0.000"
+    csv_name: str = "results.csv"
+
+
+def _csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow((*table.columns, "error"))
+
+    def cell(value: Any) -> Any:
+        return defused(value) if isinstance(value, str) else value
+
+    for section in table.sections:
+        for item in section.items:
+            row = {**item.values, "file": item.features.file, "path": item.features.path}
+            writer.writerow([cell(row.get(c, "")) for c in table.columns] + [""])
+    for e in table.errors:
+        row = {"file": e.file, "path": e.path}
+        writer.writerow([cell(row.get(c, "")) for c in table.columns] + [cell(e.error or "")])
+    return buffer.getvalue()
+
+
+def _page(table: Table) -> str:
+    sections = [
+        {
+            "heading": s.heading,
+            "note": s.note,
+            "empty": s.empty,
+            "items": [
+                {
+                    "src": data_uri(i.features.thumbnail),
+                    "file": i.features.file,
+                    "tag": i.tag,
+                    "score": i.score,
+                    "note": i.note,
+                    "lead": i.lead,
+                }
+                for i in s.items
+            ],
+        }
+        for s in table.sections
+    ]
+    return (
+        environment()
+        .get_template("gallery.html.j2")
+        .render(title=table.title, subtitle=table.subtitle, sections=sections, errors=table.errors)
+    )
+
+
+def _workbook(table: Table, path: Path) -> Path:
+    from openpyxl import Workbook
+    from openpyxl.utils import get_column_letter
+
+    from ..render import excel
+
+    book = Workbook()
+    ws = book.active
+    ws.title = "Results"
+    excel.put_text(ws, 1, 1, table.title, font=excel.SECTION)
+    heads = ("section", "", "picture", "file", table.score_column or "score", "path")
+    for c, head in enumerate(heads, 1):
+        excel.put_text(ws, 2, c, head, font=excel.BOLD, fill=excel.HEADER_FILL)
+    for c, width in enumerate((30, 8, 18, 36, 22, 60), 1):
+        ws.column_dimensions[get_column_letter(c)].width = width
+    row = 3
+    for section in table.sections:
+        for item in section.items:
+            excel.put_text(ws, row, 1, section.heading, alignment=excel.TOP)
+            excel.put_text(ws, row, 2, item.tag, **({"font": excel.BOLD} if item.lead else {}))
+            value = item.values.get(table.score_column)
+            if isinstance(value, int | float):
+                cell = ws.cell(row=row, column=5, value=value)
+                cell.number_format = table.score_format
+            excel.put_text(ws, row, 4, item.features.file, alignment=excel.WRAP_TOP)
+            excel.put_text(ws, row, 6, item.features.path, alignment=excel.WRAP_TOP)
+            if item.features.thumbnail:
+                ws.add_image(excel.picture(item.features.thumbnail, row, 3, side=100))
+            ws.row_dimensions[row].height = 82
+            row += 1
+    for e in table.errors:
+        excel.put_text(ws, row, 2, "ERROR", font=excel.BOLD)
+        excel.put_text(ws, row, 4, e.file)
+        excel.put_text(ws, row, 5, e.error)
+        excel.put_text(ws, row, 6, e.path)
+        row += 1
+    ws.freeze_panes = "A3"
+    ws.print_title_rows = "2:2"
+    excel.print_setup(ws)
+    return write_atomic(path, lambda tmp: excel._save(book, tmp))
+
+
+def write(table: Table, stage: Path, formats: tuple[str, ...]) -> dict[str, Path]:
+    """The table as CSV, report.html and report.xlsx in ``stage``, as ``formats`` ask."""
+    out: dict[str, Path] = {}
+    if "csv" in formats:
+        out["csv"] = write_text(stage / table.csv_name, _csv(table))
+    if "html" in formats:
+        out["html"] = write_text(stage / "report.html", _page(table))
+    if "xlsx" in formats:
+        out["xlsx"] = _workbook(table, stage / "report.xlsx")
+    return out
+
+
+def duplicates_table(groups, errors: list[Features], method: str, threshold: float, when: str):
+    """The duplicate groups as the collection commands' table: a section per group, the
+    kept image first."""
+    number = {"embedding": "0.0000"}.get(method, "0")
+    sections = []
+    for g in groups:
+        items = []
+        for m in g.members:
+            f = m.item
+            kind = "exact copy" if m.exact else ("kept" if m.keep else f"{method} near-duplicate")
+            items.append(
+                Item(
+                    f,
+                    {
+                        "group": g.number,
+                        "keep": "yes" if m.keep else "no",
+                        "distance": round(m.distance, 6),
+                        "kind": kind,
+                        "width": f.width,
+                        "height": f.height,
+                    },
+                    tag="keep" if m.keep else ("copy" if m.exact else ""),
+                    score=""
+                    if m.keep
+                    else f"{m.distance:.4f}"
+                    if method == "embedding"
+                    else f"{m.distance:.0f}",  # fmt: skip
+                    note=f"{f.width}x{f.height}" + (" · same bytes" if m.exact else ""),
+                    lead=m.keep,
+                )
+            )
+        sections.append(
+            Section(f"group {g.number}: {len(g.members)} images", items, note=f"keep {g.kept.file}")
+        )
+    distance = "1 - cosine of the embeddings" if method == "embedding" else f"{method} distance"
+    return Table(
+        title=f"Duplicates by {method}: {len(groups)} group(s) · {when}",
+        subtitle=f"Exact copies (same sha256), then near-duplicates: {distance} <= {threshold:g} "
+        "to the kept image (highest resolution, then sharpest, then oldest). Each group is "
+        "gathered around its kept image, so no image joins through a third one.",
+        columns=("group", "file", "path", "keep", "distance", "kind", "width", "height"),
+        sections=sections,
+        errors=errors,
+        score_column="distance",
+        score_format=number,
+        csv_name="groups.csv",
+    )

@@ -1,0 +1,131 @@
+"""reporter duplicates: exact copies and near-duplicates of real photos, without chaining."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from reporter.cli import main
+from reporter.collection.duplicates import group, keep_order
+from reporter.collection.features import Features
+
+SOURCES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "brick", "page")
+
+
+def bgr(name: str) -> np.ndarray:
+    img = getattr(skimage.data, name)()
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in SOURCES:
+        cv2.imwrite(str(folder / f"{name}.png"), bgr(name))
+    for name in ("coffee", "rocket"):
+        img = bgr(name)
+        h, w = img.shape[:2]
+        small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{name}_small.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        cv2.imwrite(str(folder / f"{name}_crop.png"), img[h // 10 : -h // 10, w // 10 : -w // 10])
+    shutil.copy(folder / "camera.png", folder / "camera copy.png")  # the same bytes
+    later = time.time_ns() + 86_400 * 10**9
+    os.utime(folder / "camera copy.png", ns=(later, later))  # and newer
+    (folder / "broken.png").write_bytes(b"junk")
+    return folder
+
+
+def groups_csv(out) -> dict[int, list[dict]]:
+    with (out / "groups.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    found: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["group"]:
+            found.setdefault(int(r["group"]), []).append(r)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("method", "coffee"),
+    [
+        ("phash", {"coffee.png", "coffee_small.jpg"}),  # pHash misses the crop
+        ("embedding", {"coffee.png", "coffee_small.jpg", "coffee_crop.png"}),
+    ],
+)
+def test_groups_match_their_sources_and_keep_the_best(photos, tmp_path, method, coffee):
+    out = tmp_path / "o"
+    assert main(["duplicates", str(photos), "--by", method, "--out", str(out), "-q"]) == 1
+    found = {frozenset(r["file"] for r in rows): rows for rows in groups_csv(out).values()}
+    assert frozenset(coffee) in found
+    assert frozenset({"camera.png", "camera copy.png"}) in found
+    assert all(
+        len({r["file"].split("_")[0].split(".")[0].split(" ")[0] for r in rows}) == 1
+        for rows in found.values()
+    )  # fmt: skip - no group mixes two sources
+    rows = found[frozenset(coffee)]
+    assert [r["file"] for r in rows if r["keep"] == "yes"] == ["coffee.png"]  # full size
+    assert rows[0]["keep"] == "yes" and rows[0]["distance"] == "0.0"
+    camera = found[frozenset({"camera.png", "camera copy.png"})]
+    assert camera[0]["file"] == "camera.png"  # identical: the older one is kept
+    assert camera[1]["kind"] == "exact copy"
+    (broken,) = [r for r in csv.DictReader((out / "groups.csv").open()) if r["error"]]
+    assert broken["file"] == "broken.png"
+    assert (photos / "coffee_small.jpg").exists()  # nothing moved unless asked
+
+
+def feature(name: str, bits: int, width: int = 100, sharp: float = 1.0, mtime: int = 0):
+    value = (2**bits - 1).to_bytes(8, "big")  # the first `bits` bits set
+    return Features(name, name, sha256=name, width=width, height=width, phash=value,
+                    sharpness=sharp, mtime_ns=mtime)  # fmt: skip
+
+
+def test_no_chaining_through_an_intermediate():
+    """A and B are 6 apart, B and C 6, A and C 12: with a threshold of 8, single linkage would
+    put all three together; around the kept image, C stays out."""
+    a, b, c = feature("a", 0, width=300), feature("b", 6), feature("c", 12)
+    (only,) = group([c, b, a], "phash", 8)
+    assert [m.item.path for m in only.members] == ["a", "b"]
+    assert only.members[1].distance == 6
+
+
+def test_keep_the_highest_resolution_then_the_sharpest_then_the_oldest():
+    big, sharp, old, new = (
+        feature("big", 0, width=200, sharp=1.0, mtime=5),
+        feature("sharp", 0, width=100, sharp=9.0, mtime=5),
+        feature("old", 0, width=100, sharp=1.0, mtime=1),
+        feature("new", 0, width=100, sharp=1.0, mtime=9),
+    )
+    assert [f.path for f in keep_order([new, old, sharp, big])] == ["big", "sharp", "old", "new"]
+
+
+def test_move_duplicates_moves_all_but_the_kept_and_logs_each(photos, tmp_path, capsys):
+    target = tmp_path / "dupes"
+    target.mkdir()
+    (target / "coffee_small.jpg").write_bytes(b"already here")  # never overwritten
+    out = tmp_path / "o"
+    main(["duplicates", str(photos), "--out", str(out), "--move-duplicates", str(target)])
+    assert (photos / "coffee.png").exists() and not (photos / "coffee_small.jpg").exists()
+    assert (target / "coffee_small.jpg").read_bytes() == b"already here"
+    assert (target / "coffee_small-2.jpg").exists() and (target / "camera copy.png").exists()
+    moves = [line for line in capsys.readouterr().err.splitlines() if " INFO moved " in line]
+    assert len(moves) == sum(len(rows) - 1 for rows in groups_csv(out).values())
+
+
+def test_thresholds_and_reports(photos, tmp_path):
+    out = tmp_path / "o"
+    main(["duplicates", str(photos), "--by", "phash", "--threshold", "0", "--out", str(out), "-q"])
+    found = groups_csv(out)
+    assert all(float(r["distance"]) == 0 for rows in found.values() for r in rows)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "http://" not in page and "camera copy.png" in page
+    assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "report.html", "report.xlsx"]
+    assert main(["duplicates", str(photos), "--threshold", "-1"]) == 2
