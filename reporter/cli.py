@@ -58,14 +58,15 @@ def _fail(exc: ReporterError) -> int:
     return exc.exit_code
 
 
-COMMANDS = ("run", "search", "duplicates", "baseline", "history", "accept")
+COMMANDS = ("run", "search", "duplicates", "cluster", "baseline", "history", "accept")
 
 DESCRIPTION = (
     "reporter compares images. 'reporter run' says whether each image of a run still "
     "looks like a baseline, writes the results and reports, and, for a series of "
     "scheduled runs, keeps a history with control limits; 'baseline', 'history' and "
     "'accept' look after that history. 'reporter search' finds the images of a "
-    "collection that look like a query image; 'reporter duplicates' groups the copies."
+    "collection that look like a query image; 'reporter duplicates' groups the copies, "
+    "'reporter cluster' groups them by what they look like."
 )
 
 EXIT_STATUSES = """exit statuses:
@@ -266,8 +267,17 @@ exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
   2 not done (no images, a bad argument); 130/143/129 stopped by a signal"""
 
 
+CLUSTER_EPILOG = """examples:
+  reporter cluster photos/ -r                         k by silhouette, on embeddings
+  reporter cluster flagged/ --k 4 --features pca      four groups by colour and layout
+  reporter cluster month/ --copy-to sorted/           one folder per cluster
+
+exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
+  2 not done (too few images, a bad argument); 130/143/129 stopped by a signal"""
+
+
 def _collection_commands(sub) -> None:
-    """``search`` and ``duplicates`` (clusters to come)."""
+    """``search``, ``duplicates`` and ``cluster``."""
     from .collection import METHODS  # names only: no numpy before a command is chosen
 
     search = sub.add_parser(
@@ -322,6 +332,44 @@ def _collection_commands(sub) -> None:
         help="move every image but the kept one of each group into DIR (logged, never overwriting)",
     )
     _collection_options(twins, "duplicates")
+
+    groups = sub.add_parser(
+        "cluster",
+        help="group the images of a collection by what they look like (k-means)",
+        description="Group the images of a collection by what they look like: k-means on "
+        "embeddings, pixels or their principal components. clusters.csv, report.html and "
+        "report.xlsx, the most typical image of each cluster first.",
+        epilog=CLUSTER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="image files and/or folders"
+    )
+    groups.add_argument(
+        "--k", type=_clusters, default="auto", metavar="N|auto",
+        help="the number of clusters, or auto: the best silhouette from 2 to 12 (default)",
+    )  # fmt: skip
+    groups.add_argument(
+        "--features", choices=("embedding", "pixels", "pca"), default="embedding",
+        help="default embedding",
+    )  # fmt: skip
+    groups.add_argument(
+        "--copy-to", type=Path, metavar="DIR",
+        help="copy each image into DIR/cluster-NN (nothing is moved)",
+    )  # fmt: skip
+    _collection_options(groups, "cluster")
+
+
+def _clusters(text: str) -> str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor auto") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more, or auto")
+    return str(value)
 
 
 def _collection_options(parser, name: str) -> None:
@@ -521,11 +569,11 @@ def _command(args: argparse.Namespace) -> int:
             return search(args)
         except ReporterError as exc:
             return _fail(exc)
-    if args.command == "duplicates":
-        from .collection.commands import duplicates
+    if args.command in ("duplicates", "cluster"):
+        from .collection import commands
 
         try:
-            return duplicates(args)
+            return getattr(commands, args.command)(args)
         except ReporterError as exc:
             return _fail(exc)
     if args.command != "run":

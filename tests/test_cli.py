@@ -495,9 +495,10 @@ def test_a_bare_reporter_shows_what_it_can_do(capsys):
     assert code == 2
     assert "usage: reporter" in err and "exit statuses:" in err
     assert err.strip().splitlines()[-1] == (
-        "reporter: error: choose a command: run, search, duplicates, baseline, history, accept"
+        "reporter: error: choose a command: "
+        "run, search, duplicates, cluster, baseline, history, accept"
     )
-    for command in ("run", "search", "duplicates", "baseline", "history", "accept"):
+    for command in ("run", "search", "duplicates", "cluster", "baseline", "history", "accept"):
         assert re.search(rf"^    {command}\s", err, re.M), command
 
 
@@ -507,6 +508,7 @@ def test_a_bare_reporter_shows_what_it_can_do(capsys):
         ["run"],
         ["search"],
         ["duplicates"],
+        ["cluster"],
         ["baseline", "set"],
         ["baseline", "show"],
         ["history"],

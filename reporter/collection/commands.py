@@ -1,5 +1,5 @@
-"""The collection commands as the command line calls them: ``search`` and ``duplicates``
-(clusters to come). Each returns its exit status: 0 done, 1 done but some files could
+"""The collection commands as the command line calls them: ``search``, ``duplicates``
+and ``cluster``. Each returns its exit status: 0 done, 1 done but some files could
 not be read (their ERROR rows say why), 2 not done (raised as ReporterError)."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from .. import clock, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
@@ -22,7 +24,7 @@ from . import reports
 from .features import FeatureCache, default_cache, gather
 from .search import METHODS, rank, table
 
-__all__ = ["duplicates", "publish", "search"]
+__all__ = ["cluster", "duplicates", "publish", "search"]
 
 log = logging.getLogger("reporter")
 
@@ -184,5 +186,46 @@ def duplicates(args: argparse.Namespace) -> int:
             print(f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}")
         if errors:
             print(f"{len(errors)} file(s) could not be read; see groups.csv")
+        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+    return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
+
+
+def cluster(args: argparse.Namespace) -> int:
+    from .cluster import cluster as kmeans
+    from .cluster import copy_clusters
+
+    started = datetime.now(UTC)
+    if not set(args.formats) & {"csv", "html", "xlsx"}:
+        raise ReporterError("cluster writes csv, html and xlsx: --formats names none of them")
+    features, errors, unreadable = _collection(args, embedding=args.features == "embedding")
+    items = [f for f in features if f.error is None]
+    k = None if args.k == "auto" else int(args.k)
+    if len(items) < 2 or (k is None and len(items) < 3):
+        raise ReporterError(
+            f"{len(items)} readable image(s): clustering needs at least {2 if k is not None else 3}"
+        )
+    result = kmeans(items, args.features, k)
+    found_table = reports.clusters_table(items, result, clock.shown(started, args.timezone))
+    found_table.errors = errors
+    out_dir = _out_dir(args, started, "cluster")
+    written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
+    if args.copy_to is not None:
+        copy_clusters(items, result, args.copy_to)
+    if not args.quiet:
+        sizes = np.bincount(result.labels, minlength=result.k)
+        print(f"{len(items)} images in {result.k} clusters by {args.features}")
+        if result.kept_variance is not None:
+            print(
+                f"  PCA: {result.components} components keep "
+                f"{100 * result.kept_variance:.1f} % of the variance"
+            )
+        if result.silhouettes:
+            scores = ", ".join(f"{k}: {s:.3f}" for k, s in sorted(result.silhouettes.items()))
+            print(f"  silhouette by k: {scores}")
+        for c, section in enumerate(found_table.sections):
+            print(f"  cluster {c + 1}: {sizes[c]} image(s), typical "
+                  f"{printable(section.items[0].features.file)}")  # fmt: skip
+        if errors:
+            print(f"{len(errors)} file(s) could not be read; see clusters.csv")
         print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK

@@ -21,7 +21,7 @@ from ..render.html import data_uri
 from ..render.templates import environment
 from .features import Features
 
-__all__ = ["duplicates_table", "Item", "Section", "Table", "write"]
+__all__ = ["clusters_table", "duplicates_table", "Item", "Section", "Table", "write"]
 
 
 @dataclass
@@ -201,4 +201,48 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
         score_column="distance",
         score_format=number,
         csv_name="groups.csv",
+    )
+
+
+def clusters_table(items: list[Features], result, when: str) -> Table:
+    """The clusters as the collection commands' table: a section per cluster, the most
+    typical image (nearest its centre) first."""
+    sections = []
+    for c in range(result.k):
+        members = sorted(
+            (i for i in range(len(items)) if result.labels[i] == c),
+            key=lambda i: (result.distances[i], items[i].path),
+        )
+        section_items = [
+            Item(
+                items[i],
+                {"cluster": c + 1, "distance": round(float(result.distances[i]), 6)},
+                tag="typical" if n == 0 else "",
+                score=f"{result.distances[i]:.3f}",
+                lead=n == 0,
+            )
+            for n, i in enumerate(members)
+        ]
+        sections.append(Section(f"cluster {c + 1}: {len(members)} images", section_items))
+    how = {
+        "embedding": "EfficientNet-Lite0 embeddings",
+        "pixels": "32 x 32 colour pixels",
+        "pca": f"32 x 32 colour pixels on {result.components} principal components "
+        f"keeping {100 * (result.kept_variance or 0):.1f} % of the variance",
+    }[result.features]
+    chosen = (
+        "k chosen by silhouette: "
+        + ", ".join(f"k={k} {s:.3f}" for k, s in sorted(result.silhouettes.items()))
+        if result.silhouettes
+        else f"k = {result.k} as asked"
+    )
+    return Table(
+        title=f"Clusters of {len(items)} images by {result.features}: k = {result.k} · {when}",
+        subtitle=f"k-means on {how}; {chosen}. Most typical image (nearest its cluster's "
+        "centre) first; the number is the distance to the centre.",
+        columns=("cluster", "file", "path", "distance"),
+        sections=sections,
+        score_column="distance",
+        score_format="0.000",
+        csv_name="clusters.csv",
     )

@@ -1,0 +1,93 @@
+"""reporter cluster: k-means of real photos and their copies."""
+
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from reporter.cli import main
+
+SOURCES = ("coffee", "rocket", "astronaut")
+
+
+def bgr(name: str) -> np.ndarray:
+    img = getattr(skimage.data, name)()
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+
+
+@pytest.fixture
+def photos(tmp_path, monkeypatch):
+    """Each source four times: as it is, half size as JPEG, greyed, cropped to 80 %."""
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in SOURCES:
+        img = bgr(name)
+        h, w = img.shape[:2]
+        cv2.imwrite(str(folder / f"{name}.png"), img)
+        small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{name}_small.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+        cv2.imwrite(str(folder / f"{name}_grey.png"), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+        cv2.imwrite(str(folder / f"{name}_crop.png"), img[h // 10 : -h // 10, w // 10 : -w // 10])
+    return folder
+
+
+def clusters(out) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    with (out / "clusters.csv").open(encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            found.setdefault(int(r["cluster"]), set()).add(r["file"].split("_")[0].split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("k", ["3", "auto"])
+def test_embedding_clusters_are_pure(photos, tmp_path, k, capsys):
+    out = tmp_path / "o"
+    assert main(["cluster", str(photos), "--k", k, "--out", str(out)]) == 0
+    found = clusters(out)
+    assert len(found) == 3 and all(len(sources) == 1 for sources in found.values())
+    assert {s for sources in found.values() for s in sources} == set(SOURCES)
+    printed = capsys.readouterr().out
+    if k == "auto":
+        assert "silhouette by k: 2:" in printed  # the scores the choice came from
+
+
+def test_pca_reports_the_variance_it_keeps_and_pixels_run(photos, tmp_path, capsys):
+    out = tmp_path / "pca"
+    assert main(["cluster", str(photos), "--k", "3", "--features", "pca", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    share = float(printed.split("components keep ")[1].split(" %")[0])
+    assert 95 <= share <= 100
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "of the variance" in page and "principal components" in page
+    out = tmp_path / "pixels"
+    assert main(["cluster", str(photos), "--k", "2", "--features", "pixels", "--out", str(out),
+                 "-q"]) == 0  # fmt: skip
+    assert sum(1 for _ in (out / "clusters.csv").open()) == 1 + 12
+
+
+def test_copy_to_makes_a_folder_per_cluster_and_moves_nothing(photos, tmp_path):
+    target = tmp_path / "sorted"
+    assert main(["cluster", str(photos), "--k", "3", "--out", str(tmp_path / "o"), "-q",
+                 "--copy-to", str(target)]) == 0  # fmt: skip
+    folders = sorted(p.name for p in target.iterdir())
+    assert folders == ["cluster-01", "cluster-02", "cluster-03"]
+    assert sum(len(list(p.iterdir())) for p in target.iterdir()) == 12
+    assert len(list(photos.iterdir())) == 12  # the originals stay
+    for folder in target.iterdir():
+        assert len({p.name.split("_")[0].split(".")[0] for p in folder.iterdir()}) == 1
+
+
+def test_too_few_images_and_bad_k_say_so(photos, tmp_path, capsys):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.png").write_bytes((photos / "coffee.png").read_bytes())
+    assert main(["cluster", str(one), "--out", str(tmp_path / "o")]) == 2
+    assert main(["cluster", str(photos), "--k", "0"]) == 2
+    assert main(["cluster", str(photos), "--k", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "clustering needs at least" in err and "Traceback" not in err
