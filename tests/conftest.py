@@ -56,3 +56,12 @@ def _work_in_tmp(tmp_path, monkeypatch):
     """Every test runs in its own folder: a run with a series keeps its history under
     ./reports by default, which must never be the repository's."""
     monkeypatch.chdir(tmp_path)
+
+
+def photo(name: str):
+    """One of scikit-image's bundled photos as OpenCV holds images (BGR, or grey)."""
+    import cv2
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img

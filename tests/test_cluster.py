@@ -5,18 +5,12 @@ from __future__ import annotations
 import csv
 
 import cv2
-import numpy as np
 import pytest
-import skimage.data
+from conftest import photo
 
 from reporter.cli import main
 
 SOURCES = ("coffee", "rocket", "astronaut")
-
-
-def bgr(name: str) -> np.ndarray:
-    img = getattr(skimage.data, name)()
-    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
 
 
 @pytest.fixture
@@ -26,7 +20,7 @@ def photos(tmp_path, monkeypatch):
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in SOURCES:
-        img = bgr(name)
+        img = photo(name)
         h, w = img.shape[:2]
         cv2.imwrite(str(folder / f"{name}.png"), img)
         small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)

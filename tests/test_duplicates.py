@@ -8,9 +8,8 @@ import shutil
 import time
 
 import cv2
-import numpy as np
 import pytest
-import skimage.data
+from conftest import photo
 
 from reporter.cli import main
 from reporter.collection.duplicates import group, keep_order
@@ -19,20 +18,15 @@ from reporter.collection.features import Features
 SOURCES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "brick", "page")
 
 
-def bgr(name: str) -> np.ndarray:
-    img = getattr(skimage.data, name)()
-    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-
-
 @pytest.fixture
 def photos(tmp_path, monkeypatch):
     monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in SOURCES:
-        cv2.imwrite(str(folder / f"{name}.png"), bgr(name))
+        cv2.imwrite(str(folder / f"{name}.png"), photo(name))
     for name in ("coffee", "rocket"):
-        img = bgr(name)
+        img = photo(name)
         h, w = img.shape[:2]
         small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(folder / f"{name}_small.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])

@@ -9,7 +9,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-import skimage.data
+from conftest import photo
 
 from reporter.cli import main
 from reporter.collection.features import FeatureCache, gather
@@ -28,18 +28,13 @@ SOURCES = (
 EVIL = "=cmd|' calc'!A0 <img src=x onerror=alert(1)>.png"
 
 
-def bgr(name: str) -> np.ndarray:
-    img = getattr(skimage.data, name)()
-    return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
-
-
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
     for name in SOURCES:
-        cv2.imwrite(str(folder / f"{name}.png"), bgr(name))
+        cv2.imwrite(str(folder / f"{name}.png"), photo(name))
     for name in ("chelsea", "coffee", "rocket"):
-        img = bgr(name)
+        img = photo(name)
         h, w = img.shape[:2]
         small = cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(folder / f"{name}_small.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
@@ -138,9 +133,9 @@ def test_the_cache_computes_only_new_and_changed_files(collection, tmp_path):
     cache = FeatureCache(tmp_path / "features.sqlite")
     first = gather(items, embedding=True, jobs=1, cache=cache)
     assert not any(f.cached for f in first)
-    cv2.imwrite(str(folder / "camera.png"), bgr("camera")[::-1])  # changed in place
+    cv2.imwrite(str(folder / "camera.png"), photo("camera")[::-1])  # changed in place
     os.utime(folder / "camera.png", ns=(1, 1))
-    cv2.imwrite(str(folder / "new.png"), bgr("coffee")[:, ::-1])
+    cv2.imwrite(str(folder / "new.png"), photo("coffee")[:, ::-1])
     items = [Input(p, p.name) for p in sorted(folder.glob("*.png"))]
     second = gather(items, embedding=True, jobs=1, cache=cache)
     fresh = {f.file for f in second if not f.cached}

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import free_name
 from .features import Features
 
 __all__ = ["Clustering", "FEATURES", "cluster", "copy_clusters", "vectors"]
@@ -112,11 +113,7 @@ def copy_clusters(items: list[Features], result: Clustering, target: Path) -> li
         folder = target / f"cluster-{label + 1:0{width}d}"
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(item.path)
-        dest = folder / source.name
-        n = 2
-        while dest.exists():
-            dest = folder / f"{source.stem}-{n}{source.suffix}"
-            n += 1
+        dest = free_name(folder, source.name)
         shutil.copy2(source, dest)
         copied.append(dest)
     log.info("copied %d image(s) into %d cluster folder(s) under %s", len(copied), result.k, target)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import free_name
 from .features import Features
 from .search import scores
 
@@ -120,11 +121,7 @@ def move_duplicates(groups: list[Group], target: Path) -> list[tuple[Path, Path]
     for g in groups:
         for m in g.members[1:]:
             source = Path(m.item.path)
-            dest = target / source.name
-            n = 2
-            while dest.exists():
-                dest = target / f"{source.stem}-{n}{source.suffix}"
-                n += 1
+            dest = free_name(target, source.name)
             shutil.move(source, dest)
             log.info("moved %s to %s (a duplicate of %s)", source, dest, g.kept.path)
             moved.append((source, dest))
