@@ -189,6 +189,86 @@ def translation_vs_different(rows: list[tuple[str, str, dict]]) -> list[str]:
     return lines
 
 
+def collection_rows(baseline: np.ndarray, other: np.ndarray) -> list[str]:
+    """The collection commands' view: each image hashed and embedded as it is (no
+    conforming to the baseline's size), aHash and pHash as Hamming distances, the
+    embedding as 64 x (1 - cosine) so that it reads beside them."""
+    from reporter import hashes
+    from reporter.embedding import Embedder
+
+    embed = Embedder()
+
+    def features(img: np.ndarray):
+        return hashes.ahash(img), hashes.phash(img), embed([img])[0]
+
+    a = features(baseline)
+    lines = [
+        "| transformation | aHash | pHash | embedding, 64 x (1 - cosine) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    cases = [(f"{kind} {level}".strip(), t(baseline)) for kind, level, t in TRANSFORMS]
+    for name, img in [*cases, ("different image", other)]:
+        b = features(img)
+        emb = max(0.0, 64 * (1 - float(np.dot(a[2], b[2]))))
+        lines.append(
+            f"| {name} | {hashes.distance(a[0], b[0])} | {hashes.distance(a[1], b[1])} "
+            f"| {emb:.1f} |"
+        )
+    return lines
+
+
+COLLECTION_READING = """\
+Which method for which job:
+
+* **Re-encoded, resized, blurred or greyed copies** (the same picture saved
+  again): pHash. It stays at 0 under every resize, blur and JPEG level above and
+  under greyscale, and moves by a few bits for gamma and text, so
+  `reporter duplicates --by phash` at its default of 8 finds these copies without
+  grouping distinct photographs (the nearest two distinct photos of
+  `benchmarks/duplicates.py` are 12 apart).
+* **Shifted or cropped copies**: the embedding. From a shift of 32 px pHash and
+  aHash are half-way to an unrelated photograph (16 and 31 bits at 32 and 64 px,
+  against 36); the embedding stays under a quarter of the way (6.6 and 11.3,
+  against 47.9), and `benchmarks/duplicates.py` finds every crop to 80 % within
+  its threshold. Its weak side is the opposite of the hashes': a copy shrunk to
+  1/8 or 1/16 of its size (64 or 32 px wide) has lost the detail the network
+  reads (21 and 35), and a greyscale copy costs it 9.
+* **Search by example** ("more like this"): the embedding, which ranks by what
+  the picture shows; pHash when what matters is the same layout of light and
+  dark.
+* **aHash** is the cheapest and the least discriminating: gamma and shifts move
+  it soonest. It is there for compatibility with tools that use it.
+* **Colour moments** (`search --by colour`) find the same colours in similar
+  places and ignore shape: useful to gather plots of one palette or a batch of
+  stained slides, not for duplicates.
+"""
+
+
+READING = """\
+Which method for which job:
+
+* **Exact and re-encoded copies** (the same file saved again, resized, blurred,
+  a JPEG of a PNG): pHash. It stays at 0 to a few bits under every resize, blur
+  and JPEG level above, so `reporter duplicates --by phash` at its default of 8
+  finds these copies with no false groups between distinct photographs (the
+  nearest two distinct photos of benchmarks/duplicates.py are 12 apart).
+* **Copies that were cropped, shifted or captioned**: the embedding. A shift of
+  64 px or a large caption moves pHash by a third of its bits, about as far as an
+  unrelated photograph; the embedding moves by a few units on this scale where a
+  different photograph is far beyond. It is also the only method that sees a
+  greyscale copy as the same picture in colour and in grey alike.
+* **Search by example** ("more like this"): the embedding, which ranks by what
+  the picture shows; pHash when what matters is the same layout of light and
+  dark.
+* **aHash** is the cheapest and the least discriminating: brightness changes
+  (gamma) and shifts move it soonest. It is kept for compatibility with tools that
+  use it.
+* **Colour moments** (`search --by colour`) find the same colours in similar
+  places and ignore shape: useful to gather a batch of stained slides or plots of
+  one palette, not for duplicates.
+"""
+
+
 READING = """\
 ## Reading
 
@@ -282,6 +362,17 @@ def main() -> None:
         *crossings(plot_rows),
         "",
         READING,
+        "",
+        "## Hashes against the embedding (the collection commands)",
+        "",
+        "`reporter search` and `reporter duplicates` compare each image as it is, without "
+        "bringing it to the other's size. The same copies of `astronaut`, the last row "
+        "`coffee`; the embedding as 64 x (1 - cosine), so that it reads beside the "
+        "hashes' 64 bits (0 = the same, larger = further):",
+        "",
+        *collection_rows(photo, coffee),
+        "",
+        COLLECTION_READING,
     ]
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "robustness.md"
     target.write_text("\n".join(out), encoding="utf-8")
