@@ -209,6 +209,15 @@ _DECLARED = (
         "that moved, spread, vanished or appeared",
     ),
     Metric(
+        "embedding",
+        best=1.0,
+        higher_is_better=True,
+        digits=4,
+        definition="cosine similarity of the EfficientNet-Lite0 ImageNet embeddings (1280 "
+        "average-pooled features, L2-normalised; embedding.py): what the picture shows, robust "
+        "to shifts and re-encoding; empty unless the embedding is on (--embedding)",
+    ),
+    Metric(
         "shift",
         best=0.0,
         higher_is_better=False,

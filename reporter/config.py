@@ -757,6 +757,14 @@ class Config:
         metavar="NAME",
         json=False,
     )
+    embedding: bool = setting(
+        False,
+        toml="run.embedding",
+        kind="bool",
+        help="also compute the embedding metric (EfficientNet-Lite0; about 11-16 ms per image)",
+        flags=("--embedding",),
+        group="what",
+    )
     timezone: str | None = setting(  # None: this machine's zone, moment by moment
         None,
         toml="run.timezone",

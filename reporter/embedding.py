@@ -62,6 +62,7 @@ __all__ = [
     "preprocess",
     "read_weights",
     "SD",
+    "shared",
     "weights_path",
     "WeightsError",
 ]
@@ -387,6 +388,12 @@ def preprocess(pixels: np.ndarray) -> np.ndarray:
         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
     )
     return ((img.astype(np.float32) - MEAN) / SD).transpose(2, 0, 1)
+
+
+@cache
+def shared() -> Embedder:
+    """This process's embedder: the graph is loaded once per process (per worker)."""
+    return Embedder()
 
 
 class Embedder:

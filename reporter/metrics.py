@@ -310,8 +310,11 @@ class Reference:
         PSNR sum over the valid pixels only.
     """
 
-    def __init__(self, baseline: np.ndarray, valid: np.ndarray | None = None):
+    def __init__(
+        self, baseline: np.ndarray, valid: np.ndarray | None = None, embedding: bool = False
+    ):
         _check_pixels(baseline, "baseline")
+        self.embedding = embedding  # the embedding metric is on (off: NaN, nothing loaded)
         if valid is not None and valid.shape != baseline.shape[:2]:
             raise ValueError(f"mask {valid.shape} does not match the baseline {baseline.shape}")
         self.valid = None if valid is None or valid.all() else valid.astype(bool)
@@ -398,15 +401,20 @@ class Reference:
         """This baseline in greyscale, for greyscale images of the run."""
         if self.channels == 1:
             return self
-        return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY), self.valid)
+        return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY), self.valid, self.embedding)
 
     def __getstate__(self) -> dict:
         # A worker process gets the pixels and prepares its own statistics: sending
         # them (about 20 float32 copies of the image) costs more than computing them.
-        return {"pixels": self.pixels, "valid": self.valid, "prepared": bool(self._scales)}
+        return {
+            "pixels": self.pixels,
+            "valid": self.valid,
+            "prepared": bool(self._scales),
+            "embedding": self.embedding,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["pixels"], state["valid"])
+        self.__init__(state["pixels"], state["valid"], state["embedding"])
         if state["prepared"]:
             self.prepare()
 
@@ -415,7 +423,16 @@ class Reference:
         for k in range(max(self.ms_ssim_scales, self.low_level + 1)):
             self.scale(k)
         _ = self.coarse, self.norm_sq, self.ahash, self.phash, self.ink_cells, self.aligner
+        if self.embedding:
+            _ = self.vector
         return self
+
+    @cached_property
+    def vector(self) -> np.ndarray:
+        """The baseline's embedding (embedding.py), for the ``embedding`` metric."""
+        from .embedding import shared
+
+        return shared()([self.pixels])[0]
 
     def compare(
         self,
@@ -651,6 +668,15 @@ def _signal_change(p: Pair) -> float:
 def _occupancy_change(p: Pair) -> float:
     mine, base = p.ink_cells
     return float(np.abs(mine - base).sum() / max(base.sum(), p.ink_floor))
+
+
+@computes("embedding")
+def _embedding(p: Pair) -> float:
+    if not p.ref.embedding:
+        return math.nan
+    from .embedding import shared
+
+    return float(np.dot(shared()([p.image])[0], p.ref.vector))
 
 
 @computes("shift")

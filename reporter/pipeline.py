@@ -242,7 +242,7 @@ def _prepare(config: Config, path: Path, count: int) -> tuple[images.LoadedImage
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:
-        return baseline, Reference(baseline.pixels, valid).prepare()
+        return baseline, Reference(baseline.pixels, valid, config.embedding).prepare()
     except ValueError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -9,6 +11,10 @@ import numpy as np
 import pytest
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
+
+# The embedding graph and the feature cache go to a folder of the test session's own, never
+# to the user's cache (subprocesses inherit it); a test may point elsewhere.
+os.environ["REPORTER_CACHE"] = tempfile.mkdtemp(prefix="reporter-tests-cache-")
 
 
 def smooth_image(seed: int, shape=(120, 160, 3), dtype=np.uint8) -> np.ndarray:

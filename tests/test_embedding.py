@@ -160,3 +160,34 @@ def test_the_graph_is_cached_by_sha256_and_rebuilt_when_damaged(own_cache):
     embedding.model_bytes.cache_clear()
     assert embedding.model_bytes() == first
     assert model.read_bytes() == first
+
+
+# --- the embedding metric of reporter run ---------------------------------------------------
+
+
+def test_run_computes_the_embedding_only_when_asked(tmp_path):
+    import shutil
+
+    from conftest import SAMPLES
+
+    from reporter import pipeline
+    from reporter.config import Config
+
+    folder = tmp_path / "in"
+    shutil.copytree(SAMPLES, folder)
+    shutil.copy(folder / "baseline.png", folder / "same.png")
+    off = pipeline.run(Config(inputs=(folder,), out=tmp_path / "off", jobs=1))
+    assert off.table["embedding"].isna().all()
+    assert "embedding" not in off.outputs["html"].read_text(encoding="utf-8").split("<h2>")[1]
+    results = {}
+    for jobs in (1, 2):  # in this process, and in workers that load the graph themselves
+        on = pipeline.run(Config(inputs=(folder,), out=tmp_path / f"on{jobs}", jobs=jobs,
+                                 embedding=True))  # fmt: skip
+        results[jobs] = on.table.set_index("file")["embedding"]
+        assert on.meta["config"]["embedding"] is True
+    values = results[1]
+    assert values["same.png"] == pytest.approx(1.0, abs=1e-6)
+    assert values.drop("same.png").between(0.5, 0.9999).all()  # dot plots of one control
+    assert np.allclose(results[1], results[2].loc[results[1].index], atol=1e-5)
+    page = (tmp_path / "on1" / "report.html").read_text(encoding="utf-8")
+    assert "embedding" in page.split("<h2>")[1]  # a column of the table

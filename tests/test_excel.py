@@ -23,7 +23,7 @@ from openpyxl.utils.units import EMU_to_pixels, points_to_pixels
 from reporter import pipeline
 from reporter.config import Config, Limit
 from reporter.render import view
-from reporter.render.excel import FORMULA_STARTS, PSNR_INF, RESULT_COLUMNS
+from reporter.render.excel import FORMULA_STARTS, PSNR_INF, RESULT_COLUMNS, result_columns
 
 # Names a spreadsheet would run as formulas if they were written as they are.
 FORMULA_NAMES = [
@@ -69,12 +69,14 @@ def test_sheets_rows_and_columns_follow_the_table(run):
     wb = load_workbook(run.outputs["xlsx"])
     assert wb.sheetnames == ["Summary", "Results", "Errors", "Trend"]
     ws = wb["Results"]
-    assert [c.value for c in ws[2]] == list(RESULT_COLUMNS)
+    columns = result_columns(run.record)
+    assert [c.value for c in ws[2]] == list(columns)
+    assert "embedding" not in columns and len(columns) == len(RESULT_COLUMNS) - 1  # off
     assert [ws.cell(row=r, column=1).value for r in range(3, ws.max_row + 1)] == [
         shown(f) for f in run.table["file"]
     ]
     assert ws.freeze_panes == "C3"
-    assert ws.auto_filter.ref == f"A2:{get_column_letter(len(RESULT_COLUMNS))}{ws.max_row}"
+    assert ws.auto_filter.ref == f"A2:{get_column_letter(len(columns))}{ws.max_row}"
 
 
 def test_pictures_are_anchored_inside_their_own_row(run):

@@ -282,6 +282,7 @@ def test_every_metric_is_registered_with_a_definition():
         "phash",
         "signal_change",
         "occupancy_change",
+        "embedding",
         "shift",
     ]
     for m in METRICS.values():

@@ -152,7 +152,7 @@ def test_the_robustness_table_in_docs_is_what_the_script_writes(tmp_path):
     assert out.read_text(encoding="utf-8") == (root / "docs" / "robustness.md").read_text(
         encoding="utf-8"
     )
-    assert out.read_text(encoding="utf-8").count("| translation ") == 14  # 7 shifts, 2 images
+    assert out.read_text(encoding="utf-8").count("| translation ") == 21  # 7 shifts x 3 tables
 
 
 def test_compare_settings_from_the_config_and_per_series(tmp_path, capsys):

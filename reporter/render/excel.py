@@ -109,6 +109,7 @@ __all__ = [
     "put_reasons",
     "put_text",
     "readable",
+    "result_columns",
     "RESULT_COLUMNS",
     "results_sheet",
     "SECTION",
@@ -340,6 +341,15 @@ HEADER_ROW = 2  # row 1 of Results is the legend
 LEADING = (FILE, STATUS, THUMBNAIL, DIFF_MAP, REASONS, ERROR)
 TRAILING = (WIDTH, HEIGHT, NOTES, PATH)
 RESULT_COLUMNS = (*LEADING, *METRICS, SHIFT_X, SHIFT_Y, *TRAILING)
+
+
+def result_columns(record: RunRecord) -> tuple[str, ...]:
+    """The Results sheet's columns: RESULT_COLUMNS without the metrics a run did not compute
+    (view.shown_metrics)."""
+    shown = set(view.shown_metrics(record))
+    return tuple(c for c in RESULT_COLUMNS if c not in METRICS or c in shown)
+
+
 TEXT_WIDTHS = {FILE: (12, 40), REASONS: (30, 60), NOTES: (12, 40), ERROR: (12, 40), PATH: (12, 60)}
 
 
@@ -370,7 +380,9 @@ def legend() -> CellRichText:
 def results_sheet(
     ws: Worksheet, frame: pd.DataFrame, record: RunRecord, folder: Path | None = None
 ) -> None:
-    col = {name: i for i, name in enumerate(RESULT_COLUMNS, 1)}
+    columns = result_columns(record)
+    metrics = [c for c in columns if c in METRICS]
+    col = {name: i for i, name in enumerate(columns, 1)}
     first, last = HEADER_ROW + 1, HEADER_ROW + len(frame)
 
     # Legend (row 1): one line of coloured words, in the colours the rules paint.
@@ -405,7 +417,7 @@ def results_sheet(
     for name, (low, high) in TEXT_WIDTHS.items():
         longest = max([len(str(v)) for v in frame[name] if v] + [len(name)])
         widths[name] = min(max(longest + 2, low), high)
-    for name in METRICS:
+    for name in metrics:
         widths[name] = max(len(name) + 3, 9)
     for name, width in widths.items():
         ws.column_dimensions[get_column_letter(col[name])].width = width
@@ -439,7 +451,7 @@ def results_sheet(
             for name in (THUMBNAIL, DIFF_MAP):
                 if item[name]:
                     images.append(picture(item[name], r, col[name]))
-        for name in METRICS:
+        for name in metrics:
             put_metric(ws, r, col[name], name, item[name], stamps)
         for name in (WIDTH, HEIGHT):
             if pd.notna(item[name]):
@@ -461,7 +473,7 @@ def results_sheet(
     for img in images:
         ws.add_image(img)
 
-    end = get_column_letter(len(RESULT_COLUMNS))
+    end = get_column_letter(len(columns))
     ws.auto_filter.ref = f"A{HEADER_ROW}:{end}{max(last, HEADER_ROW)}"
     ws.freeze_panes = ws.cell(row=first, column=col[STATUS] + 1)  # header and name stay in view
     ws.print_title_rows = f"{HEADER_ROW}:{HEADER_ROW}"

@@ -53,6 +53,7 @@ from .view import (
     limit_texts,
     link,
     most_severe_first,
+    shown_metrics,
     signal_text,
     title,
     when,
@@ -217,6 +218,7 @@ def view(
         ["_rank", FILE], kind="stable"
     )
     limits = record.settings.limits
+    visible = shown_metrics(record)
     rows = []
     for r in ranked.to_dict("records"):
         reasons = [Reason(level, text) for level, text in r[FLAGS]]
@@ -230,7 +232,7 @@ def view(
                 file=r[FILE],
                 path=r[PATH],
                 status=str(r[STATUS]),
-                cells=[Cell(show(m, r[m]), sort_key(r[m]), m in fired) for m in METRICS],
+                cells=[Cell(show(m, r[m]), sort_key(r[m]), m in fired) for m in visible],
                 reasons=reasons,
                 notes=_split(r[NOTES]),
                 error=r[ERROR] or "",
@@ -252,6 +254,7 @@ def view(
             "fail": limit_texts(limits, name)[1],
         }
         for name, m in METRICS.items()
+        if name in visible
     ]
     counts = record.counts
     verdict = record.verdict.value

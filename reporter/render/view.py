@@ -26,6 +26,7 @@ __all__ = [
     "excel_format",
     "gap_text",
     "headline",
+    "shown_metrics",
     "signal_text",
     "limit_text",
     "link",
@@ -46,6 +47,12 @@ STATUS_COLOURS = {  # white text on these: badges, banners, the workbook's statu
 def most_severe_first() -> list[Status]:
     """The statuses as every list of images is ordered: ERROR, FAIL, WARN, PASS."""
     return sorted(Status, key=lambda s: -s.severity)
+
+
+def shown_metrics(record: RunRecord) -> list[str]:
+    """The metrics the reports show as columns: all but the embedding when it is off (the
+    CSV and JSON keep every column, empty where a metric was not computed)."""
+    return [name for name in METRICS if name != "embedding" or record.settings.embedding]
 
 
 def headline(record: RunRecord) -> str:
