@@ -22,7 +22,7 @@ from ..names import printable
 from ..outputs import STAGE_PREFIX
 from . import reports
 from .features import FeatureCache, default_cache, gather
-from .search import METHODS, rank, table
+from .search import METHODS, Index, rank, table
 
 __all__ = ["cluster", "duplicates", "publish", "search"]
 
@@ -109,11 +109,12 @@ def search(args: argparse.Namespace) -> int:
     by_path = {Path(f.path).resolve(): f for f in features}
     candidates = features[: len(found)]
     rankings = []
+    index = Index(args.by, [f for f in candidates if f.error is None])  # stacked once
     for item in asked:
         query = by_path[item.path.resolve()]
         if query.error:
             raise ReporterError(f"query {item.path}: {query.error}")
-        rankings.append(rank(args.by, query, candidates, args.top))
+        rankings.append(rank(args.by, query, candidates, args.top, index))
     errors = [f for f in candidates if f.error]
     for e in errors:
         log.warning("%s: ERROR %s", e.path, e.error)

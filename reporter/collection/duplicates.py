@@ -32,7 +32,7 @@ import numpy as np
 
 from . import free_name
 from .features import Features
-from .search import scores
+from .search import Index
 
 __all__ = ["Group", "group", "keep_order", "move_duplicates", "THRESHOLDS"]
 
@@ -74,12 +74,6 @@ def keep_order(items: list[Features]) -> list[Features]:
     )
 
 
-def _distances(method: str, a: Features, pool: list[Features]) -> np.ndarray:
-    """Lower is nearer for every method: the embedding's cosine as 1 - cosine."""
-    values = scores(method, a, pool)
-    return 1.0 - values if method == "embedding" else values
-
-
 def group(items: list[Features], method: str, threshold: float) -> list[Group]:
     """Groups of two or more images, largest first; the kept image leads each group."""
     readable = [f for f in items if f.error is None]
@@ -89,6 +83,7 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
     # One representative per set of identical files: the one to keep.
     heads = {sha: keep_order(same) for sha, same in by_sha.items()}
     order = keep_order([same[0] for same in heads.values()])
+    index = Index(method, order)  # stacked once; lower is nearer for every method
     free = np.ones(len(order), bool)
     groups: list[list[Member]] = []
     for i, leader in enumerate(order):
@@ -97,15 +92,15 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
         free[i] = False
         members = [Member(leader, True, 0.0, False)]
         members += [Member(f, False, 0.0, True) for f in heads[leader.sha256][1:]]
-        rest = np.flatnonzero(free)
-        if len(rest):
-            d = _distances(method, leader, [order[j] for j in rest])
-            for j, dist in zip(rest, d, strict=True):
-                if dist <= threshold:
-                    free[j] = False
-                    twin = order[j]
-                    members.append(Member(twin, False, float(dist), False))
-                    members += [Member(f, False, float(dist), True) for f in heads[twin.sha256][1:]]
+        distance = index.scores(leader)
+        if method == "embedding":
+            distance = 1.0 - distance  # a distance, as the hashes'
+        near = np.flatnonzero((distance <= threshold) & free)  # numpy over all; a loop
+        for j in near:  # over the twins only
+            free[j] = False
+            twin = order[j]
+            members.append(Member(twin, False, float(distance[j]), False))
+            members += [Member(f, False, float(distance[j]), True) for f in heads[twin.sha256][1:]]
         if len(members) > 1:  # the kept image, then the nearest first
             rest = sorted(members[1:], key=lambda m: (m.distance, not m.exact, m.item.path))
             groups.append([members[0], *rest])

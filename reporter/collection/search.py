@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from . import METHODS
 from .features import Features
 from .reports import Item, Section, Table
 
-__all__ = ["Hit", "METHODS", "rank", "Ranking", "scores", "table"]
+__all__ = ["Hit", "Index", "METHODS", "rank", "Ranking", "scores", "table"]
 
 log = logging.getLogger("reporter")
 
@@ -45,32 +44,54 @@ class Ranking:
     hits: list[Hit]
 
 
-def _bits(values: list[bytes]) -> np.ndarray:
-    return np.frombuffer(b"".join(values), np.uint8).reshape(len(values), 8)
+class Index:
+    """The images of a pool, stacked once for one method: every query is then one numpy
+    operation over them (a matrix-vector product, or XOR and bit count of packed hashes)."""
+
+    def __init__(self, method: str, pool: list[Features]) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method}")
+        self.method, self.pool = method, pool
+        self.paths = np.array([f.path for f in pool], dtype=object)
+        if method in ("ahash", "phash"):  # 64 bits as one integer: one XOR and bit count each
+            raw = b"".join(getattr(f, method) for f in pool)
+            self.data = np.frombuffer(raw, np.uint64)
+        elif method == "colour":
+            self.data = np.stack([f.colour for f in pool])
+        else:
+            self.data = np.stack([f.embedding for f in pool]).astype(np.float32)
+
+    def scores(self, query: Features) -> np.ndarray:
+        """Every image's score against ``query``, in the pool's order."""
+        if self.method in ("ahash", "phash"):
+            mine = np.frombuffer(getattr(query, self.method), np.uint64)[0]
+            return np.bitwise_count(self.data ^ mine)
+        if self.method == "colour":
+            return np.linalg.norm(self.data - query.colour, axis=1)
+        return self.data @ query.embedding.astype(np.float32)
 
 
 def scores(method: str, query: Features, pool: list[Features]) -> np.ndarray:
     """The score of every image of ``pool`` against ``query`` by ``method``."""
-    if method in ("ahash", "phash"):
-        mine = np.frombuffer(getattr(query, method), np.uint8)
-        xor = np.bitwise_xor(_bits([getattr(f, method) for f in pool]), mine)
-        return np.bitwise_count(xor).sum(axis=1).astype(np.float64)
-    if method == "colour":
-        return np.linalg.norm(np.stack([f.colour for f in pool]) - query.colour, axis=1)
-    if method == "embedding":
-        return np.stack([f.embedding for f in pool]) @ query.embedding.astype(np.float32)
-    raise ValueError(f"unknown method {method}")
+    return Index(method, pool).scores(query)
 
 
-def rank(method: str, query: Features, items: list[Features], top: int) -> Ranking:
+def rank(
+    method: str, query: Features, items: list[Features], top: int, index: Index | None = None
+) -> Ranking:
     """The ``top`` nearest images to ``query``, best first; the query's own file (same
-    path) is left out, and ties keep the input order."""
-    pool = [f for f in items if f.error is None and Path(f.path) != Path(query.path)]
-    if not pool:
+    path) is left out, and ties keep the input order. ``index``: the readable ``items``
+    stacked once (:class:`Index`), for many queries over one collection."""
+    if index is None:
+        index = Index(method, [f for f in items if f.error is None])
+    pool = index.pool
+    values = index.scores(query)
+    candidates = np.flatnonzero(index.paths != query.path)
+    if not len(candidates):
         return Ranking(query, [])
-    values = scores(method, query, pool)
     higher = METHODS[method][1]
-    order = np.argsort(-values if higher else values, kind="stable")[:top]
+    picked = values[candidates]
+    order = candidates[np.argsort(-picked if higher else picked, kind="stable")[:top]]
     return Ranking(query, [Hit(n, pool[i], float(values[i])) for n, i in enumerate(order, 1)])
 
 
