@@ -248,7 +248,8 @@ SEARCH_EPILOG = """examples:
 
 methods: ahash, phash (Hamming distance of 64-bit hashes, lower is nearer),
   colour (distance of 42 colour moments), embedding (cosine of EfficientNet-Lite0
-  vectors, higher is nearer; what the picture shows, robust to crops and shifts)
+  vectors, higher is nearer; what the picture shows, robust to crops and shifts),
+  or a metric of run (ssim, ms_ssim, ssim_64, psnr ...: the query as the baseline)
 
 exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
   2 not done (no query, no images, a bad argument); 130/143/129 stopped by a signal"""
@@ -278,7 +279,7 @@ exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
 
 def _collection_commands(sub) -> None:
     """``search``, ``duplicates`` and ``cluster``."""
-    from .collection import METHODS  # names only: no numpy before a command is chosen
+    from .collection import METHODS, RUN_METRICS  # names only: no numpy yet
 
     search = sub.add_parser(
         "search",
@@ -298,7 +299,12 @@ def _collection_commands(sub) -> None:
     )
     search.add_argument("--queries", type=Path, metavar="FILE", help="one query path per line")
     search.add_argument(
-        "--by", choices=tuple(METHODS), default="embedding", help="default embedding"
+        "--by",
+        choices=(*METHODS, *RUN_METRICS),
+        default="embedding",
+        metavar="METHOD",
+        help="embedding (default), phash, ahash, colour, or a metric of run: "
+        + ", ".join(RUN_METRICS),
     )
     search.add_argument("--top", type=_positive, default=10, metavar="K", help="default 10")
     _collection_options(search, "search")

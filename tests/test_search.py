@@ -80,6 +80,19 @@ def test_search_finds_the_resized_and_reencoded_copy_first(collection, tmp_path,
     assert error["file"] == "broken.png" and "not a readable image" in error["error"]
 
 
+def test_any_run_metric_ranks_with_the_query_as_the_baseline(collection, tmp_path):
+    """--by ssim_64: each image brought to the query's size and compared as reporter run
+    would; the resized JPEG copy first, the unrelated photos far behind."""
+    out = tmp_path / "o"
+    assert main(["search", str(collection / "rocket.png"), str(collection), "--by", "ssim_64",
+                 "--top", "3", "--out", str(out), "-q", "-j", "1"]) == 1  # fmt: skip
+    ranked = [r for r in results(out) if r["rank"]]
+    assert ranked[0]["file"] == "rocket_small.jpg" and float(ranked[0]["score"]) > 0.95
+    assert [r["method"] for r in ranked] == ["ssim_64"] * 3
+    scores = [float(r["score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_the_embedding_finds_the_tight_crop_that_hashes_miss(collection, tmp_path):
     """A crop to the middle 60 % off centre: the embedding ranks it with the copies; pHash,
     robust to scaling but not to crops, does not."""

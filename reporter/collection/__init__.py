@@ -3,7 +3,7 @@ clusters to come), on per-file features kept in a cache (features.py)."""
 
 from pathlib import Path
 
-__all__ = ["free_name", "METHODS"]
+__all__ = ["free_name", "METHODS", "RUN_METRICS", "score_kind"]
 
 METHODS = {  # name -> (what its score is, whether higher is nearer)
     "ahash": ("distance", False),
@@ -11,6 +11,22 @@ METHODS = {  # name -> (what its score is, whether higher is nearer)
     "colour": ("distance", False),
     "embedding": ("similarity", True),
 }
+
+# Any of run's metrics ranks too (``search --by ssim``): the query is the baseline and every
+# image is compared with it as ``reporter run`` would (brought to its size, every metric).
+RUN_METRICS = ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "mse", "cosine",
+               "signal_change", "occupancy_change")  # fmt: skip
+
+
+def score_kind(method: str) -> tuple[str, bool]:
+    """What a method's score is called and whether higher is nearer."""
+    if method in METHODS:
+        return METHODS[method]
+    from ..catalog import METRICS  # declarations only, no OpenCV
+
+    metric = METRICS[method]
+    higher = metric.higher_is_better and not metric.two_sided
+    return ("similarity" if higher else "distance"), higher
 
 
 def free_name(folder: Path, name: str) -> Path:

@@ -20,9 +20,9 @@ from ..errors import ExitStatus, ReporterError
 from ..inputs import discover
 from ..names import printable
 from ..outputs import STAGE_PREFIX
-from . import reports
+from . import reports, score_kind
 from .features import FeatureCache, default_cache, gather
-from .search import METHODS, Index, rank, table
+from .search import METHODS, Index, by_metric, rank, table
 
 __all__ = ["cluster", "duplicates", "publish", "search"]
 
@@ -109,12 +109,18 @@ def search(args: argparse.Namespace) -> int:
     by_path = {Path(f.path).resolve(): f for f in features}
     candidates = features[: len(found)]
     rankings = []
-    index = Index(args.by, [f for f in candidates if f.error is None])  # stacked once
+    index = (
+        Index(args.by, [f for f in candidates if f.error is None]) if args.by in METHODS else None
+    )
+    jobs = args.jobs or os.cpu_count() or 1
     for item in asked:
         query = by_path[item.path.resolve()]
         if query.error:
             raise ReporterError(f"query {item.path}: {query.error}")
-        rankings.append(rank(args.by, query, candidates, args.top, index))
+        if index is None:  # a run metric: compared as reporter run would
+            rankings.append(by_metric(args.by, query, candidates, args.top, jobs))
+        else:
+            rankings.append(rank(args.by, query, candidates, args.top, index))
     errors = [f for f in candidates if f.error]
     for e in errors:
         log.warning("%s: ERROR %s", e.path, e.error)
@@ -124,7 +130,7 @@ def search(args: argparse.Namespace) -> int:
     found_table = table(rankings, errors, args.by, clock.shown(started, args.timezone))
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     if not args.quiet:
-        name = METHODS[args.by][0]
+        name = score_kind(args.by)[0]
         for r in rankings:
             print(f"{printable(r.query.file)}: nearest by {args.by} ({name})")
             for hit in r.hits[:5]:

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from . import METHODS
+from . import METHODS, score_kind
 from .features import Features
 from .reports import Item, Section, Table
 
-__all__ = ["Hit", "Index", "METHODS", "rank", "Ranking", "scores", "table"]
+__all__ = ["by_metric", "Hit", "Index", "METHODS", "rank", "Ranking", "scores", "table"]
 
 log = logging.getLogger("reporter")
 
@@ -89,13 +90,17 @@ def rank(
     candidates = np.flatnonzero(index.paths != query.path)
     if not len(candidates):
         return Ranking(query, [])
-    higher = METHODS[method][1]
+    higher = score_kind(method)[1]
     picked = values[candidates]
     order = candidates[np.argsort(-picked if higher else picked, kind="stable")[:top]]
     return Ranking(query, [Hit(n, pool[i], float(values[i])) for n, i in enumerate(order, 1)])
 
 
 def _shown(method: str, score: float) -> str:
+    if method not in METHODS:  # a run metric: its own digits (catalog.py)
+        from ..catalog import METRICS
+
+        return METRICS[method].format(score)
     if method == "embedding":
         return f"{score:.4f}"
     return f"{score:.1f}" if method == "colour" else f"{score:.0f}"
@@ -103,7 +108,7 @@ def _shown(method: str, score: float) -> str:
 
 def table(rankings: list[Ranking], errors: list[Features], method: str, when: str) -> Table:
     """The rankings as the collection commands' table: a section per query."""
-    name, higher = METHODS[method]
+    name, higher = score_kind(method)
     sections = []
     for r in rankings:
         items = [Item(r.query, {}, tag="query", lead=True)]
@@ -128,5 +133,38 @@ def table(rankings: list[Ranking], errors: list[Features], method: str, when: st
         sections=sections,
         errors=errors,
         score_column="score",
-        score_format={"embedding": "0.0000", "colour": "0.0"}.get(method, "0"),
+        score_format={"embedding": "0.0000", "colour": "0.0", "ahash": "0", "phash": "0"}.get(
+            method, "0.000"
+        ),
+    )
+
+
+def by_metric(metric: str, query: Features, items: list[Features], top: int, jobs: int) -> Ranking:
+    """``search --by ssim`` (any of RUN_METRICS): the query as the baseline of a run, every
+    other readable image compared with it by run's own path (``compare.compare_all``:
+    brought to the query's size, in worker processes); a file that cannot be compared
+    now is left out of the ranking."""
+    from .. import images
+    from ..compare import Input, Job, compare_all
+    from ..metrics import Reference
+
+    loaded = images.load(query.path, max_pixels=100_000_000)
+    job = Job(Reference(loaded.pixels).prepare(), images.Geometry.of(loaded.pixels),
+              100_000_000, strict_size=False)  # fmt: skip
+    pool = [f for f in items if f.error is None and f.path != query.path]
+    results = compare_all(job, [Input(Path(f.path), f.file) for f in pool], jobs=jobs,
+                          progress=False)  # fmt: skip
+    scored = [
+        (f, r.metrics[metric])
+        for f, r in zip(pool, results, strict=True)
+        if r.metrics is not None and np.isfinite(r.metrics[metric])
+    ]
+    higher = score_kind(metric)[1]
+    from ..catalog import METRICS
+
+    two_sided = METRICS[metric].two_sided
+    values = np.array([abs(v) if two_sided else v for _, v in scored], np.float64)
+    order = np.argsort(-values if higher else values, kind="stable")[:top]
+    return Ranking(
+        query, [Hit(n, scored[i][0], float(scored[i][1])) for n, i in enumerate(order, 1)]
     )
