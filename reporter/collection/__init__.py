@@ -1,5 +1,5 @@
-"""Questions about a whole collection of images: search by example (duplicates and
-clusters to come), on per-file features kept in a cache (features.py)."""
+"""Questions about a whole collection of images: search by example, duplicates and
+clusters, on per-file features kept in a cache (features.py)."""
 
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 """What the collection commands know of each file: hashes, colour moments, an embedding.
 
-Where it sits: under ``search`` (and the duplicate and cluster commands to come).
+Where it sits: under the ``search``, ``duplicates`` and ``cluster`` commands.
 :func:`gather` returns one :class:`Features` per input file, computed in worker
 processes, or read from the feature cache when the file has not changed.
 
