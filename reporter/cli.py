@@ -307,6 +307,14 @@ def _collection_commands(sub) -> None:
         + ", ".join(RUN_METRICS),
     )
     search.add_argument("--top", type=_positive, default=10, metavar="K", help="default 10")
+    search.add_argument(
+        "--index",
+        choices=("exact", "hnsw"),
+        default="exact",
+        help="exact (default): every image's score, exact; hnsw: an approximate faiss index "
+        "saved in the cache folder, for many queries over a million images (--by embedding; "
+        "pip install 'reporter[faiss]')",
+    )
     _collection_options(search, "search")
 
     twins = sub.add_parser(

@@ -71,3 +71,18 @@ def photo(name: str):
 
     img = getattr(skimage.data, name)()
     return cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+
+
+def unit_vectors(n: int, spectrum: str, seed: int = 5) -> np.ndarray:
+    """Unit vectors of 1280 numbers: spread over few directions, as real images' embeddings
+    are (``decaying``), or evenly over all (``even``); a tenth of them near copies of
+    another, with 1 - cosine from 0 to about 0.8, so that many fall either side of 0.4."""
+    rng = np.random.default_rng(seed)
+    scale = np.arange(1, 1281) ** -0.5 if spectrum == "decaying" else np.ones(1280)
+    x = rng.standard_normal((n, 1280)) * scale
+    if spectrum == "decaying":  # a shared mean direction, as features after a ReLU have:
+        x[:, 0] += 1.5  # 1 - cosine 0.79 at the median, as between real photos
+    copies = rng.choice(n, n // 10, replace=False)
+    noise = rng.standard_normal((len(copies), 1280)) * scale
+    x[copies] = x[rng.integers(0, n, len(copies))] + rng.uniform(0, 1.2, (len(copies), 1)) * noise
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

@@ -8,10 +8,12 @@ import shutil
 import time
 
 import cv2
+import numpy as np
 import pytest
-from conftest import photo
+from conftest import photo, unit_vectors
 
 from reporter.cli import main
+from reporter.collection import search
 from reporter.collection.duplicates import group, keep_order
 from reporter.collection.features import Features
 
@@ -89,6 +91,43 @@ def test_no_chaining_through_an_intermediate():
     (only,) = group([c, b, a], "phash", 8)
     assert [m.item.path for m in only.members] == ["a", "b"]
     assert only.members[1].distance == 6
+
+
+def every_pair_groups(x: np.ndarray, limit: float) -> set[frozenset[int]]:
+    """The star rule computed the plain way: every pair's cosine in float64."""
+    cosine = x.astype(np.float64) @ x.T.astype(np.float64)
+    free = np.ones(len(x), bool)
+    groups = set()
+    for i in range(len(x)):  # the order to keep in: by path, as all else is equal
+        if free[i]:
+            free[i] = False
+            near = np.flatnonzero(free & (1.0 - cosine[i] <= limit))
+            free[near] = False
+            if len(near):
+                groups.add(frozenset([i, *near.tolist()]))
+    return groups
+
+
+@pytest.mark.parametrize(
+    ("spectrum", "dense"), [("decaying", None), ("decaying", 1.0), ("even", None)]
+)
+def test_large_pools_of_embeddings_group_exactly_as_every_pair_would(spectrum, dense, monkeypatch):
+    """Past 4,096 vectors the pairs are first ruled out by a bound on the cosine, from the
+    pool's principal axes, and only the rest computed in full: the groups must be those of
+    every pair. ``even`` vectors defeat the bound, so blocks are then computed in full
+    (``dense`` 1.0 forbids that, to check the bound's own path on both)."""
+    if dense is not None:
+        monkeypatch.setattr(search, "_DENSE", dense)
+    x = unit_vectors(5000, spectrum)
+    pool = [Features(f"{i:05d}", f"{i:05d}", sha256=str(i), width=100, height=100,
+                     embedding=x[i]) for i in range(len(x))]  # fmt: skip
+    groups = group(pool, "embedding", 0.4)
+    found = {frozenset(int(m.item.path) for m in g.members) for g in groups}
+    expected = every_pair_groups(x, 0.4)
+    assert len(expected) > 100 and found == expected
+    cosine = {(int(g.kept.path), int(m.item.path)): m.distance for g in groups for m in g.members}
+    for (a, b), distance in list(cosine.items())[:2000]:
+        assert distance == pytest.approx(1.0 - float(x[a] @ x[b]), abs=1e-5)
 
 
 def test_keep_the_highest_resolution_then_the_sharpest_then_the_oldest():

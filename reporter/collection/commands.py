@@ -83,6 +83,13 @@ def search(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     if not set(args.formats) & {"csv", "html", "xlsx"}:
         raise ReporterError("search writes csv, html and xlsx: --formats names none of them")
+    if args.index == "hnsw":
+        if args.by != "embedding":
+            raise ReporterError("--index hnsw is for --by embedding only")
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            raise ReporterError("--index hnsw needs faiss: pip install 'reporter[faiss]'") from None
     queries = _queries(args)
     found, skipped, unreadable = discover(tuple(args.paths), recursive=args.recursive)
     if not found:
@@ -109,9 +116,9 @@ def search(args: argparse.Namespace) -> int:
     by_path = {Path(f.path).resolve(): f for f in features}
     candidates = features[: len(found)]
     rankings = []
-    index = (
-        Index(args.by, [f for f in candidates if f.error is None]) if args.by in METHODS else None
-    )
+    readable = [f for f in candidates if f.error is None]
+    saved = None if args.no_cache else default_cache().parent
+    index = Index(args.by, readable, args.index == "hnsw", saved) if args.by in METHODS else None
     jobs = args.jobs or os.cpu_count() or 1
     for item in asked:
         query = by_path[item.path.resolve()]

@@ -38,6 +38,8 @@ __all__ = ["Group", "group", "keep_order", "move_duplicates", "THRESHOLDS"]
 
 log = logging.getLogger("reporter")
 
+_LEADERS = 1024  # leaders looked for at a time
+
 THRESHOLDS = {"phash": 8.0, "ahash": 8.0, "embedding": 0.4}
 """The largest distance still called a duplicate, per method (benchmarks/duplicates.py)."""
 
@@ -86,24 +88,32 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
     index = Index(method, order)  # stacked once; lower is nearer for every method
     free = np.ones(len(order), bool)
     groups: list[list[Member]] = []
-    for i, leader in enumerate(order):
-        if not free[i]:
-            continue
-        free[i] = False
-        members = [Member(leader, True, 0.0, False)]
-        members += [Member(f, False, 0.0, True) for f in heads[leader.sha256][1:]]
-        distance = index.scores(leader)
-        if method == "embedding":
-            distance = 1.0 - distance  # a distance, as the hashes'
-        near = np.flatnonzero((distance <= threshold) & free)  # numpy over all; a loop
-        for j in near:  # over the twins only
-            free[j] = False
-            twin = order[j]
-            members.append(Member(twin, False, float(distance[j]), False))
-            members += [Member(f, False, float(distance[j]), True) for f in heads[twin.sha256][1:]]
-        if len(members) > 1:  # the kept image, then the nearest first
-            rest = sorted(members[1:], key=lambda m: (m.distance, not m.exact, m.item.path))
-            groups.append([members[0], *rest])
+    start = 0
+    while True:
+        # The next leaders in keep order, each compared with every image still free (one
+        # product per block); a leader taken into an earlier leader's group is passed over.
+        leaders = np.flatnonzero(free[start:])[:_LEADERS] + start
+        if not len(leaders):
+            break
+        start = leaders[-1] + 1
+        near = index.within(leaders, np.flatnonzero(free), threshold)
+        for i, (twins, distances) in zip(leaders, near, strict=True):
+            if not free[i]:
+                continue
+            free[i] = False
+            leader = order[i]
+            members = [Member(leader, True, 0.0, False)]
+            members += [Member(f, False, 0.0, True) for f in heads[leader.sha256][1:]]
+            for j, distance in zip(twins, distances, strict=True):
+                if not free[j]:
+                    continue
+                free[j] = False
+                twin = order[j]
+                members.append(Member(twin, False, float(distance), False))
+                members += [Member(f, False, float(distance), True) for f in heads[twin.sha256][1:]]
+            if len(members) > 1:  # the kept image, then the nearest first
+                rest = sorted(members[1:], key=lambda m: (m.distance, not m.exact, m.item.path))
+                groups.append([members[0], *rest])
     groups.sort(key=lambda g: (-len(g), g[0].item.path))
     return [Group(n, members) for n, members in enumerate(groups, 1)]
 
