@@ -399,6 +399,9 @@ def _collection_options(parser, name: str) -> None:
         "--no-cache", action="store_true", help="neither read nor write the feature cache"
     )
     _setting_option(parser, ("timezone",), "timezone")
+    _setting_option(parser, ("scheduler",), "scheduler")
+    _setting_option(parser, ("scheduler_timeout",), "scheduler_timeout")
+    _setting_option(parser, ("send_bytes",), "send_bytes")
     parser.add_argument("--quiet", "-q", action="store_true", help="no summary")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug messages")
 
@@ -478,8 +481,16 @@ def _history_option(parser) -> None:
 def _setting_option(parser, path: tuple[str, ...], dest: str) -> None:
     """A setting of ``run`` offered by another command: the same flag, help and check."""
     row = next(r for r in SETTINGS if r.path == path)
+    if row.spec.kind == "bool":
+        parser.add_argument(*row.spec.flags, dest=dest, action="store_true", help=row.spec.help)
+        return
     parser.add_argument(
-        *row.spec.flags, dest=dest, type=_reader(row), metavar=row.spec.metavar, help=row.spec.help
+        *row.spec.flags,
+        dest=dest,
+        type=_reader(row),
+        metavar=row.spec.metavar,
+        help=row.spec.help,
+        default=row.default,
     )
 
 

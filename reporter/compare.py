@@ -60,6 +60,9 @@ class Input:
 
     path: Path
     file: str  # relative to the input it came from
+    data: bytes | None = field(
+        default=None, repr=False
+    )  # read by a cluster's client (--send-bytes)
 
 
 @dataclass
@@ -98,7 +101,9 @@ def compare_file(job: Job, item: Input) -> ImageResult:
     """One file against the baseline; any failure becomes an ERROR result, never an exception."""
     result = ImageResult(file=item.file, path=str(item.path))
     try:
-        loaded = images.load(item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes)
+        loaded = images.load(
+            item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes, data=item.data
+        )
         result.width, result.height = loaded.width, loaded.height
         if job.baseline_small is not None:
             made = _visual(lambda p: visuals.thumbnails(p, job.picture_side), loaded.pixels, result)
@@ -350,8 +355,11 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
-def compare_all(job: Job, items: list[Input], *, jobs: int, progress: bool) -> list[ImageResult]:
-    """Every item's result, in the order of ``items``.
+def compare_all(
+    job: Job, items: list[Input], *, jobs: int, progress: bool, cluster=None
+) -> list[ImageResult]:
+    """Every item's result, in the order of ``items``: on ``cluster`` (a Dask cluster,
+    ``executor.connect``) when given, else in this process or ``jobs`` local workers.
 
     When a worker process dies (a crash in a decoder, the out-of-memory killer),
     the pool loses every image it had not finished. The first of them is then
@@ -367,6 +375,8 @@ def compare_all(job: Job, items: list[Input], *, jobs: int, progress: bool) -> l
     )
     results: dict[int, ImageResult] = {}
     with bar:
+        if cluster is not None:
+            return cluster.map(job, items, bar, died=_died)
         if jobs <= 1 or len(items) <= 1:
             with _opencv_threads(1):
                 for i, item in enumerate(items):

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import clock
+from . import clock, executor
 from .catalog import METRICS
 from .errors import ConfigError
 
@@ -704,6 +704,36 @@ class Config:
         valid=lambda v: v >= 0,
         must="must be 0 (all cores) or more",
         json=lambda c: c.effective_jobs(),
+    )
+    scheduler: str | None = setting(
+        None,
+        toml="run.scheduler",
+        kind="str",
+        help="run the per-image work on a Dask cluster: its scheduler's address "
+        "(tcp://host:8786), or local:N for N worker processes on this machine (default: "
+        "REPORTER_SCHEDULER, else the local process pool)",
+        flags=("--scheduler",),
+        metavar="ADDRESS",
+        valid=lambda v: executor.valid_address(v),
+        must="must be an address such as tcp://host:8786, or local:N",
+    )
+    scheduler_timeout: float = setting(
+        10.0,
+        toml="run.scheduler_timeout",
+        kind="number",
+        help="seconds to wait for the Dask scheduler and its first worker (default 10)",
+        flags=("--scheduler-timeout",),
+        metavar="S",
+        valid=lambda v: 0 < v <= 3600,
+        must="must be a number of seconds, more than 0 and at most 3600",
+    )
+    send_bytes: bool = setting(
+        False,
+        toml="run.send_bytes",
+        kind="bool",
+        help="with --scheduler: read the files here and send their bytes, for workers that "
+        "do not share this machine's files (each file at most max_file_mb)",
+        flags=("--send-bytes",),
     )
     templates: Path | None = setting(
         None,

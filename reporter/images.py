@@ -124,11 +124,29 @@ def _on_white(pixels: np.ndarray) -> np.ndarray:
     return out[:, :, 0] if out.shape[2] == 1 else out
 
 
-def load(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> LoadedImage:
+def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """The file's bytes; ``max_bytes``: a larger file is refused before it is read (a 2 GB
+    file named .png would otherwise be read whole). Raises ImageLoadError."""
+    try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ImageLoadError(
+                f"the file is {size / 1e6:,.0f} MB, over the limit of {max_bytes / 1e6:,.0f} MB "
+                "(max_file_mb): not read"
+            )
+        return path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
+
+
+def load(
+    path: Path | str, *, max_pixels: int, max_bytes: int | None = None, data: bytes | None = None
+) -> LoadedImage:
     """Read and normalise one image file.
 
     ``max_bytes``: a larger file is refused before it is read (a 2 GB file named
-    .png would otherwise be read whole).
+    .png would otherwise be read whole). ``data``: the file's bytes, already read (by
+    the client of a cluster without shared storage); ``path`` then only names it.
 
     Raises
     ------
@@ -137,16 +155,8 @@ def load(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> 
         the pixel limit, truncated or corrupt, or an unsupported pixel type.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise ImageLoadError(
-                f"the file is {size / 1e6:,.0f} MB, over the limit of {max_bytes / 1e6:,.0f} MB "
-                "(max_file_mb): not read"
-            )
-        data = path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
-    except OSError as exc:
-        raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
+    if data is None:
+        data = read_bytes(path, max_bytes)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
     header = _header(data)

@@ -32,7 +32,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from . import flags, images, masks, outputs, table, visuals
+from . import executor, flags, images, masks, outputs, table, visuals
 from .compare import ImageResult, Job, compare_all, quiet_opencv, start_workers
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
 from .errors import ReporterError
@@ -88,11 +88,17 @@ def run(config: Config) -> RunResult:
     check(config)
     if not config.inputs:
         raise ReporterError("no inputs: give image files or folders")
-    with Session.open(config) as session:
-        return _run(config, session)
+    engine = executor.connect(
+        config.scheduler,
+        timeout=config.scheduler_timeout,
+        send_bytes=config.send_bytes,
+        max_bytes=config.max_bytes,
+    )
+    with engine as cluster, Session.open(config) as session:
+        return _run(config, session, cluster)
 
 
-def _run(config: Config, session: Session | None) -> RunResult:
+def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
     quiet_opencv()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -111,7 +117,7 @@ def _run(config: Config, session: Session | None) -> RunResult:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
-    baseline, reference = _prepare(config, baseline_path, len(items))
+    baseline, reference = _prepare(config, baseline_path, len(items), cluster is None)
     config = replace(
         config, jobs=config.effective_jobs(len(items), reference.width * reference.height)
     )
@@ -130,7 +136,9 @@ def _run(config: Config, session: Session | None) -> RunResult:
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
         align=config.comparison.align,
     )
-    results = compare_all(job, items, jobs=config.effective_jobs(), progress=config.progress)
+    results = compare_all(
+        job, items, jobs=config.effective_jobs(), progress=config.progress, cluster=cluster
+    )
     results += [_unread(u) for u in unreadable]
     frame = table.build(results)
     if session is not None:
@@ -139,7 +147,7 @@ def _run(config: Config, session: Session | None) -> RunResult:
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
     if "html" in config.formats:
-        frame = closer_looks(job, frame, items, config.jobs)
+        frame = closer_looks(job, frame, items, config.jobs, cluster)
 
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
@@ -195,7 +203,9 @@ MAX_CLOSER_LOOKS = 100
 one more comparison, and about 40 KB of page)."""
 
 
-def closer_looks(job: Job, frame: pd.DataFrame, items: list, jobs: int) -> pd.DataFrame:
+def closer_looks(
+    job: Job, frame: pd.DataFrame, items: list, jobs: int, cluster=None
+) -> pd.DataFrame:
     """``frame`` with the LOOK and LOOK_DIFF pictures of its flagged images (WARN and FAIL,
     most severe first, at most MAX_CLOSER_LOOKS): each is compared once more with
     ``Job.picture_side`` at LOOK_SIDE, so the closer look shows the very pixels the
@@ -216,6 +226,7 @@ def closer_looks(job: Job, frame: pd.DataFrame, items: list, jobs: int) -> pd.Da
         [items[i] for i in wanted],
         jobs=workers,
         progress=False,
+        cluster=cluster,
     )
     look: list[bytes | None] = [None] * len(frame)
     diff: list[bytes | None] = [None] * len(frame)
@@ -227,7 +238,9 @@ def closer_looks(job: Job, frame: pd.DataFrame, items: list, jobs: int) -> pd.Da
     return out
 
 
-def _prepare(config: Config, path: Path, count: int) -> tuple[images.LoadedImage, Reference]:
+def _prepare(
+    config: Config, path: Path, count: int, local: bool = True
+) -> tuple[images.LoadedImage, Reference]:
     """The baseline, loaded and masked, and its statistics (computed once per run).
 
     The workers' fork server, when the run is large enough to want workers, starts
@@ -238,7 +251,8 @@ def _prepare(config: Config, path: Path, count: int) -> tuple[images.LoadedImage
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
     h, w = baseline.pixels.shape[:2]
-    start_workers(config.effective_jobs(count, h * w), count)
+    if local:  # a Dask cluster has its own workers
+        start_workers(config.effective_jobs(count, h * w), count)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:

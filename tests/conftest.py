@@ -86,3 +86,13 @@ def unit_vectors(n: int, spectrum: str, seed: int = 5) -> np.ndarray:
     noise = rng.standard_normal((len(copies), 1280)) * scale
     x[copies] = x[rng.integers(0, n, len(copies))] + rng.uniform(0, 1.2, (len(copies), 1)) * noise
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def noisy_run(folder: Path, count: int, shape=(768, 1024, 3), seed: int = 0) -> Path:
+    """``folder`` (made) with a smooth baseline and ``count`` noisy copies of it."""
+    folder.mkdir()
+    base = smooth_image(seed, shape)
+    write(folder / "baseline.png", base)
+    for i in range(count):
+        write(folder / f"img{i:02d}.png", noisy(base, 0.02, seed=i))
+    return folder

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import noisy, smooth_image, write
+from conftest import noisy, noisy_run, smooth_image, write
 
 from reporter.cli import main
 
@@ -277,12 +277,7 @@ def test_a_killed_worker_costs_no_rows(tmp_path, caplog):
     from reporter import pipeline
     from reporter.config import Config
 
-    folder = tmp_path / "many"
-    folder.mkdir()
-    base = smooth_image(0, (768, 1024, 3))
-    write(folder / "baseline.png", base)
-    for i in range(40):
-        write(folder / f"img{i:02d}.png", noisy(base, 0.02, seed=i))
+    folder = noisy_run(tmp_path / "many", 40)
     killed: list[int] = []
 
     def killer() -> None:

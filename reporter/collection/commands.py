@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import clock, stopping
+from .. import clock, executor, stopping
 from ..compare import Input
+from ..config import Config
 from ..errors import ExitStatus, ReporterError
 from ..inputs import discover
 from ..names import printable
@@ -91,11 +92,9 @@ def search(args: argparse.Namespace) -> int:
         except ImportError:
             raise ReporterError("--index hnsw needs faiss: pip install 'reporter[faiss]'") from None
     queries = _queries(args)
-    found, skipped, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive)
     if not found:
         raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
-    for s in skipped:
-        log.info("skipped %s: %s", s.path, s.reason)
     known = {item.path.resolve(): item for item in found}
     asked = []
     for q in queries:
@@ -103,31 +102,25 @@ def search(args: argparse.Namespace) -> int:
             raise ReporterError(f"query {q}: no such file")
         asked.append(known.get(q.resolve()) or Input(q, q.name))
     extra = [a for a in asked if a.path.resolve() not in known]
-    cache = FeatureCache(None if args.no_cache else default_cache())
-    try:
-        features = gather(
-            found + extra,
-            embedding=args.by == "embedding",
-            jobs=args.jobs or os.cpu_count() or 1,
-            cache=cache,
+    with _engine(args) as engine:
+        features = _gathered(args, found + extra, args.by == "embedding", engine)
+        by_path = {Path(f.path).resolve(): f for f in features}
+        candidates = features[: len(found)]
+        rankings = []
+        readable = [f for f in candidates if f.error is None]
+        saved = None if args.no_cache else default_cache().parent
+        index = (
+            Index(args.by, readable, args.index == "hnsw", saved) if args.by in METHODS else None
         )
-    finally:
-        cache.close()
-    by_path = {Path(f.path).resolve(): f for f in features}
-    candidates = features[: len(found)]
-    rankings = []
-    readable = [f for f in candidates if f.error is None]
-    saved = None if args.no_cache else default_cache().parent
-    index = Index(args.by, readable, args.index == "hnsw", saved) if args.by in METHODS else None
-    jobs = args.jobs or os.cpu_count() or 1
-    for item in asked:
-        query = by_path[item.path.resolve()]
-        if query.error:
-            raise ReporterError(f"query {item.path}: {query.error}")
-        if index is None:  # a run metric: compared as reporter run would
-            rankings.append(by_metric(args.by, query, candidates, args.top, jobs))
-        else:
-            rankings.append(rank(args.by, query, candidates, args.top, index))
+        jobs = args.jobs or os.cpu_count() or 1
+        for item in asked:
+            query = by_path[item.path.resolve()]
+            if query.error:
+                raise ReporterError(f"query {item.path}: {query.error}")
+            if index is None:  # a run metric: compared as reporter run would
+                rankings.append(by_metric(args.by, query, candidates, args.top, jobs, engine))
+            else:
+                rankings.append(rank(args.by, query, candidates, args.top, index))
     errors = [f for f in candidates if f.error]
     for e in errors:
         log.warning("%s: ERROR %s", e.path, e.error)
@@ -148,23 +141,39 @@ def search(args: argparse.Namespace) -> int:
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
 
 
-def _collection(args: argparse.Namespace, *, embedding: bool):
-    """The images under args.paths and their features (cache, workers), and what could
-    not be read."""
-    found, skipped, unreadable = discover(tuple(args.paths), recursive=args.recursive)
-    if not found:
-        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
-    for s in skipped:
-        log.info("skipped %s: %s", s.path, s.reason)
-    for u in unreadable:
-        log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
+def _engine(args: argparse.Namespace):
+    """The Dask cluster of --scheduler (or REPORTER_SCHEDULER), else None: local workers."""
+    return executor.connect(
+        args.scheduler, timeout=args.scheduler_timeout, send_bytes=args.send_bytes
+    )
+
+
+def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) -> list:
+    """The features of ``items``: the cache's, the rest computed locally or on ``engine``."""
     cache = FeatureCache(None if args.no_cache else default_cache())
     try:
-        features = gather(
-            found, embedding=embedding, jobs=args.jobs or os.cpu_count() or 1, cache=cache
+        return gather(
+            items,
+            embedding=embedding,
+            jobs=args.jobs or os.cpu_count() or 1,
+            cache=cache,
+            max_bytes=Config().max_bytes,  # max_file_mb's default, as run's
+            cluster=engine,
         )
     finally:
         cache.close()
+
+
+def _collection(args: argparse.Namespace, *, embedding: bool):
+    """The images under args.paths and their features (cache, workers), and what could
+    not be read."""
+    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    if not found:
+        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
+    for u in unreadable:
+        log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
+    with _engine(args) as engine:
+        features = _gathered(args, found, embedding, engine)
     errors = [f for f in features if f.error]
     for e in errors:
         log.warning("%s: ERROR %s", e.path, e.error)

@@ -64,36 +64,34 @@ class Features:
     cached: bool = field(default=False, compare=False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_embedder = None
-
-
 def _embed(pixels: np.ndarray) -> np.ndarray:
-    global _embedder
-    if _embedder is None:  # once per process: the graph is read from the cache
-        from ..embedding import Embedder
+    from ..embedding import shared  # once per process: the graph is read from the cache
 
-        _embedder = Embedder()
-    return _embedder([pixels])[0].astype(np.float32)
+    return shared()([pixels])[0].astype(np.float32)
 
 
 def compute(
-    path: Path, file: str, *, embedding: bool, max_pixels: int, max_bytes: int | None
+    path: Path,
+    file: str,
+    *,
+    embedding: bool,
+    max_pixels: int,
+    max_bytes: int | None,
+    sent: tuple[int, int, bytes] | None = None,
 ) -> Features:
-    """The features of one file; a file that cannot be read gets ``error``, never raises."""
+    """The features of one file; a file that cannot be read gets ``error``, never raises.
+    ``sent``: its size, modification time and bytes, read by a cluster's client
+    (``--send-bytes``); ``path`` then only names it."""
     found = Features(str(path), file)
     try:
-        stat = path.stat()
-        found.size, found.mtime_ns = stat.st_size, stat.st_mtime_ns
-        loaded = images.load(path, max_pixels=max_pixels, max_bytes=max_bytes)
-        found.sha256 = _sha256(path)
+        if sent is None:
+            stat = path.stat()
+            found.size, found.mtime_ns = stat.st_size, stat.st_mtime_ns
+            data = images.read_bytes(path, max_bytes)
+        else:
+            found.size, found.mtime_ns, data = sent
+        loaded = images.load(path, max_pixels=max_pixels, max_bytes=max_bytes, data=data)
+        found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = loaded.pixels
         found.width, found.height = loaded.width, loaded.height
         found.ahash = hashes.ahash(pixels).tobytes()
@@ -242,8 +240,10 @@ def _init() -> None:
 
 
 def _compute(args: tuple) -> Features:
-    path, file, embedding, max_pixels, max_bytes = args
-    return compute(path, file, embedding=embedding, max_pixels=max_pixels, max_bytes=max_bytes)
+    path, file, embedding, max_pixels, max_bytes, sent = args
+    return compute(
+        path, file, embedding=embedding, max_pixels=max_pixels, max_bytes=max_bytes, sent=sent
+    )
 
 
 def gather(
@@ -254,9 +254,11 @@ def gather(
     cache: FeatureCache,
     max_pixels: int = 100_000_000,
     max_bytes: int | None = None,
+    cluster=None,
 ) -> list[Features]:
     """Every item's features, in order: from the cache where the file is unchanged, else
-    computed (in ``jobs`` worker processes when there are enough files to pay)."""
+    computed: on ``cluster`` (Dask, ``executor.connect``) when given, else in ``jobs``
+    worker processes when there are enough files to pay."""
     out: list[Features | None] = []
     todo: list[int] = []
     for i, item in enumerate(items):
@@ -270,8 +272,10 @@ def gather(
             len(todo),
             len(items) - len(todo),
         )
-    work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes) for i in todo]
-    if jobs > 1 and len(work) >= 2 * jobs:
+    work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes, None) for i in todo]
+    if cluster is not None and work:
+        done = cluster.features(work, embedding=embedding)
+    elif jobs > 1 and len(work) >= 2 * jobs:
         pool = ProcessPoolExecutor(
             max_workers=jobs, mp_context=compare._pool_context(), initializer=_init
         )

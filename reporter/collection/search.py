@@ -332,7 +332,9 @@ def table(rankings: list[Ranking], errors: list[Features], method: str, when: st
     )
 
 
-def by_metric(metric: str, query: Features, items: list[Features], top: int, jobs: int) -> Ranking:
+def by_metric(
+    metric: str, query: Features, items: list[Features], top: int, jobs: int, cluster=None
+) -> Ranking:
     """``search --by ssim`` (any of RUN_METRICS): the query as the baseline of a run, every
     other readable image compared with it by run's own path (``compare.compare_all``:
     brought to the query's size, in worker processes); a file that cannot be compared
@@ -346,7 +348,7 @@ def by_metric(metric: str, query: Features, items: list[Features], top: int, job
               100_000_000, strict_size=False)  # fmt: skip
     pool = [f for f in items if f.error is None and f.path != query.path]
     results = compare_all(job, [Input(Path(f.path), f.file) for f in pool], jobs=jobs,
-                          progress=False)  # fmt: skip
+                          progress=False, cluster=cluster)  # fmt: skip
     scored = [
         (f, r.metrics[metric])
         for f, r in zip(pool, results, strict=True)

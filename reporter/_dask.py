@@ -1,0 +1,332 @@
+"""The Dask side of ``executor.py``, imported only when a scheduler is asked for.
+
+**Prepared once per worker, by a worker plugin** (:class:`Prepare`): what every task of
+a command shares (a run's ``compare.Job``, whose baseline ``Reference`` computes its
+statistics when it is unpickled on the worker; the embedding model for features) travels
+once to each worker inside the plugin and is prepared in its ``setup``, also on a worker
+that joins or is restarted mid-run. Tasks carry only their files' paths (or bytes).
+
+**Tasks** are chunks of images (``_chunk``: up to ``TASK_IMAGES``, fewer when there are
+few images per worker), and at most ``IN_FLIGHT`` per worker thread are submitted at a
+time, so neither the client nor the scheduler holds a million futures at once.
+
+**Faults.** Dask runs a dead worker's tasks again elsewhere. A task that has killed
+``allowed-failures`` + 1 workers (Dask's setting, 3 by default) fails with
+``KilledWorker``: its images are then tried one per task, and an image that kills
+workers alone becomes its ERROR row, so the retries are bounded and the run does not
+hang. A stopped command (Ctrl-C, SIGTERM) cancels its tasks on the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from dataclasses import replace
+
+import cv2
+from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from distributed.scheduler import KilledWorker
+
+from . import __version__, compare, images
+from .errors import ReporterError
+from .executor import LOCAL
+
+__all__ = ["Cluster", "IN_FLIGHT", "Prepare", "SEND_BUDGET", "TASK_IMAGES"]
+
+log = logging.getLogger("reporter")
+
+TASK_IMAGES = 16  # images per task at most: one task costs the scheduler about 1 ms
+IN_FLIGHT = 4  # tasks submitted per worker thread, ahead of the results
+SEND_BUDGET = 512 * 2**20  # --send-bytes: file bytes in flight at most (one task's always)
+
+_PREPARED: dict[str, object] = {}  # on a worker: what each command's plugin prepared
+SETUPS = 0  # on a worker: how many times a plugin prepared its work (tests read it)
+
+
+class Prepare(WorkerPlugin):
+    """What a command's tasks share, prepared once per worker (see the module's text)."""
+
+    def __init__(self, key: str, job: compare.Job | None, embedding: bool) -> None:
+        self.key, self.job, self.embedding = key, job, embedding
+
+    def setup(self, worker) -> None:
+        global SETUPS
+        SETUPS += 1
+        _roomy_malloc()
+        compare.quiet_opencv()
+        cv2.setNumThreads(1)  # one task per worker thread: OpenCV's own threads would compete
+        if self.embedding:
+            from .embedding import shared
+
+            shared()
+        _PREPARED[self.key] = self.job
+
+    def teardown(self, worker) -> None:
+        _PREPARED.pop(self.key, None)
+
+
+def _roomy_malloc() -> None:
+    """Undo what Dask's nanny does to every worker: MALLOC_TRIM_THRESHOLD_=65536 (to give
+    memory back to the system at once) also freezes glibc's mmap threshold at 128 KB, so
+    each of the metrics' large temporaries is a fresh mmap, zeroed page by page: 2.4x the
+    time per image (measured: 189 against 75 ms at 1024 px). glibc's own defaults let the
+    threshold grow to 32 MB; this sets it there, and trims only past 128 MB free."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to undo
+        log.debug("mallopt not available here")
+
+
+def _prepared(key: str):
+    if key not in _PREPARED:
+        raise RuntimeError(f"this worker has no {key} (its plugin did not run)")
+    return _PREPARED[key]
+
+
+def _compare(key: str, items: list[compare.Input]) -> list[compare.ImageResult]:
+    job = _prepared(key)
+    return [compare.compare_file(job, item) for item in items]
+
+
+def _features(key: str, work: list[tuple]) -> list:
+    from .collection.features import _compute
+
+    _prepared(key)
+    return [_compute(w) for w in work]
+
+
+def _version() -> str:
+    return __version__
+
+
+class Cluster:
+    """A Dask client for one command, and the LocalCluster it started for ``local:N``."""
+
+    def __init__(self, client: Client, local, address: str, send_bytes: bool, max_bytes) -> None:
+        self.client, self.local, self.address = client, local, address
+        self.send_bytes, self.max_bytes = send_bytes, max_bytes
+
+    @classmethod
+    def open(
+        cls, address: str, *, timeout: float, send_bytes: bool, max_bytes: int | None
+    ) -> Cluster:
+        quiet = logging.WARNING if log.isEnabledFor(logging.DEBUG) else logging.ERROR
+        logging.getLogger("distributed").setLevel(quiet)
+        local = None
+        try:
+            if address.startswith(LOCAL):
+                local = LocalCluster(
+                    n_workers=int(address[len(LOCAL) :]),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=quiet,
+                )
+                client = Client(local, timeout=timeout, set_as_default=False)
+            else:
+                client = Client(address, timeout=timeout, set_as_default=False)
+        except OSError as exc:  # TimeoutError included
+            if local is not None:
+                local.close()
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ReporterError(
+                f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({first})"
+            ) from None
+        cluster = cls(client, local, address, send_bytes, max_bytes)
+        try:
+            cluster._check(timeout)
+        except BaseException:
+            cluster.close()
+            raise
+        return cluster
+
+    def _check(self, timeout: float) -> None:
+        """Workers there, running this version of reporter; the log says where."""
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            raise ReporterError(
+                f"the Dask scheduler at {self.address} has no workers (waited {timeout:g} s)"
+            ) from None
+        try:
+            versions = self.client.run(_version)
+        except Exception as exc:  # reporter missing on a worker: the function cannot unpickle
+            raise ReporterError(
+                f"the Dask workers cannot run reporter ({type(exc).__name__}: {exc}); install "
+                f"reporter {__version__} on every worker"
+            ) from None
+        for worker, version in sorted(versions.items()):
+            if version != __version__:
+                raise ReporterError(
+                    f"Dask worker {worker} runs reporter {version}, this is {__version__}: "
+                    "install the same version on every worker"
+                )
+        log.info(
+            "Dask scheduler %s: %d worker(s), %d thread(s); dashboard %s",
+            self.client.scheduler.address,
+            len(versions),
+            self.threads(),
+            self.client.dashboard_link,
+        )
+
+    def threads(self) -> int:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return max(1, sum(w.get("nthreads", 1) for w in workers))
+
+    def close(self) -> None:
+        try:
+            self.client.close(timeout=10)
+        finally:
+            if self.local is not None:
+                self.local.close(timeout=10)
+
+    # --- the work -------------------------------------------------------------------------
+
+    def map(self, job: compare.Job, items: list[compare.Input], bar, *, died) -> list:
+        """``compare_file(job, item)`` of every item, in order (``compare.compare_all``)."""
+
+        def packed(item: compare.Input):  # workers read by absolute path, or get the bytes
+            if not self.send_bytes:
+                return replace(item, path=item.path.absolute()), 0
+            data = images.read_bytes(item.path, job.max_bytes)
+            return replace(item, data=data), len(data)
+
+        def failed(item: compare.Input, why: str) -> compare.ImageResult:
+            return compare.ImageResult(file=item.file, path=str(item.path), error=why)
+
+        plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", job, job.reference.embedding)
+        return self._run(plugin, _compare, items, packed, failed, died, bar)
+
+    def features(self, work: list[tuple], *, embedding: bool) -> list:
+        """``features._compute`` of every work tuple, in order (``features.gather``)."""
+        from .collection.features import Features
+
+        def packed(one: tuple):  # workers read by absolute path, or get the bytes
+            if not self.send_bytes:
+                return (one[0].absolute(), *one[1:]), 0
+            path = one[0]
+            stat = path.stat()
+            data = images.read_bytes(path, one[4])
+            return (*one[:5], (stat.st_size, stat.st_mtime_ns, data)), len(data)
+
+        def failed(one: tuple, why: str):
+            return Features(str(one[0]), one[1], error=why)
+
+        def died(one: tuple, why: str = ""):
+            return failed(
+                one, f"the worker process died {why} (a crash in a decoder, or out of memory)"
+            )
+
+        plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", None, embedding)
+        return self._run(plugin, _features, work, packed, failed, died, None)
+
+    def _run(self, plugin: Prepare, task, items: list, packed, failed, died, bar) -> list:
+        """Every item's result, in order: the plugin registered for the length of it, chunks
+        submitted a window at a time, a chunk that kept killing workers split into single
+        images; a single image that did is tried once more with no other task in flight
+        (Dask blames every task a dying worker held), and becomes its ``died`` row if it
+        still kills workers alone."""
+        results: dict[int, object] = {}
+        threads = self.threads()
+        size = _chunk(len(items), threads)
+        queue = deque(list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size))
+        running: dict = {}  # future -> (indices, bytes)
+        waiting = as_completed(loop=self.client.loop)
+        sent = 0
+        suspects: deque[int] = deque()  # single images whose task kept killing workers
+        alone: set[int] = set()  # those tried again with no other task in flight
+
+        def done(i: int, result) -> None:
+            result.path = str(items[i].path if hasattr(items[i], "path") else items[i][0])
+            results[i] = result  # named as given, as a local run names it
+            if bar is not None:
+                bar.update()
+
+        def submit() -> None:
+            nonlocal sent
+            while (
+                queue and len(running) < threads * IN_FLIGHT and (not running or sent < SEND_BUDGET)
+            ):
+                indices = queue.popleft()
+                payload, weight = [], 0
+                for i in indices:
+                    try:
+                        one, nbytes = packed(items[i])
+                    except (images.ImageLoadError, OSError) as exc:  # --send-bytes: read here
+                        done(i, failed(items[i], str(exc)))
+                        continue
+                    payload.append((i, one))
+                    weight += nbytes
+                if not payload:
+                    continue
+                args = [one for _, one in payload]
+                if self.send_bytes:
+                    args = self.client.scatter(args, hash=False)  # not inside the task graph
+                future = self.client.submit(
+                    task, plugin.key, args, pure=False, key=f"{plugin.key}-{indices[0]}"
+                )
+                running[future] = ([i for i, _ in payload], weight)
+                sent += weight
+                waiting.add(future)
+
+        self.client.register_plugin(plugin, name=plugin.key)
+        try:
+            submit()
+            for future in waiting:
+                indices, weight = running.pop(future)
+                sent -= weight
+                try:
+                    out = future.result()
+                except KilledWorker:  # this task, or one beside it on the same workers
+                    if len(indices) > 1:
+                        log.warning(
+                            "a Dask task of %d image(s) kept killing workers; trying each alone",
+                            len(indices),
+                        )
+                        queue.extendleft([i] for i in reversed(indices))
+                    elif indices[0] in alone:  # alone on the cluster, and still killing
+                        i = indices[0]
+                        done(i, died(items[i], "on every Dask worker that tried it"))
+                    else:  # perhaps only beside the culprit: tried alone at the end
+                        suspects.append(indices[0])
+                except Exception as exc:
+                    if self.client.status != "running":
+                        raise ReporterError(
+                            f"lost the Dask scheduler at {self.address} during the run "
+                            f"({type(exc).__name__})"
+                        ) from None
+                    for i in indices:
+                        done(
+                            i,
+                            failed(items[i], f"the Dask task failed: {type(exc).__name__}: {exc}"),
+                        )
+                else:
+                    for i, result in zip(indices, out, strict=True):
+                        done(i, result)
+                submit()
+                if not running and not queue and suspects:  # one at a time, nothing beside it
+                    alone.add(suspects[0])
+                    queue.append([suspects.popleft()])
+                    submit()
+        except BaseException:  # Ctrl-C, SIGTERM: no task of this command left on the cluster
+            self.client.cancel(list(running), force=True)
+            raise
+        finally:
+            try:
+                self.client.unregister_worker_plugin(plugin.key)
+            except Exception:  # the cluster is going away; nothing is left to undo
+                log.debug("could not unregister %s", plugin.key, exc_info=True)
+        return [results[i] for i in range(len(items))]
+
+
+def _chunk(images: int, threads: int) -> int:
+    """Images per task: at least four tasks per worker thread (so a slow or dying worker
+    holds up little), at most ``TASK_IMAGES``."""
+    return max(1, min(TASK_IMAGES, images // (4 * threads)))

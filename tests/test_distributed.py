@@ -1,0 +1,259 @@
+"""--scheduler: the per-image work on a real Dask cluster. A LocalCluster of worker
+processes, and a `dask scheduler` with two `dask worker` processes started here on loopback
+(in another folder, so that a relative path could not be read there by accident)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SAMPLES, noisy, noisy_run, smooth_image, write
+
+from reporter import pipeline
+from reporter.cli import main
+from reporter.config import Config
+
+distributed = pytest.importorskip("distributed")  # the test extra has it: never skipped in CI
+Client = distributed.Client
+
+WORKER_MEMORY = "500MB"  # the nanny kills a worker past 95 % of it
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dask_command() -> str:
+    here = Path(sys.executable).parent / "dask"
+    return str(here) if here.exists() else shutil.which("dask")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A scheduler and two single-threaded workers, as a lab would start them; Dask's
+    allowed-failures is 1 (default 3) so that a file that kills workers fails sooner."""
+    where = tmp_path_factory.mktemp("dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = os.environ | {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
+    log = (where / "dask.log").open("wb")
+    procs = [
+        subprocess.Popen(
+            [
+                dask_command(),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            cwd=where,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    ]
+    for _ in range(2):
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask_command(),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    WORKER_MEMORY,
+                    "--no-dashboard",
+                ],
+                cwd=where,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        )
+    watcher = Client(address, timeout=30)
+    watcher.wait_for_workers(2, timeout=60)
+    yield address, watcher
+    watcher.close()
+    for p in procs[1:] + procs[:1]:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    log.close()
+
+
+def rows(folder: Path, name: str = "results.csv") -> str:
+    return (folder / name).read_text(encoding="utf-8")
+
+
+def test_a_local_cluster_gives_the_rows_of_the_local_run(tmp_path):
+    """--scheduler local:2 starts a LocalCluster of two worker processes: the same rows."""
+    shutil.copytree(SAMPLES, tmp_path / "run")
+    assert main(["run", "run", "--out", "plain", "-j", "1", "-q"]) == 1
+    assert main(["run", "run", "--out", "dask", "--scheduler", "local:2", "-q"]) == 1
+    assert rows(tmp_path / "dask") == rows(tmp_path / "plain")
+    assert (tmp_path / "dask" / "report.html").stat().st_size > 10_000
+
+
+def test_every_command_on_a_cluster_gives_the_local_rows(cluster, tmp_path):
+    """Relative paths here, workers in another folder: run, search (by embedding and by a
+    run metric), duplicates and cluster give exactly the local rows."""
+    address, watcher = cluster
+    shutil.copytree(SAMPLES, tmp_path / "run")
+    before = watcher.run(lambda: importlib.import_module("reporter._dask").SETUPS)
+    for command, out, name in [
+        (["run", "run"], "r", "results.csv"),
+        (["search", "run/normal_day01.png", "run", "--no-cache"], "s", "results.csv"),
+        (["search", "run/normal_day01.png", "run", "--by", "ssim"], "m", "results.csv"),
+        (["duplicates", "run", "--no-cache"], "d", "groups.csv"),
+        (["cluster", "run", "--no-cache", "--k", "2", "--features", "pixels"], "c", "clusters.csv"),
+    ]:
+        local = main([*command, "--out", f"{out}1", "-j", "1", "-q"])
+        remote = main([*command, "--out", f"{out}2", "--scheduler", address, "-q"])
+        assert remote == local and rows(tmp_path / f"{out}2", name) == rows(
+            tmp_path / f"{out}1", name
+        )
+    after = watcher.run(lambda: importlib.import_module("reporter._dask").SETUPS)
+    # Prepared once per worker and command (run: two passes, the closer look), not per task.
+    assert {w: after[w] - before[w] for w in after} == {w: 6 for w in after}
+
+
+def test_a_worker_killed_mid_run_costs_nothing(cluster, tmp_path):
+    address, watcher = cluster
+    folder = noisy_run(tmp_path / "many", 40)
+    killed = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            busy = {w: t for w, t in watcher.processing().items() if t}
+            if busy:
+                worker = sorted(busy)[0]
+                pid = watcher.run(os.getpid, workers=[worker])[worker]
+                time.sleep(0.2)  # inside an image
+                os.kill(pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    config = Config(inputs=(folder,), out=tmp_path / "o", scheduler=address, progress=False)
+    result = pipeline.run(config)
+    finished = time.monotonic()
+    thread.join()
+    assert killed and killed[0] < finished, "no worker was killed during the run"
+    local = pipeline.run(Config(inputs=(folder,), out=tmp_path / "l", jobs=1, progress=False))
+    assert len(result.table) == 40 and (result.table["status"] != "ERROR").all()
+    assert rows(tmp_path / "o") == rows(tmp_path / "l") and local.exit_code == result.exit_code
+    watcher.wait_for_workers(2, timeout=60)  # the nanny restarted it
+
+
+def test_a_file_that_kills_every_worker_is_its_error_row(cluster, tmp_path):
+    """A picture that needs more memory than a worker has (the nanny kills the worker): its
+    task is retried on the other worker, then alone, then given up: its ERROR row; the
+    images that were on the dying workers beside it still get theirs."""
+    address, watcher = cluster
+    folder = noisy_run(tmp_path / "bomb", 6, (256, 256, 3), seed=1)
+    cv2.imwrite(str(folder / "huge.png"), np.zeros((16000, 16000, 3), np.uint8))  # 768 MB
+    t = time.monotonic()
+    code = main(["run", str(folder), "--out", str(tmp_path / "o"), "--scheduler", address,
+                 "--max-pixels", "300000000", "-q"])  # fmt: skip
+    took = time.monotonic() - t
+    assert code == 1
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "o" / "results.csv")
+    errors = table[table["status"] == "ERROR"]
+    assert errors["file"].tolist() == ["huge.png"]
+    assert "the worker process died on every Dask worker that tried it" in errors["error"].iat[0]
+    assert len(table) == 7 and took < 120
+    watcher.wait_for_workers(2, timeout=60)
+
+
+def test_send_bytes_reads_here_and_guards_the_size(cluster, tmp_path):
+    """--send-bytes: the workers get the bytes, so a relative path they could not resolve
+    still compares (the same rows as locally); a file over max_file_mb is refused here."""
+    address, _ = cluster
+    shutil.copytree(SAMPLES, tmp_path / "run")
+    big = smooth_image(5, (700, 700, 3))
+    write(tmp_path / "run" / "big.png", noisy(big, 0.3))  # about 1.4 MB of noise
+    common = ["run", "run", "-q", "--max-file-mb", "1"]
+    assert main([*common, "--out", "l", "-j", "1"]) == 1
+    assert main([*common, "--out", "d", "--scheduler", address, "--send-bytes"]) == 1
+    assert rows(tmp_path / "d") == rows(tmp_path / "l")
+    assert "over the limit of 1 MB (max_file_mb): not read" in rows(tmp_path / "d")
+    assert main(["duplicates", "run", "--out", "dd", "--scheduler", address, "--send-bytes",
+                 "--no-cache", "-q"]) == 0  # fmt: skip
+
+
+def test_ctrl_c_cancels_the_runs_tasks_on_the_cluster(cluster, tmp_path):
+    address, watcher = cluster
+    folder = noisy_run(tmp_path / "long", 60, (1024, 1024, 3), seed=2)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reporter", "run", str(folder), "--out", str(tmp_path / "o"),
+         "--scheduler", address, "-q"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not any(watcher.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "stopped by SIGINT" in err
+    assert "Traceback" not in err and not (tmp_path / "o" / "results.csv").exists()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = watcher.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        if not left:
+            break
+        time.sleep(0.1)
+    assert left == 0
+
+
+def test_an_unreachable_scheduler_is_one_line_and_status_2(tmp_path):
+    port = free_port()  # nobody listens there
+    t = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "reporter", "run", str(SAMPLES), "--out", str(tmp_path / "o"),
+         "--scheduler", f"tcp://127.0.0.1:{port}", "--scheduler-timeout", "2"],
+        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and time.monotonic() - t < 20
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        f"reporter: error: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}"
+    )
+    bad = subprocess.run([sys.executable, "-m", "reporter", "duplicates", str(SAMPLES)],
+                         env=os.environ | {"REPORTER_SCHEDULER": "two words"},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "from REPORTER_SCHEDULER" in bad.stderr
+
+
+def test_without_a_scheduler_dask_is_not_imported(tmp_path):
+    code = (
+        "import sys; from reporter.cli import main; "
+        f"main(['run', {str(SAMPLES)!r}, '--out', 'o', '-q', '-j', '2']); "
+        f"main(['duplicates', {str(SAMPLES)!r}, '--out', 'd', '-q', '--no-cache']); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REPORTER_SCHEDULER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
