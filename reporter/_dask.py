@@ -1,10 +1,10 @@
 """The Dask side of ``executor.py``, imported only when a scheduler is asked for.
 
 **Prepared once per worker, by a worker plugin** (:class:`Prepare`): what every task of
-a command shares (a run's ``compare.Job``, whose baseline ``Reference`` computes its
-statistics when it is unpickled on the worker; the embedding model for features) travels
-once to each worker inside the plugin and is prepared in its ``setup``, also on a worker
-that joins or is restarted mid-run. Tasks carry only their files' paths (or bytes).
+a command shares (a run's ``compare.Job``: the baseline's pixels, whose statistics the
+plugin's ``setup`` computes there; the embedding model for features) travels once to
+each worker inside the plugin and is prepared in ``setup``, also on a worker that joins
+or is restarted mid-run. Tasks carry only their files' paths (or bytes).
 
 **Tasks** are chunks of images (``_chunk``: up to ``TASK_IMAGES``, fewer when there are
 few images per worker), and at most ``IN_FLIGHT`` per worker thread are submitted at a
@@ -60,6 +60,8 @@ class Prepare(WorkerPlugin):
             from .embedding import shared
 
             shared()
+        if self.job is not None:
+            self.job.reference.prepare()  # the baseline's statistics, once per worker
         _PREPARED[self.key] = self.job
 
     def teardown(self, worker) -> None:
@@ -242,6 +244,7 @@ class Cluster:
         sent = 0
         suspects: deque[int] = deque()  # single images whose task kept killing workers
         alone: set[int] = set()  # those tried again with no other task in flight
+        tries: dict[int, int] = {}  # submissions per first image of a task
 
         def done(i: int, result) -> None:
             result.path = str(items[i].path if hasattr(items[i], "path") else items[i][0])
@@ -269,9 +272,11 @@ class Cluster:
                 args = [one for _, one in payload]
                 if self.send_bytes:
                     args = self.client.scatter(args, hash=False)  # not inside the task graph
-                future = self.client.submit(
-                    task, plugin.key, args, pure=False, key=f"{plugin.key}-{indices[0]}"
-                )
+                # A new key for every try: a key the scheduler still holds as failed would
+                # hand back that failure instead of running the task again.
+                tries[indices[0]] = tries.get(indices[0], 0) + 1
+                key = f"{plugin.key}-{indices[0]}-{len(indices)}-{tries[indices[0]]}"
+                future = self.client.submit(task, plugin.key, args, pure=False, key=key)
                 running[future] = ([i for i, _ in payload], weight)
                 sent += weight
                 waiting.add(future)
