@@ -261,6 +261,7 @@ def _init_worker(job: Job, parent: int) -> None:
     _watch(parent)
     quiet_opencv()
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
+    job.reference.prepare()  # once per worker, before its first image
     _worker_job = job
 
 

@@ -241,22 +241,29 @@ def closer_looks(
 def _prepare(
     config: Config, path: Path, count: int, local: bool = True
 ) -> tuple[images.LoadedImage, Reference]:
-    """The baseline, loaded and masked, and its statistics (computed once per run).
+    """The baseline, loaded and masked, and its statistics: computed here when the images
+    are compared here; worker processes (and Dask workers) get the pixels and compute
+    their own, once each, so this process does not hold a copy it never uses (about 20
+    float32 copies of the image: 264 MB and 0.85 s at 2048 px).
 
     The workers' fork server, when the run is large enough to want workers, starts
-    between the decode and the statistics, so that it imports while they are computed.
+    right after the decode, so that it imports while the run goes on.
     """
     try:
         baseline = images.load(path, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
     h, w = baseline.pixels.shape[:2]
-    if local:  # a Dask cluster has its own workers
-        start_workers(config.effective_jobs(count, h * w), count)
+    workers = config.effective_jobs(count, h * w) if local else 0  # 0: a Dask cluster's
+    if local:
+        start_workers(workers, count)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:
-        return baseline, Reference(baseline.pixels, valid, config.embedding).prepare()
+        reference = Reference(baseline.pixels, valid, config.embedding)
+        if workers == 1 or count <= 1:  # compared in this process
+            reference.prepare()
+        return baseline, reference
     except ValueError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
 
