@@ -38,6 +38,8 @@ __all__ = [
     "compare_all",
     "compare_file",
     "ImageResult",
+    "in_workers",
+    "worker_started",
     "Input",
     "Job",
     "MAX_WORKER_DEATHS",
@@ -250,8 +252,8 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _init_worker(job: Job, parent: int) -> None:
-    global _worker_job
+def worker_started(parent: int) -> None:
+    """What every local worker process does first (compare's and the collections')."""
     # Ctrl-C and a closed terminal reach every process of the group: the main
     # process handles them and ends the workers, which must not print their own
     # tracebacks or look like a crashed decoder.
@@ -261,6 +263,11 @@ def _init_worker(job: Job, parent: int) -> None:
     _watch(parent)
     quiet_opencv()
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
+
+
+def _init_worker(job: Job, parent: int) -> None:
+    global _worker_job
+    worker_started(parent)
     job.reference.prepare()  # once per worker, before its first image
     _worker_job = job
 
@@ -318,19 +325,20 @@ MAX_WORKER_DEATHS = 5  # past this, something is wrong with the machine, not wit
 
 
 def _pool_pass(
-    job: Job, items: list[Input], indices: list[int], workers: int, bar: tqdm
-) -> tuple[dict[int, ImageResult], list[int]]:
-    """Compare ``items[indices]`` in a fresh pool: the results, and what a dead worker lost."""
-    done: dict[int, ImageResult] = {}
+    work, init, initargs: tuple, items: list, indices: list[int], workers: int, bar: tqdm
+) -> tuple[dict[int, object], list[int]]:
+    """``work(items[i])`` for ``indices`` in a fresh pool whose workers run ``init(*initargs)``
+    first: the results, and what a dead worker lost."""
+    done: dict[int, object] = {}
     lost: list[int] = []
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(indices)),
         mp_context=_pool_context(),
-        initializer=_init_worker,
-        initargs=(job, os.getpid()),
+        initializer=init,
+        initargs=initargs,
     )
     try:
-        futures = {pool.submit(_work, items[i]): i for i in indices}
+        futures = {pool.submit(work, items[i]): i for i in indices}
         for future in as_completed(futures):
             i = futures[future]
             try:
@@ -344,6 +352,39 @@ def _pool_pass(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return done, sorted(lost)
+
+
+def in_workers(work, init, initargs: tuple, items: list, workers: int, bar: tqdm, died) -> list:
+    """``work(item)`` of every item, in order, in ``workers`` processes that first run
+    ``init(*initargs)``.
+
+    When a worker process dies (a crash in a decoder, the out-of-memory killer),
+    the pool loses every item it had not finished. The first of them is then
+    tried alone in a fresh worker: if that worker dies too, the item gets
+    ``died(item)``; the others are tried again. One bad file costs its own row,
+    not its neighbours'.
+    """
+    results: dict[int, object] = {}
+    pending = list(range(len(items)))
+    deaths = 0
+    while pending:
+        done, lost = _pool_pass(work, init, initargs, items, pending, workers, bar)
+        results.update(done)
+        if not lost:
+            break
+        deaths += 1
+        log.warning("a worker process died; trying %d file(s) again", len(lost))
+        first, pending = lost[0], lost[1:]
+        alone, again = _pool_pass(work, init, initargs, items, [first], 1, bar)
+        results.update(alone)
+        if again:
+            results[first] = died(items[first])
+            bar.update()
+        if deaths >= MAX_WORKER_DEATHS:
+            for i in pending:
+                results[i] = died(items[i], f"after {deaths} worker processes died")
+            break
+    return [results[i] for i in range(len(items))]
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
@@ -360,14 +401,8 @@ def compare_all(
     job: Job, items: list[Input], *, jobs: int, progress: bool, cluster=None
 ) -> list[ImageResult]:
     """Every item's result, in the order of ``items``: on ``cluster`` (a Dask cluster,
-    ``executor.connect``) when given, else in this process or ``jobs`` local workers.
-
-    When a worker process dies (a crash in a decoder, the out-of-memory killer),
-    the pool loses every image it had not finished. The first of them is then
-    compared alone in a fresh worker: if that worker dies too, the image gets an
-    ERROR row saying so; the others are compared again. One bad file costs its
-    own row, not its neighbours'.
-    """
+    ``executor.connect``) when given, else in this process or ``jobs`` local workers
+    (:func:`in_workers`: a worker that dies costs only the image that killed it)."""
     bar = tqdm(
         total=len(items),
         unit="img",
@@ -384,26 +419,7 @@ def compare_all(
                     results[i] = compare_file(job, item)
                     bar.update()
             return [results[i] for i in range(len(items))]
-        pending = list(range(len(items)))
-        deaths = 0
-        while pending:
-            done, lost = _pool_pass(job, items, pending, jobs, bar)
-            results.update(done)
-            if not lost:
-                break
-            deaths += 1
-            log.warning("a worker process died; comparing %d image(s) again", len(lost))
-            first, pending = lost[0], lost[1:]
-            alone, again = _pool_pass(job, items, [first], 1, bar)
-            results.update(alone)
-            if again:
-                results[first] = _died(items[first])
-                bar.update()
-            if deaths >= MAX_WORKER_DEATHS:
-                for i in pending:
-                    results[i] = _died(items[i], f"after {deaths} worker processes died")
-                break
-    return [results[i] for i in range(len(items))]
+        return in_workers(_work, _init_worker, (job, os.getpid()), items, jobs, bar, _died)
 
 
 def _died(item: Input, why: str = "") -> ImageResult:

@@ -96,3 +96,38 @@ def noisy_run(folder: Path, count: int, shape=(768, 1024, 3), seed: int = 0) -> 
     for i in range(count):
         write(folder / f"img{i:02d}.png", noisy(base, 0.02, seed=i))
     return folder
+
+
+def grandchildren() -> list[int]:
+    """PIDs of the children of this process's children (pool workers under the fork server)."""
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text()
+            found += [int(p) for p in text.split()]
+        return found
+
+    return [g for c in children(os.getpid()) for g in children(c)]
+
+
+def kill_a_worker(killed: list[int]):
+    """A started thread that SIGKILLs the first local worker process it sees, 0.3 s into
+    its work (as the out-of-memory killer would), and notes its pid in ``killed``."""
+    import signal
+    import threading
+    import time
+
+    def killer() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            workers = grandchildren()
+            if workers:
+                time.sleep(0.3)  # let it start on an image
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    return thread

@@ -10,7 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from conftest import photo, unit_vectors
+from conftest import kill_a_worker, noisy_run, photo, unit_vectors
 
 from reporter.cli import main
 from reporter.collection import search
@@ -162,3 +162,22 @@ def test_thresholds_and_reports(photos, tmp_path):
     assert "http://" not in page and "camera copy.png" in page
     assert sorted(p.name for p in out.iterdir()) == ["groups.csv", "report.html", "report.xlsx"]
     assert main(["duplicates", str(photos), "--threshold", "-1"]) == 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_a_worker_killed_while_features_are_computed_costs_no_rows(tmp_path, capsys):
+    """SIGKILL a worker of the local pool mid-way, as the out-of-memory killer would: every
+    file still gets its features, and the log says what happened."""
+
+    folder = noisy_run(tmp_path / "many", 40, (512, 512, 3))
+    killed: list[int] = []
+    thread = kill_a_worker(killed)
+    code = main(["duplicates", str(folder), "--by", "embedding", "--out", str(tmp_path / "o"),
+                 "-j", "2", "--no-cache", "-q"])  # fmt: skip
+    thread.join()
+    assert killed, "no worker was seen"
+    assert "a worker process died; trying" in capsys.readouterr().err
+    with (tmp_path / "o" / "groups.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert code == 0 and not [r for r in rows if r["error"]]
+    assert {r["file"] for r in rows} == {p.name for p in folder.iterdir()}  # all near-copies

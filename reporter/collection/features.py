@@ -18,12 +18,12 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .. import compare, hashes, images, visuals
 from ..embedding import DIMENSIONS, cache_folder
@@ -234,6 +234,20 @@ def default_cache() -> Path:
     return cache_folder() / "features.sqlite"
 
 
+def _init_worker(parent: int) -> None:
+    compare.worker_started(parent)
+
+
+def _died(work: tuple, why: str = "") -> Features:
+    reason = why or "while reading this file"
+    log.error("%s: the worker process died %s", work[0], reason)
+    return Features(
+        str(work[0]),
+        work[1],
+        error=f"the worker process died {reason} (a crash in a decoder, or out of memory)",
+    )
+
+
 def _init() -> None:
     compare.quiet_opencv()
     cv2.setNumThreads(1)
@@ -275,17 +289,11 @@ def gather(
     work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes, None) for i in todo]
     if cluster is not None and work:
         done = cluster.features(work, embedding=embedding)
-    elif jobs > 1 and len(work) >= 2 * jobs:
-        pool = ProcessPoolExecutor(
-            max_workers=jobs, mp_context=compare._pool_context(), initializer=_init
-        )
-        try:
-            done = list(pool.map(_compute, work, chunksize=4))
-        except BaseException:
-            compare._terminate(pool)
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    elif jobs > 1 and len(work) >= 2 * jobs:  # a worker that dies costs only its file's row
+        with tqdm(total=len(work), disable=True) as bar:
+            done = compare.in_workers(
+                _compute, _init_worker, (os.getpid(),), work, jobs, bar, _died
+            )
     else:
         _init()
         done = [_compute(w) for w in work]
