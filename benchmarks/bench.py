@@ -6,13 +6,15 @@ It generates photo-like colour PNGs (smooth scenes, shapes, sensor noise) in a
 temporary folder, then prints:
 
 * per-image milliseconds for PNG decode and for the metrics (one core), and
-  their ratio (target: metrics <= 1.5 x decode);
+  their ratio (target: metrics <= 1.8 x decode);
 * the whole run (``pipeline.run``: load, compare, flag, write CSV and JSON) per
   image and in images per second, at --jobs 1 and at all cores;
 * the same images through a naive reference: per pair, ``cv2.imread``,
   ``cv2.quality.QualitySSIM_compute`` and ``QualityPSNR_compute`` (which
   recompute the baseline's statistics every call) and a float64 numpy cosine,
-  on one core; and the ratio of the two (target: reporter >= 3 x faster);
+  on one core; and the ratio of the two (target: reporter >= 6 x faster);
+* the metrics at twice the side (4 x the pixels) and their ratio to --size (about 4
+  when the cost is linear in pixels);
 * the peak memory of a --jobs 1 run of N and of 3N images (target: no growth
   beyond the rows);
 * the series history with a year of daily runs of 20 slots: the time to record a
@@ -114,7 +116,13 @@ from reporter.config import Config
 config = Config(inputs=(Path(sys.argv[1]),), out=Path(sys.argv[2]), jobs=1,
                 formats=("csv", "json"), progress=False)
 pipeline.run(config)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this address space's peak. ru_maxrss would also count the benchmark's own peak,
+# which a forked child inherits as its starting high-water mark (exec does not reset it).
+try:
+    status = Path("/proc/self/status").read_text()
+    print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
+except (OSError, StopIteration):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -223,6 +231,16 @@ def main() -> None:
         decoded = [cv2.imread(str(p)) for p in sample]
         metrics = statistics.median(best_ms(lambda i=i: ref.compare(i), 5) for i in decoded)
 
+        # The same at twice the side (4 x the pixels): how the metrics scale with size.
+        big = tmp / "big"
+        big.mkdir()
+        big_paths = make_images(big, 3, 2 * args.size)
+        big_ref = Reference(cv2.imread(str(big / "baseline.png"))).prepare()
+        big_decoded = [cv2.imread(str(p)) for p in big_paths]
+        metrics_2x = statistics.median(
+            best_ms(lambda i=i: big_ref.compare(i), 3) for i in big_decoded
+        )
+
         naive_s = min(naive(folder / "baseline.png", sample) for _ in range(2)) / len(sample)
         cv2.setNumThreads(cores)
 
@@ -252,6 +270,8 @@ def main() -> None:
         "decode_ms": round(decode, 1),
         "metrics_ms": round(metrics, 1),
         "metrics_over_decode": round(metrics / decode, 2),
+        f"metrics_ms_at_{2 * args.size}px": round(metrics_2x, 1),
+        "metrics_2x_side_over_1x": round(metrics_2x / metrics, 2),
         "run_ms_per_image_jobs1": round(one / n * 1000, 1),
         "images_per_s_jobs1": round(n / one, 1),
         f"images_per_s_jobs{cores}": round(n / many, 1),
@@ -267,9 +287,10 @@ def main() -> None:
     for key, value in figures.items():
         print(f"  {key:<{width}}  {value}")
     print(
-        f"targets: metrics <= 1.5 x decode ({figures['metrics_over_decode']}x); "
-        f"jobs 1 >= 3 x naive ({figures['speedup_vs_naive_jobs1']}x); "
-        f"{cores} cores >= 1.7 x one ({figures['speedup_all_cores']}x); "
+        f"targets (issue 16): metrics <= 1.8 x decode ({figures['metrics_over_decode']}x); "
+        f"jobs 1 >= 6 x naive ({figures['speedup_vs_naive_jobs1']}x); "
+        f"{cores} cores >= 1.8 x one ({figures['speedup_all_cores']}x); "
+        f"twice the side about 4 x the time ({figures['metrics_2x_side_over_1x']}x); "
         f"memory flat ({rss_n:.0f} MB for {n} images, {rss_3n:.0f} MB for {3 * n})"
     )
     if args.json:
