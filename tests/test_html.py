@@ -152,7 +152,17 @@ def test_chromium_renders_the_rows(tmp_path):
     assert 'id="controls" hidden' not in dom.stdout  # the inline script ran
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [CHROMIUM, *flags, "--window-size=1400,1200", f"--screenshot={shot}", page.as_uri()],
+        # Painted once every picture has loaded: without the budget the screenshot could
+        # be taken first (seen as a rare failure under load).
+        [
+            CHROMIUM,
+            *flags,
+            "--window-size=1400,1200",
+            "--virtual-time-budget=5000",
+            "--run-all-compositor-stages-before-draw",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
         capture_output=True,
         timeout=120,
         check=True,
