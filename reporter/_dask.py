@@ -302,6 +302,7 @@ class Cluster:
                     else:  # perhaps only beside the culprit: tried alone at the end
                         suspects.append(indices[0])
                 except Exception as exc:
+                    why = (str(exc).splitlines() or [""])[0]  # one line per row
                     if self.client.status != "running":
                         raise ReporterError(
                             f"lost the Dask scheduler at {self.address} during the run "
@@ -310,7 +311,7 @@ class Cluster:
                     for i in indices:
                         done(
                             i,
-                            failed(items[i], f"the Dask task failed: {type(exc).__name__}: {exc}"),
+                            failed(items[i], f"the Dask task failed: {type(exc).__name__}: {why}"),
                         )
                 else:
                     for i, result in zip(indices, out, strict=True):
