@@ -241,3 +241,19 @@ def test_search_with_the_hnsw_index_from_the_command_line(collection, tmp_path, 
     assert list((tmp_path / "cache").glob("hnsw-*.faiss"))
     assert main(["search", query, str(collection), "--index", "hnsw", "--by", "phash"]) == 2
     assert "--index hnsw is for --by embedding only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["embedding", "colour", "phash"])
+def test_a_collection_of_only_unreadable_files_gives_error_rows(collection, tmp_path, method):
+    """Nothing to rank against: the query alone, every file its ERROR row, status 1."""
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not an image")
+    out = tmp_path / "o"
+    code = main(["search", str(collection / "coffee.png"), str(folder), "--by", method,
+                 "--out", str(out), "-q", "--no-cache"])  # fmt: skip
+    assert code == 1
+    got = results(out)
+    assert not [r for r in got if r["rank"]]
+    assert sorted(r["file"] for r in got if r["error"]) == ["a.png", "b.jpg"]

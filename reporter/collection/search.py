@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..embedding import DIMENSIONS
 from ..errors import ReporterError
 from . import METHODS, score_kind
 from .features import Features
@@ -79,10 +80,11 @@ class Index:
         if method in ("ahash", "phash"):  # 64 bits as one integer: one XOR and bit count each
             raw = b"".join(getattr(f, method) for f in pool)
             self.data = np.frombuffer(raw, np.uint64)
-        elif method == "colour":
-            self.data = np.stack([f.colour for f in pool])
+        elif method == "colour":  # 42 colour moments; none when no image could be read
+            self.data = np.array([f.colour for f in pool], np.float64).reshape(len(pool), 42)
         else:
-            self.data = np.stack([f.embedding for f in pool]).astype(np.float32, copy=False)
+            vectors = [f.embedding for f in pool]
+            self.data = np.array(vectors, np.float32).reshape(len(pool), DIMENSIONS)
         self._bound: np.ndarray | None = None
         self._basis: np.ndarray | None = None
         self.graph = None
