@@ -124,13 +124,16 @@ class Cluster:
         local = None
         try:
             if address.startswith(LOCAL):
-                local = LocalCluster(
-                    n_workers=int(address[len(LOCAL) :]),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=":0",
-                    silence_logs=quiet,
-                )
+                try:
+                    local = LocalCluster(
+                        n_workers=int(address[len(LOCAL) :]),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        silence_logs=quiet,
+                    )
+                except RuntimeError as exc:  # "Nanny failed to start", with its cause in the log
+                    raise ReporterError(f"cannot start a Dask cluster {address}: {exc}") from None
                 client = Client(local, timeout=timeout, set_as_default=False)
             else:
                 client = Client(address, timeout=timeout, set_as_default=False)
@@ -160,8 +163,9 @@ class Cluster:
         try:
             versions = self.client.run(_version)
         except Exception as exc:  # reporter missing on a worker: the function cannot unpickle
+            why = (str(exc).splitlines() or [""])[0]
             raise ReporterError(
-                f"the Dask workers cannot run reporter ({type(exc).__name__}: {exc}); install "
+                f"the Dask workers cannot run reporter ({type(exc).__name__}: {why}); install "
                 f"reporter {__version__} on every worker"
             ) from None
         for worker, version in sorted(versions.items()):
@@ -208,7 +212,7 @@ class Cluster:
 
     def features(self, work: list[tuple], *, embedding: bool) -> list:
         """``features._compute`` of every work tuple, in order (``features.gather``)."""
-        from .collection.features import Features
+        from .collection.features import Features, _died
 
         def packed(one: tuple):  # workers read by absolute path, or get the bytes
             if not self.send_bytes:
@@ -221,13 +225,8 @@ class Cluster:
         def failed(one: tuple, why: str):
             return Features(str(one[0]), one[1], error=why)
 
-        def died(one: tuple, why: str = ""):
-            return failed(
-                one, f"the worker process died {why} (a crash in a decoder, or out of memory)"
-            )
-
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", None, embedding)
-        return self._run(plugin, _features, work, packed, failed, died, None)
+        return self._run(plugin, _features, work, packed, failed, _died, None)
 
     def _run(self, plugin: Prepare, task, items: list, packed, failed, died, bar) -> list:
         """Every item's result, in order: the plugin registered for the length of it, chunks

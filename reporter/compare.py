@@ -62,9 +62,8 @@ class Input:
 
     path: Path
     file: str  # relative to the input it came from
-    data: bytes | None = field(
-        default=None, repr=False
-    )  # read by a cluster's client (--send-bytes)
+    # The file's bytes, read by a Dask cluster's client (--send-bytes); None: read the path.
+    data: bytes | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -25,7 +25,9 @@ __all__ = ["address", "connect", "ENVIRONMENT", "LOCAL", "valid_address"]
 ENVIRONMENT = "REPORTER_SCHEDULER"
 LOCAL = "local:"  # local:N, a LocalCluster of N worker processes on this machine
 
-_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ws|wss|inproc|ucx)://)?[^\s/:]+(?::\d{1,5})?/?$")
+_ADDRESS = re.compile(
+    r"^(?:(?:tcp|tls|ws|wss|inproc|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?/?$"
+)  # [IPv6] or a host name or IPv4, then an optional port
 
 
 def valid_address(text: str) -> bool:

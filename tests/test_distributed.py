@@ -50,42 +50,14 @@ def cluster(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     env = os.environ | {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
     log = (where / "dask.log").open("wb")
-    procs = [
-        subprocess.Popen(
-            [
-                dask_command(),
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-dashboard",
-            ],
-            cwd=where,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    ]
+
+    def start(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([dask_command(), *args, "--no-dashboard"], cwd=where, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+    procs = [start("scheduler", "--host", "127.0.0.1", "--port", str(port))]
     for _ in range(2):
-        procs.append(
-            subprocess.Popen(
-                [
-                    dask_command(),
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--memory-limit",
-                    WORKER_MEMORY,
-                    "--no-dashboard",
-                ],
-                cwd=where,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        )
+        procs.append(start("worker", address, "--nthreads", "1", "--memory-limit", WORKER_MEMORY))
     watcher = Client(address, timeout=30)
     watcher.wait_for_workers(2, timeout=60)
     yield address, watcher
@@ -257,3 +229,12 @@ def test_without_a_scheduler_dask_is_not_imported(tmp_path):
                          cwd=tmp_path, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_which_addresses_are_taken():
+    from reporter.executor import valid_address
+
+    for good in ("tcp://10.0.0.5:8786", "qc-cluster:8786", "tls://[::1]:8786", "local:4", "sched"):
+        assert valid_address(good), good
+    for bad in ("local:0", "local:x", "two words", "tcp://", "http://a/b", "[::1"):
+        assert not valid_address(bad), bad

@@ -23,7 +23,7 @@ from ..names import printable
 from ..outputs import STAGE_PREFIX
 from . import reports, score_kind
 from .features import FeatureCache, default_cache, gather
-from .search import METHODS, Index, by_metric, rank, table
+from .search import METHODS, Index, by_metric, rank, require_faiss, table
 
 __all__ = ["cluster", "duplicates", "publish", "search"]
 
@@ -87,10 +87,7 @@ def search(args: argparse.Namespace) -> int:
     if args.index == "hnsw":
         if args.by != "embedding":
             raise ReporterError("--index hnsw is for --by embedding only")
-        try:
-            import faiss  # noqa: F401
-        except ImportError:
-            raise ReporterError("--index hnsw needs faiss: pip install 'reporter[faiss]'") from None
+        require_faiss()  # before any work
     queries = _queries(args)
     found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive)
     if not found:
