@@ -7,6 +7,8 @@ on the run's stderr, after the run's last log line. Here the fork server's
 exception hook stays silent when the run's main process is gone (or goes
 within a second), and otherwise says what happened in one line; the main
 process counts the worker as dead either way.
+
+It also loads the compiled kernels (``kernels.warm``) before any worker is forked.
 """
 
 from __future__ import annotations
@@ -30,3 +32,12 @@ def _quiet_hook(kind, value, traceback) -> None:
 
 
 sys.excepthook = _quiet_hook
+
+# The compiled kernels, loaded (or compiled, the first time on this machine) once here:
+# every worker forked from this process starts with them in memory.
+try:
+    from . import kernels
+
+    kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
+except Exception as exc:  # a worker would then load them itself; the run goes on
+    sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")

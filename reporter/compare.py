@@ -311,12 +311,14 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def start_workers(jobs: int, count: int) -> None:
-    """Start the fork server now, so that it imports while the baseline is prepared."""
+def start_workers(jobs: int, count: int, pixel_type: str = "uint8") -> None:
+    """Start the fork server now, so that it imports (and loads the compiled kernels for
+    ``pixel_type``) while the baseline is prepared."""
     if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
         _pool_context()
         from multiprocessing import forkserver
 
+        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type  # read by reporter._forkserver
         forkserver.ensure_running()
 
 

@@ -90,7 +90,12 @@ COARSE_SIDE = 256  # ssim.m downsamples so that the smaller side is about this
 LOW_SIDE = 64  # ssim_64: the pyramid level whose smaller side is nearest this
 
 _DATA_RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-_GAUSS = cv2.getGaussianKernel(WINDOW, SIGMA, cv2.CV_32F)
+# The Gaussian's taps in the type of the data they blur: the baseline's statistics
+# (OpenCV) and the image's (kernels.py) must use the very same weights.
+_GAUSS = {
+    cv2.CV_32F: cv2.getGaussianKernel(WINDOW, SIGMA, cv2.CV_32F),
+    cv2.CV_64F: cv2.getGaussianKernel(WINDOW, SIGMA, cv2.CV_64F),
+}
 
 
 def data_range(dtype: np.dtype | type) -> float:
@@ -142,12 +147,6 @@ def _float_type(dtype: np.dtype) -> type:
     )
 
 
-def _as_float(pixels: np.ndarray) -> np.ndarray:
-    """A float copy in raw pixel units, H x W x C (float precision is relative, so
-    scaling to [0, 1] would buy nothing and cost a pass over the image)."""
-    return _channels_last(pixels).astype(_float_type(pixels.dtype))
-
-
 def _depth(a: np.ndarray) -> int:
     return cv2.CV_64F if _float_type(a.dtype) is np.float64 else cv2.CV_32F
 
@@ -155,9 +154,8 @@ def _depth(a: np.ndarray) -> int:
 def _blur(a: np.ndarray) -> np.ndarray:
     # The border mode never matters: the cropped SSIM map only uses pixels whose
     # whole window lies inside the image.
-    return cv2.sepFilter2D(a, _depth(a), _GAUSS, _GAUSS, borderType=cv2.BORDER_REFLECT).reshape(
-        a.shape
-    )
+    g = _GAUSS[_depth(a)]
+    return cv2.sepFilter2D(a, _depth(a), g, g, borderType=cv2.BORDER_REFLECT).reshape(a.shape)
 
 
 def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -183,101 +181,76 @@ def ssim_map(baseline: np.ndarray, image: np.ndarray) -> np.ndarray:
     return s.mean(axis=2)
 
 
-def _halve(a: np.ndarray) -> np.ndarray:
-    """msssim.m: 2x2 mean filter ('symmetric' border), then every other pixel."""
-    h, w = a.shape[:2]
-    if h % 2 or w % 2:
-        a = cv2.copyMakeBorder(a, 0, h % 2, 0, w % 2, cv2.BORDER_REFLECT).reshape(
-            h + h % 2, w + w % 2, a.shape[2]
-        )
-    out = cv2.resize(a, (a.shape[1] // 2, a.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return out.reshape(out.shape[0], out.shape[1], a.shape[2])
-
-
-def _wang_downsample(a: np.ndarray, f: int) -> np.ndarray:
-    """ssim.m: imfilter(img, ones(f)/f^2, 'symmetric', 'same'), then img(1:f:end, 1:f:end).
-
-    Only the kept samples are computed: sample i averages rows i*f - anchor ..
-    i*f - anchor + f - 1 (MATLAB centres an even kernel before its middle), so
-    after padding by ``anchor`` the samples are plain f x f block means.
-    """
-    if f == 1:
-        return a
-    h, w, ch = a.shape
-    anchor = (f - 1) // 2
-    nh, nw = -(-h // f), -(-w // f)
-    pad_b, pad_r = max(0, nh * f - anchor - h), max(0, nw * f - anchor - w)
-    padded = cv2.copyMakeBorder(a, anchor, pad_b, anchor, pad_r, cv2.BORDER_REFLECT)
-    padded = padded.reshape(h + anchor + pad_b, w + anchor + pad_r, ch)[: nh * f, : nw * f]
-    out = cv2.resize(padded, (nw, nh), interpolation=cv2.INTER_AREA)
-    return out.reshape(nh, nw, ch)
-
-
-_STRIP_ROWS = 64  # 32 rows x 1024 px x 3 channels x 4 bytes = 384 KiB an array
-
-
 def _u8(valid: np.ndarray | None) -> np.ndarray | None:
     """An OpenCV mask (uint8, 255 = counted) from a boolean mask."""
     return None if valid is None else valid.astype(np.uint8) * 255
 
 
-class _Scale:
-    """The baseline's SSIM statistics at one scale (the expensive half of SSIM)."""
+def _planes(pixels: np.ndarray) -> list[np.ndarray]:
+    """The colour planes of an H x W or H x W x C array, each contiguous."""
+    if pixels.ndim == 2:
+        return [np.ascontiguousarray(pixels)]
+    return list(cv2.split(pixels)) if pixels.shape[2] > 1 else [pixels[:, :, 0].copy()]
 
-    def __init__(self, x: np.ndarray, c1: float, c2: float):
-        self.x = x
+
+def _halve(planes: list[np.ndarray]) -> list[np.ndarray]:
+    """msssim.m's 2 x 2-mean downsampling of each plane (``kernels.halve``)."""
+    from .kernels import halve
+
+    return [halve(p, _float_type(p.dtype)) for p in planes]
+
+
+def _wang_downsample(planes: list[np.ndarray], f: int) -> list[np.ndarray]:
+    """ssim.m's f x f box filter and every f-th pixel, per plane (``kernels.block_means``)."""
+    from .kernels import block_means
+
+    return [block_means(p, f, _float_type(p.dtype)) for p in planes]
+
+
+class _Scale:
+    """The baseline's SSIM statistics at one scale (the expensive half of SSIM).
+
+    ``planes``: the baseline's colour planes at this scale (raw pixels at full
+    resolution, floats below), kept for the products with the image's planes.
+    """
+
+    def __init__(self, planes: list[np.ndarray], c1: float, c2: float):
+        self.planes = planes
         self.c1, self.c2 = c1, c2
         c = slice(CROP, -CROP)
-        mx = _blur(x)[c, c]
-        self.mx2 = np.ascontiguousarray(2 * mx)
-        self.mx_sq_c1 = np.ascontiguousarray(mx * mx + c1)
-        self.sxx_c2 = np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + c2)
+        # Per plane, over the cropped map: 2 mu_x, mu_x^2 + C1, sigma_x^2 + C2.
+        self.mx2, self.mx_sq_c1, self.sxx_c2 = [], [], []
+        for plane in planes:
+            x = plane.astype(_float_type(plane.dtype))
+            mx = _blur(x)[c, c]
+            self.mx2.append(np.ascontiguousarray(2 * mx))
+            self.mx_sq_c1.append(np.ascontiguousarray(mx * mx + c1))
+            self.sxx_c2.append(np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + c2))
 
-    def compare(self, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def compare(
+        self, y: list[np.ndarray], w: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Mean SSIM and mean contrast-structure term, one value per channel.
 
-        ``w``: weights of the cropped SSIM map (rows x cols x 1), the share of
-        each pixel that is compared (0 inside ignored regions); None weighs all
-        alike. A map with no weight left is averaged unweighted.
+        ``y``: the image's planes at this scale. ``w``: weights of the cropped SSIM
+        map, the share of each pixel that is compared (0 inside ignored regions);
+        None weighs all alike. A map with no weight left is averaged unweighted.
 
-        Works in strips of rows so that every intermediate array stays in the
-        CPU cache: the arithmetic after the blurs is bound by memory bandwidth,
-        not by the number of operations. Each strip is blurred with a halo of
-        CROP rows on both sides, so its kept rows equal those of a whole-image blur.
+        The sums come from one fused pass per plane (``kernels.ssim_sums``).
         """
-        rows, channels = self.mx2.shape[0], self.mx2.shape[2]
-        c1, c2 = self.c1, self.c2
-        sums = np.zeros((2, 4))
-        for r0 in range(0, rows, _STRIP_ROWS):
-            r1 = min(rows, r0 + _STRIP_ROWS)
-            ys = y[r0 : r1 + 2 * CROP]
-            if ys.dtype == np.uint16:  # OpenCV filters 16-bit input slowly; 8-bit fast
-                ys = ys.astype(np.float64)
-            xs = self.x[r0 : r1 + 2 * CROP]
-            shape = (r1 - r0, self.mx2.shape[1], channels)
-            c = slice(CROP, -CROP)
-            my = _blur(ys)[c, c]
-            depth = _depth(self.mx2)
-            eyy = _blur(cv2.multiply(ys, ys, dtype=depth).reshape(ys.shape))[c, c]
-            exy = _blur(cv2.multiply(xs, ys, dtype=depth).reshape(ys.shape))[c, c]
-            mx2, mx_sq_c1, sxx_c2 = (a[r0:r1] for a in (self.mx2, self.mx_sq_c1, self.sxx_c2))
-            mxmy2 = cv2.multiply(mx2, my).reshape(shape)  # 2 mx my
-            my_sq = cv2.multiply(my, my).reshape(shape)
-            num2 = cv2.addWeighted(exy, 2.0, mxmy2, -1.0, c2)  # 2 sxy + C2
-            den2 = cv2.subtract(cv2.add(eyy, sxx_c2), my_sq)  # sxx + syy + C2
-            cs = cv2.divide(num2, den2).reshape(shape)
-            den1 = cv2.add(my_sq, mx_sq_c1)  # mx^2 + my^2 + C1
-            num1 = mxmy2 + mxmy2.dtype.type(c1)
-            s = cv2.multiply(cv2.divide(num1, den1), cs.reshape(den1.shape))
-            if w is None:
-                sums[0] += cv2.sumElems(s)
-                sums[1] += cv2.sumElems(cs)
-            else:
-                ws = w[r0:r1]
-                sums[0, :channels] += (s.reshape(shape) * ws).sum(axis=(0, 1), dtype=np.float64)
-                sums[1, :channels] += (cs * ws).sum(axis=(0, 1), dtype=np.float64)
-        n = rows * self.mx2.shape[1] if w is None else float(w.sum(dtype=np.float64))
-        return sums[0, :channels] / n, sums[1, :channels] / n
+        from .kernels import ssim_sums
+
+        taps = _GAUSS[cv2.CV_64F if self.mx2[0].dtype == np.float64 else cv2.CV_32F].ravel()
+        sums = np.array(
+            [
+                ssim_sums(x, y_plane, m2, mq, sx, w, self.c1, self.c2, taps)
+                for x, y_plane, m2, mq, sx in zip(
+                    self.planes, y, self.mx2, self.mx_sq_c1, self.sxx_c2, strict=True
+                )
+            ]
+        )
+        n = self.mx2[0].size if w is None else float(w.sum(dtype=np.float64))
+        return sums[:, 0] / n, sums[:, 1] / n
 
 
 def _check_pixels(pixels: np.ndarray, role: str) -> None:
@@ -333,24 +306,13 @@ class Reference:
     def scale(self, k: int) -> _Scale:
         """SSIM statistics at MS-SSIM scale ``k`` (0 = full resolution)."""
         if k not in self._scales:
-            if k == 0:
-                scale = _Scale(self.float_pixels, self.c1, self.c2)
-                # Products read the raw pixels: a quarter of the memory traffic of
-                # float32, which is what parallel workers compete for.
-                scale.x = _channels_last(self.pixels)
-            else:
-                below = self.float_pixels if k == 1 else self.scale(k - 1).x
-                scale = _Scale(_halve(below), self.c1, self.c2)
-            self._scales[k] = scale
+            below = _planes(self.pixels) if k == 0 else _halve(self.scale(k - 1).planes)
+            self._scales[k] = _Scale(below, self.c1, self.c2)
         return self._scales[k]
 
     @cached_property
-    def float_pixels(self) -> np.ndarray:
-        return _as_float(self.pixels)
-
-    @cached_property
     def coarse(self) -> _Scale:
-        return _Scale(_wang_downsample(self.float_pixels, self.coarse_factor), self.c1, self.c2)
+        return _Scale(_wang_downsample(self.scale(0).planes, self.coarse_factor), self.c1, self.c2)
 
     @cached_property
     def norm_sq(self) -> float:
@@ -491,19 +453,19 @@ class Pair:
         self.image = image
         self.valid = valid  # None: every pixel counts
         self._shift = shift
-        self._y: dict[int, np.ndarray] = {}
+        self._y: dict[int, list[np.ndarray]] = {}
         self._w: dict[int, np.ndarray] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def weights(self, k: int) -> np.ndarray | None:
-        """The share of valid pixels at pyramid level ``k``, uncropped (H x W x 1), or None."""
+        """The share of valid pixels at pyramid level ``k``, uncropped (H x W), or None."""
         if self.valid is None:
             return None
         if k not in self._w:
             if k == 0:
-                self._w[k] = self.valid.astype(np.float32)[:, :, np.newaxis]
+                self._w[k] = self.valid.astype(np.float32)
             else:
-                self._w[k] = _halve(self.weights(k - 1))
+                self._w[k] = _halve([self.weights(k - 1)])[0]
         return self._w[k]
 
     def cropped(self, w: np.ndarray | None) -> np.ndarray | None:
@@ -521,15 +483,11 @@ class Pair:
             return self.image.shape[0] * self.image.shape[1]
         return int(np.count_nonzero(self.valid))
 
-    def level(self, k: int) -> np.ndarray:
-        """The image at pyramid level ``k``; level 0 is the pixels themselves, not a copy."""
+    def level(self, k: int) -> list[np.ndarray]:
+        """The image's planes at pyramid level ``k`` (level 0: the raw pixels)."""
         if k not in self._y:
-            self._y[k] = _channels_last(self.image) if k == 0 else _halve(self.float_level(k - 1))
+            self._y[k] = _planes(self.image) if k == 0 else _halve(self.level(k - 1))
         return self._y[k]
-
-    def float_level(self, k: int) -> np.ndarray:
-        y = self.level(k)
-        return y if y.dtype.kind == "f" else _as_float(y)
 
     def scores(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(mean SSIM, mean cs) per channel at MS-SSIM scale ``k``."""
@@ -613,9 +571,9 @@ def _ssim(p: Pair) -> float:
 def _ssim_coarse(p: Pair) -> float:
     if p.ref.coarse_factor == 1 or p.identical:
         return float(p.scores(0)[0].mean())
-    y = _wang_downsample(p.float_level(0), p.ref.coarse_factor)
+    y = _wang_downsample(p.level(0), p.ref.coarse_factor)
     w = p.weights(0)
-    w = None if w is None else p.cropped(_wang_downsample(w, p.ref.coarse_factor))
+    w = None if w is None else p.cropped(_wang_downsample([w], p.ref.coarse_factor)[0])
     return float(p.ref.coarse.compare(y, w)[0].mean())
 
 

@@ -256,7 +256,7 @@ def _prepare(
     h, w = baseline.pixels.shape[:2]
     workers = config.effective_jobs(count, h * w) if local else 0  # 0: a Dask cluster's
     if local:
-        start_workers(workers, count)
+        start_workers(workers, count, baseline.pixels.dtype.name)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:

@@ -1,0 +1,146 @@
+"""The compiled kernels: the published SSIM, the downsampling definitions, and the
+machine-code cache (compiled once per machine, never in each run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from skimage.metrics import structural_similarity
+
+from reporter import kernels
+from reporter.metrics import Reference
+
+SKIMAGE = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+
+
+def _pair(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    top = 255 if dtype == np.uint8 else 65535
+    small = rng.random((shape[0] // 8 + 2, shape[1] // 8 + 2) + shape[2:])
+    base = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    base = (np.clip(base, 0, 1) * 0.8 * top + 0.1 * top).reshape(shape)
+    image = base + rng.normal(0, 0.02 * top, shape)
+    return base.astype(dtype), np.clip(image, 0, top).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((1024, 1024, 3), np.uint8),  # the benchmark's size
+        ((257, 333, 3), np.uint8),  # odd sides
+        ((300, 41), np.uint8),  # greyscale, narrow
+        ((240, 200, 3), np.uint16),
+        ((11, 64), np.uint16),  # one output row
+    ],
+)
+def test_ssim_is_skimages_within_1e4(shape, dtype):
+    base, image = _pair(shape, dtype)
+    data_range = 255 if dtype == np.uint8 else 65535
+    expected = structural_similarity(
+        base, image, data_range=data_range, channel_axis=-1 if len(shape) == 3 else None, **SKIMAGE
+    )
+    got = Reference(base).compare(image, ["ssim"])["ssim"]
+    assert abs(got - expected) <= 1e-4, (got, expected)
+    assert abs(got - expected) <= 1e-5  # in fact far closer
+
+
+def test_weighted_sums_are_the_weighted_map():
+    """With ignored pixels, the sums weigh each pixel of the SSIM map by its weight."""
+    from reporter.metrics import CROP, ssim_map
+
+    base, image = _pair((120, 150, 3), np.uint8, seed=3)
+    ref = Reference(base)
+    scale = ref.scale(0)
+    w = np.random.default_rng(1).random((120 - 2 * CROP, 150 - 2 * CROP)).astype(np.float32)
+    s, _ = scale.compare([np.ascontiguousarray(image[:, :, c]) for c in range(3)], w)
+    full = ssim_map(base, image)[CROP:-CROP, CROP:-CROP]
+    assert s.mean() == pytest.approx((full * w).sum() / w.sum(), abs=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (63, 65), (11, 12)])
+def test_halve_is_msssims_two_by_two_mean(shape):
+    plane = np.random.default_rng(2).integers(0, 256, shape).astype(np.uint8)
+    padded = np.pad(plane.astype(np.float64), ((0, shape[0] % 2), (0, shape[1] % 2)), "symmetric")
+    expected = (
+        padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]
+    ) / 4
+    np.testing.assert_array_equal(kernels.halve(plane, np.float64), expected)
+
+
+@pytest.mark.parametrize(
+    "f, shape", [(2, (64, 70)), (3, (100, 101)), (4, (1024, 999)), (5, (23, 12))]
+)
+def test_block_means_are_wangs_box_filter_and_every_fth_pixel(f, shape):
+    """ssim.m: imfilter(img, ones(f)/f^2, 'symmetric', 'same'), then img(1:f:end, 1:f:end)."""
+    from scipy.ndimage import correlate
+
+    plane = np.random.default_rng(f).integers(0, 256, shape).astype(np.float64)
+    # MATLAB's 'same' places the kernel's centre at floor((f + 1) / 2) (1-based); scipy's
+    # origin shifts it there from floor(f / 2) (0-based).
+    origin = (f - 1) // 2 - f // 2
+    filtered = correlate(plane, np.ones((f, f)) / f**2, mode="reflect", origin=origin)
+    np.testing.assert_allclose(
+        kernels.block_means(plane.astype(np.uint8), f, np.float64), filtered[::f, ::f], atol=1e-9
+    )
+
+
+CACHED = """
+import json, sys
+import numpy as np
+from reporter import kernels
+kernels.warm(sys.argv[1])
+print(json.dumps({
+    name: [sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values())]
+    for name, kernel in (("ssim_sums", kernels._ssim_sums), ("halve", kernels._halve))
+}))
+"""
+
+
+def _stats(env, dtype="uint8"):
+    done = subprocess.run(
+        [sys.executable, "-c", CACHED, dtype], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def test_the_machine_code_is_compiled_once_into_the_user_cache(tmp_path):
+    """The first process compiles into <REPORTER_CACHE>/numba; the next ones only load."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["REPORTER_CACHE"] = str(tmp_path / "cache")
+    first, _ = _stats(env)
+    assert all(misses > 0 for _, misses in first.values())  # compiled here
+    assert list((tmp_path / "cache" / "numba").rglob("*.nbi"))  # and written to the cache
+    second, _ = _stats(env)
+    for hits, misses in second.values():
+        assert hits > 0 and misses == 0  # loaded, not compiled
+
+
+def test_no_writable_cache_gives_one_warning_and_still_the_same_values(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["REPORTER_CACHE"] = str(blocker / "cache")  # cannot be created
+    # Only the user-provided location: no fallback to the package's __pycache__.
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
+    stats, stderr = _stats(env)
+    assert all(misses > 0 for _, misses in stats.values())
+    script = (
+        "import numpy as np, json\n"
+        "from reporter.metrics import Reference\n"
+        "rng = np.random.default_rng(0)\n"
+        "a = rng.integers(0, 255, (64, 80, 3)).astype(np.uint8)\n"
+        "print(json.dumps(Reference(a).compare(a // 2 + 20, ['ssim', 'ms_ssim'])))\n"
+    )
+    run = [sys.executable, "-c", script]
+    uncached = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
+    assert uncached.returncode == 0, uncached.stderr
+    assert uncached.stderr.count("no writable cache folder for compiled code") == 1
+    cached = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert json.loads(uncached.stdout) == json.loads(cached.stdout)
