@@ -96,6 +96,9 @@ class Job:
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
     align: bool = False  # compensate each image's shift when that makes it more like the baseline
     picture_side: int = visuals.THUMB_SIDE  # LOOK_SIDE for the closer look at flagged images
+    # The closer look's pass: the pictures only (the metrics are known). With --align the
+    # metrics still run, because they decide which pixels the pictures show.
+    pictures_only: bool = False
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -113,18 +116,19 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         ref = job.reference
         if pixels.ndim == 2 and ref.channels != 1:
             ref = ref.grey
-        # Measured on what the metrics see: a timestamp in an ignored region cannot move it.
-        shift = ref.aligner.measure(ref.masked(pixels)[0])
-        if shift.note:
-            result.notes.append(shift.note)
-        if shift.found:
-            result.shift_x, result.shift_y = shift.dx, shift.dy
         valid = None
-        if job.align and shift.found and shift.size > 0:
-            result.metrics, pixels, valid, note = aligned(ref, pixels, shift)
-            result.notes.append(note)
-        else:
-            result.metrics = ref.compare(pixels, shift=shift)
+        if job.align or not job.pictures_only:
+            # Measured on what the metrics see: a timestamp in an ignored region cannot move it.
+            shift = ref.aligner.measure(ref.masked(pixels)[0])
+            if shift.note:
+                result.notes.append(shift.note)
+            if shift.found:
+                result.shift_x, result.shift_y = shift.dx, shift.dy
+            if job.align and shift.found and shift.size > 0:
+                result.metrics, pixels, valid, note = aligned(ref, pixels, shift)
+                result.notes.append(note)
+            else:
+                result.metrics = ref.compare(pixels, shift=shift)
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
             result.diff_map = _visual(

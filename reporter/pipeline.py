@@ -200,7 +200,7 @@ def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
 
 MAX_CLOSER_LOOKS = 100
 """Flagged images that get 512-px pictures in report.html, most severe first (each costs
-one more comparison, and about 40 KB of page)."""
+one more decode and its pictures, and about 40 KB of page)."""
 
 
 def closer_looks(
@@ -209,9 +209,10 @@ def closer_looks(
     """``frame`` with the LOOK and LOOK_DIFF pictures of its flagged images (WARN and FAIL,
     most severe first, at most MAX_CLOSER_LOOKS): each is compared once more with
     ``Job.picture_side`` at LOOK_SIDE, so the closer look shows the very pixels the
-    metrics saw (aligned, masked) at 512 px. Which images are flagged is known only once
-    the whole run is judged (the outlier and control rules), hence a second pass over
-    the few, not 512-px pictures of every image kept until the end."""
+    metrics saw (aligned, masked) at 512 px; the metrics themselves are not computed
+    again, except with --align, where they decide the pixels. Which images are flagged
+    is known only once the whole run is judged (the outlier and control rules), hence
+    a second pass over the few, not 512-px pictures of every image kept until the end."""
     status = frame[table.STATUS].astype(str)
     rank = {s.value: s.severity for s in table.Status}
     flagged = (table.Status.FAIL.value, table.Status.WARN.value)
@@ -222,7 +223,7 @@ def closer_looks(
     h, w = job.geometry.height, job.geometry.width
     workers = jobs if len(wanted) * w * h >= WORKERS_PAY_MPX * 1e6 else 1
     looked = compare_all(
-        replace(job, picture_side=visuals.LOOK_SIDE),
+        replace(job, picture_side=visuals.LOOK_SIDE, pictures_only=True),
         [items[i] for i in wanted],
         jobs=workers,
         progress=False,

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, noisy, smooth_image, write
 
-from reporter import pipeline
+from reporter import pipeline, table
 from reporter.catalog import METRICS
 from reporter.config import DEFAULT_LIMITS, Config, Limit
+from reporter.metrics import Reference
 
 EVIL = "<img src=x onerror=alert(1)>.png"
 
@@ -107,6 +108,26 @@ def test_pictures_keep_their_aspect_at_512_px_for_a_closer_look_and_48_for_a_pas
     assert sizes[""] == (18, 48)  # same.png passed: its icon
 
 
+def test_the_closer_look_makes_pictures_without_computing_the_metrics_again(
+    tmp_path, baseline_img, monkeypatch
+):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    write(folder / "baseline.png", baseline_img)
+    write(folder / "same.png", baseline_img)
+    for i in range(3):
+        write(folder / f"other{i}.png", smooth_image(5 + i, baseline_img.shape))
+    compared = []
+    original = Reference.compare
+    monkeypatch.setattr(
+        Reference, "compare", lambda self, *a, **k: compared.append(1) or original(self, *a, **k)
+    )
+    result = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1))
+    looked = result.table[table.LOOK].notna()
+    assert looked.sum() == 3 and not looked[result.table["file"] == "same.png"].any()
+    assert len(compared) == 4  # once per image: the closer look's pass made pictures only
+
+
 def test_a_users_template_folder_overrides_one_template(run_dir, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -116,6 +137,27 @@ def test_a_users_template_folder_overrides_one_template(run_dir, tmp_path):
     result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1, templates=mine))
     assert result.outputs["html"].read_text(encoding="utf-8") == "<p>PASS 2</p>"
     assert "reporter" in result.summary  # the other templates are still the shipped ones
+
+
+def test_compiled_templates_are_cached_and_a_changed_template_is_compiled_again(
+    run_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o1", jobs=1, formats=("html",)))
+    assert list((tmp_path / "cache" / "jinja").iterdir())  # the shipped templates, compiled
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    template = mine / "report.html.j2"
+    for n, text in enumerate(("<p>first {{ report.verdict }}</p>", "<p>second</p>")):
+        template.write_text(text, "utf-8")
+        out = tmp_path / f"m{n}"
+        result = pipeline.run(
+            Config(inputs=(run_dir,), out=out, jobs=1, formats=("html",), templates=mine)
+        )
+        assert result.outputs["html"].read_text(encoding="utf-8") == text.replace(
+            "{{ report.verdict }}", "PASS"
+        )
+    assert list((tmp_path / "cache" / "jinja-sandbox").iterdir())
 
 
 def test_no_html_no_pictures(run_dir, tmp_path):
