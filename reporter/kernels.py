@@ -167,8 +167,12 @@ def _ssim_sums(x, y, mx2, mx_sq_c1, sxx_c2, w, c1, c2, g):  # pragma: no cover -
             )
             mxmy2 = m2[j] * my  # 2 mx my
             my_sq = my * my
-            cs = (exy + exy - mxmy2 + c2) / (eyy - my_sq + sx[j])  # (2 sxy + C2) / (sxx + syy + C2)
-            s = (mxmy2 + c1) / (my_sq + mq[j]) * cs
+            num2 = exy + exy - mxmy2 + c2  # 2 sxy + C2
+            den2 = eyy - my_sq + sx[j]  # sxx + syy + C2
+            den1 = my_sq + mq[j]  # mx^2 + my^2 + C1
+            r = 1 / (den1 * den2)  # one division for both terms, not two
+            cs = num2 * den1 * r
+            s = (mxmy2 + c1) * num2 * r
             if weighted:
                 row_s += s * wr[j]
                 row_cs += cs * wr[j]
