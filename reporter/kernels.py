@@ -9,15 +9,17 @@ Why compiled: SSIM needs three Gaussian-blurred products of the image (y, y^2,
 x*y) and a dozen arithmetic passes over them. With OpenCV each pass goes through
 memory; here each row is blurred horizontally into a ring of 11 rows, the ring is
 blurred vertically, and the SSIM and contrast-structure terms are summed while
-the values are still in registers. At 1024 x 1024 x 3 this takes 17.6 ms against
-32.7 ms for the OpenCV strips it replaced (``benchmarks/bench.py``).
+the values are still in registers. At 1024 x 1024 x 3 this takes 14.7 ms against
+32.7 ms for the OpenCV strips it replaced (one core, 2-core development VM).
 
 The machine code is cached on disk, so it is compiled once per machine and
 pixel type, never in each worker or each cron run: in ``NUMBA_CACHE_DIR`` when
 that is set, else in ``<reporter cache>/numba`` (``REPORTER_CACHE``, else
 ``$XDG_CACHE_HOME/reporter``, else ``~/.cache/reporter``). Where no cache folder
-can be written, each process compiles (about 2 s per pixel type) and one warning
-says so.
+can be written, each process compiles (about 4 s per pixel type) and one warning
+says so. Even from the cache, the first kernel a process calls costs about 0.45 s
+(numba's import and its type system): the workers' fork server pays it once for
+all its workers (:func:`warm`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _compiled(func):
             _UNCACHED.append(func.__name__)
             log.warning(
                 "no writable cache folder for compiled code (%s): each process compiles "
-                "it again (about 2 s); set REPORTER_CACHE or NUMBA_CACHE_DIR to a writable "
+                "it again (about 4 s); set REPORTER_CACHE or NUMBA_CACHE_DIR to a writable "
                 "folder",
                 exc,
             )
