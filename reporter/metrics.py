@@ -365,20 +365,34 @@ class Reference:
             return self
         return Reference(cv2.cvtColor(self.pixels, cv2.COLOR_BGR2GRAY), self.valid, self.embedding)
 
+    # Statistics of a few bytes that take a while (the background's colour and noise:
+    # 80 ms at 1024 px): computed once by the parent while its workers start, and sent.
+    SMALL = ("background", "ink_cells", "signal_share", "ahash", "phash")
+
     def __getstate__(self) -> dict:
         # A worker process gets the pixels and prepares its own statistics: sending
         # them (about 20 float32 copies of the image) costs more than computing them.
+        # The small ones already computed travel with the pixels.
         return {
             "pixels": self.pixels,
             "valid": self.valid,
             "prepared": bool(self._scales),
             "embedding": self.embedding,
+            "small": {name: self.__dict__[name] for name in self.SMALL if name in self.__dict__},
         }
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["pixels"], state["valid"], state["embedding"])
+        self.__dict__.update(state.get("small", {}))  # the cached_property values
         if state["prepared"]:
             self.prepare()
+
+    def prepare_small(self) -> Reference:
+        """Compute the statistics in SMALL: what a parent whose workers compare computes
+        while they start, so that no worker spends the time again."""
+        for name in self.SMALL:
+            getattr(self, name)
+        return self
 
     def prepare(self) -> Reference:
         """Compute every statistic now, once, for all the images to come."""

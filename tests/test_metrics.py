@@ -321,3 +321,23 @@ def test_the_ssim_map_is_the_ssim_metric_before_averaging():
     assert mean == pytest.approx(metrics.ssim(base, other), abs=1e-5)  # float32 vs 64
     grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
     assert metrics.ssim_map(grey, grey).min() == pytest.approx(1.0)
+
+
+def test_a_worker_gets_the_small_statistics_with_the_pixels(monkeypatch):
+    """The parent computes the background, its ink cells and the hashes while its workers
+    start; a worker's copy uses them instead of spending the time again."""
+    import pickle
+
+    from reporter import signal
+
+    base = smooth_image(0, (200, 240, 3))
+    image = noisy(base, 0.05, 3)
+    expected = Reference(base).prepare().compare(image)
+    sent = pickle.dumps(Reference(base).prepare_small())
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("the worker computed the background again")
+
+    monkeypatch.setattr(signal, "background", recomputed)
+    copy = pickle.loads(sent).prepare()
+    assert copy.compare(image) == expected
