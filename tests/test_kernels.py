@@ -144,3 +144,47 @@ def test_no_writable_cache_gives_one_warning_and_still_the_same_values(tmp_path)
     assert uncached.stderr.count("no writable cache folder for compiled code") == 1
     cached = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert json.loads(uncached.stdout) == json.loads(cached.stdout)
+
+
+WARMED = """
+import json, sys
+import numpy as np
+from reporter import kernels
+from reporter.metrics import Reference
+
+dtype = sys.argv[1]
+kernels.warm(dtype)
+dispatchers = (kernels._ssim_sums, kernels._halve, kernels._block_means)
+
+
+def loads():
+    return [sum(d.stats.cache_misses.values()) + sum(d.stats.cache_hits.values())
+            for d in dispatchers]
+
+
+before = loads()
+rng = np.random.default_rng(0)
+top = 255 if dtype == "uint8" else 65535
+for shape in ((400, 520, 3), (400, 520)):
+    base = rng.integers(0, top, shape).astype(dtype)
+    valid = np.ones(shape[:2], bool)
+    valid[:9, :30] = False
+    for mask in (None, valid):
+        Reference(base, mask).prepare().compare(base // 2)
+after = loads()
+print(json.dumps([before, after]))
+"""
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_warm_loads_every_signature_a_run_uses(dtype):
+    """The fork server's warm-up must leave nothing for a worker to load or compile: a
+    colour and a greyscale comparison, with and without ignored pixels, find every
+    kernel signature already in memory."""
+    done = subprocess.run(
+        [sys.executable, "-c", WARMED, dtype], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout)
+    assert all(b > 0 for b in before)
+    assert after == before  # no signature loaded (or compiled) after warm()
