@@ -7,10 +7,14 @@ the history never pay for it.
 
 Why compiled: SSIM needs three Gaussian-blurred products of the image (y, y^2,
 x*y) and a dozen arithmetic passes over them. With OpenCV each pass goes through
-memory; here each row is blurred horizontally into a ring of 11 rows, the ring is
-blurred vertically, and the SSIM and contrast-structure terms are summed while
-the values are still in registers. At 1024 x 1024 x 3 this takes 14.7 ms against
-32.7 ms for the OpenCV strips it replaced (one core, 2-core development VM).
+memory; here each row is blurred horizontally into a ring of 12 rows, two output
+rows at a time are blurred vertically from the ring (each ring row is read once for
+both: the ring lives in the L2 cache, and reading it was the bottleneck), and the
+SSIM and contrast-structure terms of a row are summed while it is in the L1 cache.
+Each step is its own short loop, so that it vectorises in eight float32 lanes
+without running out of registers; the row sums are float32, added up in float64.
+At 1024 x 1024 x 3 this takes about 10 ms against 32.7 ms for the OpenCV strips it
+replaced, and 30 % less than a single fused loop (one core, 2-core development VM).
 
 The machine code is cached on disk, so it is compiled once per machine and
 pixel type, never in each worker or each cron run: in ``NUMBA_CACHE_DIR`` when
@@ -70,18 +74,124 @@ def _compiled(func):
 
 
 @_compiled
+def _hblur(src, out, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """The 11-tap symmetric blur of one row, valid part only: out[j] blurs src[j..j+10]."""
+    for j in range(n):
+        out[j] = (
+            g0 * (src[j] + src[j + 10])
+            + g1 * (src[j + 1] + src[j + 9])
+            + g2 * (src[j + 2] + src[j + 8])
+            + g3 * (src[j + 3] + src[j + 7])
+            + g4 * (src[j + 4] + src[j + 6])
+            + g5 * src[j + 5]
+        )
+
+
+@_compiled
+def _vblur(ring, o, out, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """The vertical blur of ring rows o .. o + 10 (modulo the ring's length) into out."""
+    k = ring.shape[0]
+    a0, a1, a2, a3, a4 = (
+        ring[o % k],
+        ring[(o + 1) % k],
+        ring[(o + 2) % k],
+        ring[(o + 3) % k],
+        ring[(o + 4) % k],
+    )
+    a5, a6, a7, a8 = ring[(o + 5) % k], ring[(o + 6) % k], ring[(o + 7) % k], ring[(o + 8) % k]
+    a9, a10 = ring[(o + 9) % k], ring[(o + 10) % k]
+    for j in range(n):
+        out[j] = (
+            g0 * (a0[j] + a10[j])
+            + g1 * (a1[j] + a9[j])
+            + g2 * (a2[j] + a8[j])
+            + g3 * (a3[j] + a7[j])
+            + g4 * (a4[j] + a6[j])
+            + g5 * a5[j]
+        )
+
+
+@_compiled
+def _vblur2(ring, o, out, out2, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """Two output rows from ring rows o .. o + 11 (a ring of 12): each row is read once
+    for both, which halves the traffic from the L2 cache the ring lives in."""
+    a0, a1, a2, a3, a4, a5 = (
+        ring[o % 12],
+        ring[(o + 1) % 12],
+        ring[(o + 2) % 12],
+        ring[(o + 3) % 12],
+        ring[(o + 4) % 12],
+        ring[(o + 5) % 12],
+    )
+    a6, a7, a8, a9, a10, a11 = (
+        ring[(o + 6) % 12],
+        ring[(o + 7) % 12],
+        ring[(o + 8) % 12],
+        ring[(o + 9) % 12],
+        ring[(o + 10) % 12],
+        ring[(o + 11) % 12],
+    )
+    for j in range(n):
+        v0, v1, v2, v3, v4, v5 = a0[j], a1[j], a2[j], a3[j], a4[j], a5[j]
+        v6, v7, v8, v9, v10, v11 = a6[j], a7[j], a8[j], a9[j], a10[j], a11[j]
+        out[j] = (
+            g0 * (v0 + v10)
+            + g1 * (v1 + v9)
+            + g2 * (v2 + v8)
+            + g3 * (v3 + v7)
+            + g4 * (v4 + v6)
+            + g5 * v5
+        )
+        out2[j] = (
+            g0 * (v1 + v11)
+            + g1 * (v2 + v10)
+            + g2 * (v3 + v9)
+            + g3 * (v4 + v8)
+            + g4 * (v5 + v7)
+            + g5 * v6
+        )
+
+
+@_compiled
+def _row_sums(my, eyy, exy, m2, mq, sx, wr, weighted, n, c1, c2):  # pragma: no cover
+    """The sums of one row of the SSIM map and of the contrast-structure map, from the
+    image's blurred y, y^2 and x*y and the baseline's statistics, in the float type
+    (eight lanes of float32 for 8-bit data); the caller adds them up in float64."""
+    row_s = c1 - c1
+    row_cs = c1 - c1
+    one = c1 / c1  # not the literal 1, which would make every term float64
+    for j in range(n):
+        mxmy2 = m2[j] * my[j]  # 2 mx my
+        my_sq = my[j] * my[j]
+        num2 = exy[j] + exy[j] - mxmy2 + c2  # 2 sxy + C2
+        den2 = eyy[j] - my_sq + sx[j]  # sxx + syy + C2
+        den1 = my_sq + mq[j]  # mx^2 + my^2 + C1
+        r = one / (den1 * den2)  # one division for both terms, not two
+        if weighted:
+            row_s += (mxmy2 + c1) * num2 * r * wr[j]
+            row_cs += num2 * den1 * r * wr[j]
+        else:
+            row_s += (mxmy2 + c1) * num2 * r
+            row_cs += num2 * den1 * r
+    return row_s, row_cs
+
+
+@_compiled
 def _ssim_sums(x, y, mx2, mx_sq_c1, sxx_c2, w, c1, c2, g):  # pragma: no cover - compiled
     rows, width = y.shape
     n = width - 10  # the valid (cropped) columns
+    outs = rows - 10  # the valid rows
     ft = mx2.dtype
     g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
     ry = np.empty(width, ft)
     ryy = np.empty(width, ft)
     rxy = np.empty(width, ft)
-    hy = np.empty((11, n), ft)  # ring of horizontally blurred rows
-    hyy = np.empty((11, n), ft)
-    hxy = np.empty((11, n), ft)
+    hy = np.empty((12, n), ft)  # rings of horizontally blurred rows
+    hyy = np.empty((12, n), ft)
+    hxy = np.empty((12, n), ft)
+    v = np.empty((6, n), ft)  # blurred y, y^2, x*y of two output rows
     weighted = w.shape[0] > 0
+    wr = w[0] if weighted else v[0]
     total_s = 0.0
     total_cs = 0.0
     for r in range(rows):
@@ -91,98 +201,45 @@ def _ssim_sums(x, y, mx2, mx_sq_c1, sxx_c2, w, c1, c2, g):  # pragma: no cover -
             ry[j] = yr[j]
             ryy[j] = ry[j] * ry[j]
             rxy[j] = ry[j] * xr[j]
-        slot = r % 11
-        oy, oyy, oxy = hy[slot], hyy[slot], hxy[slot]
-        for j in range(n):  # one loop for the three rows: each tap is loaded once
-            oy[j] = (
-                g0 * (ry[j] + ry[j + 10])
-                + g1 * (ry[j + 1] + ry[j + 9])
-                + g2 * (ry[j + 2] + ry[j + 8])
-                + g3 * (ry[j + 3] + ry[j + 7])
-                + g4 * (ry[j + 4] + ry[j + 6])
-                + g5 * ry[j + 5]
-            )
-            oyy[j] = (
-                g0 * (ryy[j] + ryy[j + 10])
-                + g1 * (ryy[j + 1] + ryy[j + 9])
-                + g2 * (ryy[j + 2] + ryy[j + 8])
-                + g3 * (ryy[j + 3] + ryy[j + 7])
-                + g4 * (ryy[j + 4] + ryy[j + 6])
-                + g5 * ryy[j + 5]
-            )
-            oxy[j] = (
-                g0 * (rxy[j] + rxy[j + 10])
-                + g1 * (rxy[j + 1] + rxy[j + 9])
-                + g2 * (rxy[j + 2] + rxy[j + 8])
-                + g3 * (rxy[j + 3] + rxy[j + 7])
-                + g4 * (rxy[j + 4] + rxy[j + 6])
-                + g5 * rxy[j + 5]
-            )
-        if r < 10:
-            continue
-        o = r - 10  # the output row: the window of input rows o .. o + 10
-        s0, s1, s2, s3, s4, s5 = (
-            o % 11,
-            (o + 1) % 11,
-            (o + 2) % 11,
-            (o + 3) % 11,
-            (o + 4) % 11,
-            (o + 5) % 11,
-        )
-        s6, s7, s8, s9, s10 = (o + 6) % 11, (o + 7) % 11, (o + 8) % 11, (o + 9) % 11, (o + 10) % 11
-        a0, a1, a2, a3, a4, a5 = hy[s0], hy[s1], hy[s2], hy[s3], hy[s4], hy[s5]
-        a6, a7, a8, a9, a10 = hy[s6], hy[s7], hy[s8], hy[s9], hy[s10]
-        b0, b1, b2, b3, b4, b5 = hyy[s0], hyy[s1], hyy[s2], hyy[s3], hyy[s4], hyy[s5]
-        b6, b7, b8, b9, b10 = hyy[s6], hyy[s7], hyy[s8], hyy[s9], hyy[s10]
-        d0, d1, d2, d3, d4, d5 = hxy[s0], hxy[s1], hxy[s2], hxy[s3], hxy[s4], hxy[s5]
-        d6, d7, d8, d9, d10 = hxy[s6], hxy[s7], hxy[s8], hxy[s9], hxy[s10]
-        m2 = mx2[o]
-        mq = mx_sq_c1[o]
-        sx = sxx_c2[o]
-        wr = w[o] if weighted else m2
-        row_s = c1 * 0
-        row_cs = c1 * 0
-        for j in range(n):
-            my = (
-                g0 * (a0[j] + a10[j])
-                + g1 * (a1[j] + a9[j])
-                + g2 * (a2[j] + a8[j])
-                + g3 * (a3[j] + a7[j])
-                + g4 * (a4[j] + a6[j])
-                + g5 * a5[j]
-            )
-            eyy = (
-                g0 * (b0[j] + b10[j])
-                + g1 * (b1[j] + b9[j])
-                + g2 * (b2[j] + b8[j])
-                + g3 * (b3[j] + b7[j])
-                + g4 * (b4[j] + b6[j])
-                + g5 * b5[j]
-            )
-            exy = (
-                g0 * (d0[j] + d10[j])
-                + g1 * (d1[j] + d9[j])
-                + g2 * (d2[j] + d8[j])
-                + g3 * (d3[j] + d7[j])
-                + g4 * (d4[j] + d6[j])
-                + g5 * d5[j]
-            )
-            mxmy2 = m2[j] * my  # 2 mx my
-            my_sq = my * my
-            num2 = exy + exy - mxmy2 + c2  # 2 sxy + C2
-            den2 = eyy - my_sq + sx[j]  # sxx + syy + C2
-            den1 = my_sq + mq[j]  # mx^2 + my^2 + C1
-            r = 1 / (den1 * den2)  # one division for both terms, not two
-            cs = num2 * den1 * r
-            s = (mxmy2 + c1) * num2 * r
+        slot = r % 12
+        _hblur(ry, hy[slot], n, g0, g1, g2, g3, g4, g5)
+        _hblur(ryy, hyy[slot], n, g0, g1, g2, g3, g4, g5)
+        _hblur(rxy, hxy[slot], n, g0, g1, g2, g3, g4, g5)
+        if r >= 11 and (r - 11) % 2 == 0:  # output rows o and o + 1 are complete
+            o = r - 11
+            _vblur2(hy, o, v[0], v[3], n, g0, g1, g2, g3, g4, g5)
+            _vblur2(hyy, o, v[1], v[4], n, g0, g1, g2, g3, g4, g5)
+            _vblur2(hxy, o, v[2], v[5], n, g0, g1, g2, g3, g4, g5)
+            for k in range(2):
+                if weighted:
+                    wr = w[o + k]
+                s, cs = _row_sums(
+                    v[3 * k],
+                    v[3 * k + 1],
+                    v[3 * k + 2],
+                    mx2[o + k],
+                    mx_sq_c1[o + k],
+                    sxx_c2[o + k],
+                    wr,
+                    weighted,
+                    n,
+                    c1,
+                    c2,
+                )
+                total_s += s
+                total_cs += cs
+        elif r == rows - 1 and outs % 2 == 1:  # the last output row has no pair
+            o = outs - 1
+            _vblur(hy, o, v[0], n, g0, g1, g2, g3, g4, g5)
+            _vblur(hyy, o, v[1], n, g0, g1, g2, g3, g4, g5)
+            _vblur(hxy, o, v[2], n, g0, g1, g2, g3, g4, g5)
             if weighted:
-                row_s += s * wr[j]
-                row_cs += cs * wr[j]
-            else:
-                row_s += s
-                row_cs += cs
-        total_s += row_s
-        total_cs += row_cs
+                wr = w[o]
+            s, cs = _row_sums(
+                v[0], v[1], v[2], mx2[o], mx_sq_c1[o], sxx_c2[o], wr, weighted, n, c1, c2
+            )
+            total_s += s
+            total_cs += cs
     return total_s, total_cs
 
 
@@ -215,16 +272,23 @@ def ssim_sums(x, y, mx2, mx_sq_c1, sxx_c2, w, c1, c2, taps):
 @_compiled
 def _halve(src, out):  # pragma: no cover - compiled
     rows, cols = src.shape
+    half = cols // 2
     for i in range(out.shape[0]):
-        r0 = 2 * i
-        r1 = min(r0 + 1, rows - 1)  # an odd last row is reflected (repeated)
-        top = src[r0]
-        bottom = src[r1]
+        top = src[2 * i]
+        bottom = src[min(2 * i + 1, rows - 1)]  # an odd last row is reflected (repeated)
         row = out[i]
-        for j in range(out.shape[1]):
-            c0 = 2 * j
-            c1 = min(c0 + 1, cols - 1)
-            row[j] = (top[c0] + top[c1] + bottom[c0] + bottom[c1]) * 0.25
+        for j in range(half):
+            # Accumulated in the output's float type: uint8 + uint8 would be int64 in
+            # numba, and the loop would run in four lanes instead of eight.
+            row[j] = top[2 * j]
+            row[j] += top[2 * j + 1]
+            row[j] += bottom[2 * j]
+            row[j] += bottom[2 * j + 1]
+            row[j] *= 0.25
+        if cols % 2:  # an odd last column is reflected (repeated)
+            row[half] = top[cols - 1]
+            row[half] += bottom[cols - 1]
+            row[half] *= 0.5
 
 
 def halve(plane: np.ndarray, dtype: type) -> np.ndarray:
@@ -238,17 +302,19 @@ def halve(plane: np.ndarray, dtype: type) -> np.ndarray:
 @_compiled
 def _block_means(src, rows, cols, f, out):  # pragma: no cover - compiled
     scale = 1.0 / (f * f)
-    line = np.empty(cols.shape[0], np.float64)  # the sum of f rows, columns reflected
+    line = np.empty(src.shape[1], np.float64)  # the sum of f rows, column by column
     for i in range(out.shape[0]):
-        line[:] = 0.0
-        for t in range(f):
+        first = src[rows[i * f]]
+        for c in range(line.shape[0]):
+            line[c] = first[c]
+        for t in range(1, f):
             r = src[rows[i * f + t]]
-            for j in range(cols.shape[0]):
-                line[j] += r[cols[j]]
+            for c in range(line.shape[0]):
+                line[c] += r[c]
         for j in range(out.shape[1]):
             total = 0.0
             for u in range(f):
-                total += line[j * f + u]
+                total += line[cols[j * f + u]]  # columns reflected at the borders
             out[i, j] = total * scale
 
 
