@@ -525,6 +525,11 @@ class Pair:
         return cv2.norm(self.ref.pixels, self.image, cv2.NORM_L2SQR)
 
     @cached_property
+    def hash_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """The image's (average hash, perceptual hash)."""
+        return hashes.both(self.image)
+
+    @cached_property
     def shift(self) -> Shift:
         return self._shift if self._shift is not None else self.ref.aligner.measure(self.image)
 
@@ -622,12 +627,12 @@ def _mse(p: Pair) -> float:
 
 @computes("ahash")
 def _ahash(p: Pair) -> float:
-    return hashes.distance(p.ref.ahash, hashes.ahash(p.image))
+    return hashes.distance(p.ref.ahash, p.hash_pair[0])
 
 
 @computes("phash")
 def _phash(p: Pair) -> float:
-    return hashes.distance(p.ref.phash, hashes.phash(p.image))
+    return hashes.distance(p.ref.phash, p.hash_pair[1])
 
 
 @computes("signal_change")

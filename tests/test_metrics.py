@@ -341,3 +341,43 @@ def test_a_worker_gets_the_small_statistics_with_the_pixels(monkeypatch):
     monkeypatch.setattr(signal, "background", recomputed)
     copy = pickle.loads(sent).prepare()
     assert copy.compare(image) == expected
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((1024, 1024, 3), np.uint8),  # one pass for both sizes
+        ((480, 640, 3), np.uint8),
+        ((2048, 1024), np.uint8),
+        ((9600, 64), np.uint8),  # 300 rows per block: the row sums leave uint16
+        ((256, 320, 3), np.uint16),
+        ((1000, 1000, 3), np.uint8),  # fractional blocks: OpenCV's resize
+        ((20, 30), np.uint8),  # smaller than the hash: OpenCV's resize
+    ],
+)
+def test_both_hashes_from_one_pass_equal_opencvs_area_resize(shape, dtype):
+    """hashes.both shrinks once, with OpenCV's rounding: the very hashes of ahash and
+    phash (which cached features and earlier runs hold), on noise and on smooth
+    pictures, where blocks fall on exact halves."""
+    rng = np.random.default_rng(7)
+    top = 255 if dtype == np.uint8 else 65535
+    for smooth in (False, True):
+        img = rng.integers(0, top + 1, shape).astype(dtype)
+        if smooth:
+            img = cv2.GaussianBlur(img, (0, 0), 4)
+        small, small8 = hashes._shrink_both(img)
+        np.testing.assert_array_equal(small, hashes._shrink(img, 32))
+        np.testing.assert_array_equal(small8, hashes._shrink(img, 8))
+        a, p = hashes.both(img)
+        np.testing.assert_array_equal(a, hashes.ahash(img))
+        np.testing.assert_array_equal(p, hashes.phash(img))
+
+
+def test_an_image_is_shrunk_once_for_both_hashes(monkeypatch):
+    calls = []
+    real = hashes._shrink_both
+    monkeypatch.setattr(hashes, "_shrink_both", lambda px: calls.append(1) or real(px))
+    base = np.random.default_rng(8).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    ref = Reference(base)
+    ref.compare(base[::-1].copy(), ["ahash", "phash"])
+    assert len(calls) == 1

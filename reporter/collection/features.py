@@ -94,8 +94,8 @@ def compute(
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = loaded.pixels
         found.width, found.height = loaded.width, loaded.height
-        found.ahash = hashes.ahash(pixels).tobytes()
-        found.phash = hashes.phash(pixels).tobytes()
+        a, p = hashes.both(pixels)
+        found.ahash, found.phash = a.tobytes(), p.tobytes()
         found.colour = colour_moments(pixels)
         found.thumbnail = visuals.thumbnail(pixels)
         found.sharpness = sharpness(pixels)
