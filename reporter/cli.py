@@ -608,10 +608,12 @@ def _command(args: argparse.Namespace) -> int:
             return command(args)
         except ReporterError as exc:
             return _fail(exc)
-    from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
-
     try:
-        result = run(config_from_args(args))
+        config = config_from_args(args)
+        _start_workers_early(config)
+        from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
+
+        result = run(config)
     except ReporterError as exc:
         return _fail(exc)
     except Exception:  # a bug: the run could not be done, and the log says where
@@ -620,6 +622,48 @@ def _command(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stdout.write(result.summary)
     return result.exit_code
+
+
+EARLY_LOOK = 10_000  # directory entries at most that the guess below reads
+
+
+def _start_workers_early(config: Config) -> None:
+    """Start the workers' fork server before the pipeline's imports (pandas, openpyxl,
+    jinja2: about 0.8 s) when the run looks large enough to want workers, so that the
+    server imports and loads the compiled kernels meanwhile, not after.
+
+    A guess from the baseline's header (or the first image's) and the number of image
+    files among the first EARLY_LOOK entries of each input folder (one level):
+    ``pipeline._prepare`` decides for good, and starts the server then if the guess
+    said no. A wrong yes costs another core about a second of CPU.
+    """
+    if config.scheduler or config.jobs == 1:
+        return
+    try:
+        from PIL import Image
+
+        from .compare import start_workers
+        from .images import is_image
+
+        files = []
+        for given in config.inputs:
+            if given.is_file():
+                files.append(given)
+            elif given.is_dir():
+                with os.scandir(given) as entries:
+                    for n, entry in enumerate(entries):
+                        if n >= EARLY_LOOK:
+                            break
+                        if not entry.name.startswith(".") and is_image(Path(entry.name)):
+                            files.append(Path(entry.path))
+        if not files:
+            return
+        with Image.open(config.baseline or files[0]) as img:  # the header only
+            pixels, wide = img.width * img.height, img.mode.startswith("I")
+        count = len(files) - (config.baseline is None)
+        start_workers(config.effective_jobs(count, pixels), count, "uint16" if wide else "uint8")
+    except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
+        return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -253,6 +253,33 @@ print("exit", r.exit_code)
     assert done.stdout.strip() == "exit 0"
 
 
+def test_the_fork_server_starts_before_the_pipeline_imports_pandas(run_dir, tmp_path):
+    """With workers wanted, the workers' fork server starts before the pipeline's imports
+    (pandas, openpyxl, jinja2), so that it loads the kernels meanwhile; the run is the
+    same as ever."""
+    code = f"""
+import sys
+from reporter import cli, compare
+seen = []
+real = compare.start_workers
+def spy(*args):
+    seen.append(("pandas" in sys.modules, args))
+    return real(*args)
+compare.start_workers = spy
+code = cli.main(["run", {str(run_dir)!r}, "--out", {str(tmp_path / "o")!r}, "--jobs", "2", "-q"])
+print(code, seen[0])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0 (False, (2, 2, 'uint8'))", done.stdout
+    assert (tmp_path / "o" / "results.csv").is_file()
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_worker_costs_no_rows(tmp_path, caplog):
     """SIGKILL a worker mid-run, as the out-of-memory killer would: every image still gets
