@@ -64,13 +64,29 @@ def fit(width: int, height: int, side: int = THUMB_SIDE) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def small(pixels: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
-    """An 8-bit, area-averaged copy that fits in ``side`` px."""
-    out = hashes.to_8bit(pixels)
-    size = fit(out.shape[1], out.shape[0], side)
+def _area(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``pixels`` area-averaged to ``size`` (width, height): halved by exact 2 x 2 means
+    while they are at least twice as large and even, then one area resize, as Pillow's
+    ``thumbnail`` reduces before it resamples. OpenCV's 2 x 2 means are vectorised, its
+    fractional area resize is not: 1024 to 200 px took 4.4 ms in one step, 0.8 in three.
+    A picture for the eye only; no metric is computed from it."""
+    out = pixels
+    while (
+        out.shape[1] >= 2 * size[0]
+        and out.shape[0] >= 2 * size[1]
+        and out.shape[0] % 2 == 0
+        and out.shape[1] % 2 == 0
+    ):
+        out = cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)
     if size != (out.shape[1], out.shape[0]):
         out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
     return out
+
+
+def small(pixels: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """An 8-bit, area-averaged copy that fits in ``side`` px."""
+    out = hashes.to_8bit(pixels)
+    return _area(out, fit(out.shape[1], out.shape[0], side))
 
 
 def encode(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -137,7 +153,14 @@ def _map_scale(pixels: np.ndarray) -> np.ndarray:
     h, w = out.shape[:2]
     scale = min(1.0, MAP_SIDE / min(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(out, size, interpolation=cv2.INTER_AREA) if scale < 1 else out
+    if scale >= 1:
+        return out
+    f = w // size[0]
+    if (w, h) == (size[0] * f, size[1] * f) and f & (f - 1) == 0:
+        return _area(out, size)  # halvings only: the same block means, vectorised
+    # The SSIM map's input: one area resize, whose footprints are the exact blocks (a
+    # last fractional step after halvings blurs small changes such as a new timestamp).
+    return cv2.resize(out, size, interpolation=cv2.INTER_AREA)
 
 
 def diff_map(baseline_small: np.ndarray, image: np.ndarray, side: int = THUMB_SIDE) -> bytes:

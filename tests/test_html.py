@@ -442,3 +442,59 @@ def test_the_printed_report_fits_every_column_repeats_the_header_and_has_every_r
     assert all(re.search(r"Status\s+Image", p) for p in table_pages[1:])  # the header repeats
     printed = " ".join(pages)
     assert all(f"pass{i:03d}.png" in printed for i in range(60))  # folded, yet printed
+
+
+@pytest.mark.parametrize(
+    "shape, side, steps",
+    [
+        ((1024, 1024, 3), 200, [(512, 512), (256, 256), (200, 200)]),
+        ((1080, 1920, 3), 200, [(960, 540), (480, 270), (240, 135), (200, 112)]),
+        ((1001, 999), 200, [(200, 200)]),  # odd sides: one area resize, as before
+        ((300, 400, 3), 200, [(200, 150)]),  # under twice the size: one resize
+        ((150, 100, 3), 200, []),  # already small: not enlarged
+    ],
+)
+def test_thumbnails_halve_before_the_last_area_resize(monkeypatch, shape, side, steps):
+    """Pictures shrink by exact 2 x 2 means first (OpenCV's vectorised path), then once by
+    area; on fine texture with a hard edge they stay within two grey levels on average of
+    a one-step area resize (the footprints differ by a fraction of a source pixel)."""
+    from reporter import visuals
+
+    rng = np.random.default_rng(5)
+    img = cv2.GaussianBlur(rng.integers(0, 256, shape).astype(np.uint8), (0, 0), 4)
+    img[shape[0] // 3 : shape[0] // 2, :] = 255  # a hard edge
+    sizes = []
+    real = cv2.resize
+
+    def resize(src, size, **kw):
+        sizes.append(tuple(size))
+        return real(src, size, **kw)
+
+    monkeypatch.setattr(visuals.cv2, "resize", resize)
+    out = visuals.small(img, side)
+    monkeypatch.setattr(visuals.cv2, "resize", real)
+    assert sizes == steps
+    want = visuals.fit(shape[1], shape[0], side)
+    assert out.shape[1::-1][:2] == want if out.ndim == 3 else out.shape[::-1] == want
+    one_step = cv2.resize(img, want, interpolation=cv2.INTER_AREA) if steps else img
+    assert np.abs(out.astype(int) - one_step).mean() <= 2.0
+
+
+def test_the_diff_maps_input_halves_only_when_the_blocks_stay_exact(monkeypatch):
+    """At 1024 px the map's 16 x 16 block means come from four exact halvings (rounded at
+    each step, a grey level at most from one resize); at 320 x 240 (blocks of 3.75 px) one
+    area resize keeps small changes sharp."""
+    from reporter import visuals
+
+    img = np.random.default_rng(6).integers(0, 256, (1024, 1024, 3)).astype(np.uint8)
+    sizes = []
+    real = cv2.resize
+    monkeypatch.setattr(
+        visuals.cv2, "resize", lambda src, size, **kw: sizes.append(size) or real(src, size, **kw)
+    )
+    out = visuals._map_scale(img)
+    assert sizes == [(512, 512), (256, 256), (128, 128), (64, 64)]
+    assert np.abs(out.astype(int) - real(img, (64, 64), interpolation=cv2.INTER_AREA)).max() <= 1
+    sizes.clear()
+    visuals._map_scale(img[:240, :320])
+    assert sizes == [(85, 64)]
