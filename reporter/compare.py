@@ -271,7 +271,8 @@ def worker_started(parent: int) -> None:
 def _init_worker(job: Job, parent: int) -> None:
     global _worker_job
     worker_started(parent)
-    job.reference.prepare()  # once per worker, before its first image
+    if job.align or not job.pictures_only:  # a pass for pictures only needs no statistics
+        job.reference.prepare()  # once per worker, before its first image
     _worker_job = job
 
 
