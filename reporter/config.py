@@ -62,11 +62,13 @@ __all__ = [
 FORMATS = ("csv", "json", "html", "xlsx")
 """Output formats this version can write."""
 
-WORKERS_PAY_MPX = 16
+WORKERS_PAY_MPX = 4
 """Below this much work (images x megapixels per image), starting worker processes costs
 more than they save, so a run with the default --jobs 0 stays in one process. Measured
-through ``reporter run`` on this 2-core machine (benchmarks/workers.py): all cores
-against one, 0.92-1.07 at 2-8 Mpx, 0.99 at 17 Mpx, 1.32 at 34 Mpx."""
+through ``reporter run`` on a 2-core machine on 2026-12-02 (benchmarks/workers.py), with
+the fork server started before the pipeline's imports: all cores against one, 0.95-1.03
+at 0.5-4.2 Mpx of 512 px images, 1.03 at 2.1 Mpx, 1.10 at 4.2, 1.12 at 8.4, 1.39 at 16.8
+and 1.38 at 33.6 Mpx of 1024 px images."""
 
 
 # --- the settings table --------------------------------------------------------------------
