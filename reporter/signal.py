@@ -82,10 +82,11 @@ def background(
     flat = pixels.reshape(-1, _channels(pixels))
     if valid is not None:
         flat = flat[valid.reshape(-1)]
-    q = (flat >> shift).astype(np.int64)
-    code = np.zeros(len(q), np.int64)
-    for c in range(q.shape[1]):
-        code = (code << QUANT_BITS) | q[:, c]
+    q = flat >> shift  # 0..31 in the pixel type: no int64 copy of the image
+    code = q[:, 0].astype(np.int32)
+    for c in range(1, q.shape[1]):
+        code <<= QUANT_BITS
+        code |= q[:, c]
     top = int(np.bincount(code).argmax())
     colour = np.median(flat[code == top], axis=0).astype(float)
     return Background(tuple(colour), _noise(pixels, colour, data_range, valid), data_range)
@@ -95,15 +96,19 @@ def _noise(pixels: np.ndarray, colour: np.ndarray, data_range: float, valid) -> 
     """The background's noise SD: from the differences between horizontal neighbours that
     both lie near the background colour (a smooth photograph's gradients are not noise,
     a camera's grain is), 1.4826 x median |difference| / sqrt(2), all channels pooled."""
-    img = pixels.reshape(pixels.shape[0], pixels.shape[1], -1).astype(np.float32)
-    near = np.abs(img - colour.astype(np.float32)).max(axis=2) <= FLOOR * data_range
+    img = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    # |p - colour| <= L/8 in every channel, for integer p: p within [ceil(colour - L/8),
+    # floor(colour + L/8)], which cv2.inRange tests in one pass over the raw pixels.
+    reach = FLOOR * data_range
+    low, high = np.ceil(colour - reach).clip(0, None), np.floor(colour + reach)
+    near = cv2.inRange(img, tuple(low.tolist()), tuple(high.tolist())) > 0
     if valid is not None:
         near &= valid
     both = near[:, 1:] & near[:, :-1]
     if not both.any():
         return 0.0
-    steps = np.abs(img[:, 1:] - img[:, :-1])[both]
-    return 1.4826 * float(np.median(steps)) / np.sqrt(2)
+    steps = cv2.absdiff(img[:, 1:], img[:, :-1]).reshape(img.shape[0], img.shape[1] - 1, -1)
+    return 1.4826 * float(np.median(steps[both])) / np.sqrt(2)
 
 
 def plane(bg: Background, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

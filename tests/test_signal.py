@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import smooth_image, write
 
-from reporter import pipeline
+from reporter import pipeline, signal
 from reporter.config import Config
 from reporter.metrics import Reference
 
@@ -180,3 +180,48 @@ def test_sparse_and_dense_baselines_choose_the_rules_metrics(tmp_path):
         control = result.meta["config"]["history"]["metrics"]
         assert ("ssim_64" in watched) is not sparse and "occupancy_change" in watched
         assert ("ssim" in control) is not sparse and "signal_change" in control
+
+
+def _background_by_definition(pixels, data_range, valid=None):
+    """The README's definitions in plain float64 numpy: the most common colour (32 levels
+    a channel), the median of its pixels, and 1.4826 x the median step between horizontal
+    neighbours both within L/8 of it, over sqrt(2)."""
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    flat = pixels.reshape(-1, 1 if pixels.ndim == 2 else pixels.shape[2]).astype(np.int64)
+    keep = np.ones(len(flat), bool) if valid is None else valid.reshape(-1)
+    q = flat >> (bits - 5)
+    code = sum(q[:, c] << (5 * (q.shape[1] - 1 - c)) for c in range(q.shape[1]))
+    top = np.bincount(code[keep]).argmax()
+    colour = np.median(flat[keep & (code == top)], axis=0)
+    img = pixels.reshape(pixels.shape[0], pixels.shape[1], -1).astype(np.float64)
+    near = (np.abs(img - colour) <= data_range / 8).all(axis=2)
+    if valid is not None:
+        near &= valid
+    both = near[:, 1:] & near[:, :-1]
+    noise = 0.0
+    if both.any():
+        noise = 1.4826 * np.median(np.abs(img[:, 1:] - img[:, :-1])[both]) / np.sqrt(2)
+    return tuple(colour.astype(float)), noise
+
+
+@pytest.mark.parametrize("kind", ["photo", "dots", "grey", "16 bit"])
+def test_the_background_follows_its_definition(kind):
+    rng = np.random.default_rng(11)
+    if kind == "dots":
+        img = np.clip(255 - np.abs(rng.normal(0, 4, (300, 400, 3))), 0, 255).astype(np.uint8)
+        img[rng.integers(0, 300, 500), rng.integers(0, 400, 500)] = (20, 40, 200)
+    elif kind == "16 bit":
+        base = cv2.GaussianBlur(rng.random((200, 240, 3)), (0, 0), 8)
+        img = (base / base.max() * 60000 + rng.integers(0, 300, base.shape)).astype(np.uint16)
+    else:
+        base = cv2.GaussianBlur(rng.random((256, 320, 3)), (0, 0), 6)
+        img = (base / base.max() * 230 + rng.normal(0, 2, base.shape)).clip(0, 255)
+        img = img.astype(np.uint8)
+        if kind == "grey":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    for valid in (None, rng.random(img.shape[:2]) > 0.3):
+        bg = signal.background(img, top, valid)
+        colour, noise = _background_by_definition(img, top, valid)
+        assert bg.colour == colour
+        assert bg.noise == pytest.approx(noise, rel=1e-12)
