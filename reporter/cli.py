@@ -632,7 +632,8 @@ def _start_workers_early(config: Config) -> None:
     jinja2: about 0.8 s) when the run looks large enough to want workers, so that the
     server imports and loads the compiled kernels meanwhile, not after.
 
-    A guess from the baseline's header (or the first image's) and the number of image
+    A guess from the baseline's header (given, or the file named baseline as
+    ``inputs.choose_baseline`` finds it, or the first image) and the number of image
     files among the first EARLY_LOOK entries of each input folder (one level):
     ``pipeline._prepare`` decides for good, and starts the server then if the guess
     said no. A wrong yes costs another core about a second of CPU.
@@ -640,10 +641,8 @@ def _start_workers_early(config: Config) -> None:
     if config.scheduler or config.jobs == 1:
         return
     try:
-        from PIL import Image
-
         from .compare import start_workers
-        from .images import is_image
+        from .images import is_image, peek
 
         files = []
         for given in config.inputs:
@@ -658,10 +657,13 @@ def _start_workers_early(config: Config) -> None:
                             files.append(Path(entry.path))
         if not files:
             return
-        with Image.open(config.baseline or files[0]) as img:  # the header only
-            pixels, wide = img.width * img.height, img.mode.startswith("I")
+        named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
+        width, height, mode = peek(config.baseline or (named or sorted(files))[0])
         count = len(files) - (config.baseline is None)
-        start_workers(config.effective_jobs(count, pixels), count, "uint16" if wide else "uint8")
+        wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
+        start_workers(
+            config.effective_jobs(count, width * height), count, "uint16" if wide else "uint8"
+        )
     except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
         return
 

@@ -31,6 +31,7 @@ __all__ = [
     "is_image",
     "load",
     "LoadedImage",
+    "peek",
 ]
 
 log = logging.getLogger("reporter")
@@ -90,6 +91,20 @@ def _header(data: bytes) -> tuple[str, int, int, int] | None:
             return None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"corrupt image header: {exc}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def peek(path: Path) -> tuple[int, int, str]:
+    """(width, height, Pillow mode) from the file's header only, whatever its size (no
+    decompression-bomb warning: the pixel limit is checked when the run loads it).
+    Raises OSError, ValueError or SyntaxError when Pillow cannot read the header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.width, im.height, im.mode
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 

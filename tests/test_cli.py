@@ -280,6 +280,43 @@ print(code, seen[0])
     assert (tmp_path / "o" / "results.csv").is_file()
 
 
+def test_the_early_start_reads_a_huge_baselines_header_quietly(tmp_path):
+    """The guess reads the baseline's header only: a 20000 x 20000 PNG (a decompression
+    bomb to Pillow) still says the run wants workers, with no warning on stderr; the run
+    then refuses the baseline itself, with one line (max_pixels)."""
+    import struct
+    import zlib
+
+    folder = tmp_path / "huge"
+    folder.mkdir()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    )
+    png += chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")  # cut short
+    (folder / "baseline.png").write_bytes(png)
+    for name in ("a.png", "b.png"):
+        write(folder / name, np.zeros((8, 8, 3), np.uint8))
+    code = f"""
+import sys
+from reporter import cli, compare
+seen = []
+real = compare.start_workers
+compare.start_workers = lambda *args: seen.append(args) or real(*args)
+code = cli.main(["run", {str(folder)!r}, "--out", {str(tmp_path / "o")!r}, "-q"])
+print(code, seen[0][0] > 1 or __import__("os").cpu_count() == 1)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "2 True", (done.stdout, done.stderr)
+    assert "Warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "max_pixels" in done.stderr
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_worker_costs_no_rows(tmp_path, caplog):
     """SIGKILL a worker mid-run, as the out-of-memory killer would: every image still gets
