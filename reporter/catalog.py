@@ -15,6 +15,8 @@ importing ``metrics`` fails when the two disagree.
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -117,6 +119,25 @@ class Metric:
         if self.two_sided:
             return 0
         return -1 if self.higher_is_better else 1
+
+    def robust_z(self, raw: Sequence[float], floor: float) -> tuple[list[float], float] | None:
+        """The outlier rule's robust z-scores of ``raw`` (finite values) against their own
+        median, on the rules' scale, with the spread 1.4826 x MAD but at least ``floor``
+        (metric units, converted at the median); and the median in metric units. None
+        when the spread is 0."""
+        values = [self.to_rule_scale(v) for v in raw]
+        median = statistics.median(values)
+        centre = statistics.median(raw)
+        spread = 1.4826 * statistics.median([abs(v - median) for v in values])
+        spread = max(spread, self.rule_floor(floor, centre))
+        if spread == 0:
+            return None
+        return [(v - median) / spread for v in values], centre
+
+    def outlying(self, z: float, beyond: float) -> bool:
+        """Whether a robust z-score is past ``beyond`` on the bad side (either, if signed)."""
+        bad = self.rule_bad_side
+        return z * bad > beyond if bad else abs(z) > beyond
 
 
 _DECLARED = (

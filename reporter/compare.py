@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +43,7 @@ __all__ = [
     "worker_started",
     "Input",
     "Job",
+    "Looks",
     "MAX_WORKER_DEATHS",
     "NOT_JUDGES",
     "process_alive",
@@ -82,6 +84,60 @@ class ImageResult:
     thumbnail: bytes | None = None  # JPEG, longest side Job.picture_side (visuals.py)
     diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
     icon: bytes | None = None  # JPEG, longest side 48 px
+    look: bytes | None = None  # JPEG, LOOK_SIDE: made here when a fixed limit fired (Looks)
+    look_diff: bytes | None = None  # its diff map at LOOK_SIDE
+
+
+@dataclass
+class Looks:
+    """Which images get their closer look (``pipeline.closer_looks``: LOOK_SIDE pictures)
+    while their pixels are in memory, instead of being decoded again in a second pass.
+
+    An image is taken when a fixed limit flags it (it stays flagged whatever else the
+    run decides), or when the outlier rule would call it an outlier among the images
+    this process has compared so far (from PREDICT_FROM of them on): a guess, since
+    the rule sees the whole run, whose misses get their closer look in the second
+    pass and whose false alarms are dropped. The pictures are the same either way.
+
+    ``left`` is how many this process may still make. Each process (a worker, or the
+    run's own) has its own copy, so a run where every image looks bad holds at most
+    that many per process, not one per image.
+    """
+
+    limits: tuple[tuple[str, float], ...]  # (metric, bound): a WARN or FAIL bound
+    left: int
+    outliers: tuple[str, ...] = ()  # the outlier rule's metrics; () when it is off
+    z: float = math.inf
+    floors: dict[str, float] = field(default_factory=dict)
+    seen: dict[str, deque] = field(default_factory=dict)
+
+    PREDICT_FROM = 3  # the rule's own smallest min_images
+    HISTORY = 1000  # the latest values the guess weighs, per metric
+
+    def take(self, values: dict[str, float] | None) -> bool:
+        """Whether to make the closer look of an image with these metric ``values``."""
+        if not values:
+            return False
+        found = False
+        for name in self.outliers:
+            value = values.get(name)
+            if value is None or not math.isfinite(value):
+                continue
+            seen = self.seen.setdefault(name, deque(maxlen=self.HISTORY))
+            seen.append(value)
+            if found or self.left <= 0 or len(seen) < self.PREDICT_FROM:
+                continue
+            m = METRICS[name]
+            scored = m.robust_z(seen, self.floors.get(name, 0.0))
+            found = scored is not None and m.outlying(scored[0][-1], self.z)
+        for name, bound in self.limits:
+            value = values.get(name)
+            if value is not None and not math.isnan(value) and METRICS[name].worse(value, bound):
+                found = True
+        if found and self.left > 0:
+            self.left -= 1
+            return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -99,6 +155,7 @@ class Job:
     # The closer look's pass: the pictures only (the metrics are known). With --align the
     # metrics still run, because they decide which pixels the pictures show.
     pictures_only: bool = False
+    looks: Looks | None = None  # the closer looks made in this pass, with baseline_small
 
 
 def compare_file(job: Job, item: Input) -> ImageResult:
@@ -134,6 +191,15 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             result.diff_map = _visual(
                 lambda p: visuals.diff_map(job.baseline_small, p, job.picture_side), shown, result
             )
+            if job.looks is not None and job.looks.take(result.metrics):
+                result.look = _visual(
+                    lambda p: visuals.thumbnails(p, visuals.LOOK_SIDE)[0], loaded.pixels, result
+                )
+                result.look_diff = _visual(
+                    lambda p: visuals.diff_map(job.baseline_small, p, visuals.LOOK_SIDE),
+                    shown,
+                    result,
+                )
     except images.ImageLoadError as exc:
         result.error = str(exc)
     except Exception as exc:  # one bad file must not cost the other rows

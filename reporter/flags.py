@@ -105,26 +105,19 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
     for name in rule.metrics:
         m = METRICS[name]
         raw = frame[name].to_numpy(dtype=float, na_value=np.nan)
-        ok = np.isfinite(raw)
-        if ok.sum() < rule.min_images:
+        rows = np.flatnonzero(np.isfinite(raw))
+        if len(rows) < rule.min_images:
             continue
-        values = np.full(raw.shape, np.nan)
-        values[ok] = [m.to_rule_scale(v) for v in raw[ok]]
-        median = float(np.median(values[ok]))
-        centre = float(np.median(raw[ok]))
-        spread = 1.4826 * float(np.median(np.abs(values[ok] - median)))
-        spread = max(spread, m.rule_floor(rule.min_spread.get(name, 0.0), centre))
-        if spread == 0:
+        scored = m.robust_z(raw[rows].tolist(), rule.min_spread.get(name, 0.0))
+        if scored is None:
             continue
-        bad = m.rule_bad_side
-        for i in np.flatnonzero(ok):
-            z = (values[i] - median) / spread
-            if (bad and z * bad > rule.z) or (not bad and abs(z) > rule.z):
+        for i, z in zip(rows, scored[0], strict=True):
+            if m.outlying(z, rule.z):
                 # Shown in the metric's own direction: negative = lower than the median.
                 shown = -z if m.transformed and m.higher_is_better else z
                 text = (
                     f"{name} {fmt(name, raw[i])} {Rule.OUTLIER.value} of this run "
-                    f"(median {fmt(name, centre)}, robust z {shown:+.1f} beyond {rule.z:g})"
+                    f"(median {fmt(name, scored[1])}, robust z {shown:+.1f} beyond {rule.z:g})"
                 )
                 found.setdefault(int(i), []).append(Flag(name, Rule.OUTLIER, status, text))
     return found

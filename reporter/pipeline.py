@@ -33,7 +33,7 @@ import jinja2
 import pandas as pd
 
 from . import executor, flags, images, masks, outputs, table, visuals
-from .compare import ImageResult, Job, compare_all, quiet_opencv, start_workers
+from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv, start_workers
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
 from .errors import ReporterError
 from .inputs import choose_baseline, discover
@@ -135,10 +135,12 @@ def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
         max_bytes=config.max_bytes,
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
         align=config.comparison.align,
+        looks=_looks(config) if pictures and "html" in config.formats else None,
     )
     results = compare_all(
         job, items, jobs=config.effective_jobs(), progress=config.progress, cluster=cluster
     )
+    early = {i: (r.look, r.look_diff) for i, r in enumerate(results) if r.look is not None}
     results += [_unread(u) for u in unreadable]
     frame = table.build(results)
     if session is not None:
@@ -147,7 +149,7 @@ def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
     if "html" in config.formats:
-        frame = closer_looks(job, frame, items, config.jobs, cluster)
+        frame = closer_looks(job, frame, items, config.jobs, cluster, early)
 
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
@@ -200,11 +202,37 @@ def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
 
 MAX_CLOSER_LOOKS = 100
 """Flagged images that get 512-px pictures in report.html, most severe first (each costs
-one more decode and its pictures, and about 40 KB of page)."""
+its pictures, about 40 KB of page, and one more decode unless made in the first pass);
+also the most each process makes in the first pass (``compare.Looks``)."""
+
+
+def _looks(config: Config) -> Looks:
+    """The closer looks a process makes in the comparison's own pass (``compare.Looks``):
+    of the images a fixed limit flags or the outlier rule would, at most MAX_CLOSER_LOOKS
+    per process."""
+    bounds = tuple(
+        (name, bound)
+        for name, limit in config.limits.items()
+        for bound in (limit.warn, limit.fail)
+        if bound is not None
+    )
+    rule = config.outliers
+    return Looks(
+        bounds,
+        MAX_CLOSER_LOOKS,
+        outliers=tuple(rule.metrics or ()) if rule.enabled else (),
+        z=rule.z,
+        floors=dict(rule.min_spread),
+    )
 
 
 def closer_looks(
-    job: Job, frame: pd.DataFrame, items: list, jobs: int, cluster=None
+    job: Job,
+    frame: pd.DataFrame,
+    items: list,
+    jobs: int,
+    cluster=None,
+    early: dict[int, tuple[bytes | None, bytes | None]] | None = None,
 ) -> pd.DataFrame:
     """``frame`` with the LOOK and LOOK_DIFF pictures of its flagged images (WARN and FAIL,
     most severe first, at most MAX_CLOSER_LOOKS): each is compared once more with
@@ -212,7 +240,10 @@ def closer_looks(
     metrics saw (aligned, masked) at 512 px; the metrics themselves are not computed
     again, except with --align, where they decide the pixels. Which images are flagged
     is known only once the whole run is judged (the outlier and control rules), hence
-    a second pass over the few, not 512-px pictures of every image kept until the end."""
+    a second pass over the few, not 512-px pictures of every image kept until the end.
+
+    ``early``: the closer looks already made in the first pass, by row position (those of
+    images a fixed limit flags, ``compare.Looks``); the second pass makes the others."""
     status = frame[table.STATUS].astype(str)
     rank = {s.value: s.severity for s in table.Status}
     flagged = (table.Status.FAIL.value, table.Status.WARN.value)
@@ -220,18 +251,27 @@ def closer_looks(
     wanted = sorted(wanted, key=lambda i: -rank[status.iat[i]])[:MAX_CLOSER_LOOKS]
     if not wanted or job.baseline_small is None:
         return frame
+    early = early or {}
+    missing = [i for i in wanted if i not in early]
     h, w = job.geometry.height, job.geometry.width
-    workers = jobs if len(wanted) * w * h >= WORKERS_PAY_MPX * 1e6 else 1
-    looked = compare_all(
-        replace(job, picture_side=visuals.LOOK_SIDE, pictures_only=True),
-        [items[i] for i in wanted],
-        jobs=workers,
-        progress=False,
-        cluster=cluster,
+    workers = jobs if len(missing) * w * h >= WORKERS_PAY_MPX * 1e6 else 1
+    looked = (
+        compare_all(
+            replace(job, picture_side=visuals.LOOK_SIDE, pictures_only=True, looks=None),
+            [items[i] for i in missing],
+            jobs=workers,
+            progress=False,
+            cluster=cluster,
+        )
+        if missing
+        else []
     )
     look: list[bytes | None] = [None] * len(frame)
     diff: list[bytes | None] = [None] * len(frame)
-    for i, result in zip(wanted, looked, strict=True):
+    for i in wanted:
+        if i in early:
+            look[i], diff[i] = early[i]
+    for i, result in zip(missing, looked, strict=True):
         look[i], diff[i] = result.thumbnail, result.diff_map
     out = frame.copy()
     out[table.LOOK] = pd.Series(look, index=frame.index, dtype=object)

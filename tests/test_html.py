@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import zipfile
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, noisy, smooth_image, write
 
-from reporter import pipeline, table
+from reporter import images, pipeline, table
 from reporter.catalog import METRICS
+from reporter.compare import Looks
 from reporter.config import DEFAULT_LIMITS, Config, Limit
 from reporter.metrics import Reference
 
@@ -126,6 +128,62 @@ def test_the_closer_look_makes_pictures_without_computing_the_metrics_again(
     looked = result.table[table.LOOK].notna()
     assert looked.sum() == 3 and not looked[result.table["file"] == "same.png"].any()
     assert len(compared) == 4  # once per image: the closer look's pass made pictures only
+
+
+def test_flagged_images_get_their_closer_look_while_their_pixels_are_in_memory(
+    tmp_path, monkeypatch
+):
+    """The closer look of an image a fixed limit flags, or one the outlier rule would call
+    an outlier among the images compared before it, is made in the first pass: the image
+    is not decoded again. The first image has nothing to be an outlier of, so its closer
+    look comes from the second pass. The pictures are the same either way."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = smooth_image(0)
+    write(folder / "baseline.png", base)
+    write(folder / "a_odd.png", noisy(base, 0.035, seed=50))  # an outlier, first
+    for i in range(8):
+        write(folder / f"n{i}.png", noisy(base, 0.02, seed=i))
+    write(folder / "o_odd.png", noisy(base, 0.035, seed=51))  # an outlier, after 9 others
+    write(folder / "x_other.png", smooth_image(99))  # past fixed limits
+    loads = []
+    original = images.load
+    monkeypatch.setattr(
+        images, "load", lambda path, **k: loads.append(path.name) or original(path, **k)
+    )
+
+    early = pipeline.run(Config(inputs=(folder,), out=tmp_path / "o", jobs=1)).table
+    reasons = dict(zip(early["file"], early[table.REASONS], strict=True))
+    assert "outlier" in reasons["o_odd.png"] and "limit" not in reasons["o_odd.png"]
+    assert "fail limit" in reasons["x_other.png"]
+    assert sorted(early["file"][early[table.LOOK].notna()]) == [
+        "a_odd.png",
+        "o_odd.png",
+        "x_other.png",
+    ]
+    assert Counter(loads) == Counter(["baseline.png", *early["file"], "a_odd.png"])
+
+    # Without the first pass's looks, every one comes from the second pass: the same bytes.
+    monkeypatch.setattr(pipeline, "_looks", lambda config: Looks((), 0))
+    loads.clear()
+    late = pipeline.run(Config(inputs=(folder,), out=tmp_path / "p", jobs=1)).table
+    assert Counter(loads) == Counter(
+        ["baseline.png", *late["file"], "a_odd.png", "o_odd.png", "x_other.png"]
+    )
+    for column in (table.LOOK, table.LOOK_DIFF):
+        assert early[column].tolist() == late[column].tolist()
+
+
+def test_a_process_makes_at_most_its_budget_of_closer_looks_in_the_first_pass():
+    """Whatever the run, the first pass holds a bounded number of closer looks per process;
+    the outlier guess weighs the values seen so far, from the third on."""
+    looks = Looks((("ssim_64", 0.85),), 2, outliers=("psnr",), z=3.5, floors={"psnr": 0.5})
+    assert [looks.take({"ssim_64": 0.5, "psnr": 30.0}) for _ in range(3)] == [True, True, False]
+
+    looks = Looks((), 5, outliers=("psnr",), z=3.5, floors={"psnr": 0.5})
+    taken = [looks.take({"psnr": v}) for v in (20.0, 40.0, 40.1, 39.9, 40.0, 20.0, float("inf"))]
+    assert taken == [False, False, False, False, False, True, False]
+    assert list(looks.seen["psnr"]) == [20.0, 40.0, 40.1, 39.9, 40.0, 20.0]  # no infinity
 
 
 def test_a_users_template_folder_overrides_one_template(run_dir, tmp_path):
