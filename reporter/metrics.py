@@ -215,17 +215,18 @@ class _Scale:
     """
 
     def __init__(self, planes: list[np.ndarray], c1: float, c2: float):
+        from .kernels import ssim_stats
+
         self.planes = planes
         self.c1, self.c2 = c1, c2
-        c = slice(CROP, -CROP)
         # Per plane, over the cropped map: 2 mu_x, mu_x^2 + C1, sigma_x^2 + C2.
         self.mx2, self.mx_sq_c1, self.sxx_c2 = [], [], []
         for plane in planes:
-            x = plane.astype(_float_type(plane.dtype))
-            mx = _blur(x)[c, c]
-            self.mx2.append(np.ascontiguousarray(2 * mx))
-            self.mx_sq_c1.append(np.ascontiguousarray(mx * mx + c1))
-            self.sxx_c2.append(np.ascontiguousarray(_blur(x * x)[c, c] - mx * mx + c2))
+            ft = _float_type(plane.dtype)
+            taps = _GAUSS[cv2.CV_64F if ft is np.float64 else cv2.CV_32F]
+            stats = ssim_stats(plane, c1, c2, taps, ft)
+            for out, value in zip((self.mx2, self.mx_sq_c1, self.sxx_c2), stats, strict=True):
+                out.append(value)
 
     def compare(
         self, y: list[np.ndarray], w: np.ndarray | None = None
