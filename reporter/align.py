@@ -91,9 +91,35 @@ def factor_for(height: int, width: int) -> int:
 
 
 def _spectrum(grey: np.ndarray, window: np.ndarray) -> np.ndarray:
-    # The half spectrum of a real image, in float32 (numpy >= 2): 3.3 ms for the whole
-    # correlation at 512 x 512 against 5.3 with OpenCV's full complex spectrum.
-    return np.fft.rfft2(grey * window)
+    """The spectrum of a real image in OpenCV's packed CCS layout (float32, the image's
+    shape). The whole correlation at 512 x 512 takes 2.1 ms this way, against 5.8 ms
+    with numpy's half spectrum and 8.3 ms with OpenCV's full complex one."""
+    return cv2.dft(grey * window)
+
+
+def _ccs_magnitude(ccs: np.ndarray) -> np.ndarray:
+    """|z| of every complex value of a CCS-packed spectrum, at each of its places.
+
+    The layout (``cv2.dft`` of a real H x W array): columns 1 .. W - 2 hold (re, im)
+    pairs of every row; column 0, and column W - 1 when W is even, hold the real 1-D
+    spectrum of that column: row 0 real, then (re, im) pairs, then a real last row
+    when H is even."""
+    h, w = ccs.shape
+    out = np.empty_like(ccs)
+    end = w - 1 if w % 2 == 0 else w
+    pairs = np.sqrt(ccs[:, 1:end:2] ** 2 + ccs[:, 2:end:2] ** 2)
+    out[:, 1:end:2] = pairs
+    out[:, 2:end:2] = pairs
+    rows = h - 1 if h % 2 == 0 else h
+    for col in (0, w - 1) if w % 2 == 0 else (0,):
+        column = ccs[:, col]
+        pairs = np.sqrt(column[1:rows:2] ** 2 + column[2:rows:2] ** 2)
+        out[1:rows:2, col] = pairs
+        out[2:rows:2, col] = pairs
+        out[0, col] = abs(column[0])
+        if h % 2 == 0:
+            out[h - 1, col] = abs(column[h - 1])
+    return out
 
 
 def _peak_sum(surface: np.ndarray, x: int, y: int) -> float:
@@ -152,10 +178,10 @@ class Aligner:
     ) -> tuple[float, float, int, int, float, float]:
         """(dx, dy, ix, iy, response, second): the sub-pixel and the whole-pixel peak, its
         response and the strongest other peak's."""
-        cross = _spectrum(grey, window) * np.conj(spectrum)
-        magnitude = np.abs(cross)
+        cross = cv2.mulSpectrums(_spectrum(grey, window), spectrum, 0, conjB=True)
+        magnitude = _ccs_magnitude(cross)
         cross /= magnitude + 1e-12 * (magnitude.max() or 1.0)
-        surface = np.fft.irfft2(cross, s=grey.shape)
+        surface = cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
         h, w = surface.shape
         _, _, _, (x, y) = cv2.minMaxLoc(surface)
         response = _peak_sum(surface, x, y)

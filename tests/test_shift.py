@@ -14,7 +14,7 @@ import pytest
 from conftest import SAMPLES, smooth_image, write
 
 from reporter import pipeline
-from reporter.align import Aligner, compensate
+from reporter.align import Aligner, _ccs_magnitude, compensate
 from reporter.cli import main
 from reporter.compare import NOT_JUDGES, aligned
 from reporter.config import Comparison, Config
@@ -251,3 +251,19 @@ def test_align_says_why_it_did_not_move_an_image():
     values, pixels, valid, note = aligned(ref, image, Shift(0.02, 0.0))
     assert note == "not aligned: moving it back by 0.02 px is too small to move by"
     assert valid is None and pixels is image
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (63, 48), (64, 47), (63, 47), (17, 16)])
+def test_the_packed_spectrum_gives_numpys_phase_correlation(shape):
+    """The correlation surface from OpenCV's packed (CCS) spectra, normalised by
+    _ccs_magnitude, is numpy's float64 phase correlation, for even and odd sides (each
+    parity packs the spectrum differently): every value's magnitude is in its place."""
+    rng = np.random.default_rng(7)
+    a = rng.random(shape).astype(np.float32)
+    b = (np.roll(a, (3, -5), (0, 1)) + 0.5 * rng.random(shape)).astype(np.float32)
+    cross = cv2.mulSpectrums(cv2.dft(a), cv2.dft(b), 0, conjB=True)
+    got = cv2.idft(cross / _ccs_magnitude(cross), flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+    spectrum = np.fft.rfft2(a.astype(np.float64)) * np.conj(np.fft.rfft2(b.astype(np.float64)))
+    expected = np.fft.irfft2(spectrum / np.abs(spectrum), s=shape)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.unravel_index(got.argmax(), shape) == (shape[0] - 3, 5)
