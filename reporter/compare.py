@@ -124,11 +124,14 @@ class Looks:
             if value is None or not math.isfinite(value):
                 continue
             seen = self.seen.setdefault(name, deque(maxlen=self.HISTORY))
+            # A copy, this value last: a Dask worker's threads share this object, and
+            # list() of a deque is one step no other thread can come between.
+            values_seen = [*list(seen), value]
             seen.append(value)
-            if found or self.left <= 0 or len(seen) < self.PREDICT_FROM:
+            if found or self.left <= 0 or len(values_seen) < self.PREDICT_FROM:
                 continue
             m = METRICS[name]
-            scored = m.robust_z(seen, self.floors.get(name, 0.0))
+            scored = m.robust_z(values_seen, self.floors.get(name, 0.0))
             found = scored is not None and m.outlying(scored[0][-1], self.z)
         for name, bound in self.limits:
             value = values.get(name)
@@ -191,7 +194,7 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             result.diff_map = _visual(
                 lambda p: visuals.diff_map(job.baseline_small, p, job.picture_side), shown, result
             )
-            if job.looks is not None and job.looks.take(result.metrics):
+            if job.looks is not None and _take_look(job.looks, result):
                 result.look = _visual(
                     lambda p: visuals.thumbnails(p, visuals.LOOK_SIDE)[0], loaded.pixels, result
                 )
@@ -264,6 +267,16 @@ def aligned(
         why = "made some metric worse" if candidates else "is too small to move by"
         return plain, pixels, None, f"not aligned: moving it back by {size:.2f} px {why}"
     return best
+
+
+def _take_look(looks: Looks, result: ImageResult) -> bool:
+    """``looks.take`` of the result's metrics; a guess that fails is no guess, never an
+    ERROR row (the second pass makes the closer look if the image is flagged)."""
+    try:
+        return looks.take(result.metrics)
+    except Exception:  # noqa: BLE001 - only the guess is lost
+        log.debug("no guess whether %s is flagged", result.path, exc_info=True)
+        return False
 
 
 def _visual(make, pixels: np.ndarray, result: ImageResult) -> bytes | None:

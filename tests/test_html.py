@@ -6,6 +6,8 @@ import base64
 import re
 import shutil
 import subprocess
+import sys
+import threading
 import zipfile
 from collections import Counter
 from html.parser import HTMLParser
@@ -16,9 +18,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, noisy, smooth_image, write
 
-from reporter import images, pipeline, table
+from reporter import images, pipeline, table, visuals
 from reporter.catalog import METRICS
-from reporter.compare import Looks
+from reporter.compare import Input, Job, Looks, compare_file
 from reporter.config import DEFAULT_LIMITS, Config, Limit
 from reporter.metrics import Reference
 
@@ -184,6 +186,55 @@ def test_a_process_makes_at_most_its_budget_of_closer_looks_in_the_first_pass():
     taken = [looks.take({"psnr": v}) for v in (20.0, 40.0, 40.1, 39.9, 40.0, 20.0, float("inf"))]
     assert taken == [False, False, False, False, False, True, False]
     assert list(looks.seen["psnr"]) == [20.0, 40.0, 40.1, 39.9, 40.0, 20.0]  # no infinity
+
+
+def test_the_guess_is_safe_in_threads_and_its_failure_costs_no_row(
+    tmp_path, baseline_img, monkeypatch
+):
+    """A Dask worker's threads share one Looks: many guessing at once never fail, and
+    each value is weighed. A guess that raises is only no guess: the row keeps its
+    metrics and its pictures."""
+    looks = Looks((), 10_000, outliers=("psnr",), z=3.5, floors={"psnr": 0.5})
+    errors = []
+
+    def guess(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for value in rng.normal(30, 1, 300):
+                looks.take({"psnr": float(value)})
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns inside a guess
+    try:
+        threads = [threading.Thread(target=guess, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == [] and len(looks.seen["psnr"]) == Looks.HISTORY
+
+    def broken(self, values):
+        raise RuntimeError("a bug in the guess")
+
+    monkeypatch.setattr(Looks, "take", broken)
+    write(tmp_path / "b.png", baseline_img)
+    write(tmp_path / "i.png", smooth_image(3))
+    ref = Reference(baseline_img)
+    job = Job(
+        ref,
+        images.Geometry.of(baseline_img),
+        10**8,
+        False,
+        baseline_small=visuals.baseline_for_maps(baseline_img),
+        looks=Looks((), 5),
+    )
+    result = compare_file(job, Input(tmp_path / "i.png", "i.png"))
+    assert result.error is None and result.metrics["ssim"] < 1 and result.diff_map
+    assert result.look is None
 
 
 def test_a_users_template_folder_overrides_one_template(run_dir, tmp_path):
