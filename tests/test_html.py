@@ -21,7 +21,7 @@ from conftest import SAMPLES, noisy, smooth_image, write
 from reporter import images, pipeline, table, visuals
 from reporter.catalog import METRICS
 from reporter.compare import Input, Job, Looks, compare_file
-from reporter.config import DEFAULT_LIMITS, Config, Limit
+from reporter.config import DEFAULT_LIMITS, Comparison, Config, Limit
 from reporter.metrics import Reference
 
 EVIL = "<img src=x onerror=alert(1)>.png"
@@ -172,6 +172,41 @@ def test_flagged_images_get_their_closer_look_while_their_pixels_are_in_memory(
     assert Counter(loads) == Counter(
         ["baseline.png", *late["file"], "a_odd.png", "o_odd.png", "x_other.png"]
     )
+    for column in (table.LOOK, table.LOOK_DIFF):
+        assert early[column].tolist() == late[column].tolist()
+
+
+def test_closer_looks_of_the_first_pass_are_the_second_pass_s_with_align_and_a_mask(
+    tmp_path, monkeypatch
+):
+    """With --align and an ignored region, the closer look shows the pixels the metrics
+    saw (moved back, the region dark) whichever pass makes it."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = smooth_image(0)
+    write(folder / "baseline.png", base)
+    for i in range(8):
+        write(folder / f"n{i}.png", noisy(base, 0.02, seed=i))
+    write(folder / "o_moved.png", np.roll(noisy(base, 0.035, seed=51), 3, axis=1))
+    write(folder / "x_other.png", smooth_image(99))
+    comparison = Comparison(align=True, ignore=((0, 0, 40, 30),))
+    loads = []
+    original = images.load
+    monkeypatch.setattr(
+        images, "load", lambda path, **k: loads.append(path.name) or original(path, **k)
+    )
+    early = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o", jobs=1, comparison=comparison)
+    ).table
+    assert Counter(loads) == Counter(["baseline.png", *early["file"]])  # one pass
+    monkeypatch.setattr(pipeline, "_looks", lambda config: Looks((), 0))
+    late = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "p", jobs=1, comparison=comparison)
+    ).table
+    looked = early[table.LOOK].notna()
+    assert sorted(early["file"][looked]) == ["o_moved.png", "x_other.png"]
+    notes = dict(zip(early["file"], early[table.NOTES], strict=True))
+    assert "aligned: moved back" in notes["o_moved.png"]
     for column in (table.LOOK, table.LOOK_DIFF):
         assert early[column].tolist() == late[column].tolist()
 
