@@ -84,7 +84,7 @@ class ImageResult:
     thumbnail: bytes | None = None  # JPEG, longest side Job.picture_side (visuals.py)
     diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
     icon: bytes | None = None  # JPEG, longest side 48 px
-    look: bytes | None = None  # JPEG, LOOK_SIDE: made here when a fixed limit fired (Looks)
+    look: bytes | None = None  # JPEG, LOOK_SIDE: made in this pass when Looks takes the image
     look_diff: bytes | None = None  # its diff map at LOOK_SIDE
 
 

@@ -2,9 +2,9 @@
 
 Where it sits: ``metrics._Scale.compare`` calls :func:`ssim_sums` once per colour
 plane and scale; ``metrics._Scale`` computes the baseline's side with
-:func:`ssim_stats`, by the same steps. Nothing else in the package imports numba, and this module is
-imported only by a process that computes metrics, so ``--help``, the reports and
-the history never pay for it.
+:func:`ssim_stats`, by the same steps. Nothing else in the package imports numba,
+and this module is imported only by a process that computes metrics, so
+``--help``, the reports and the history never pay for it.
 
 Why compiled: SSIM needs three Gaussian-blurred products of the image (y, y^2,
 x*y) and a dozen arithmetic passes over them. With OpenCV each pass goes through
