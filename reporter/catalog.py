@@ -15,10 +15,10 @@ importing ``metrics`` fails when the two disagree.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["METRICS", "Metric"]
 
@@ -120,19 +120,23 @@ class Metric:
             return 0
         return -1 if self.higher_is_better else 1
 
-    def robust_z(self, raw: Sequence[float], floor: float) -> tuple[list[float], float] | None:
+    def robust_z(self, raw: Sequence[float], floor: float) -> tuple[Any, float] | None:
         """The outlier rule's robust z-scores of ``raw`` (finite values) against their own
         median, on the rules' scale, with the spread 1.4826 x MAD but at least ``floor``
-        (metric units, converted at the median); and the median in metric units. None
-        when the spread is 0."""
-        values = [self.to_rule_scale(v) for v in raw]
-        median = statistics.median(values)
-        centre = statistics.median(raw)
-        spread = 1.4826 * statistics.median([abs(v - median) for v in values])
+        (metric units, converted at the median), as a numpy array; and the median in
+        metric units. None when the spread is 0. (numpy is imported here, not above, so
+        that ``--help`` and argument errors do not load it.)"""
+        import numpy as np
+
+        raw = np.asarray(raw, dtype=np.float64)
+        values = np.abs(raw - self.best) ** (1 / 3) if self.transformed else raw
+        median = float(np.median(values))
+        centre = float(np.median(raw))
+        spread = 1.4826 * float(np.median(np.abs(values - median)))
         spread = max(spread, self.rule_floor(floor, centre))
         if spread == 0:
             return None
-        return [(v - median) / spread for v in values], centre
+        return (values - median) / spread, centre
 
     def outlying(self, z: float, beyond: float) -> bool:
         """Whether a robust z-score is past ``beyond`` on the bad side (either, if signed)."""

@@ -108,7 +108,7 @@ def outlier_flags(frame: pd.DataFrame, rule) -> dict[int, list[Flag]]:
         rows = np.flatnonzero(np.isfinite(raw))
         if len(rows) < rule.min_images:
             continue
-        scored = m.robust_z(raw[rows].tolist(), rule.min_spread.get(name, 0.0))
+        scored = m.robust_z(raw[rows], rule.min_spread.get(name, 0.0))
         if scored is None:
             continue
         for i, z in zip(rows, scored[0], strict=True):

@@ -171,7 +171,7 @@ from reporter.metrics import Reference
 
 dtype = sys.argv[1]
 kernels.warm(dtype)
-dispatchers = (kernels._ssim_sums, kernels._halve, kernels._block_means)
+dispatchers = (kernels._ssim_sums, kernels._stats, kernels._halve, kernels._block_means)
 
 
 def loads():
