@@ -113,7 +113,11 @@ def _noise(pixels: np.ndarray, colour: np.ndarray, data_range: float, valid) -> 
 
 def plane(bg: Background, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An image of ``shape`` filled with the background colour (made once per baseline)."""
-    return np.broadcast_to(np.array(bg.colour).round().astype(dtype), shape).copy()
+    colour = np.array(bg.colour).round().astype(dtype)
+    # One row first, then the rows: a copy whose innermost run is a whole row (0.1 ms at
+    # 1024 px), not the three channels of one pixel (6.3 ms).
+    row = np.broadcast_to(colour, shape[1:]).copy()
+    return np.broadcast_to(row, shape).copy()
 
 
 def distance(pixels: np.ndarray, bg_plane: np.ndarray) -> np.ndarray:

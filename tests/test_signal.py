@@ -225,3 +225,18 @@ def test_the_background_follows_its_definition(kind):
         colour, noise = _background_by_definition(img, top, valid)
         assert bg.colour == colour
         assert bg.noise == pytest.approx(noise, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype", [((37, 53, 3), np.uint8), ((37, 53), np.uint8), ((20, 31, 3), np.uint16)]
+)
+def test_the_background_plane_is_the_colour_everywhere(shape, dtype):
+    """The plane is made a row at a time (a copy whose runs are whole rows): every pixel
+    still holds the rounded background colour, in a C-contiguous array of the pixels'
+    type."""
+    colour = (12.4, 200.5, 99.6)[: shape[2] if len(shape) == 3 else 1]
+    plane = signal.plane(signal.Background(colour, 0.0, 255.0), shape, np.dtype(dtype))
+    expected = np.empty(shape, dtype)
+    expected[...] = np.round(np.array(colour)).astype(dtype)
+    assert plane.dtype == dtype and plane.flags.c_contiguous and plane.flags.writeable
+    np.testing.assert_array_equal(plane, expected)
