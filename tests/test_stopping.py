@@ -135,6 +135,24 @@ def _hook_module() -> str:
     return sys.excepthook.__module__
 
 
+def _pillow_plugins_loaded() -> bool:
+    return {"PIL.PngImagePlugin", "PIL.JpegImagePlugin"} <= set(sys.modules)
+
+
+def test_workers_start_with_pillows_plugins_loaded():
+    """The fork server loads Pillow's format plugins (7 ms) once: a worker's first image
+    does not pay for them."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from reporter.compare import _pool_context
+
+    context = _pool_context()
+    if context.get_start_method() != "forkserver":
+        pytest.skip("workers are spawned, not forked from a fork server")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        assert pool.submit(_pillow_plugins_loaded).result(timeout=60)
+
+
 def test_workers_start_with_the_quiet_start_up_hook():
     """A worker that fails in multiprocessing's own start-up while the run is being
     stopped must not print a traceback after the run's last line (seen once in 15
