@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import images, visuals
+from . import heap, images, visuals
 from .align import Shift, compensate
 from .metrics import METRICS, Reference
 
@@ -346,6 +346,7 @@ def worker_started(parent: int) -> None:
     _watch(parent)
     quiet_opencv()
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would compete
+    heap.keep_freed()  # each image reuses the memory the one before it freed
 
 
 def _init_worker(job: Job, parent: int) -> None:
@@ -500,7 +501,7 @@ def compare_all(
         if cluster is not None:
             return cluster.map(job, items, bar, died=_died)
         if jobs <= 1 or len(items) <= 1:
-            with _opencv_threads(1):
+            with _opencv_threads(1), heap.kept():
                 for i, item in enumerate(items):
                     results[i] = compare_file(job, item)
                     bar.update()

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .. import compare, hashes, images, visuals
+from .. import compare, hashes, heap, images, visuals
 from ..embedding import DIMENSIONS, cache_folder
 
 __all__ = [
@@ -296,7 +296,8 @@ def gather(
             )
     else:
         _init()
-        done = [_compute(w) for w in work]
+        with heap.kept():
+            done = [_compute(w) for w in work]
     for i, features in zip(todo, done, strict=True):
         out[i] = features
     cache.put(done)
