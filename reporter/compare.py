@@ -112,8 +112,8 @@ class Looks:
     seen: dict[str, deque] = field(default_factory=dict)
 
     PREDICT_FROM = 3  # the rule's own smallest min_images
-    HISTORY = 200  # the latest values the guess weighs, per metric (each guess costs
-    # about 0.65 ms at 200 and six metrics, 1 ms at 1,000, 3.7 ms in pure Python)
+    HISTORY = 200  # the latest values the guess weighs, per metric (a guess of the
+    # nine metrics of a dense baseline costs 0.25 ms at 200 values, 0.79 with np.median)
 
     def take(self, values: dict[str, float] | None) -> bool:
         """Whether to make the closer look of an image with these metric ``values``."""
