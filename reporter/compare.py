@@ -170,8 +170,10 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes, data=item.data
         )
         result.width, result.height = loaded.width, loaded.height
+        halved = None  # the image's halvings, shared by its pictures (visuals.Halvings)
         if job.baseline_small is not None:
-            made = _visual(lambda p: visuals.thumbnails(p, job.picture_side), loaded.pixels, result)
+            halved = visuals.Halvings(loaded.pixels)
+            made = _visual(lambda p: visuals.thumbnails(p, job.picture_side), halved, result)
             result.thumbnail, result.icon = made or (None, None)
         pixels, result.notes = images.conform(loaded, job.geometry, strict_size=job.strict_size)
         ref = job.reference
@@ -192,12 +194,15 @@ def compare_file(job: Job, item: Input) -> ImageResult:
                 result.metrics = ref.compare(pixels, shift=shift)
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
+            # Not moved, resized nor masked: the thumbnail's halvings; else its own, shared
+            # by the two diff maps.
+            shown = halved if shown is loaded.pixels else visuals.Halvings(shown)
             result.diff_map = _visual(
                 lambda p: visuals.diff_map(job.baseline_small, p, job.picture_side), shown, result
             )
             if job.looks is not None and _take_look(job.looks, result):
                 result.look = _visual(
-                    lambda p: visuals.thumbnails(p, visuals.LOOK_SIDE)[0], loaded.pixels, result
+                    lambda p: visuals.thumbnails(p, visuals.LOOK_SIDE)[0], halved, result
                 )
                 result.look_diff = _visual(
                     lambda p: visuals.diff_map(job.baseline_small, p, visuals.LOOK_SIDE),
@@ -280,7 +285,7 @@ def _take_look(looks: Looks, result: ImageResult) -> bool:
         return False
 
 
-def _visual(make, pixels: np.ndarray, result: ImageResult) -> bytes | None:
+def _visual(make, pixels: np.ndarray | visuals.Halvings, result: ImageResult) -> bytes | None:
     """A picture for the reports; failing to make one never costs the row its metrics."""
     try:
         return make(pixels)

@@ -20,6 +20,8 @@ scale keeps maps comparable from row to row.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import cv2
 import numpy as np
 
@@ -31,6 +33,7 @@ __all__ = [
     "diff_map",
     "encode",
     "fit",
+    "Halvings",
     "ICON_QUALITY",
     "ICON_SIDE",
     "IGNORED_COLOUR",
@@ -64,29 +67,60 @@ def fit(width: int, height: int, side: int = THUMB_SIDE) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _area(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+class Halvings:
+    """An image in 8 bits and its exact 2 x 2 halvings, each made once and kept.
+
+    Every picture of an image starts by halving it (:func:`_area`): its thumbnail
+    (1024 -> 512 -> 256 px, then 200), its closer look (512) and its diff map (on to
+    64). Made from one ``Halvings``, they share those steps instead of each halving
+    the full image again: 0.38 ms of the diff map's 0.42 ms reduction at 1024 px.
+    Any function here that takes pixels also takes a ``Halvings`` of them.
+    """
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.shape = pixels.shape
+
+    @cached_property
+    def levels(self) -> list[np.ndarray]:
+        """The image in 8 bits, then each halving made so far."""
+        return [hashes.to_8bit(self.pixels)]
+
+    def towards(self, size: tuple[int, int]) -> np.ndarray:
+        """The last exact halving that is still at least ``size`` (width, height): halved
+        while at least twice as large and even."""
+        i = 0
+        while True:
+            out = self.levels[i]
+            h, w = out.shape[:2]
+            if not (w >= 2 * size[0] and h >= 2 * size[1] and h % 2 == 0 and w % 2 == 0):
+                return out
+            if i + 1 == len(self.levels):
+                self.levels.append(cv2.resize(out, (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+            i += 1
+
+
+def _halvings(pixels: np.ndarray | Halvings) -> Halvings:
+    return pixels if isinstance(pixels, Halvings) else Halvings(pixels)
+
+
+def _area(pixels: np.ndarray | Halvings, size: tuple[int, int]) -> np.ndarray:
     """``pixels`` area-averaged to ``size`` (width, height): halved by exact 2 x 2 means
     while they are at least twice as large and even, then one area resize, as Pillow's
     ``thumbnail`` reduces before it resamples. OpenCV's 2 x 2 means are vectorised, its
     fractional area resize is not: 1024 to 200 px took 4.4 ms in one step, 0.8 in three.
     A picture for the eye only; no metric is computed from it."""
-    out = pixels
-    while (
-        out.shape[1] >= 2 * size[0]
-        and out.shape[0] >= 2 * size[1]
-        and out.shape[0] % 2 == 0
-        and out.shape[1] % 2 == 0
-    ):
-        out = cv2.resize(out, (out.shape[1] // 2, out.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    out = _halvings(pixels).towards(size)
     if size != (out.shape[1], out.shape[0]):
         out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
     return out
 
 
-def small(pixels: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+def small(pixels: np.ndarray | Halvings, side: int = THUMB_SIDE) -> np.ndarray:
     """An 8-bit, area-averaged copy that fits in ``side`` px."""
-    out = hashes.to_8bit(pixels)
-    return _area(out, fit(out.shape[1], out.shape[0], side))
+    source = _halvings(pixels)
+    h, w = source.shape[:2]
+    return _area(source, fit(w, h, side))
 
 
 def encode(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -112,7 +146,7 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
 
 
 def thumbnail(
-    pixels: np.ndarray, ignored: np.ndarray | None = None, side: int = THUMB_SIDE
+    pixels: np.ndarray | Halvings, ignored: np.ndarray | None = None, side: int = THUMB_SIDE
 ) -> bytes:
     """JPEG of the image, longest side ``side`` px; with ``ignored`` (the valid-pixel mask
     of masks.py), the ignored regions hatched and outlined in cyan."""
@@ -122,7 +156,7 @@ def thumbnail(
     return encode(out)
 
 
-def thumbnails(pixels: np.ndarray, side: int = THUMB_SIDE) -> tuple[bytes, bytes]:
+def thumbnails(pixels: np.ndarray | Halvings, side: int = THUMB_SIDE) -> tuple[bytes, bytes]:
     """The thumbnail (longest side ``side``) and the 48-px icon, the icon made from the
     thumbnail's pixels (one full-size resize, not two)."""
     out = small(pixels, side)
@@ -147,9 +181,10 @@ def _hatch(thumb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _map_scale(pixels: np.ndarray) -> np.ndarray:
+def _map_scale(pixels: np.ndarray | Halvings) -> np.ndarray:
     """An area-averaged 8-bit copy whose smaller side is about MAP_SIDE px."""
-    out = hashes.to_8bit(pixels)
+    source = _halvings(pixels)
+    out = source.levels[0]
     h, w = out.shape[:2]
     scale = min(1.0, MAP_SIDE / min(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -157,13 +192,15 @@ def _map_scale(pixels: np.ndarray) -> np.ndarray:
         return out
     f = w // size[0]
     if (w, h) == (size[0] * f, size[1] * f) and f & (f - 1) == 0:
-        return _area(out, size)  # halvings only: the same block means, vectorised
+        return _area(source, size)  # halvings only: the same block means, vectorised
     # The SSIM map's input: one area resize, whose footprints are the exact blocks (a
     # last fractional step after halvings blurs small changes such as a new timestamp).
     return cv2.resize(out, size, interpolation=cv2.INTER_AREA)
 
 
-def diff_map(baseline_small: np.ndarray, image: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+def diff_map(
+    baseline_small: np.ndarray, image: np.ndarray | Halvings, side: int = THUMB_SIDE
+) -> bytes:
     """JPEG of 1 - SSIM at 64-px scale, the size of the image's thumbnail (``side``).
 
     ``baseline_small`` is the baseline at map scale (:func:`_map_scale`, once per

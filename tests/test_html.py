@@ -644,6 +644,47 @@ def test_the_diff_maps_input_halves_only_when_the_blocks_stay_exact(monkeypatch)
     assert sizes == [(85, 64)]
 
 
+@pytest.mark.parametrize("ignored", [False, True])
+def test_an_images_pictures_share_one_set_of_halvings(monkeypatch, tmp_path, ignored):
+    """The thumbnail, the icon, the closer look and the diff maps of an image start from
+    the same halvings (visuals.Halvings): the full-size image is halved once, not once
+    per picture, and every picture is the one made from the pixels alone. With an
+    ignored region the maps are made from other pixels (the baseline's there), so from
+    their own halvings."""
+    base = smooth_image(4, (1024, 1024, 3))
+    image = noisy(base, 30)
+    write(tmp_path / "i.png", image)
+    valid = np.ones((1024, 1024), bool)
+    valid[:20, :60] = not ignored
+    ref = Reference(base, valid)
+    job = Job(
+        ref,
+        images.Geometry.of(base),
+        10**8,
+        False,
+        baseline_small=visuals.baseline_for_maps(base),
+        looks=Looks((("ssim", 1.01),), 5),  # every image gets its closer look
+    )
+    full = []
+    real = cv2.resize
+
+    def resize(src, size, **kw):
+        if src.shape == (1024, 1024, 3) and kw.get("interpolation") == cv2.INTER_AREA:
+            full.append(tuple(size))  # a picture's first step from the full-size image
+        return real(src, size, **kw)
+
+    monkeypatch.setattr(cv2, "resize", resize)
+    result = compare_file(job, Input(tmp_path / "i.png", "i.png"))
+    monkeypatch.setattr(cv2, "resize", real)
+    assert result.error is None and result.look is not None
+    assert [s for s in full if s == (512, 512)] == [(512, 512)] * (2 if ignored else 1)
+    shown = ref.masked(image)[0]
+    assert (result.thumbnail, result.icon) == visuals.thumbnails(image)
+    assert result.look == visuals.thumbnails(image, visuals.LOOK_SIDE)[0]
+    assert result.diff_map == visuals.diff_map(job.baseline_small, shown)
+    assert result.look_diff == visuals.diff_map(job.baseline_small, shown, visuals.LOOK_SIDE)
+
+
 def test_a_worker_of_the_closer_looks_prepares_no_statistics(monkeypatch):
     """The closer look's pass makes pictures only: its workers do not compute the
     baseline's statistics (about 20 float32 copies of it: 264 MB and 0.85 s at 2048 px),
