@@ -64,11 +64,45 @@ def _shrink_both(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sums = np.add.reduceat(
         by_rows.reshape(32, w, c), np.arange(0, w, fx), axis=1, dtype=np.int64
     )  # 32 x 32 x c
-    sums8 = sums.reshape(8, 4, 8, 4, c).sum(axis=(1, 3))
-    small, small8 = _means(sums, fy * fx), _means(sums8, 16 * fy * fx)
-    if img.ndim == 2:
+    return _copies(sums, fy * fx, img.ndim == 2)
+
+
+def _copies(sums: np.ndarray, area: int, grey: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The 32 x 32 and 8 x 8 copies from the 32 x 32 x c block sums of an 8-bit image
+    whose blocks hold ``area`` pixels each."""
+    sums8 = sums.reshape(8, 4, 8, 4, sums.shape[2]).sum(axis=(1, 3))
+    small, small8 = _means(sums, area), _means(sums8, 16 * area)
+    if grey:
         return small[:, :, 0], small8[:, :, 0]
     return small, small8
+
+
+def both_from_means(
+    planes: list[np.ndarray], k: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`both` of an 8-bit ``height`` x ``width`` image, from its 2^k x 2^k block
+    means (``planes``: one per channel, level ``k`` of the MS-SSIM pyramid, which the
+    metrics have made already); None unless each 32 x 32 block is whole cells of it.
+
+    The same hashes, bit for bit: a cell's mean times its 4^k pixels is its exact
+    integer sum (the pyramid's float32 means are exact below 2^24 / 255 pixels per
+    cell), and the blocks' sums are sums of those. 0.28 ms instead of 0.53 at 1024 px,
+    where :func:`both` reads the full image once more."""
+    cell = 2**k
+    if height % 32 or width % 32 or (height // 32) % cell or (width // 32) % cell:
+        return None
+    if 255 * cell * cell >= 2**24:  # the means would no longer be exact
+        return None
+    fy, fx = height // 32 // cell, width // 32 // cell
+    means = np.stack(planes, axis=-1)  # (height / cell) x (width / cell) x c
+    if means.shape[:2] != (32 * fy, 32 * fx):
+        return None
+    # Each cell's sum, a whole number below 2^24: exact in float32; the blocks' sums
+    # (which may pass 2^24) in float64, exact.
+    cells = (means * np.float32(cell * cell)).reshape(32, fy, 32, fx, len(planes))
+    sums = cells.sum(axis=(1, 3), dtype=np.float64)
+    small, small8 = _copies(sums, fy * fx * cell * cell, len(planes) == 1)
+    return cv2.img_hash.averageHash(small8), cv2.img_hash.pHash(small)
 
 
 def both(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

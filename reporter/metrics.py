@@ -527,7 +527,16 @@ class Pair:
 
     @cached_property
     def hash_pair(self) -> tuple[np.ndarray, np.ndarray]:
-        """The image's (average hash, perceptual hash)."""
+        """The image's (average hash, perceptual hash): from the deepest level of the
+        pyramid the SSIM metrics made (``hashes.both_from_means``) when it holds whole
+        hash blocks of an 8-bit image, else from the pixels."""
+        if self.image.dtype == np.uint8:
+            h, w = self.image.shape[:2]
+            for k in sorted(self._y, reverse=True):
+                if k > 0:
+                    found = hashes.both_from_means(self._y[k], k, h, w)
+                    if found is not None:
+                        return found
         return hashes.both(self.image)
 
     @cached_property

@@ -381,3 +381,36 @@ def test_an_image_is_shrunk_once_for_both_hashes(monkeypatch):
     ref = Reference(base)
     ref.compare(base[::-1].copy(), ["ahash", "phash"])
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1024, 1024, 3), (512, 2048), (4096, 512, 3), (640, 480, 3), (768, 1024, 3), (96, 64, 3)],
+)
+def test_hashes_from_the_pyramid_are_the_pixels_hashes(monkeypatch, shape):
+    """A compared image's hashes come from the deepest pyramid level the SSIM metrics
+    made when it holds whole hash blocks (hashes.both_from_means): bit for bit the
+    hashes of its pixels, on noise and on smooth pictures; other sizes (640 x 480,
+    whose blocks are 20 x 15 px) fall back to the pixels."""
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 256, shape, dtype=np.uint8)
+    ref = Reference(base)
+    real = hashes.both
+    used = []
+    whole = shape[0] % 64 == 0 and shape[1] % 64 == 0  # 32 blocks of 2 x 2 px at least
+    for smooth in (False, True):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        if smooth:
+            img = cv2.GaussianBlur(img, (0, 0), 3)
+        want = real(img)
+        pair = metrics.Pair(ref, img)
+        pair.scores(ref.ms_ssim_scales - 1)  # the pyramid the SSIM metrics make
+        monkeypatch.setattr(hashes, "both", lambda px: used.append(1) or real(px))
+        got = pair.hash_pair
+        monkeypatch.setattr(hashes, "both", real)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert used == ([] if whole else [1, 1])
+    direct = hashes.both_from_means([np.full((32, 32), 0.25, np.float32)], 5, 1024, 1024)
+    assert direct is not None  # 1024 / 32: one level-5 cell per block
+    assert hashes.both_from_means([np.zeros((15, 20), np.float32)], 5, 480, 640) is None
