@@ -219,13 +219,13 @@ class _Scale:
 
         self.planes = planes
         self.c1, self.c2 = c1, c2
-        # Per plane, over the cropped map: 2 mu_x, mu_x^2 + C1, sigma_x^2 + C2.
-        self.mx2, self.mx_sq_c1, self.sxx_c2 = [], [], []
+        # Per plane, over the cropped map: 2 mu_x and sigma_x^2 + C2.
+        self.mx2, self.sxx_c2 = [], []
         for plane in planes:
             ft = _float_type(plane.dtype)
             taps = _GAUSS[cv2.CV_64F if ft is np.float64 else cv2.CV_32F]
             stats = ssim_stats(plane, c1, c2, taps, ft)
-            for out, value in zip((self.mx2, self.mx_sq_c1, self.sxx_c2), stats, strict=True):
+            for out, value in zip((self.mx2, self.sxx_c2), stats, strict=True):
                 out.append(value)
 
     def compare(
@@ -244,10 +244,8 @@ class _Scale:
         taps = _GAUSS[cv2.CV_64F if self.mx2[0].dtype == np.float64 else cv2.CV_32F].ravel()
         sums = np.array(
             [
-                ssim_sums(x, y_plane, m2, mq, sx, w, self.c1, self.c2, taps)
-                for x, y_plane, m2, mq, sx in zip(
-                    self.planes, y, self.mx2, self.mx_sq_c1, self.sxx_c2, strict=True
-                )
+                ssim_sums(x, y_plane, m2, sx, w, self.c1, self.c2, taps)
+                for x, y_plane, m2, sx in zip(self.planes, y, self.mx2, self.sxx_c2, strict=True)
             ]
         )
         n = self.mx2[0].size if w is None else float(w.sum(dtype=np.float64))
