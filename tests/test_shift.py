@@ -242,6 +242,31 @@ def test_compensation_leaves_out_what_came_from_outside():
     assert ref.compare(back, valid=valid)["ssim"] > ref.compare(back)["ssim"]
 
 
+@pytest.mark.parametrize(
+    "dx, dy",
+    [(0.3, -0.2), (-2.7, 1.4), (5, -3), (0, 0.5), (-0.5, 0), (150.2, 1), (-159.5, 0), (160, 0)],
+)
+def test_the_residual_of_a_move_is_the_mean_over_the_pixels_that_stay_inside(dx, dy):
+    """The "better once moved back" test compares the mean absolute difference over the
+    pixels a move keeps inside: the mean over a rectangle of slices is the mean under
+    compensate's mask (but for OpenCV's order of summing: 1e-9 at most), and a move
+    that keeps nothing inside has no residual."""
+    base = smooth_image(4, (120, 160))
+    aligner = Aligner(base)
+    smooth = cv2.GaussianBlur(shifted(base, 2, 1).astype(np.float32), (0, 0), 1.0)
+    moved, valid = compensate(smooth, dx, dy)
+    got = aligner._residual(smooth, dx, dy)
+    if not valid.any():
+        assert got == math.inf
+    else:
+        mask = valid.astype(np.uint8)
+        assert got == pytest.approx(cv2.mean(cv2.absdiff(moved, aligner.smooth), mask)[0], 1e-9)
+    h, w = valid.shape
+    rows = [r for r in range(h) if 0 <= r + dy <= h - 1]
+    cols = [c for c in range(w) if 0 <= c + dx <= w - 1]
+    assert valid.sum() == len(rows) * len(cols)  # compensate keeps what reads inside
+
+
 def test_align_says_why_it_did_not_move_an_image():
     base = photo()
     ref = Reference(base)
