@@ -1,4 +1,4 @@
-"""Imported only in the fork server that starts the workers (``compare._pool_context``).
+"""Imported only in the fork server that starts the workers (``pool.context``).
 
 A worker forked while the run is being stopped (SIGTERM, SIGHUP, SIGKILL) can
 fail in multiprocessing's own start-up, before any reporter code runs: its

@@ -18,7 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
+from . import __version__, pool
 from .catalog import METRICS
 from .config import (
     BASELINE_FIRST,
@@ -610,7 +610,7 @@ def _command(args: argparse.Namespace) -> int:
             return _fail(exc)
     try:
         config = config_from_args(args)
-        _start_workers_early(config)
+        pool.start_early(config)  # before the pipeline's imports, so that it starts meanwhile
         from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
 
         result = run(config)
@@ -622,50 +622,6 @@ def _command(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stdout.write(result.summary)
     return result.exit_code
-
-
-EARLY_LOOK = 10_000  # directory entries at most that the guess below reads
-
-
-def _start_workers_early(config: Config) -> None:
-    """Start the workers' fork server before the pipeline's imports (pandas, openpyxl,
-    jinja2: about 0.8 s) when the run looks large enough to want workers, so that the
-    server imports and loads the compiled kernels meanwhile, not after.
-
-    A guess from the baseline's header (given, or the file named baseline as
-    ``inputs.choose_baseline`` finds it, or the first image) and the number of image
-    files among the first EARLY_LOOK entries of each input folder (one level):
-    ``pipeline._prepare`` decides for good, and starts the server then if the guess
-    said no. A wrong yes costs another core about a second of CPU.
-    """
-    if config.scheduler or config.jobs == 1:
-        return
-    try:
-        from .compare import start_workers
-        from .images import is_image, peek
-
-        files = []
-        for given in config.inputs:
-            if given.is_file():
-                files.append(given)
-            elif given.is_dir():
-                with os.scandir(given) as entries:
-                    for n, entry in enumerate(entries):
-                        if n >= EARLY_LOOK:
-                            break
-                        if not entry.name.startswith(".") and is_image(Path(entry.name)):
-                            files.append(Path(entry.path))
-        if not files:
-            return
-        named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
-        width, height, mode = peek(config.baseline or (named or sorted(files))[0])
-        count = len(files) - (config.baseline is None)
-        wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
-        start_workers(
-            config.effective_jobs(count, width * height), count, "uint16" if wide else "uint8"
-        )
-    except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
-        return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import select
 import signal
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from . import heap, images, visuals
 from .align import Shift, compensate
 from .metrics import METRICS, Reference
+from .pool import context as pool_context
 
 __all__ = [
     "aligned",
@@ -49,8 +49,6 @@ __all__ = [
     "process_alive",
     "PROGRESS_MIN_IMAGES",
     "quiet_opencv",
-    "QUIET_TRACKER",
-    "start_workers",
 ]
 
 log = logging.getLogger("reporter")
@@ -378,41 +376,6 @@ def _opencv_threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(saved)
 
 
-QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """A clean process for each worker, never a fork of this one.
-
-    A forked child inherits OpenCV's thread pool in whatever state the parent
-    left it and can deadlock on its first parallel call (seen as a hang as soon
-    as the parent had blurred a large image). The fork server is a fresh
-    interpreter that imports reporter once; workers fork from it quickly.
-    """
-    # After a SIGKILL of this process, the resource tracker removes the pool's
-    # semaphores and says so on the caller's stderr; the removal is its job, the
-    # two-line warning is noise. It takes its warning options from this process.
-    if QUIET_TRACKER not in sys.warnoptions:
-        sys.warnoptions.append(QUIET_TRACKER)
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["reporter.compare", "reporter._forkserver"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def start_workers(jobs: int, count: int, pixel_type: str = "uint8") -> None:
-    """Start the fork server now, so that it imports (and loads the compiled kernels for
-    ``pixel_type``) while the baseline is prepared."""
-    if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
-        _pool_context()
-        from multiprocessing import forkserver
-
-        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type  # read by reporter._forkserver
-        forkserver.ensure_running()
-
-
 MAX_WORKER_DEATHS = 5  # past this, something is wrong with the machine, not with an image
 
 
@@ -425,7 +388,7 @@ def _pool_pass(
     lost: list[int] = []
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(indices)),
-        mp_context=_pool_context(),
+        mp_context=pool_context(),
         initializer=init,
         initargs=initargs,
     )

@@ -26,17 +26,12 @@ from . import native
 __all__ = [
     "conform",
     "Geometry",
-    "IMAGE_EXTENSIONS",
     "ImageLoadError",
-    "is_image",
     "load",
     "LoadedImage",
-    "peek",
 ]
 
 log = logging.getLogger("reporter")
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
 # EXIF orientation -> the operation that turns the stored pixels upright
 # (the same table as Pillow's ImageOps.exif_transpose).
@@ -71,10 +66,6 @@ class LoadedImage:
         return self.pixels.shape[0]
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _header(data: bytes) -> tuple[str, int, int, int] | None:
     """(format, width, height, EXIF orientation) from the header alone.
 
@@ -91,20 +82,6 @@ def _header(data: bytes) -> tuple[str, int, int, int] | None:
             return None
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageLoadError(f"corrupt image header: {exc}") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
-
-
-def peek(path: Path) -> tuple[int, int, str]:
-    """(width, height, Pillow mode) from the file's header only, whatever its size (no
-    decompression-bomb warning: the pixel limit is checked when the run loads it).
-    Raises OSError, ValueError or SyntaxError when Pillow cannot read the header."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            with Image.open(path) as im:
-                return im.width, im.height, im.mode
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 

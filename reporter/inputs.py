@@ -13,11 +13,10 @@ import logging
 import os
 from pathlib import Path
 
-from . import images
 from .compare import Input
 from .config import Config
 from .errors import ReporterError
-from .names import shown
+from .names import IMAGE_EXTENSIONS, is_image, shown
 from .record import SkippedFile
 
 __all__ = ["choose_baseline", "discover"]
@@ -87,12 +86,12 @@ def discover(
                     skipped.append(SkippedFile(str(path), "not a regular file"))
                     log.warning("skipped %s: not a regular file", path)
                     continue
-                if not images.is_image(path):
+                if not is_image(path):
                     skipped.append(SkippedFile(str(path), "not an image file extension"))
                     log.info(
                         "skipped %s: not an image (%s)",
                         path,
-                        ", ".join(sorted(images.IMAGE_EXTENSIONS)),
+                        ", ".join(sorted(IMAGE_EXTENSIONS)),
                     )
                     continue
                 add(path, rel.as_posix())

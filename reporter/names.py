@@ -10,8 +10,12 @@ UTF-8 output can encode. It is shown with U+FFFD (``Probe_M\ufffdller.png``, the
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 __all__ = [
     "FORMULA_STARTS",
+    "IMAGE_EXTENSIONS",
+    "is_image",
     "printable",
     "shown",
     "stored",
@@ -20,6 +24,13 @@ __all__ = [
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """Text a spreadsheet may run as a formula when a cell starts with it (OWASP)."""
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+"""The file names a folder's images are found by (``inputs.discover``)."""
+
+
+def is_image(path: PurePath) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def _raw(text: str) -> bytes:

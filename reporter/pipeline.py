@@ -32,8 +32,8 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from . import executor, flags, images, masks, outputs, table, visuals
-from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv, start_workers
+from . import executor, flags, images, masks, outputs, pool, table, visuals
+from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
 from .errors import ReporterError
 from .inputs import choose_baseline, discover
@@ -299,7 +299,7 @@ def _prepare(
     h, w = baseline.pixels.shape[:2]
     workers = config.effective_jobs(count, h * w) if local else 0  # 0: a Dask cluster's
     if local:
-        start_workers(workers, count, baseline.pixels.dtype.name)
+        pool.start(workers, count, baseline.pixels.dtype.name)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
     valid = masks.build(w, h, ignored, config.comparison.mask)
     try:

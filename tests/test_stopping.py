@@ -144,9 +144,9 @@ def test_workers_start_with_pillows_plugins_loaded():
     does not pay for them."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from reporter.compare import _pool_context
+    from reporter.pool import context as pool_context
 
-    context = _pool_context()
+    context = pool_context()
     if context.get_start_method() != "forkserver":
         pytest.skip("workers are spawned, not forked from a fork server")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
@@ -159,9 +159,9 @@ def test_workers_start_with_the_quiet_start_up_hook():
     SIGHUPs by benchmarks/kills.py)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from reporter.compare import _pool_context
+    from reporter.pool import context as pool_context
 
-    context = _pool_context()
+    context = pool_context()
     if context.get_start_method() != "forkserver":
         pytest.skip("workers are spawned, not forked from a fork server")
     with ProcessPoolExecutor(1, mp_context=context) as pool:

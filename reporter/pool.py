@@ -1,0 +1,119 @@
+"""The worker processes' fork server: chosen here, and started as early as a run can tell
+it will want workers.
+
+Light on purpose (the standard library and Pillow's header reader): the command line
+starts the server before its own heavy imports, so that the server's start (importing
+OpenCV and numba, and loading the compiled kernels: about 0.75 s on the benchmark's
+2-core VM) overlaps the command's (OpenCV, numba, pandas, openpyxl, jinja2: about 0.6 s)
+instead of following them. Started after them, as it was, the pool waited 0.28 s for it
+in a 40-image ``--jobs 2`` run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .names import is_image
+
+__all__ = [
+    "context",
+    "EARLY_LOOK",
+    "peek",
+    "QUIET_TRACKER",
+    "start",
+    "start_early",
+]
+
+QUIET_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
+def context() -> multiprocessing.context.BaseContext:
+    """A clean process for each worker, never a fork of this one.
+
+    A forked child inherits OpenCV's thread pool in whatever state the parent
+    left it and can deadlock on its first parallel call (seen as a hang as soon
+    as the parent had blurred a large image). The fork server is a fresh
+    interpreter that imports reporter once; workers fork from it quickly.
+    """
+    # After a SIGKILL of this process, the resource tracker removes the pool's
+    # semaphores and says so on the caller's stderr; the removal is its job, the
+    # two-line warning is noise. It takes its warning options from this process.
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["reporter.compare", "reporter._forkserver"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def start(jobs: int, count: int, pixel_type: str = "uint8") -> None:
+    """Start the fork server now, so that it imports (and loads the compiled kernels for
+    ``pixel_type``) while this process goes on. Nothing when the run wants no workers,
+    or when the server already runs."""
+    if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+        context()
+        from multiprocessing import forkserver
+
+        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type  # read by reporter._forkserver
+        forkserver.ensure_running()
+
+
+def peek(path: Path) -> tuple[int, int, str]:
+    """(width, height, Pillow mode) from the file's header only, whatever its size (no
+    decompression-bomb warning: the pixel limit is checked when the run loads it).
+    Raises OSError, ValueError or SyntaxError when Pillow cannot read the header."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.width, im.height, im.mode
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+EARLY_LOOK = 10_000  # directory entries at most that the guess below reads
+
+
+def start_early(config) -> None:
+    """Start the fork server before the command's heavy imports when the run looks large
+    enough to want workers (``config``: a ``config.Config``).
+
+    A guess from the baseline's header (given, or the file named baseline as
+    ``inputs.choose_baseline`` finds it, or the first image) and the number of image
+    files among the first EARLY_LOOK entries of each input folder (one level):
+    ``pipeline._prepare`` decides for good, and starts the server then if the guess
+    said no. A wrong yes costs another core about a second of CPU.
+    """
+    if config.scheduler or config.jobs == 1:
+        return
+    try:
+        files = []
+        for given in config.inputs:
+            if given.is_file():
+                files.append(given)
+            elif given.is_dir():
+                with os.scandir(given) as entries:
+                    for n, entry in enumerate(entries):
+                        if n >= EARLY_LOOK:
+                            break
+                        if not entry.name.startswith(".") and is_image(Path(entry.name)):
+                            files.append(Path(entry.path))
+        if not files:
+            return
+        named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
+        width, height, mode = peek(config.baseline or (named or sorted(files))[0])
+        count = len(files) - (config.baseline is None)
+        wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
+        start(config.effective_jobs(count, width * height), count, "uint16" if wide else "uint8")
+    except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
+        return
