@@ -610,10 +610,10 @@ def _command(args: argparse.Namespace) -> int:
             return _fail(exc)
     try:
         config = config_from_args(args)
-        pool.start_early(config)  # before the pipeline's imports, so that it starts meanwhile
+        early = pool.start_early(config)  # before the pipeline's imports: it starts meanwhile
         from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
 
-        result = run(config)
+        result = run(config, early=early)
     except ReporterError as exc:
         return _fail(exc)
     except Exception:  # a bug: the run could not be done, and the log says where

@@ -64,11 +64,14 @@ FORMATS = ("csv", "json", "html", "xlsx")
 
 WORKERS_PAY_MPX = 4
 """Below this much work (images x megapixels per image), starting worker processes costs
-more than they save, so a run with the default --jobs 0 stays in one process. Measured
-through ``reporter run`` on a 2-core machine on 2026-12-02 (benchmarks/workers.py), with
-the fork server started before the pipeline's imports: all cores against one, 0.95-1.03
-at 0.5-4.2 Mpx of 512 px images, 1.03 at 2.1 Mpx, 1.10 at 4.2, 1.12 at 8.4, 1.39 at 16.8
-and 1.38 at 33.6 Mpx of 1024 px images."""
+more than they save when the fork server starts only once the run wants it (a run called
+from Python), so such a run with the default jobs 0 stays in one process. Measured
+through ``reporter run`` on a 2-core machine on 2026-12-02 (benchmarks/workers.py): all
+cores against one, 0.95-1.03 at 0.5-4.2 Mpx of 512 px images, 1.03 at 2.1 Mpx, 1.10 at
+4.2, 1.12 at 8.4, 1.39 at 16.8 and 1.38 at 33.6 Mpx of 1024 px images. The command line
+starts the server before its own imports (``pool.start_early``); there workers pay at
+any size (1.05-1.22 below 4 Mpx, 2026-12-03), and ``effective_jobs(early=True)`` uses
+them."""
 
 
 # --- the settings table --------------------------------------------------------------------
@@ -828,13 +831,20 @@ class Config:
     def max_bytes(self) -> int:
         return int(self.max_file_mb * 1e6)
 
-    def effective_jobs(self, images: int | None = None, pixels: int | None = None) -> int:
+    def effective_jobs(
+        self, images: int | None = None, pixels: int | None = None, early: bool = False
+    ) -> int:
         """The worker processes to use: ``jobs``, or for 0 (the default) all cores, unless
         the run is too small for workers to pay: ``images`` x ``pixels`` under
-        WORKERS_PAY_MPX megapixels of work is compared in this process."""
+        WORKERS_PAY_MPX megapixels of work is compared in this process, except when the
+        workers' fork server was started ``early``, before the command's imports
+        (``pool.start_early``): they then pay at any size."""
         if self.jobs:
             return self.jobs
-        if images is not None and pixels is not None and images * pixels < WORKERS_PAY_MPX * 1e6:
+        small = (
+            images is not None and pixels is not None and images * pixels < WORKERS_PAY_MPX * 1e6
+        )
+        if small and not early:
             return 1
         return os.cpu_count() or 1
 

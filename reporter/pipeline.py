@@ -78,12 +78,16 @@ class RunResult:
 # --- the run ------------------------------------------------------------------------------
 
 
-def run(config: Config) -> RunResult:
+def run(config: Config, *, early: bool = False) -> RunResult:
     """Compare every input image with the baseline and write the outputs.
 
     A run with a series (and history on) holds the series' lock for its whole
     length (``series.Session``), reads the series' control period and records
     itself in the history.
+
+    ``early``: the workers' fork server was started before this process's imports
+    (``pool.start_early``, by the command line), so that workers pay at any size
+    (``Config.effective_jobs``).
     """
     check(config)
     if not config.inputs:
@@ -95,10 +99,10 @@ def run(config: Config) -> RunResult:
         max_bytes=config.max_bytes,
     )
     with engine as cluster, Session.open(config) as session:
-        return _run(config, session, cluster)
+        return _run(config, session, cluster, early)
 
 
-def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
+def _run(config: Config, session: Session | None, cluster=None, early: bool = False) -> RunResult:
     quiet_opencv()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -117,10 +121,10 @@ def _run(config: Config, session: Session | None, cluster=None) -> RunResult:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
-    baseline, reference = _prepare(config, baseline_path, len(items), cluster is None)
-    config = replace(
-        config, jobs=config.effective_jobs(len(items), reference.width * reference.height)
-    )
+    local = cluster is None
+    baseline, reference = _prepare(config, baseline_path, len(items), local, early)
+    pixels = reference.width * reference.height
+    config = replace(config, jobs=config.effective_jobs(len(items), pixels, early and local))
     config = _watched(config, reference)
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = outputs.run_folder(config, started)
@@ -280,7 +284,7 @@ def closer_looks(
 
 
 def _prepare(
-    config: Config, path: Path, count: int, local: bool = True
+    config: Config, path: Path, count: int, local: bool = True, early: bool = False
 ) -> tuple[images.LoadedImage, Reference]:
     """The baseline, loaded and masked, and its statistics: computed here when the images
     are compared here; worker processes (and Dask workers) get the pixels and compute
@@ -297,7 +301,7 @@ def _prepare(
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
     h, w = baseline.pixels.shape[:2]
-    workers = config.effective_jobs(count, h * w) if local else 0  # 0: a Dask cluster's
+    workers = config.effective_jobs(count, h * w, early) if local else 0  # 0: a Dask cluster's
     if local:
         pool.start(workers, count, baseline.pixels.dtype.name)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)

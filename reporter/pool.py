@@ -53,16 +53,18 @@ def context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def start(jobs: int, count: int, pixel_type: str = "uint8") -> None:
+def start(jobs: int, count: int, pixel_type: str = "uint8") -> bool:
     """Start the fork server now, so that it imports (and loads the compiled kernels for
-    ``pixel_type``) while this process goes on. Nothing when the run wants no workers,
-    or when the server already runs."""
+    ``pixel_type``) while this process goes on; whether it runs. Nothing when the run
+    wants no workers, or when the server already runs."""
     if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
         context()
         from multiprocessing import forkserver
 
         os.environ["REPORTER_PIXEL_TYPE"] = pixel_type  # read by reporter._forkserver
         forkserver.ensure_running()
+        return True
+    return False
 
 
 def peek(path: Path) -> tuple[int, int, str]:
@@ -84,18 +86,22 @@ def peek(path: Path) -> tuple[int, int, str]:
 EARLY_LOOK = 10_000  # directory entries at most that the guess below reads
 
 
-def start_early(config) -> None:
-    """Start the fork server before the command's heavy imports when the run looks large
-    enough to want workers (``config``: a ``config.Config``).
+def start_early(config) -> bool:
+    """Start the fork server before the command's heavy imports when the run may use
+    workers (``config``: a ``config.Config``); whether it was started.
 
-    A guess from the baseline's header (given, or the file named baseline as
-    ``inputs.choose_baseline`` finds it, or the first image) and the number of image
-    files among the first EARLY_LOOK entries of each input folder (one level):
-    ``pipeline._prepare`` decides for good, and starts the server then if the guess
-    said no. A wrong yes costs another core about a second of CPU.
+    Started this early, the server's start (its imports and numba's first load of the
+    kernels) overlaps the command's imports, and this process never loads the kernels
+    at all: workers then pay at any size (``config.Config.effective_jobs``), where
+    started later they paid from WORKERS_PAY_MPX. The guess: at least two image files
+    among the first EARLY_LOOK entries of each input folder (one level), and the pixel
+    type from the baseline's header (given, or the file named baseline as
+    ``inputs.choose_baseline`` finds it, or the first image), for the kernels the server
+    loads. ``pipeline._prepare`` decides for good. A wrong yes (a folder of unreadable
+    files) costs another core about a second of CPU.
     """
     if config.scheduler or config.jobs == 1:
-        return
+        return False
     try:
         files = []
         for given in config.inputs:
@@ -109,11 +115,12 @@ def start_early(config) -> None:
                         if not entry.name.startswith(".") and is_image(Path(entry.name)):
                             files.append(Path(entry.path))
         if not files:
-            return
+            return False
         named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
-        width, height, mode = peek(config.baseline or (named or sorted(files))[0])
+        _, _, mode = peek(config.baseline or (named or sorted(files))[0])
         count = len(files) - (config.baseline is None)
         wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
-        start(config.effective_jobs(count, width * height), count, "uint16" if wide else "uint8")
+        jobs = config.effective_jobs(count, None, early=True)
+        return start(jobs, count, "uint16" if wide else "uint8")
     except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
-        return
+        return False

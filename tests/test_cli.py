@@ -581,8 +581,9 @@ def test_every_error_that_ends_a_command_has_one_prefix(capsys, tmp_path, argv, 
 
 
 def test_a_small_run_starts_no_worker_processes(run_dir, tmp_path, monkeypatch):
-    """Workers cost more than they save on small runs (benchmarks/workers.py); a run with less
-    work than config.WORKERS_PAY_MPX stays in one process unless --jobs asks otherwise."""
+    """Called from Python, where the fork server starts only once the run wants it, workers
+    cost more than they save on small runs; a run with less work than
+    config.WORKERS_PAY_MPX stays in one process unless --jobs asks otherwise."""
     from reporter import compare, pipeline
     from reporter.config import WORKERS_PAY_MPX, Config
 
@@ -596,3 +597,21 @@ def test_a_small_run_starts_no_worker_processes(run_dir, tmp_path, monkeypatch):
     assert Config().effective_jobs(1, big) == (os.cpu_count() or 1)
     assert Config().effective_jobs(2, big // 4) == 1
     assert Config(jobs=3).effective_jobs(1, 1) == 3  # asked for: always
+    assert Config().effective_jobs(2, big // 4, early=True) == (os.cpu_count() or 1)
+
+
+def test_from_the_command_line_a_small_run_uses_every_core(run_dir, tmp_path):
+    """From the command line the fork server starts before the command's own imports and
+    this process never loads the compiled kernels: workers pay at any size there
+    (benchmarks/workers.py: 1.05-1.16 x at 0.002-4.2 Mpx of work on 2 cores), so a
+    run far under WORKERS_PAY_MPX uses every core."""
+    out = tmp_path / "o"
+    done = subprocess.run(
+        [sys.executable, "-m", "reporter", "run", str(run_dir), "--out", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((out / "results.json").read_text())
+    assert meta["config"]["jobs"] == (os.cpu_count() or 1)
