@@ -28,7 +28,7 @@ import cv2
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed
 from distributed.scheduler import KilledWorker
 
-from . import __version__, compare, images
+from . import __version__, compare, images, native
 from .errors import ReporterError
 from .executor import LOCAL
 
@@ -53,6 +53,7 @@ class Prepare(WorkerPlugin):
     def setup(self, worker) -> None:
         global SETUPS
         SETUPS += 1
+        native.python_stderr_apart()  # the worker's own log lines are no decoder's
         _roomy_malloc()
         compare.quiet_opencv()
         cv2.setNumThreads(1)  # one task per worker thread: OpenCV's own threads would compete

@@ -7,20 +7,33 @@ log's own, each without the file it was about. Around a decode, descriptor 2
 points at a temporary file; what was written there comes back as lines, which
 the caller puts in the image's ERROR message or notes and in the debug log.
 
-The redirection is per process: another thread that writes to descriptor 2
-while an image decodes (there is none in reporter's own run) would be caught too.
+The redirection is per process, so one thread decodes under it at a time (a Dask
+worker with several threads, a program that calls ``pipeline.run`` from threads):
+``caught`` holds a lock for the decode. Without it, a second thread's decoder wrote
+into the first's file, its lines went to the first image, and the second could
+restore descriptor 2 to the first's file for good. The rest of a comparison runs in
+parallel as before; with one thread per worker process, as reporter's own local Dask
+cluster and the README's ``dask worker --nthreads 1`` have it, the lock never waits.
+Other threads' Python output (a Dask worker's own log lines, written while an image
+decodes) is kept apart by ``python_stderr_apart``, which a Dask worker calls at its
+start: Python's standard error then writes to a duplicate of descriptor 2.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 __all__ = [
     "caught",
+    "python_stderr_apart",
     "MAX_BYTES",
     "MAX_LINES",
     "tidy",
@@ -34,6 +47,7 @@ MAX_BYTES = 64 * 1024
 _OPENCV_PREFIX = re.compile(r"^\[\s*[A-Z]+:\d+@[\d.]+\]\s+(?:global\s+)?\S+:\d+\s+(?:\w+\s+)?")
 
 _sink: int | None = None
+_one = threading.Lock()  # descriptor 2 is the process's: one thread decodes under it at a time
 
 
 def _sink_fd() -> int:
@@ -47,26 +61,55 @@ def _sink_fd() -> int:
 
 @contextmanager
 def caught() -> Iterator[list[str]]:
-    """Within, descriptor 2 is caught; the list gets the distinct lines written, after."""
+    """Within, descriptor 2 is caught; the list gets the distinct lines written, after.
+    Another thread's ``caught`` waits until this one ends, so that no line goes to the
+    wrong image."""
     lines: list[str] = []
-    try:
-        sink = _sink_fd()
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
-        yield lines
+    with _one:
+        try:
+            sink = _sink_fd()
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
+            yield lines
+            return
+        os.lseek(sink, 0, os.SEEK_SET)
+        os.ftruncate(sink, 0)
+        os.dup2(sink, 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(sink, 0, os.SEEK_CUR)
+            if size:
+                os.lseek(sink, 0, os.SEEK_SET)
+                lines.extend(tidy(os.read(sink, min(size, MAX_BYTES))))
+
+
+def python_stderr_apart() -> None:
+    """From now on Python's own standard error (``sys.stderr``, and logging's handlers
+    that wrote to it) writes to a duplicate of descriptor 2, not to descriptor 2 itself,
+    so that ``caught`` catches only what C code writes there: a Dask worker logs from
+    its own threads while an image decodes in another. The output goes where it went."""
+    old = sys.stderr
+    if old is None or getattr(old, "_reporter_apart", False):
         return
-    os.lseek(sink, 0, os.SEEK_SET)
-    os.ftruncate(sink, 0)
-    os.dup2(sink, 2)
     try:
-        yield lines
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        size = os.lseek(sink, 0, os.SEEK_CUR)
-        if size:
-            os.lseek(sink, 0, os.SEEK_SET)
-            lines.extend(tidy(os.read(sink, min(size, MAX_BYTES))))
+        if old.fileno() != 2:
+            return
+        fd = os.dup(2)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor 2: nothing to part
+        return
+    encoding = getattr(old, "encoding", None) or "utf-8"
+    new = open(fd, "w", buffering=1, encoding=encoding, errors="backslashreplace")  # noqa: SIM115
+    new._reporter_apart = True
+    old.flush()
+    sys.stderr = new
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(new)
 
 
 def tidy(raw: bytes) -> list[str]:

@@ -143,6 +143,49 @@ def test_a_worker_killed_mid_run_costs_nothing(cluster, tmp_path):
     watcher.wait_for_workers(2, timeout=60)  # the nanny restarted it
 
 
+def test_a_workers_own_log_lines_during_a_decode_are_no_decoders(cluster, tmp_path):
+    """A worker logs from its own threads while an image decodes in another. Those lines
+    went into the row as "the decoder warned: ..." (seen as a flaky test above: Dask's
+    "Run out-of-band function 'getpid'"): descriptor 2 was caught, and Python's standard
+    error wrote to it. Now Python's standard error is kept apart in a worker."""
+    address, watcher = cluster
+    folder = noisy_run(tmp_path / "chatty", 16)
+
+    def chatter() -> None:
+        import logging
+        import threading
+        import time
+
+        log = logging.getLogger("distributed.worker")
+        log.chatter, log.quiet = 0, False
+
+        def loop() -> None:
+            while not log.quiet:
+                log.warning("chatter from the worker's own thread")
+                log.chatter += 1
+                time.sleep(0.001)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def stop() -> int:
+        import logging
+
+        log = logging.getLogger("distributed.worker")
+        log.quiet = True
+        return log.chatter
+
+    watcher.run(chatter)
+    try:
+        config = Config(inputs=(folder,), out=tmp_path / "o", scheduler=address, progress=False)
+        result = pipeline.run(config)
+    finally:
+        said = watcher.run(stop)
+    assert min(said.values()) > 100, said  # every worker chattered through the run
+    notes = result.table["notes"].fillna("")
+    assert not notes.str.contains("chatter").any(), notes[notes.str.contains("chatter")].tolist()
+    assert (result.table["status"] != "ERROR").all()
+
+
 def test_a_file_that_kills_every_worker_is_its_error_row(cluster, tmp_path):
     """A picture that needs more memory than a worker has (the nanny kills the worker): its
     task is retried on the other worker, then alone, then given up: its ERROR row; the

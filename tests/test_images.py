@@ -342,3 +342,77 @@ def test_native_lines_are_tidied():
         "\ufffd\ufffd odd",
         "(and 2 more)",
     ]
+
+
+def test_two_threads_decoding_at_once_keep_their_own_lines_and_descriptor_2(capfd):
+    """Descriptor 2 is the process's: while one thread catches it around a decode, another
+    thread's decode waits for it. Before, the second thread's lines went into the first's
+    file, and it saved the first's file as "descriptor 2" and restored it: the process's
+    standard error stayed in that file for good."""
+    import os
+    import threading
+    import time
+
+    from reporter.native import caught
+
+    before = os.fstat(2)
+    inside, done = threading.Event(), threading.Event()
+    got: dict[str, list[str]] = {}
+
+    def decode(name: str, first: bool) -> None:
+        if not first:
+            inside.wait(10)
+        with caught() as lines:
+            if first:
+                inside.set()
+                done.wait(10)
+            os.write(2, f"{name} decoder\n".encode())
+        got[name] = lines
+
+    threads = [threading.Thread(target=decode, args=(n, n == "first")) for n in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    inside.wait(10)
+    time.sleep(0.2)  # the second is at its caught() by now: before, the two overlapped here
+    done.set()
+    for thread in threads:
+        thread.join()
+    after = os.fstat(2)
+    assert got == {"first": ["first decoder"], "second": ["second decoder"]}
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert capfd.readouterr().err == ""
+
+
+PARTED = """
+import logging, os, sys, threading
+from reporter import native
+
+log = logging.getLogger("a.worker")  # as Dask's: a handler on sys.stderr, made at import
+log.addHandler(logging.StreamHandler(sys.stderr))
+log.setLevel(logging.INFO)
+native.python_stderr_apart()
+with native.caught() as lines:
+    thread = threading.Thread(target=log.info, args=("the worker's own line",))
+    thread.start()
+    thread.join()
+    print("a warning from Python", file=sys.stderr)
+    os.write(2, b"libpng warning: from C\\n")
+print(lines)
+"""
+
+
+def test_a_workers_own_log_lines_are_not_a_decoders(tmp_path):
+    """A Dask worker logs from its own threads while an image decodes in another (seen as
+    a flaky test: "the decoder warned: ... distributed.worker - INFO - Run out-of-band
+    function 'getpid'" in a row's notes). With Python's standard error apart from
+    descriptor 2, only what C code writes there is caught; Python's lines still reach
+    standard error."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PARTED], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['libpng warning: from C']"
+    assert "the worker's own line" in done.stderr and "a warning from Python" in done.stderr
