@@ -337,23 +337,29 @@ def test_chromium_renders_the_rows(tmp_path):
     assert len(rows) == 12 and rows[:4] == ["FAIL"] * 4
     assert 'id="controls" hidden' not in dom.stdout  # the inline script ran
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        # Painted once every picture has loaded: without the budget the screenshot could
-        # be taken first (seen as a rare failure under load).
-        [
-            CHROMIUM,
-            *flags,
-            "--window-size=1400,1200",
-            "--virtual-time-budget=5000",
-            "--run-all-compositor-stages-before-draw",
-            f"--screenshot={shot}",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    pixels = cv2.imread(str(shot))
+    for _ in range(3):
+        subprocess.run(
+            # Painted once every picture has loaded: without the budget the screenshot
+            # could be taken first (seen as a rare failure under load).
+            [
+                CHROMIUM,
+                *flags,
+                "--window-size=1400,1200",
+                "--virtual-time-budget=5000",
+                "--run-all-compositor-stages-before-draw",
+                f"--screenshot={shot}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        pixels = cv2.imread(str(shot))
+        # The pictures are decoding="async": a loaded machine can still be shot before
+        # they are painted (2 of 5 full runs on 2026-12-03 drew only the first), so a
+        # screenshot is taken again, three at most.
+        if pixels[300:, 350:800].std() > 30:
+            break
     # The FAIL badges (#c62828) and the thumbnails are drawn, not just present in the DOM.
     red = np.all(np.abs(pixels.astype(int) - (0x28, 0x28, 0xC6)) < 12, axis=2)
     assert red[300:, :150].sum() > 200  # badges in the status column, below the banner
