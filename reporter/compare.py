@@ -179,17 +179,19 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             ref = ref.grey
         valid = None
         if job.align or not job.pictures_only:
-            # Measured on what the metrics see: a timestamp in an ignored region cannot move it.
-            shift = ref.aligner.measure(ref.masked(pixels)[0])
+            # Measured on what the metrics see (a timestamp in an ignored region cannot
+            # move it), from the pyramid they use.
+            pair = ref.pair(pixels)
+            shift = pair.shift
             if shift.note:
                 result.notes.append(shift.note)
             if shift.found:
                 result.shift_x, result.shift_y = shift.dx, shift.dy
             if job.align and shift.found and shift.size > 0:
-                result.metrics, pixels, valid, note = aligned(ref, pixels, shift)
+                result.metrics, pixels, valid, note = aligned(ref, pixels, shift, pair.values())
                 result.notes.append(note)
             else:
-                result.metrics = ref.compare(pixels, shift=shift)
+                result.metrics = pair.values()
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
             # Not moved, resized nor masked: the thumbnail's halvings; else its own, shared
@@ -236,18 +238,19 @@ def _no_worse(candidate: dict[str, float], plain: dict[str, float]) -> bool:
 
 
 def aligned(
-    ref: Reference, pixels: np.ndarray, shift: Shift
+    ref: Reference, pixels: np.ndarray, shift: Shift, plain: dict[str, float] | None = None
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray | None, str]:
     """--align: the metrics of ``pixels`` moved back by its shift, when that makes it more
     like the baseline; else of ``pixels`` as they are. Also the pixels and valid mask used,
-    and a note saying which.
+    and a note saying which. ``plain``: the metrics of ``pixels`` as they are, when known.
 
     Candidates: the whole-pixel move (an exact copy, no resampling blur) and the
     sub-pixel one (full-resolution estimate). One is kept only if no metric that
     depends on where things are (all but ``NOT_JUDGES``) gets worse than without
     moving; of those, the one with the higher pixel-level SSIM.
     """
-    plain = ref.compare(pixels, shift=shift)
+    if plain is None:
+        plain = ref.compare(pixels, shift=shift)
     fine = ref.aligner.refine(pixels, shift)
     whole = (float(round(fine.dx)), float(round(fine.dy)))
     candidates = []

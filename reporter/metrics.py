@@ -354,8 +354,9 @@ class Reference:
     @cached_property
     def aligner(self) -> Aligner:
         """The baseline's side of the shift measurement (with ignored regions filled as
-        every image's are, so a changing timestamp cannot move the peak)."""
-        return Aligner(self.pixels)
+        every image's are, so a changing timestamp cannot move the peak), on the pyramid
+        the SSIMs use, as each image's shift is."""
+        return Aligner(self.pixels, lambda k: self.scale(k).planes)
 
     @cached_property
     def grey(self) -> Reference:
@@ -424,6 +425,14 @@ class Reference:
         on top of the baseline's own mask. ``shift``: the image's measured shift,
         when it was measured before an alignment; else it is measured here.
         """
+        return self.pair(image, valid, shift).values(names)
+
+    def pair(
+        self, image: np.ndarray, valid: np.ndarray | None = None, shift: Shift | None = None
+    ) -> Pair:
+        """``image`` against this baseline, its metrics computed as they are asked for
+        (``Pair.values``); what :meth:`compare` makes. The shift and the metrics of one
+        pair share its pyramid."""
         _check_pixels(image, "image")
         if image.shape != self.pixels.shape or image.dtype != self.dtype:
             raise ValueError(
@@ -431,8 +440,7 @@ class Reference:
                 f"{self.pixels.shape} {self.dtype}"
             )
         image, valid = self.masked(image, valid)
-        pair = Pair(self, image, valid, shift)
-        return {name: _COMPUTE[name](pair) for name in (METRICS if names is None else names)}
+        return Pair(self, image, valid, shift)
 
     def masked(
         self, image: np.ndarray, valid: np.ndarray | None = None
@@ -469,6 +477,10 @@ class Pair:
         self._y: dict[int, list[np.ndarray]] = {}
         self._w: dict[int, np.ndarray] = {}
         self._scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def values(self, names: Iterable[str] | None = None) -> dict[str, float]:
+        """Every registered metric (or those named)."""
+        return {name: _COMPUTE[name](self) for name in (METRICS if names is None else names)}
 
     def weights(self, k: int) -> np.ndarray | None:
         """The share of valid pixels at pyramid level ``k``, uncropped (H x W), or None."""
@@ -539,7 +551,9 @@ class Pair:
 
     @cached_property
     def shift(self) -> Shift:
-        return self._shift if self._shift is not None else self.ref.aligner.measure(self.image)
+        if self._shift is not None:
+            return self._shift
+        return self.ref.aligner.measure(self.image, self.level)
 
     @cached_property
     def ink_cells(self) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,24 @@ def test_a_translated_dot_plot_is_measured_exactly():
     assert (found.dx, found.dy) == (6.0, -4.0)  # whole pixels: the better of the two candidates
 
 
+@pytest.mark.parametrize("shape", [(1024, 1024, 3), (1031, 1301, 3), (700, 900)])
+def test_a_large_image_is_measured_on_the_pyramid_its_ssims_use(shape):
+    """Above 512 px the shift is measured on a reduced greyscale copy: the luma of the
+    metrics' own pyramid level (2 x 2 means), not a conversion and resize of its own.
+    Odd sides and greyscale too; measured alone or inside a comparison, alike."""
+    base = photo(5, shape)
+    ref = Reference(base)
+    image = shifted(base, -7.5, 4.25)
+    pair = ref.pair(image)
+    found = pair.shift
+    assert found.found, found.note
+    assert found.dx == pytest.approx(-7.5, abs=0.3) and found.dy == pytest.approx(4.25, abs=0.3)
+    k = ref.aligner.factor.bit_length() - 1
+    assert k >= 1 and k in pair._y  # the level the SSIMs use, made once for both
+    assert found == Aligner(base).measure(image)
+    assert pair.values() == ref.compare(image)
+
+
 def test_the_measurement_repeats_and_leaves_its_inputs_alone():
     base = smooth_image(3, (200, 260))
     aligner = Aligner(base)
