@@ -12,7 +12,8 @@ temporary folder, then prints:
   all cores;
 * the same images through a naive reference (see :func:`naive`): a tutorial-style
   script with ``cv2.quality``, ``cv2.img_hash``, pandas and openpyxl, run as
-  written; and the ratio of the two (target: reporter >= 6 x faster);
+  written in an interpreter of its own, alternating with reporter's runs; and the
+  ratio of the two (target: reporter >= 6 x faster);
 * the metrics at twice the side (4 x the pixels) and their ratio to --size (about 4
   when the cost is linear in pixels);
 * all cores against one again in-process with 3N images (the workers' start-up
@@ -151,7 +152,7 @@ def naive(baseline: Path, paths: list[Path], out: Path) -> float:
 
 
 NAIVE = """
-import json, sys, time
+import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import bench, pandas, openpyxl, openpyxl.drawing.image, PIL.Image  # imports before the clock
@@ -163,10 +164,9 @@ print(min(bench.naive(baseline, paths, out / str(i)) for i in range(2)))
 
 def naive_seconds(baseline: Path, paths: list[Path], out: Path) -> float:
     """The naive reference's best of two in a fresh interpreter, as a user runs it:
-    OpenCV's threads and glibc's allocator as they come (a reporter run leaves its heap
-    setting in its process, which would speed up the script's float64 copies of each
-    image). Its imports are done before the clock starts, as a reporter run in this
-    process has its own."""
+    OpenCV's threads and glibc's allocator as they come, and no reporter modules in
+    memory, whatever reporter's runs left in this process. Its imports are done before
+    the clock starts, as a reporter run in this process has its own."""
     done = subprocess.run(
         [sys.executable, "-c", NAIVE, str(Path(__file__).parent), str(baseline), str(out)]
         + [json.dumps([str(p) for p in paths])],
