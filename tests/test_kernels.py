@@ -111,11 +111,27 @@ CACHED = """
 import json, sys
 import numpy as np
 from reporter import kernels
+from reporter.metrics import Reference
+# Every metric of a noisy photo-like image, plain and with an ignored region (the
+# weighted sums), by the code this process compiles (as it is first called) or loads.
+rng = np.random.default_rng(7)
+top = np.iinfo(sys.argv[1]).max
+base = rng.random((12, 16, 3))
+base = np.kron(base, np.ones((25, 25, 1)))[:293, :387] * top
+image = np.clip(base + rng.normal(0, 0.03 * top, base.shape), 0, top).astype(sys.argv[1])
+base = base.astype(sys.argv[1])
+valid = np.ones(base.shape[:2], bool)
+valid[20:90, 30:200] = False
+# SSIM alone first: the order in which a process first calls the kernels decides how
+# numba compiles them, and this order gave different bits before (the full set did not).
+values = [Reference(base).compare(image, ["ssim"])]
+values += [Reference(base, v).compare(image) for v in (None, valid)]
 kernels.warm(sys.argv[1])
-print(json.dumps({
+stats = {
     name: [sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values())]
     for name, kernel in (("ssim_sums", kernels._ssim_sums), ("halve", kernels._halve))
-}))
+}
+print(json.dumps({"stats": stats, "values": [{k: repr(x) for k, x in v.items()} for v in values]}))
 """
 
 
@@ -124,19 +140,26 @@ def _stats(env, dtype="uint8"):
         [sys.executable, "-c", CACHED, dtype], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout), done.stderr
+    out = json.loads(done.stdout)
+    return out["stats"], done.stderr, out["values"]
 
 
 def test_the_machine_code_is_compiled_once_into_the_user_cache(tmp_path):
-    """The first process compiles into <REPORTER_CACHE>/numba; the next ones only load."""
+    """The first process compiles into <REPORTER_CACHE>/numba; the next ones only load, and
+    compute the very same bits: with fastmath's reassociation, the code numba compiled
+    and the code it loaded from its cache added the SSIM sums in different orders (SSIM
+    differed in the ninth digit between a run that compiled and every later run, and so
+    between --jobs 1 and --jobs 2 in a run that compiled)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["REPORTER_CACHE"] = str(tmp_path / "cache")
-    first, _ = _stats(env)
+    first, _, compiled = _stats(env)
     assert all(misses > 0 for _, misses in first.values())  # compiled here
     assert list((tmp_path / "cache" / "numba").rglob("*.nbi"))  # and written to the cache
-    second, _ = _stats(env)
+    second, _, loaded = _stats(env)
     for hits, misses in second.values():
         assert hits > 0 and misses == 0  # loaded, not compiled
+    assert compiled == loaded
+    assert compiled[1]["ssim"] != compiled[2]["ssim"]  # the mask took: the weighted sums ran
 
 
 def test_no_writable_cache_gives_one_warning_and_still_the_same_values(tmp_path):
@@ -146,7 +169,7 @@ def test_no_writable_cache_gives_one_warning_and_still_the_same_values(tmp_path)
     env["REPORTER_CACHE"] = str(blocker / "cache")  # cannot be created
     # Only the user-provided location: no fallback to the package's __pycache__.
     env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
-    stats, stderr = _stats(env)
+    stats, stderr, _ = _stats(env)
     assert all(misses > 0 for _, misses in stats.values())
     script = (
         "import numpy as np, json\n"
