@@ -1,0 +1,72 @@
+"""The workers' fork server: the environment it starts with, and what the run keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux", reason="the fork server and glibc's tunables are Linux's"
+)
+
+WORKER = """
+import json, os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from reporter import pool
+
+before = os.environ.get("GLIBC_TUNABLES")
+with ProcessPoolExecutor(1, mp_context=pool.context()) as workers:
+    seen = workers.submit(os.getenv, "GLIBC_TUNABLES").result()
+    smaps = workers.submit(Path.read_text, Path("/proc/self/smaps_rollup")).result()
+huge = next(int(line.split()[1]) for line in smaps.splitlines() if "AnonHugePages" in line)
+print(json.dumps({"before": before, "after": os.environ.get("GLIBC_TUNABLES"),
+                  "worker": seen, "huge_kb": huge}))
+"""
+
+
+def _run(tunables: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _transparent_huge_pages() -> bool:
+    """Whether the kernel gives transparent huge pages to a process that asks (madvise)."""
+    try:
+        setting = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+    return "[never]" not in setting
+
+
+def test_workers_ask_for_huge_pages_and_the_run_keeps_its_environment():
+    """The fork server starts with glibc's malloc.hugetlb tunable: its workers' heaps grow
+    in 2 MB pages (a worker's first touch of its statistics no longer faults in every 4 KB
+    page). The run's own environment, and so what it starts later, is left as it was."""
+    seen = _run(None)
+    assert seen["worker"] == "glibc.malloc.hugetlb=1"
+    assert seen["before"] is None and seen["after"] is None
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    version = tuple(int(p) for p in glibc.split()[-1].split(".")[:2]) if "glibc" in glibc else ()
+    if _transparent_huge_pages() and version >= (2, 35):
+        assert seen["huge_kb"] > 0  # the server's heap, shared with the worker
+
+
+def test_a_tunables_setting_of_the_users_is_kept():
+    """Other tunables are kept beside it; a malloc.hugetlb of the user's own wins."""
+    other = _run("glibc.malloc.arena_max=2")
+    assert other["worker"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert other["after"] == "glibc.malloc.arena_max=2"
+    own = _run("glibc.malloc.hugetlb=0")
+    assert own["worker"] == "glibc.malloc.hugetlb=0"
