@@ -20,6 +20,10 @@ temporary folder, then prints:
   spread over more), and from the command line (``python -m reporter run``: the
   imports, the compiled kernels' load and the workers' start, as a user waits for
   them);
+* the comparison pass alone (``compare_all``, the workers' start included) at all
+  cores against one, the rest of the run (the baseline, the table, the reports, in
+  one process at any number of cores), and the bound those give: one core's run
+  over that rest plus one core's pass divided by the machine's ceiling (below);
 * the machine's own ceiling: the throughput of every core decoding and comparing
   at once against one core alone (no pool, no reports, no start-up); a VM's
   vCPUs that share a physical core or a busy host give less than the core count;
@@ -178,13 +182,34 @@ def naive_seconds(baseline: Path, paths: list[Path], out: Path) -> float:
 
 
 def run_seconds(folder: Path, jobs: int, out: Path) -> float:
+    return timed_run(folder, jobs, out)[0]
+
+
+def timed_run(folder: Path, jobs: int, out: Path) -> tuple[float, float]:
+    """Seconds of a whole run, and of its comparison pass (``compare_all``: with --jobs
+    above 1 the workers' start and preparation included); the rest (the baseline, the
+    table and the reports) runs in one process whatever the cores."""
     from reporter import pipeline
     from reporter.config import Config
 
-    t = time.perf_counter()
-    config = Config(inputs=(folder,), out=out, jobs=jobs, progress=False)  # every format
-    pipeline.run(config)
-    return time.perf_counter() - t
+    spans = []
+    compare_all = pipeline.compare_all
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return compare_all(*args, **kwargs)
+        finally:
+            spans.append(time.perf_counter() - t)
+
+    pipeline.compare_all = timed
+    try:
+        t = time.perf_counter()
+        config = Config(inputs=(folder,), out=out, jobs=jobs, progress=False)  # every format
+        pipeline.run(config)
+        return time.perf_counter() - t, sum(spans)
+    finally:
+        pipeline.compare_all = compare_all
 
 
 def _decode_and_compare(paths: list[str]) -> float:
@@ -383,10 +408,10 @@ def main() -> None:
         naives, ones, manys = [], [], []
         for i in range(3):
             naives.append(naive_seconds(folder / "baseline.png", paths, tmp / f"naive{i}"))
-            ones.append(run_seconds(folder, 1, tmp / f"o1_{i}"))
-            manys.append(run_seconds(folder, cores, tmp / f"o{cores}_{i}"))
+            ones.append(timed_run(folder, 1, tmp / f"o1_{i}"))
+            manys.append(timed_run(folder, cores, tmp / f"o{cores}_{i}"))
         naive_s = min(naives) / len(paths)
-        one, many = min(ones), min(manys)
+        (one, one_pass), (many, many_pass) = min(ones), min(manys)
 
         more = tmp / "more"
         more.mkdir()
@@ -423,6 +448,10 @@ def main() -> None:
         "images_per_s_jobs1": round(n / one, 1),
         f"images_per_s_jobs{cores}": round(n / many, 1),
         "speedup_all_cores": round(one / many, 2),
+        "comparison_pass_speedup": round(one_pass / many_pass, 2),
+        "outside_pass_s_jobs1": round(one - one_pass, 3),
+        f"outside_pass_s_jobs{cores}": round(many - many_pass, 3),
+        "speedup_bound": round(one / (many - many_pass + one_pass / ceiling), 2),
         f"speedup_all_cores_{3 * n}_images": round(one_3n / many_3n, 2),
         "machine_parallel_ceiling": round(ceiling, 2),
         "cli_s_jobs1": round(cli_one, 2),
@@ -446,7 +475,8 @@ def main() -> None:
         f"{cores} cores >= 1.8 x one ({figures['speedup_all_cores']}x; "
         f"{figures[f'speedup_all_cores_{3 * n}_images']}x with {3 * n} images, "
         f"{figures['cli_speedup_all_cores']}x from the command line; the machine gives "
-        f"{figures['machine_parallel_ceiling']}x for the bare per-image work); "
+        f"{figures['machine_parallel_ceiling']}x for the bare per-image work, and with "
+        f"this run's one-process part at most {figures['speedup_bound']}x); "
         f"twice the side about 4 x the time ({figures['metrics_2x_side_over_1x']}x); "
         f"memory flat ({rss_n:.0f} MB for {n} images, {rss_3n:.0f} MB for {3 * n})"
     )

@@ -1,0 +1,23 @@
+"""The benchmark's measuring code (benchmarks/bench.py): what it times is what its figures
+name. The figures themselves are the benchmark's to print, not a test's to assert."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from reporter import pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench  # noqa: E402
+
+
+def test_timed_run_splits_a_run_at_its_comparison_pass(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    bench.make_images(folder, 3, 64)
+    original = pipeline.compare_all
+    total, comparison = bench.timed_run(folder, 1, tmp_path / "out")
+    assert 0 < comparison < total  # the pass is inside the run, and not all of it
+    assert pipeline.compare_all is original  # later runs are not timed twice
+    assert list((tmp_path / "out").rglob("results.json"))  # a whole run, every format
