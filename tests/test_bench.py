@@ -21,3 +21,15 @@ def test_timed_run_splits_a_run_at_its_comparison_pass(tmp_path):
     assert 0 < comparison < total  # the pass is inside the run, and not all of it
     assert pipeline.compare_all is original  # later runs are not timed twice
     assert list((tmp_path / "out").rglob("results.json"))  # a whole run, every format
+
+
+def test_alternating_takes_turns_and_drops_the_warm_up():
+    calls = []
+
+    def run(name):
+        return lambda i: calls.append((name, i)) or f"{name}{i}"
+
+    got = bench.alternating({"one": run("one"), "many": run("many")}, 2, warm=("many",))
+    # The warm-up (round 0: the fork server's start) is run first and not kept; then turns.
+    assert calls == [("many", 0), ("one", 1), ("many", 1), ("one", 2), ("many", 2)]
+    assert got == {"one": ["one1", "one2"], "many": ["many1", "many2"]}
