@@ -25,8 +25,9 @@ temporary folder, then prints:
   one process at any number of cores), and the bound those give: one core's run
   over that rest plus one core's pass divided by the machine's ceiling (below);
 * the machine's own ceiling: the throughput of every core decoding and comparing
-  at once against one core alone (no pool, no reports, no start-up); a VM's
-  vCPUs that share a physical core or a busy host give less than the core count;
+  at once against one core alone (no pool, no reports, no start-up), measured in
+  turn with the whole runs; a VM's vCPUs that share a physical core or a busy host
+  give less than the core count;
 * the peak memory of a --jobs 1 run of N and of 3N images (target: no growth
   beyond the rows);
 * the series history with a year of daily runs of 20 slots: the time to record a
@@ -36,7 +37,8 @@ The reports of a large run (sizes, the time to write the workbook, Chromium's
 layout) are measured by ``benchmarks/reports.py``.
 
 Each timing is the best of several repeats (per image: the median over ten
-images of the best of five; whole runs: three, in turn with the others), because
+images of the best of five, each image's decode and metrics in turn; whole runs:
+three, in turn with the others and with the machine's ceiling), because
 on a shared machine the slower repeats measure the neighbours. The first run with
 workers is made once untimed: it starts the fork server, which a process does
 once (the command line's figures include it). It is not a test: nothing here fails.
@@ -92,14 +94,18 @@ def make_images(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
-def best_ms(fn, repeat: int) -> float:
-    """The fastest of ``repeat`` calls: on a shared machine, slower ones measure the neighbours."""
-    times = []
+def best_ms_in_turn(fns: list[Callable[[], object]], repeat: int) -> list[float]:
+    """The fastest of ``repeat`` calls of each of ``fns``, called in turn, so that a ratio
+    of two of them compares the same minutes of the host: measured one after the other,
+    a busy spell could fall on either alone (one run timed the metrics at 1.93 x the
+    decode that way, in an hour whose other runs gave 1.61-1.70 x)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1000
+        for fn, spent in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - t)
+    return [min(spent) * 1000 for spent in times]
 
 
 def naive(baseline: Path, paths: list[Path], out: Path) -> float:
@@ -250,20 +256,30 @@ def _decode_and_compare(paths: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def parallel_ceiling(baseline: Path, paths: list[Path], cores: int) -> float:
-    """What this machine gives for ``cores`` processes doing the per-image work at once,
-    against one: the throughput ratio of the same decode-and-compare loop run alone and
-    run in every core together, with no pool, no reports and no start-up in the time.
-    On a VM whose cores share a physical core's caches or another tenant's load it is
-    under ``cores``, and a run's speedup cannot exceed it."""
-    import multiprocessing
+def ceiling_times(baseline: Path, paths: list[Path], cores: int) -> tuple[float, float]:
+    """Seconds for one process to decode and compare ``paths`` alone, and for ``cores``
+    processes to do it all at once (the slowest of them): the same loop, with no pool's
+    dispatch, no reports and no start-up in the time. See :func:`ceiling`."""
+    from reporter import pool as workers
 
     work = [str(baseline), *map(str, paths)]
-    with multiprocessing.get_context("forkserver").Pool(cores) as pool:
+    # The runs' own fork server (its preloads and its heap's settings): the first
+    # process to start a fork server decides how it starts.
+    with workers.context().Pool(cores) as pool:
         pool.map(_decode_and_compare, [work[:2]] * cores)  # the workers' imports
-        alone = min(pool.apply(_decode_and_compare, (work,)) for _ in range(2))
-        together = min(max(pool.map(_decode_and_compare, [work] * cores)) for _ in range(2))
-    return cores * alone / together
+        alone = pool.apply(_decode_and_compare, (work,))
+        together = max(pool.map(_decode_and_compare, [work] * cores))
+    return alone, together
+
+
+def ceiling(times: list[tuple[float, float]], cores: int) -> float:
+    """What this machine gives for ``cores`` processes doing the per-image work at once,
+    against one: the throughput ratio of the best ``alone`` and the best ``together`` of
+    :func:`ceiling_times` measured in turn with the runs (so that it sees the same
+    minutes of the host as they do), as the runs' own ratios take the best of each side.
+    On a VM whose cores share a physical core's caches or another tenant's load it is
+    under ``cores``, and a run's speedup cannot exceed it."""
+    return cores * min(a for a, _ in times) / min(t for _, t in times)
 
 
 def cli_seconds(folder: Path, jobs: int, out: Path, pycache: Path) -> float:
@@ -409,23 +425,35 @@ def main() -> None:
 
         cv2.setNumThreads(1)  # one core, as in a --jobs 1 run
         data = [p.read_bytes() for p in sample]
-        decode = statistics.median(
-            best_ms(lambda d=d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED), 5)
-            for d in data
-        )
         ref = Reference(cv2.imread(str(folder / "baseline.png"))).prepare()
         decoded = [cv2.imread(str(p)) for p in sample]
-        metrics = statistics.median(best_ms(lambda i=i: ref.compare(i), 5) for i in decoded)
+        # Each image's decode and metrics in turn, best of five each; the medians.
+        pairs = [
+            best_ms_in_turn(
+                [
+                    lambda d=d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED),
+                    lambda i=i: ref.compare(i),
+                ],
+                5,
+            )
+            for d, i in zip(data, decoded, strict=True)
+        ]
+        decode = statistics.median(p[0] for p in pairs)
+        metrics = statistics.median(p[1] for p in pairs)
 
-        # The same at twice the side (4 x the pixels): how the metrics scale with size.
+        # The same at twice the side (4 x the pixels): how the metrics scale with size,
+        # each large image in turn with one of the side's own.
         big = tmp / "big"
         big.mkdir()
         big_paths = make_images(big, 3, 2 * args.size)
         big_ref = Reference(cv2.imread(str(big / "baseline.png"))).prepare()
         big_decoded = [cv2.imread(str(p)) for p in big_paths]
-        metrics_2x = statistics.median(
-            best_ms(lambda i=i: big_ref.compare(i), 3) for i in big_decoded
-        )
+        scaled = [
+            best_ms_in_turn([lambda i=i: ref.compare(i), lambda b=b: big_ref.compare(b)], 3)
+            for i, b in zip(decoded[: len(big_decoded)], big_decoded, strict=True)
+        ]
+        metrics_2x = statistics.median(p[1] for p in scaled)
+        metrics_1x = statistics.median(p[0] for p in scaled)
 
         # Alternating, best of three each: drift on the machine (its load moves the
         # times by 10-20 % within a day) hits the naive script and both runs alike.
@@ -435,12 +463,14 @@ def main() -> None:
                 "naive": lambda i: naive_seconds(folder / "baseline.png", paths, tmp / f"n{i}"),
                 "one": lambda i: timed_run(folder, 1, tmp / f"o1_{i}"),
                 "many": lambda i: timed_run(folder, cores, tmp / f"o{cores}_{i}"),
+                "ceiling": lambda i: ceiling_times(folder / "baseline.png", paths, cores),
             },
             3,
             warm=("many",),
         )
         naive_s = min(timed["naive"]) / len(paths)
         (one, one_pass), (many, many_pass) = min(timed["one"]), min(timed["many"])
+        machine = ceiling(timed["ceiling"], cores)
 
         more = tmp / "more"
         more.mkdir()
@@ -456,7 +486,6 @@ def main() -> None:
             cli_ones.append(cli_seconds(folder, 1, tmp / f"c1_{i}", tmp / "pycache"))
             cli_manys.append(cli_seconds(folder, cores, tmp / f"c{cores}_{i}", tmp / "pycache"))
         cli_one, cli_many = min(cli_ones), min(cli_manys)
-        ceiling = parallel_ceiling(folder / "baseline.png", paths, cores)
         timed_3n = alternating(
             {
                 "one": lambda i: run_seconds(more, 1, tmp / f"t1_{i}"),
@@ -478,7 +507,7 @@ def main() -> None:
         "metrics_ms": round(metrics, 1),
         "metrics_over_decode": round(metrics / decode, 2),
         f"metrics_ms_at_{2 * args.size}px": round(metrics_2x, 1),
-        "metrics_2x_side_over_1x": round(metrics_2x / metrics, 2),
+        "metrics_2x_side_over_1x": round(metrics_2x / metrics_1x, 2),
         "run_ms_per_image_jobs1": round(one / n * 1000, 1),
         "images_per_s_jobs1": round(n / one, 1),
         f"images_per_s_jobs{cores}": round(n / many, 1),
@@ -486,9 +515,9 @@ def main() -> None:
         "comparison_pass_speedup": round(one_pass / many_pass, 2),
         "outside_pass_s_jobs1": round(one - one_pass, 3),
         f"outside_pass_s_jobs{cores}": round(many - many_pass, 3),
-        "speedup_bound": round(one / (many - many_pass + one_pass / ceiling), 2),
+        "speedup_bound": round(one / (many - many_pass + one_pass / machine), 2),
         f"speedup_all_cores_{3 * n}_images": round(one_3n / many_3n, 2),
-        "machine_parallel_ceiling": round(ceiling, 2),
+        "machine_parallel_ceiling": round(machine, 2),
         "cli_s_jobs1": round(cli_one, 2),
         f"cli_s_jobs{cores}": round(cli_many, 2),
         "cli_speedup_all_cores": round(cli_one / cli_many, 2),

@@ -33,3 +33,25 @@ def test_alternating_takes_turns_and_drops_the_warm_up():
     # The warm-up (round 0: the fork server's start) is run first and not kept; then turns.
     assert calls == [("many", 0), ("one", 1), ("many", 1), ("one", 2), ("many", 2)]
     assert got == {"one": ["one1", "one2"], "many": ["many1", "many2"]}
+
+
+def test_the_ceiling_is_the_ratio_of_each_sides_best():
+    # (alone, together) seconds from three rounds: the best of each side, as the runs'
+    # own ratios take them, not the best round's ratio (3.33 here) nor a chosen round's.
+    times = [(2.0, 1.2), (1.6, 1.5), (1.8, 1.3)]
+    assert bench.ceiling(times, 2) == 2 * 1.6 / 1.2
+
+
+def test_ceiling_times_measures_one_process_and_all_of_them(tmp_path):
+    """It runs as the benchmark runs it: a real pool from the workers' fork server."""
+    paths = bench.make_images(tmp_path, 3, 64)
+    alone, together = bench.ceiling_times(tmp_path / "baseline.png", paths, 2)
+    assert alone > 0 and together > 0
+
+
+def test_best_ms_in_turn_times_each_function_in_turn():
+    calls = []
+    decode, metrics = (lambda: calls.append("decode")), (lambda: calls.append("metrics"))
+    got = bench.best_ms_in_turn([decode, metrics], 3)
+    assert calls == ["decode", "metrics"] * 3  # a busy spell falls on both sides alike
+    assert len(got) == 2 and min(got) >= 0
