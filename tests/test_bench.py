@@ -35,11 +35,12 @@ def test_alternating_takes_turns_and_drops_the_warm_up():
     assert got == {"one": ["one1", "one2"], "many": ["many1", "many2"]}
 
 
-def test_the_ceiling_is_the_ratio_of_each_sides_best():
-    # (alone, together) seconds from three rounds: the best of each side, as the runs'
-    # own ratios take them, not the best round's ratio (3.33 here) nor a chosen round's.
-    times = [(2.0, 1.2), (1.6, 1.5), (1.8, 1.3)]
-    assert bench.ceiling(times, 2) == 2 * 1.6 / 1.2
+def test_the_ceiling_is_the_best_rounds_own_ratio():
+    # (alone, together) seconds from three rounds, each round's two seconds apart: the
+    # best round's own ratio, not the best of each side from different rounds
+    # (2 * 1.6 / 1.7 = 1.88) nor the median round (1.89).
+    times = [(1.8, 1.9), (1.6, 1.7), (2.0, 2.0)]
+    assert bench.ceiling(times, 2) == 2 * 2.0 / 2.0
 
 
 def test_ceiling_times_measures_one_process_and_all_of_them(tmp_path):
