@@ -33,7 +33,8 @@ def _quiet_hook(kind, value, traceback) -> None:
         if not process_alive(_RUN):
             return
         time.sleep(0.05)
-    sys.stderr.write(f"reporter: a worker process could not start: {kind.__name__}: {value}\n")
+    said = " ".join(str(value).split())  # one line, whatever the exception's own layout
+    sys.stderr.write(f"reporter: a worker process could not start: {kind.__name__}: {said}\n")
 
 
 sys.excepthook = _quiet_hook

@@ -396,7 +396,15 @@ def _pool_pass(
         initargs=initargs,
     )
     try:
-        futures = {pool.submit(work, items[i]): i for i in indices}
+        futures: dict = {}
+        try:
+            for i in indices:
+                futures[pool.submit(work, items[i])] = i
+        except (OSError, EOFError) as exc:  # a worker (or the fork server) died as it started
+            log.warning("a worker process died as it started (%s)", exc.__class__.__name__)
+            _terminate(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+            return done, list(indices)
         for future in as_completed(futures):
             i = futures[future]
             try:

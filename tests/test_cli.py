@@ -615,3 +615,39 @@ def test_from_the_command_line_a_small_run_uses_every_core(run_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     meta = json.loads((out / "results.json").read_text())
     assert meta["config"]["jobs"] == (os.cpu_count() or 1)
+
+
+def test_a_script_without_the_main_guard_gets_rows_not_a_traceback(tmp_path):
+    """A script that calls ``pipeline.run(jobs=2)`` with no ``if __name__ == "__main__":``
+    guard makes every worker run the script again, and die as it starts (multiprocessing's
+    own RuntimeError). The parent may learn it as a broken pool or, when the worker is gone
+    before reading its start-up data, as a BrokenPipeError from ``submit``: either way each
+    image becomes an ERROR row, the run writes its reports, and nothing prints a traceback;
+    the worker's error is one line. At 256 px the job the parent sends each worker (the
+    baseline's pixels) is larger than a pipe's buffer, so the worker dies before reading
+    all of it and the parent's write fails: the BrokenPipeError path, every time."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 255, (256, 256, 3), np.uint8)
+    write(folder / "baseline.png", base)
+    for name in ("a.png", "b.png"):
+        write(folder / name, base)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from reporter import pipeline\n"
+        "from reporter.config import Config\n"
+        f"result = pipeline.run(Config(inputs=(Path({str(folder)!r}),),"
+        f" out=Path({str(tmp_path / 'o')!r}), jobs=2, progress=False))\n"
+        "print('STATUS', sorted(result.table['status']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "STATUS ['ERROR', 'ERROR']" in done.stdout, (done.stdout, done.stderr)
+    lines = [ln for ln in done.stderr.splitlines() if "could not start" in ln]
+    assert lines and all("if __name__ == '__main__':" in ln for ln in lines), done.stderr
+    assert (tmp_path / "o" / "report.html").is_file()
