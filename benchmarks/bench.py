@@ -280,8 +280,10 @@ def ceiling(times: list[tuple[float, float]], cores: int) -> float:
     of each side taken from different rounds gave 2.13 on two cores, more than the cores
     can give, and the median of the rounds (1.54 in a busy hour) fell under the runs' own
     speedup. On a VM whose cores share a physical core's caches or another tenant's load
-    it is under ``cores``, and a run's speedup cannot exceed it."""
-    return max(cores * alone / together for alone, together in times)
+    it is under ``cores``, and a run's speedup cannot exceed it. A round whose "alone"
+    met a busy spell can still give more than ``cores`` (2.11 on two cores once): it
+    is capped at ``cores``, which no machine can exceed."""
+    return min(float(cores), max(cores * alone / together for alone, together in times))
 
 
 def cli_seconds(folder: Path, jobs: int, out: Path, pycache: Path) -> float:

@@ -41,6 +41,8 @@ def test_the_ceiling_is_the_best_rounds_own_ratio():
     # (2 * 1.6 / 1.7 = 1.88) nor the median round (1.89).
     times = [(1.8, 1.9), (1.6, 1.7), (2.0, 2.0)]
     assert bench.ceiling(times, 2) == 2 * 2.0 / 2.0
+    # A round whose "alone" met a busy spell says more than the cores can give.
+    assert bench.ceiling([(1.6, 1.7), (2.3, 2.1)], 2) == 2.0
 
 
 def test_ceiling_times_measures_one_process_and_all_of_them(tmp_path):
