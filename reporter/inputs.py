@@ -83,8 +83,9 @@ def discover(
                 if path.is_dir():
                     continue
                 if not path.is_file():  # a FIFO or socket: reading it could block forever
-                    skipped.append(SkippedFile(str(path), "not a regular file"))
-                    log.warning("skipped %s: not a regular file", path)
+                    why = "a broken link" if path.is_symlink() else "not a regular file"
+                    skipped.append(SkippedFile(str(path), why))
+                    log.warning("skipped %s: %s", path, why)
                     continue
                 if not is_image(path):
                     skipped.append(SkippedFile(str(path), "not an image file extension"))

@@ -265,6 +265,17 @@ def first_reasons(found: tuple[tuple[str, str], ...], limit: int = SUMMARY_REASO
     return f"{shown} (+{len(rest)} more: {levels})"
 
 
+def skip_reasons(skipped) -> str:
+    """Why files were skipped, by reason, most common first (ties by name): "not a
+    regular file: 4; not an image file extension: 1"."""
+    counts: dict[str, int] = {}
+    for item in skipped:
+        counts[item.reason] = counts.get(item.reason, 0) + 1
+    return "; ".join(
+        f"{why}: {n}" for why, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))
+    )
+
+
 def render_summary(frame: pd.DataFrame, record: RunRecord, out_dir: Path) -> str:
     flagged = frame[frame[table.STATUS] != table.Status.PASS.value].sort_values(
         table.STATUS, ascending=False, kind="stable"
@@ -288,6 +299,7 @@ def render_summary(frame: pd.DataFrame, record: RunRecord, out_dir: Path) -> str
                 for r in flagged.to_dict("records")
             ],
             skipped=len(record.skipped),
+            skipped_why=skip_reasons(record.skipped),
             control=record.history,
             control_line=view.control_line(record.history) if record.history else "",
             gap_text=view.gap_text(record.history) if record.history else "",

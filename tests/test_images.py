@@ -238,6 +238,26 @@ def test_unreadable_baseline_stops_the_run(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_the_summary_says_why_files_were_skipped(run_dir: Path, tmp_path: Path):
+    """A pipe and a broken link are not "not images": the summary gives each reason."""
+    import os
+
+    os.mkfifo(run_dir / "stream.png")
+    (run_dir / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (run_dir / "loop.png").symlink_to(run_dir / "loop.png")
+    (run_dir / "notes.txt").write_text("x")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    why = {s["path"]: s["reason"] for s in result.meta["skipped"]}
+    assert why[str(run_dir / "gone.png")] == "a broken link"
+    assert why[str(run_dir / "loop.png")] == "a broken link"
+    assert why[str(run_dir / "stream.png")] == "not a regular file"
+    assert (
+        "4 files skipped (a broken link: 2; not a regular file: 1; "
+        "not an image file extension: 1); see the log." in result.summary
+    )
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path):
     """Reading a FIFO blocks until someone writes to it: a scheduled run would hang."""
     import os
