@@ -164,6 +164,35 @@ def test_thresholds_and_reports(photos, tmp_path):
     assert main(["duplicates", str(photos), "--threshold", "-1"]) == 2
 
 
+def test_a_name_that_is_not_utf8_works_in_every_collection_command(photos, tmp_path, capsys):
+    """A library copied from a Latin-1 share holds b"M\xfcller.png": the feature cache
+    (written, then read), every output and --move-duplicates keep working; the name shows
+    U+FFFD, the path keeps the byte escaped, as run's outputs have them."""
+    latin1 = os.fsdecode(b"M\xfcller.png")
+    shutil.copy(photos / "chelsea.png", photos / latin1)  # a copy: one group with chelsea.png
+    shown, stored = "M\ufffdller.png", "M\\xfcller.png"
+    for round_ in ("computed", "cached"):
+        out = tmp_path / f"d-{round_}"
+        assert main(["duplicates", str(photos), "--out", str(out), "-q"]) == 1  # broken.png
+        rows = [r for rows in groups_csv(out).values() for r in rows]
+        assert any(r["file"] == shown and r["path"].endswith(stored) for r in rows), round_
+        assert shown in (out / "report.html").read_text(encoding="utf-8")
+        out = tmp_path / f"c-{round_}"
+        assert main(["cluster", str(photos), "--k", "2", "--out", str(out), "-q"]) == 1
+        assert shown in (out / "clusters.csv").read_text(encoding="utf-8")
+        out = tmp_path / f"s-{round_}"
+        query = str(photos / latin1)
+        assert main(["search", query, str(photos), "--out", str(out), "-q"]) == 1
+        assert stored in (out / "results.csv").read_text(encoding="utf-8")
+    capsys.readouterr()
+    target = tmp_path / "dupes"
+    target.mkdir()
+    out = tmp_path / "moved"
+    main(["duplicates", str(photos), "--out", str(out), "--move-duplicates", str(target)])
+    assert (photos / latin1).exists() != (target / latin1).exists()  # one of the two moved
+    assert "Traceback" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 def test_a_worker_killed_while_features_are_computed_costs_no_rows(tmp_path, capsys):
     """SIGKILL a worker of the local pool mid-way, as the out-of-memory killer would: every

@@ -137,6 +137,18 @@ def sharpness(pixels: np.ndarray) -> float:
 # --- the cache ----------------------------------------------------------------------------
 
 
+def _key(path: Path) -> str:
+    """The cache's key of a file: its absolute path; for a name that is not UTF-8 (it
+    holds surrogate escapes, which SQLite's text cannot), "bytes:" and the hex of the
+    path's bytes, which no absolute path starts with."""
+    text = str(path.absolute())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "bytes:" + os.fsencode(text).hex()
+    return text
+
+
 class FeatureCache:
     """Features by (path, size, mtime) in SQLite; None path: a cache that does nothing."""
 
@@ -166,7 +178,7 @@ class FeatureCache:
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, width, height, ahash, phash, colour, embedding, "
                 f"thumbnail, sharpness FROM {TABLE} WHERE path = ? AND schema = ?",
-                (str(path.absolute()), SCHEMA),
+                (_key(path), SCHEMA),
             ).fetchone()
         except (OSError, sqlite3.Error):
             return None
@@ -199,7 +211,7 @@ class FeatureCache:
             return
         rows = [
             (
-                str(Path(f.path).absolute()),
+                _key(Path(f.path)),
                 f.size,
                 f.mtime_ns,
                 f.sha256,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic, write_text
+from ..names import shown, stored
 from ..render.data import defused
 from ..render.html import data_uri
 from ..render.templates import environment
@@ -143,8 +144,50 @@ def _workbook(table: Table, path: Path) -> Path:
     return write_atomic(path, lambda tmp: excel._save(book, tmp))
 
 
+def _readable(table: Table) -> Table:
+    """``table`` as the outputs hold it: file names that are not UTF-8 (a share written in
+    Latin-1) reach Python with surrogate escapes, which no UTF-8 file can encode; every
+    text is ``names.shown`` (U+FFFD), and each path ``names.stored`` (its bytes as \\xNN),
+    as run's outputs have them."""
+
+    def text(value: Any) -> Any:
+        return shown(value) if isinstance(value, str) else value
+
+    def file(f: Features) -> Features:
+        return replace(f, file=shown(f.file), path=stored(f.path), error=text(f.error))
+
+    sections = [
+        replace(
+            s,
+            heading=shown(s.heading),
+            note=shown(s.note),
+            empty=shown(s.empty),
+            items=[
+                replace(
+                    i,
+                    features=file(i.features),
+                    values={k: text(v) for k, v in i.values.items()},
+                    tag=shown(i.tag),
+                    score=shown(i.score),
+                    note=shown(i.note),
+                )
+                for i in s.items
+            ],
+        )
+        for s in table.sections
+    ]
+    return replace(
+        table,
+        title=shown(table.title),
+        subtitle=shown(table.subtitle),
+        sections=sections,
+        errors=[file(e) for e in table.errors],
+    )
+
+
 def write(table: Table, stage: Path, formats: tuple[str, ...]) -> dict[str, Path]:
     """The table as CSV, report.html and report.xlsx in ``stage``, as ``formats`` ask."""
+    table = _readable(table)
     out: dict[str, Path] = {}
     if "csv" in formats:
         out["csv"] = write_text(stage / table.csv_name, _csv(table))
