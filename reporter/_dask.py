@@ -211,7 +211,7 @@ class Cluster:
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", job, job.reference.embedding)
         return self._run(plugin, _compare, items, packed, failed, died, bar)
 
-    def features(self, work: list[tuple], *, embedding: bool) -> list:
+    def features(self, work: list[tuple], *, embedding: bool, bar=None) -> list:
         """``features._compute`` of every work tuple, in order (``features.gather``)."""
         from .collection.features import Features, _died
 
@@ -227,7 +227,7 @@ class Cluster:
             return Features(str(one[0]), one[1], error=why)
 
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", None, embedding)
-        return self._run(plugin, _features, work, packed, failed, _died, None)
+        return self._run(plugin, _features, work, packed, failed, _died, bar)
 
     def _run(self, plugin: Prepare, task, items: list, packed, failed, died, bar) -> list:
         """Every item's result, in order: the plugin registered for the length of it, chunks

@@ -402,6 +402,7 @@ def _collection_options(parser, name: str) -> None:
     _setting_option(parser, ("scheduler",), "scheduler")
     _setting_option(parser, ("scheduler_timeout",), "scheduler_timeout")
     _setting_option(parser, ("send_bytes",), "send_bytes")
+    _setting_option(parser, ("progress",), "no_progress")
     parser.add_argument("--quiet", "-q", action="store_true", help="no summary")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug messages")
 

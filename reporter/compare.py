@@ -466,18 +466,24 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
         process.terminate()
 
 
+def progress_bar(total: int, progress: bool) -> tqdm:
+    """A progress bar on standard error, drawn only when it is a terminal (never in a
+    cron log) and there are more than PROGRESS_MIN_IMAGES images."""
+    return tqdm(
+        total=total,
+        unit="img",
+        file=sys.stderr,
+        disable=not (progress and sys.stderr.isatty() and total > PROGRESS_MIN_IMAGES),
+    )
+
+
 def compare_all(
     job: Job, items: list[Input], *, jobs: int, progress: bool, cluster=None
 ) -> list[ImageResult]:
     """Every item's result, in the order of ``items``: on ``cluster`` (a Dask cluster,
     ``executor.connect``) when given, else in this process or ``jobs`` local workers
     (:func:`in_workers`: a worker that dies costs only the image that killed it)."""
-    bar = tqdm(
-        total=len(items),
-        unit="img",
-        file=sys.stderr,
-        disable=not (progress and sys.stderr.isatty() and len(items) > PROGRESS_MIN_IMAGES),
-    )
+    bar = progress_bar(len(items), progress)
     results: dict[int, ImageResult] = {}
     with bar:
         if cluster is not None:

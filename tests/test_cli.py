@@ -350,11 +350,6 @@ def _run_with_stderr(argv: list[str], stderr) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
-    import fcntl
-    import pty
-    import struct
-    import termios
-
     folder = tmp_path / "many"
     folder.mkdir()
     write(folder / "baseline.png", baseline_img)
@@ -362,10 +357,27 @@ def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
         write(folder / f"img{i:02d}.png", noisy(baseline_img, 0.01, seed=i))
     argv = ["run", str(folder), "--jobs", "1"]
     # a terminal: the bar is drawn
+    code, on_tty = _on_a_terminal([*argv, "--out", str(tmp_path / "tty")])
+    assert code == 0
+    assert "12/12" in on_tty and "img/s" in on_tty
+    # a pipe or a file (cron): no bar, only log lines
+    done = _run_with_stderr([*argv, "--out", str(tmp_path / "pipe")], subprocess.PIPE)
+    piped = done.stderr.decode()
+    assert "img/s" not in piped and "\r" not in piped
+    assert "INFO comparing 12 image(s)" in piped
+
+
+def _on_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """The command's exit status, and what it wrote to standard error, a terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
     primary, secondary = pty.openpty()
     # a new pseudo-terminal is 0 x 0; a real one has a size (tqdm draws to its width)
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    done = _run_with_stderr([*argv, "--out", str(tmp_path / "tty")], secondary)
+    done = _run_with_stderr(argv, secondary)
     os.close(secondary)
     chunks = []
     while True:
@@ -377,14 +389,28 @@ def test_progress_bar_only_on_a_terminal(tmp_path, baseline_img):
             break
         chunks.append(chunk)
     os.close(primary)
-    on_tty = b"".join(chunks).decode("utf-8", "replace")
-    assert done.returncode == 0
+    return done.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+@pytest.mark.parametrize("where", [["--jobs", "1"], ["--jobs", "2"], ["--scheduler", "local:2"]])
+def test_collection_commands_show_progress_on_a_terminal_only(tmp_path, baseline_img, where):
+    """A curator's duplicates over a large folder shows how far it is, as run does;
+    --no-progress and a pipe (cron) show no bar. In this process, in workers, on Dask."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        write(folder / f"img{i:02d}.png", noisy(baseline_img, 0.01, seed=i))
+    argv = ["duplicates", str(folder), *where, "--no-cache", "--formats", "csv"]
+    code, on_tty = _on_a_terminal([*argv, "--out", str(tmp_path / "tty")])
+    assert code == 0
     assert "12/12" in on_tty and "img/s" in on_tty
-    # a pipe or a file (cron): no bar, only log lines
+    code, on_tty = _on_a_terminal([*argv, "--out", str(tmp_path / "no"), "--no-progress"])
+    assert code == 0 and "img/s" not in on_tty and "12/12" not in on_tty
+    assert "computing the features of 12 file(s)" in on_tty  # the log still goes there
     done = _run_with_stderr([*argv, "--out", str(tmp_path / "pipe")], subprocess.PIPE)
-    piped = done.stderr.decode()
-    assert "img/s" not in piped and "\r" not in piped
-    assert "INFO comparing 12 image(s)" in piped
+    assert done.returncode == 0
+    assert "img/s" not in done.stderr.decode() and "\r" not in done.stderr.decode()
 
 
 def test_summary_shows_the_three_most_severe_reasons_and_counts_the_rest(capsys, run_dir, tmp_path):

@@ -156,6 +156,7 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
             cache=cache,
             max_bytes=Config().max_bytes,  # max_file_mb's default, as run's
             cluster=engine,
+            progress=not args.no_progress,
         )
     finally:
         cache.close()

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from .. import compare, hashes, heap, images, visuals
 from ..embedding import DIMENSIONS, cache_folder
@@ -281,10 +280,12 @@ def gather(
     max_pixels: int = 100_000_000,
     max_bytes: int | None = None,
     cluster=None,
+    progress: bool = False,
 ) -> list[Features]:
     """Every item's features, in order: from the cache where the file is unchanged, else
     computed: on ``cluster`` (Dask, ``executor.connect``) when given, else in ``jobs``
-    worker processes when there are enough files to pay."""
+    worker processes when there are enough files to pay. ``progress``: a progress bar of
+    the files computed, on a terminal (``compare.progress_bar``)."""
     out: list[Features | None] = []
     todo: list[int] = []
     for i, item in enumerate(items):
@@ -299,17 +300,20 @@ def gather(
             len(items) - len(todo),
         )
     work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes, None) for i in todo]
-    if cluster is not None and work:
-        done = cluster.features(work, embedding=embedding)
-    elif jobs > 1 and len(work) >= 2 * jobs:  # a worker that dies costs only its file's row
-        with tqdm(total=len(work), disable=True) as bar:
+    with compare.progress_bar(len(work), progress) as bar:
+        if cluster is not None and work:
+            done = cluster.features(work, embedding=embedding, bar=bar)
+        elif jobs > 1 and len(work) >= 2 * jobs:  # a worker that dies costs only its file's row
             done = compare.in_workers(
                 _compute, _init_worker, (os.getpid(),), work, jobs, bar, _died
             )
-    else:
-        _init()
-        with heap.kept():
-            done = [_compute(w) for w in work]
+        else:
+            _init()
+            done = []
+            with heap.kept():
+                for w in work:
+                    done.append(_compute(w))
+                    bar.update()
     for i, features in zip(todo, done, strict=True):
         out[i] = features
     cache.put(done)
