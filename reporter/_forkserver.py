@@ -44,9 +44,11 @@ Image.preinit()
 
 # The compiled kernels, loaded (or compiled, the first time on this machine) once here:
 # every worker forked from this process starts with them in memory.
-try:
-    from . import kernels
+# Not for a collection command's workers, which compute features (pool.start_for_collection).
+if os.environ.get("REPORTER_PIXEL_TYPE", "uint8"):
+    try:
+        from . import kernels
 
-    kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
-except Exception as exc:  # a worker would then load them itself; the run goes on
-    sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
+        kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
+    except Exception as exc:  # a worker would then load them itself; the run goes on
+        sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")

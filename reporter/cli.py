@@ -581,16 +581,29 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
 
 
+def _by_run_metric(args: argparse.Namespace) -> bool:
+    """Whether a collection command compares images as ``run`` does (search by a run
+    metric): its workers want the compiled kernels."""
+    from .collection import RUN_METRICS
+
+    return getattr(args, "by", None) in RUN_METRICS
+
+
 def _command(args: argparse.Namespace) -> int:
+    if args.command in ("search", "duplicates", "cluster"):
+        if args.command == "search":
+            if args.queries is None:
+                args.query, args.paths = args.items[0], args.items[1:]
+                if not args.paths:
+                    return _fail(ReporterError("give the query and at least one PATH to search"))
+            else:
+                args.query, args.paths = None, args.items
+        if not (args.scheduler or os.environ.get("REPORTER_SCHEDULER")):
+            # before the command's imports, so that the workers' fork server starts meanwhile
+            pool.start_for_collection(args.paths, args.jobs, _by_run_metric(args), args.recursive)
     if args.command == "search":
         from .collection.commands import search
 
-        if args.queries is None:
-            args.query, args.paths = args.items[0], args.items[1:]
-            if not args.paths:
-                return _fail(ReporterError("give the query and at least one PATH to search"))
-        else:
-            args.query, args.paths = None, args.items
         try:
             return search(args)
         except ReporterError as exc:

@@ -49,11 +49,15 @@ def context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["reporter.compare", "reporter._forkserver"])
+        ctx.set_forkserver_preload(list(_PRELOAD))
         _run_server()
         return ctx
     return multiprocessing.get_context("spawn")
 
+
+_PRELOAD = ("reporter.compare", "reporter._forkserver")
+"""What the fork server imports before it forks a worker (``start_for_collection``
+changes it before the server starts)."""
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
@@ -152,4 +156,39 @@ def start_early(config) -> bool:
         jobs = config.effective_jobs(count, None, early=True)
         return start(jobs, count, "uint16" if wide else "uint8")
     except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
+        return False
+
+
+def start_for_collection(paths, jobs: int, kernels: bool, recursive: bool = False) -> bool:
+    """Start the fork server for a collection command (``search``, ``duplicates``,
+    ``cluster``) before its heavy imports, when it may want workers: ``jobs`` (0: all
+    cores) above one and at least two image files among the first EARLY_LOOK entries of
+    the folders (``recursive``: of their trees, as a photo library sorted into folders
+    by year has them). Its workers compute features (``collection.features``, imported
+    here once); the compiled kernels are loaded only when ``kernels`` (``search`` by a
+    run metric, which compares images as ``run`` does). Whether it was started."""
+    global _PRELOAD
+    if jobs == 1 or (os.cpu_count() or 1) < 2:
+        return False
+    try:
+        files, looked = 0, 0
+        for given in paths:
+            if given.is_file():
+                files += 1
+                continue
+            for _, folders, names in os.walk(given) if given.is_dir() else ():
+                folders[:] = [f for f in folders if not f.startswith(".")] if recursive else []
+                looked += 1  # a folder read: a tree of empty folders ends the look too
+                for name in names:
+                    looked += 1
+                    files += not name.startswith(".") and is_image(Path(name))
+                    if files >= 2 or looked >= EARLY_LOOK:
+                        break
+                if files >= 2 or looked >= EARLY_LOOK:
+                    break
+        if files < 2:
+            return False
+        _PRELOAD = ("reporter.compare", "reporter.collection.features", "reporter._forkserver")
+        return start(2, files, "uint8" if kernels else "")
+    except Exception:  # noqa: BLE001 - only a guess: the command decides
         return False

@@ -30,6 +30,53 @@ print(json.dumps({"before": before, "after": os.environ.get("GLIBC_TUNABLES"),
 """
 
 
+COLLECTION = """
+import json, sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from reporter import pool
+
+folder, jobs, kernels = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "yes"
+started = pool.start_for_collection([folder], jobs, kernels, sys.argv[4] == "-r")
+probe = "[m in __import__('sys').modules for m in ('reporter.collection.features', 'numba')]"
+with ProcessPoolExecutor(1, mp_context=pool.context()) as workers:
+    features, numba = workers.submit(eval, probe).result()
+print(json.dumps({"started": started, "features": features, "numba": numba}))
+"""
+
+
+@pytest.mark.parametrize(
+    "jobs, kernels, images, recursive, expected",
+    [
+        (0, "no", 3, "", {"started": True, "features": True, "numba": False}),
+        (2, "yes", 3, "", {"started": True, "features": True, "numba": True}),
+        (1, "no", 3, "", {"started": False, "features": False, "numba": True}),
+        (0, "no", 1, "", {"started": False, "features": False, "numba": True}),
+        (0, "no", 3, "-r", {"started": True, "features": True, "numba": False}),
+    ],
+)
+def test_a_collection_commands_fork_server_imports_features_not_the_kernels(
+    tmp_path, jobs, kernels, images, recursive, expected
+):
+    """A collection command's workers compute features: the fork server it starts early
+    imports them once, and loads the compiled kernels (numba, 0.66 s) only for a search
+    by a run metric. With one job or one image it starts nothing (the pool's own server,
+    as a run's, is then started later, with the kernels). With --recursive the images
+    may all lie in sub-folders (a library sorted by year)."""
+    folder = tmp_path / ("2024" if recursive else "")
+    folder.mkdir(exist_ok=True)
+    for i in range(images):
+        (folder / f"{i}.png").write_bytes(b"")  # only the names are looked at
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTION, str(tmp_path), str(jobs), kernels, recursive],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+
+
 def _run(tunables: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     if tunables is not None:
