@@ -17,6 +17,7 @@ import re
 import shutil
 import socket
 import tempfile
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -268,9 +269,7 @@ def first_reasons(found: tuple[tuple[str, str], ...], limit: int = SUMMARY_REASO
 def skip_reasons(skipped) -> str:
     """Why files were skipped, by reason, most common first (ties by name): "not a
     regular file: 4; not an image file extension: 1"."""
-    counts: dict[str, int] = {}
-    for item in skipped:
-        counts[item.reason] = counts.get(item.reason, 0) + 1
+    counts = Counter(item.reason for item in skipped)
     return "; ".join(
         f"{why}: {n}" for why, n in sorted(counts.items(), key=lambda c: (-c[1], c[0]))
     )
