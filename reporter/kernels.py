@@ -28,13 +28,14 @@ that is set, else in ``<reporter cache>/numba`` (``REPORTER_CACHE``, else
 ``$XDG_CACHE_HOME/reporter``, else ``~/.cache/reporter``). Where no cache folder
 can be written, each process compiles (about 7 s per pixel type) and one warning
 says so. Even from the cache, the first kernel a process calls costs about 0.45 s
-(numba's import and its type system): the workers' fork server pays it once for
-all its workers (:func:`warm`).
+(numba's import and its type system; without :func:`_numpy_support_without_scipy`,
+0.2 s more): the workers' fork server pays it once for all its workers (:func:`warm`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from functools import partial
 
@@ -49,6 +50,34 @@ log = logging.getLogger(__name__)
 
 if not numba.config.CACHE_DIR:
     numba.config.CACHE_DIR = str(cache_folder() / "numba")
+
+
+def _numpy_support_without_scipy() -> None:
+    """Import numba's NumPy support (``numba.np.arraymath``) without SciPy's linear algebra.
+
+    Numba imports that module on the first call of any kernel, and the module imports
+    ``scipy.linalg.cython_blas`` (all of ``scipy.linalg``: 170-220 ms on the
+    benchmark's VM, a fifth of the fork server's start) only to see whether its
+    ``np.correlate`` and ``np.convolve`` may call BLAS. No kernel here uses either, so
+    the module is imported now with that name blocked: it then uses its own loop for
+    them in this process. The name is unblocked at once, so that an ``import
+    scipy.linalg`` later (scikit-learn's) works as ever. Nothing is done when SciPy's
+    BLAS or the module is already imported.
+    """
+    blas = "scipy.linalg.cython_blas"
+    if blas in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    sys.modules[blas] = None  # an import of it now fails at once, importing nothing
+    try:
+        import numba.np.arraymath  # noqa: F401
+    except ImportError:  # another numba: its first kernel call imports what it needs
+        pass
+    finally:
+        if blas in sys.modules and sys.modules[blas] is None:
+            del sys.modules[blas]
+
+
+_numpy_support_without_scipy()
 
 _OPTIONS = {
     "nogil": True,  # Dask workers run tasks in threads

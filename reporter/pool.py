@@ -4,9 +4,10 @@ it will want workers.
 Light on purpose (the standard library and Pillow's header reader): the command line
 starts the server before its own heavy imports, so that the server's start (importing
 OpenCV and numba, and loading the compiled kernels: about 0.75 s on the benchmark's
-2-core VM) overlaps the command's (OpenCV, numba, pandas, openpyxl, jinja2: about 0.6 s)
-instead of following them. Started after them, as it was, the pool waited 0.28 s for it
-in a 40-image ``--jobs 2`` run.
+2-core VM, 0.2 s less since they load without SciPy's linear algebra) overlaps the
+command's (OpenCV, pandas, openpyxl, jinja2: about 0.6 s) instead of following them.
+Started after them, as it was, the pool waited 0.28 s for it in a 40-image ``--jobs 2``
+run.
 """
 
 from __future__ import annotations

@@ -228,3 +228,27 @@ def test_warm_loads_every_signature_a_run_uses(dtype):
     before, after = json.loads(done.stdout)
     assert all(b > 0 for b in before)
     assert after == before  # no signature loaded (or compiled) after warm()
+
+
+SCIPY = """
+import json, sys
+import numba, numpy as np
+from reporter import kernels
+
+kernels.warm("uint8")
+spared = "scipy.linalg" not in sys.modules
+dot = numba.njit(lambda a: np.dot(a, a))  # numba's BLAS path imports scipy.linalg itself
+print(json.dumps({"spared": spared, "dot": float(dot(np.ones(4))),
+                  "linalg": "scipy.linalg" in sys.modules}))
+"""
+
+
+def test_the_kernels_load_without_scipys_linear_algebra():
+    """Numba's NumPy support imports all of scipy.linalg (about 0.2 s, a fifth of the fork
+    server's start) to check for BLAS, which no kernel uses: the kernels load without
+    it, and numba code that wants BLAS still gets it afterwards."""
+    done = subprocess.run(
+        [sys.executable, "-c", SCIPY], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"spared": True, "dot": 4.0, "linalg": True}
