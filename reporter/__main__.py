@@ -2,8 +2,8 @@
 
 import sys
 
-from .cli import main
+from .cli import entry
 
 # The guard matters: worker processes import the main module again.
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -12,6 +12,7 @@ the e-mail could not be sent. Usage errors never print a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -553,6 +554,25 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def entry() -> int:
+    """The ``reporter`` command (and ``python -m reporter``): :func:`main`, for a process
+    that exits when it returns.
+
+    Before it exits, Python would collect the garbage of every object the run made,
+    several times over (numba's type registries, pandas: about 160,000 objects): 0.36-0.5 s
+    after a ``--jobs 1`` run, 0.27 s after ``--jobs 2``, on the benchmark's VM, while the
+    run's outputs, log and summary were long written. ``gc.freeze`` first leaves them to
+    the operating system, as it frees all of the process's memory anyway: the exit takes
+    about 0.04 s. Everything else Python does at exit is unchanged (the ``atexit``
+    handlers flush and close the log, the worker pool's threads are joined), and nothing
+    reporter writes is left to a finaliser: each output is closed (and renamed into
+    place) before :func:`main` returns.
+    """
+    status = main()
+    gc.freeze()
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
