@@ -24,15 +24,18 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from . import heap, images, visuals
 from .align import Shift, compensate
 from .metrics import METRICS, Reference
 from .pool import context as pool_context
+
+if TYPE_CHECKING:  # imported where a bar is made: workers, and their fork server, draw none
+    from tqdm import tqdm
 
 __all__ = [
     "aligned",
@@ -469,6 +472,8 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 def progress_bar(total: int, progress: bool) -> tqdm:
     """A progress bar on standard error, drawn only when it is a terminal (never in a
     cron log) and there are more than PROGRESS_MIN_IMAGES images."""
+    from tqdm import tqdm
+
     return tqdm(
         total=total,
         unit="img",

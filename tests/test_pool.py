@@ -120,3 +120,35 @@ def test_a_tunables_setting_of_the_users_is_kept():
     assert other["after"] == "glibc.malloc.arena_max=2"
     own = _run("glibc.malloc.hugetlb=0")
     assert own["worker"] == "glibc.malloc.hugetlb=0"
+
+
+RUN_SERVER = """
+import json
+from concurrent.futures import ProcessPoolExecutor
+from reporter import pool
+
+probe = "{m: m in __import__('sys').modules for m in %r}" % (
+    ("reporter.kernels", "tqdm", "pandas", "openpyxl", "jinja2", "scipy.linalg"),
+)
+with ProcessPoolExecutor(1, mp_context=pool.context()) as workers:
+    print(json.dumps(workers.submit(eval, probe).result()))
+"""
+
+
+def test_a_runs_workers_start_with_the_kernels_and_nothing_of_the_reports():
+    """The fork server is on a command line run's critical path (the pool waits for it):
+    it loads the kernels, and imports nothing a worker does not use. Not the reports'
+    libraries, not the progress bar (tqdm, 22-50 ms), and not SciPy's linear algebra,
+    which numba would import for nothing (0.2 s)."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_SERVER], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "reporter.kernels": True,
+        "tqdm": False,
+        "pandas": False,
+        "openpyxl": False,
+        "jinja2": False,
+        "scipy.linalg": False,
+    }
