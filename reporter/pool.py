@@ -93,10 +93,22 @@ def _run_server() -> None:
 def start(jobs: int, count: int, pixel_type: str = "uint8") -> bool:
     """Start the fork server now, so that it imports (and loads the compiled kernels for
     ``pixel_type``) while this process goes on; whether it runs. Nothing when the run
-    wants no workers, or when the server already runs."""
+    wants no workers, or when the server already runs.
+
+    ``pixel_type`` reaches the server in its environment (``reporter._forkserver``
+    reads it as it starts), set only while it starts: left in this process's
+    environment, a collection command's "" (no kernels) would reach any server a later
+    child process starts."""
     if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
-        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type  # read by reporter._forkserver
-        context()
+        saved = os.environ.get("REPORTER_PIXEL_TYPE")
+        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type
+        try:
+            context()
+        finally:
+            if saved is None:
+                os.environ.pop("REPORTER_PIXEL_TYPE", None)
+            else:
+                os.environ["REPORTER_PIXEL_TYPE"] = saved
         return True
     return False
 

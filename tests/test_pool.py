@@ -31,17 +31,18 @@ print(json.dumps({"before": before, "after": os.environ.get("GLIBC_TUNABLES"),
 
 
 COLLECTION = """
-import json, sys
+import json, os, sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from reporter import pool
 
 folder, jobs, kernels = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "yes"
 started = pool.start_for_collection([folder], jobs, kernels, sys.argv[4] == "-r")
+left = os.environ.get("REPORTER_PIXEL_TYPE")  # the server's setting is not left behind
 probe = "[m in __import__('sys').modules for m in ('reporter.collection.features', 'numba')]"
 with ProcessPoolExecutor(1, mp_context=pool.context()) as workers:
     features, numba = workers.submit(eval, probe).result()
-print(json.dumps({"started": started, "features": features, "numba": numba}))
+print(json.dumps({"started": started, "features": features, "numba": numba, "left": left}))
 """
 
 
@@ -69,12 +70,13 @@ def test_a_collection_commands_fork_server_imports_features_not_the_kernels(
         (folder / f"{i}.png").write_bytes(b"")  # only the names are looked at
     done = subprocess.run(
         [sys.executable, "-c", COLLECTION, str(tmp_path), str(jobs), kernels, recursive],
+        env={k: v for k, v in os.environ.items() if k != "REPORTER_PIXEL_TYPE"},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == expected
+    assert json.loads(done.stdout) == {**expected, "left": None}
 
 
 def _run(tunables: str | None) -> dict:
@@ -140,8 +142,9 @@ def test_a_runs_workers_start_with_the_kernels_and_nothing_of_the_reports():
     it loads the kernels, and imports nothing a worker does not use. Not the reports'
     libraries, not the progress bar (tqdm, 22-50 ms), and not SciPy's linear algebra,
     which numba would import for nothing (0.2 s)."""
+    env = {k: v for k, v in os.environ.items() if k != "REPORTER_PIXEL_TYPE"}
     done = subprocess.run(
-        [sys.executable, "-c", RUN_SERVER], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", RUN_SERVER], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
