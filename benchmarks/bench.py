@@ -17,9 +17,9 @@ temporary folder, then prints:
 * the metrics at twice the side (4 x the pixels) and their ratio to --size (about 4
   when the cost is linear in pixels);
 * all cores against one again in-process with 3N images (the workers' start-up
-  spread over more), and from the command line (``python -m reporter run``: the
-  imports, the compiled kernels' load and the workers' start, as a user waits for
-  them);
+  spread over more), and from the command line (``reporter run``, the console
+  script a user or cron starts: the imports, the compiled kernels' load and the
+  workers' start, as a user waits for them);
 * the comparison pass alone (``compare_all``, the workers' start included) at all
   cores against one, the rest of the run (the baseline, the table, the reports, in
   one process at any number of cores), and the bound those give: one core's run
@@ -287,16 +287,21 @@ def ceiling(times: list[tuple[float, float]], cores: int) -> float:
 
 
 def cli_seconds(folder: Path, jobs: int, out: Path, pycache: Path) -> float:
-    """Wall time of ``python -m reporter run`` as a user starts it: the imports, the
-    compiled kernels' load, the workers' start and every format.
+    """Wall time of ``reporter run`` as a user (or cron) starts it: the imports, the
+    compiled kernels' load, the workers' start and every format. The ``reporter``
+    console script beside this interpreter, else ``python -m reporter`` (which differed
+    before the fork server marked the caller's main module: each worker of the console
+    script imported the command line again, about 0.3 s of a 40-image ``--jobs 2`` run).
 
     With the modules' bytecode cached in ``pycache``, as an installed package has it
     (pip compiles it): with PYTHONDONTWRITEBYTECODE set, as on the development VM, an
     editable checkout's modules were compiled again at every run (about 0.1 s). The
     first run with a new ``pycache`` compiles every module it imports."""
+    script = Path(sys.executable).with_name("reporter")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "reporter"]
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "reporter", "run", str(folder), "--out", str(out)]
+        [*command, "run", str(folder), "--out", str(out)]
         + ["--jobs", str(jobs), "--quiet", "--no-progress"],
         check=True,
         capture_output=True,

@@ -8,7 +8,9 @@ exception hook stays silent when the run's main process is gone (or goes
 within a second), and otherwise says what happened in one line; the main
 process counts the worker as dead either way.
 
-It also loads, before any worker is forked, what every worker would otherwise load
+It marks the run's main module as its own ``__main__`` (``pool._callers_main``: no
+worker then runs the ``reporter`` console script, or a caller's script, again), and
+loads, before any worker is forked, what every worker would otherwise load
 on its first image: the compiled kernels (``kernels.warm``), and Pillow's format
 plugins (``Image.preinit``: six modules, 7 ms, that ``images.load`` needs to read a
 file's orientation and header).
@@ -19,9 +21,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from importlib.machinery import ModuleSpec
 
 from PIL import Image
 
+from . import pool
 from .compare import process_alive
 
 _RUN = os.getppid()  # the fork server's parent: the run's main process
@@ -38,6 +42,15 @@ def _quiet_hook(kind, value, traceback) -> None:
 
 
 sys.excepthook = _quiet_hook
+
+# The run's main module, as multiprocessing will name it to each worker: marked as this
+# process's own __main__ (inherited by every fork), multiprocessing sees it imported
+# already and does not run it in the worker. Nothing from it is ever sent to a worker.
+_main = sys.modules["__main__"]
+if os.environ.get(pool.MAIN_PATH):
+    _main.__file__ = os.environ[pool.MAIN_PATH]
+if os.environ.get(pool.MAIN_NAME):
+    _main.__spec__ = ModuleSpec(os.environ[pool.MAIN_NAME], None)
 
 # Pillow's format plugins, registered once here rather than on each worker's first image.
 Image.preinit()

@@ -17,6 +17,8 @@ import multiprocessing.context
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .names import is_image
@@ -75,19 +77,66 @@ def _run_server() -> None:
     keeps its environment (the tunable is set only while the server starts). Nothing
     where the C library is not glibc 2.35 or newer, or the kernel's transparent huge
     pages are off; a GLIBC_TUNABLES that already sets it wins.
+
+    The server also learns this process's main module (:func:`_callers_main`), so that
+    no worker runs it again.
     """
     from multiprocessing import forkserver
 
     saved = os.environ.get("GLIBC_TUNABLES")
+    tunables = saved
     if saved is None or "glibc.malloc.hugetlb" not in saved:
-        os.environ["GLIBC_TUNABLES"] = f"{saved}:{HUGE_PAGES}" if saved else HUGE_PAGES
-    try:
+        tunables = f"{saved}:{HUGE_PAGES}" if saved else HUGE_PAGES
+    with _environment(GLIBC_TUNABLES=tunables, **_callers_main()):
         forkserver.ensure_running()
+
+
+MAIN_PATH, MAIN_NAME = "REPORTER_MAIN_PATH", "REPORTER_MAIN_NAME"
+
+
+def _callers_main() -> dict[str, str | None]:
+    """This process's main module as multiprocessing names it to a new worker: its path
+    (a script, such as the ``reporter`` console script) or its module name (``python
+    -m``), for the fork server's environment (``reporter._forkserver``).
+
+    Each worker multiprocessing starts runs the caller's main module again (as
+    ``__mp_main__``) before it reads its task, so that functions defined there can be
+    unpickled, unless the process it was forked from has that module as its
+    ``__main__`` already. A reporter worker runs only reporter's functions, so that
+    run was pure cost: the ``reporter`` console script imports the command line and
+    its config (75-115 ms in each worker on the benchmark's VM, before its first
+    image, while the run's own process still imports), and a caller's script ran its
+    own imports in each worker, or, without a ``__main__`` guard, its whole run. The
+    fork server marks that module as its own ``__main__``, and no worker runs it.
+    """
+    from multiprocessing import spawn
+
+    data = spawn.get_preparation_data("reporter")
+    return {
+        MAIN_PATH: data.get("init_main_from_path"),
+        MAIN_NAME: data.get("init_main_from_name"),
+    }
+
+
+@contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """These environment variables set (None: removed) while the block runs, then as
+    they were: what a process started in the block (the fork server) gets, and this
+    process keeps."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        _put(values)
+        yield
     finally:
-        if saved is None:
-            os.environ.pop("GLIBC_TUNABLES", None)
+        _put(saved)
+
+
+def _put(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            os.environ["GLIBC_TUNABLES"] = saved
+            os.environ[name] = value
 
 
 def start(jobs: int, count: int, pixel_type: str = "uint8") -> bool:
@@ -100,15 +149,8 @@ def start(jobs: int, count: int, pixel_type: str = "uint8") -> bool:
     environment, a collection command's "" (no kernels) would reach any server a later
     child process starts."""
     if jobs > 1 and count > 1 and "forkserver" in multiprocessing.get_all_start_methods():
-        saved = os.environ.get("REPORTER_PIXEL_TYPE")
-        os.environ["REPORTER_PIXEL_TYPE"] = pixel_type
-        try:
+        with _environment(REPORTER_PIXEL_TYPE=pixel_type):
             context()
-        finally:
-            if saved is None:
-                os.environ.pop("REPORTER_PIXEL_TYPE", None)
-            else:
-                os.environ["REPORTER_PIXEL_TYPE"] = saved
         return True
     return False
 
