@@ -9,29 +9,39 @@ within a second), and otherwise says what happened in one line; the main
 process counts the worker as dead either way.
 
 It marks the run's main module as its own ``__main__`` (``pool._callers_main``: no
-worker then runs the ``reporter`` console script, or a caller's script, again), and
-loads, before any worker is forked, what every worker would otherwise load
-on its first image: the compiled kernels (``kernels.warm``), and Pillow's format
-plugins (``Image.preinit``: six modules, 7 ms, that ``images.load`` needs to read a
-file's orientation and header).
+worker then runs the ``reporter`` console script, or a caller's script, again). It
+imports what every worker uses (``pool._PRELOAD``), and loads, before any worker is
+forked, what every worker would otherwise load on its first image: the compiled
+kernels (``kernels.warm``), and Pillow's format plugins (``Image.preinit``: six
+modules, 7 ms, that ``images.load`` needs to read a file's orientation and header).
+All of that with the garbage collector off, and then frozen (below).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import sys
 import time
 from importlib.machinery import ModuleSpec
 
-from PIL import Image
-
 from . import pool
-from .compare import process_alive
+
+# No garbage collection until the imports and the kernels' load below are done: they make
+# some 115,000 objects and little garbage, and the collector, run by the count of new
+# objects, went over them some 250 times (68-78 ms of the server's 0.7 s start on the
+# benchmark's VM). Frozen at the end, those objects are never scanned again, neither
+# here nor in a worker (whose collections would otherwise also touch, and so copy, every
+# page of them), as the gc module's documentation advises for a process that forks.
+gc.disable()
 
 _RUN = os.getppid()  # the fork server's parent: the run's main process
 
 
 def _quiet_hook(kind, value, traceback) -> None:
+    from .compare import process_alive
+
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         if not process_alive(_RUN):
@@ -52,8 +62,13 @@ if os.environ.get(pool.MAIN_PATH):
 if os.environ.get(pool.MAIN_NAME):
     _main.__spec__ = ModuleSpec(os.environ[pool.MAIN_NAME], None)
 
+# What every worker uses (pool._PRELOAD: reporter.compare, and a collection command's
+# features), imported once here.
+for _name in os.environ.get(pool.SERVER_IMPORTS, "reporter.compare").split(","):
+    importlib.import_module(_name)
+
 # Pillow's format plugins, registered once here rather than on each worker's first image.
-Image.preinit()
+importlib.import_module("PIL.Image").preinit()
 
 # The compiled kernels, loaded (or compiled, the first time on this machine) once here:
 # every worker forked from this process starts with them in memory.
@@ -65,3 +80,6 @@ if os.environ.get("REPORTER_PIXEL_TYPE", "uint8"):
         kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
     except Exception as exc:  # a worker would then load them itself; the run goes on
         sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
+
+gc.freeze()
+gc.enable()

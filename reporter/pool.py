@@ -52,15 +52,18 @@ def context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(_PRELOAD))
+        ctx.set_forkserver_preload(["reporter._forkserver"])  # which imports _PRELOAD
         _run_server()
         return ctx
     return multiprocessing.get_context("spawn")
 
 
-_PRELOAD = ("reporter.compare", "reporter._forkserver")
-"""What the fork server imports before it forks a worker (``start_for_collection``
-changes it before the server starts)."""
+_PRELOAD = ("reporter.compare",)
+"""What the fork server imports before it forks a worker (``reporter._forkserver`` imports
+them, given in its environment as SERVER_IMPORTS; ``start_for_collection`` changes it
+before the server starts)."""
+
+SERVER_IMPORTS = "REPORTER_SERVER_IMPORTS"
 
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
@@ -87,7 +90,8 @@ def _run_server() -> None:
     tunables = saved
     if saved is None or "glibc.malloc.hugetlb" not in saved:
         tunables = f"{saved}:{HUGE_PAGES}" if saved else HUGE_PAGES
-    with _environment(GLIBC_TUNABLES=tunables, **_callers_main()):
+    server = {SERVER_IMPORTS: ",".join(_PRELOAD), **_callers_main()}
+    with _environment(GLIBC_TUNABLES=tunables, **server):
         forkserver.ensure_running()
 
 
@@ -243,7 +247,7 @@ def start_for_collection(paths, jobs: int, kernels: bool, recursive: bool = Fals
                     break
         if files < 2:
             return False
-        _PRELOAD = ("reporter.compare", "reporter.collection.features", "reporter._forkserver")
+        _PRELOAD = ("reporter.compare", "reporter.collection.features")
         return start(2, files, "uint8" if kernels else "")
     except Exception:  # noqa: BLE001 - only a guess: the command decides
         return False
