@@ -47,6 +47,7 @@ once (the command line's figures include it). It is not a test: nothing here fai
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -262,13 +263,17 @@ def ceiling_times(baseline: Path, paths: list[Path], cores: int) -> tuple[float,
     dispatch, no reports and no start-up in the time. See :func:`ceiling`."""
     from reporter import pool as workers
 
+    # By its module's name: reporter's workers never run the caller's main module
+    # (pool._callers_main), so a function of this script's __main__ is not found there.
+    # This folder is on the workers' sys.path, as on this process's.
+    measure = importlib.import_module(Path(__file__).stem)._decode_and_compare
     work = [str(baseline), *map(str, paths)]
     # The runs' own fork server (its preloads and its heap's settings): the first
     # process to start a fork server decides how it starts.
     with workers.context().Pool(cores) as pool:
-        pool.map(_decode_and_compare, [work[:2]] * cores)  # the workers' imports
-        alone = pool.apply(_decode_and_compare, (work,))
-        together = max(pool.map(_decode_and_compare, [work] * cores))
+        pool.map(measure, [work[:2]] * cores)  # the workers' imports
+        alone = pool.apply(measure, (work,))
+        together = max(pool.map(measure, [work] * cores))
     return alone, together
 
 

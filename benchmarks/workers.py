@@ -5,10 +5,11 @@
 For each image side and image count it times ``reporter run`` as a user runs
 it (a new process each time; CSV and JSON only, so that the comparison
 dominates) with one process and with all cores, best of two, and prints the
-ratio. (Timed in-process instead, through ``pipeline.run`` from a script, each
-worker also re-imports that script's own imports, pandas included, and
-workers look about 0.5 s dearer than they are from the command line. The
-commands run with their modules' bytecode cached, as an installed copy has it:
+ratio. (Timed in-process instead, through ``pipeline.run`` from a script, the
+fork server starts after the script's imports rather than beside them. Before the
+fork server marked the caller's main module, each worker also re-imported that
+script's own imports, pandas included, and workers looked about 0.5 s dearer than
+from the command line. The commands run with their modules' bytecode cached, as an installed copy has it:
 ``bench.installed_env``.)
 Starting workers costs a fixed time (the fork server, the imports, the
 baseline's statistics in each worker); each

@@ -43,6 +43,9 @@ def context() -> multiprocessing.context.BaseContext:
     left it and can deadlock on its first parallel call (seen as a hang as soon
     as the parent had blurred a large image). The fork server is a fresh
     interpreter that imports reporter once; workers fork from it quickly.
+
+    The workers never run the caller's main module (:func:`_callers_main`): a function
+    sent to them must live in a module they can import, not in a script's ``__main__``.
     """
     # After a SIGKILL of this process, the resource tracker removes the pool's
     # semaphores and says so on the caller's stderr; the removal is its job, the
