@@ -9,8 +9,8 @@ ratio. (Timed in-process instead, through ``pipeline.run`` from a script, the
 fork server starts after the script's imports rather than beside them. Before the
 fork server marked the caller's main module, each worker also re-imported that
 script's own imports, pandas included, and workers looked about 0.5 s dearer than
-from the command line. The commands run with their modules' bytecode cached, as an installed copy has it:
-``bench.installed_env``.)
+from the command line. The commands run with their modules' bytecode cached, as
+an installed copy has it: ``bench.installed_env``.)
 Starting workers costs a fixed time (the fork server, the imports, the
 baseline's statistics in each worker); each
 image then costs half as much on two cores. The break-even, in megapixels of
