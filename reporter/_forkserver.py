@@ -62,24 +62,32 @@ if os.environ.get(pool.MAIN_PATH):
 if os.environ.get(pool.MAIN_NAME):
     _main.__spec__ = ModuleSpec(os.environ[pool.MAIN_NAME], None)
 
-# What every worker uses (pool._PRELOAD: reporter.compare, and a collection command's
-# features), imported once here.
-for _name in os.environ.get(pool.SERVER_IMPORTS, "reporter.compare").split(","):
-    importlib.import_module(_name)
 
-# Pillow's format plugins, registered once here rather than on each worker's first image.
-importlib.import_module("PIL.Image").preinit()
+def _prepare() -> None:
+    # What every worker uses (pool._PRELOAD: reporter.compare, and a collection command's
+    # features), imported once here.
+    for name in os.environ.get(pool.SERVER_IMPORTS, "reporter.compare").split(","):
+        importlib.import_module(name)
 
-# The compiled kernels, loaded (or compiled, the first time on this machine) once here:
-# every worker forked from this process starts with them in memory.
-# Not for a collection command's workers, which compute features (pool.start_for_collection).
-if os.environ.get("REPORTER_PIXEL_TYPE", "uint8"):
-    try:
-        from . import kernels
+    # Pillow's format plugins, registered once here rather than on each worker's first
+    # image.
+    importlib.import_module("PIL.Image").preinit()
 
-        kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
-    except Exception as exc:  # a worker would then load them itself; the run goes on
-        sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
+    # The compiled kernels, loaded (or compiled, the first time on this machine) once
+    # here: every worker forked from this process starts with them in memory. Not for a
+    # collection command's workers, which compute features (pool.start_for_collection).
+    if os.environ.get("REPORTER_PIXEL_TYPE", "uint8"):
+        try:
+            from . import kernels
 
-gc.freeze()
-gc.enable()
+            kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
+        except Exception as exc:  # a worker would then load them itself; the run goes on
+            sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
+
+
+try:
+    _prepare()
+finally:  # even when an import failed (multiprocessing goes on without a preload's
+    # ImportError): every worker then still has a working collector
+    gc.freeze()
+    gc.enable()
