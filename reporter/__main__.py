@@ -4,6 +4,7 @@ import sys
 
 from .cli import entry
 
-# The guard matters: worker processes import the main module again.
+# The guard matters where workers are spawned afresh (no fork server): each imports
+# the main module again.
 if __name__ == "__main__":
     sys.exit(entry())

@@ -76,11 +76,12 @@ def _prepare() -> None:
     # The compiled kernels, loaded (or compiled, the first time on this machine) once
     # here: every worker forked from this process starts with them in memory. Not for a
     # collection command's workers, which compute features (pool.start_for_collection).
-    if os.environ.get("REPORTER_PIXEL_TYPE", "uint8"):
+    pixel_type = os.environ.get("REPORTER_PIXEL_TYPE", "uint8")
+    if pixel_type:
         try:
             from . import kernels
 
-            kernels.warm(os.environ.get("REPORTER_PIXEL_TYPE", "uint8"))
+            kernels.warm(pixel_type)
         except Exception as exc:  # a worker would then load them itself; the run goes on
             sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
 

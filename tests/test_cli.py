@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -710,6 +711,10 @@ def test_from_the_command_line_a_small_run_uses_every_core(run_dir, tmp_path):
     assert meta["config"]["jobs"] == (os.cpu_count() or 1)
 
 
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="spawned workers import the main module again, as Python has them do",
+)
 @pytest.mark.parametrize("how", ["path", "module"])
 def test_a_script_without_the_main_guard_runs_and_its_workers_do_not_run_it(tmp_path, how):
     """A script that calls ``pipeline.run(jobs=2)`` with no ``if __name__ == "__main__":``
