@@ -2,7 +2,8 @@
 
 Where it sits: ``metrics._Scale.compare`` calls :func:`ssim_sums` once per colour
 plane and scale; ``metrics._Scale`` computes the baseline's side with
-:func:`ssim_stats`, by the same steps. Nothing else in the package imports numba,
+:func:`ssim_stats`, by the same steps; ``signal.ink_cells`` sums the sparse-image
+metrics' ink per grid cell with :func:`ink_cells`. Nothing else in the package imports numba,
 and this module is imported only by a process that computes metrics, so
 ``--help``, the reports and the history never pay for it.
 
@@ -44,7 +45,7 @@ import numpy as np
 
 from .embedding import cache_folder
 
-__all__ = ["block_means", "halve", "ssim_stats", "ssim_sums", "warm"]
+__all__ = ["block_means", "halve", "ink_cells", "ssim_stats", "ssim_sums", "warm"]
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +466,71 @@ def block_means(plane: np.ndarray, f: int, dtype: type) -> np.ndarray:
     return out
 
 
+@_compiled
+def _ink3(row, b0, b1, b2, dead, valid, acc):  # pragma: no cover - compiled
+    """Add each pixel's ink in one interleaved three-channel row to ``acc``: its largest
+    channel difference from (b0, b1, b2), less ``dead``, at least 0; 0 where not valid.
+    In int32 lanes: the three channels' loads vectorise as one interleaved group."""
+    for j in range(acc.shape[0]):
+        d0 = abs(np.int32(row[3 * j]) - b0)
+        d1 = abs(np.int32(row[3 * j + 1]) - b1)
+        d2 = abs(np.int32(row[3 * j + 2]) - b2)
+        acc[j] += max(max(d0, max(d1, d2)) - dead, 0) * np.int32(valid[j])
+
+
+@_compiled
+def _ink1(row, b0, dead, valid, acc):  # pragma: no cover - compiled
+    for j in range(acc.shape[0]):
+        acc[j] += max(abs(np.int32(row[j]) - b0) - dead, 0) * np.int32(valid[j])
+
+
+@_compiled
+def _ink_cells(flat, channels, colour, dead, valid, rows, cols, out):  # pragma: no cover
+    width = flat.shape[1] // channels
+    acc = np.zeros(width, np.int64)  # each column's ink over the rows of one band of cells
+    for band in range(rows.shape[0] - 1):
+        acc[:] = 0
+        for r in range(rows[band], rows[band + 1]):
+            if channels == 3:
+                _ink3(flat[r], colour[0], colour[1], colour[2], dead, valid[r], acc)
+            else:
+                _ink1(flat[r], colour[0], dead, valid[r], acc)
+        for c in range(cols.shape[0] - 1):
+            total = 0
+            for j in range(cols[c], cols[c + 1]):
+                total += acc[j]
+            out[band, c] = total
+
+
+def ink_cells(pixels, colour, dead, valid, rows, cols):
+    """The ink of ``pixels`` (H x W or H x W x 1 or 3, 8- or 16-bit) summed per cell, in
+    one pass: cell (i, j) holds rows ``rows[i]`` to ``rows[i + 1]`` and columns
+    ``cols[j]`` to ``cols[j + 1]``. A pixel's ink: its largest channel difference from
+    ``colour`` (whole pixel values, one per channel), less ``dead`` (a whole number), at
+    least 0; 0 outside ``valid`` (H x W booleans, or None). Integer sums, exact, as
+    float64.
+
+    What ``signal.py`` defines, without the image-sized arrays OpenCV made on the way
+    (differences, planes, their maxima, a float64 integral image): 0.6 ms instead of 2.6
+    at 1024 x 1024 x 3."""
+    h, w = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    flat = np.ascontiguousarray(pixels).reshape(h, w * channels)
+    valid = np.ones((h, w), np.bool_) if valid is None else np.ascontiguousarray(valid, np.bool_)
+    out = np.zeros((len(rows) - 1, len(cols) - 1), np.int64)
+    _ink_cells(
+        flat,
+        channels,
+        np.asarray(colour, np.int32),
+        np.int32(dead),
+        valid,
+        np.asarray(rows, np.int64),
+        np.asarray(cols, np.int64),
+        out,
+    )
+    return out.astype(np.float64)
+
+
 def warm(dtype: str = "uint8") -> None:
     """Load (or compile, the first time on this machine) every kernel signature a run of
     ``dtype`` pixels uses: full-resolution planes, float levels, and mask weights.
@@ -484,6 +550,9 @@ def warm(dtype: str = "uint8") -> None:
         halve(plane, ft)
         block_means(plane, 2, ft)
         ssim_stats(plane, 1.0, 1.0, taps, ft)
+    edges = np.array([0, 8, 16])
+    for channels in (1, 3):
+        ink_cells(np.ones((16, 16, channels), pixels), [0] * channels, 0, None, edges, edges)
     weights = np.ones((16, 16), np.float32)  # the share of valid pixels, at every level
     halve(weights, np.float32)
     block_means(weights, 2, np.float32)

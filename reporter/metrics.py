@@ -333,13 +333,13 @@ class Reference:
     def background_plane(self) -> np.ndarray:
         return signal.plane(self.background, self.pixels.shape, self.dtype)
 
-    def ink(self, pixels: np.ndarray) -> np.ndarray:
-        """Each pixel's ink against this baseline's background (signal.py)."""
-        return signal.ink(pixels, self.background_plane, self.background)
+    def ink_cells_of(self, pixels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """The ink of ``pixels`` against this baseline's background, per grid cell."""
+        return signal.ink_cells(pixels, self.background, valid)
 
     @cached_property
     def ink_cells(self) -> np.ndarray:
-        return signal.cell_sums(self.ink(self.pixels), self.valid)
+        return self.ink_cells_of(self.pixels, self.valid)
 
     @cached_property
     def signal_share(self) -> float:
@@ -367,7 +367,9 @@ class Reference:
 
     # Statistics of a few bytes that take a while (the background's colour and noise:
     # 80 ms at 1024 px): computed once by the parent while its workers start, and sent.
-    SMALL = ("background", "ink_cells", "signal_share", "ahash", "phash")
+    # Not the ink per cell: it takes a compiled kernel (0.6 ms), which the parent of
+    # workers never loads (numba's import alone is 0.45 s).
+    SMALL = ("background", "signal_share", "ahash", "phash")
 
     def __getstate__(self) -> dict:
         # A worker process gets the pixels and prepares its own statistics: sending
@@ -559,10 +561,10 @@ class Pair:
     def ink_cells(self) -> tuple[np.ndarray, np.ndarray]:
         """(image, baseline) ink per grid cell, over the same compared pixels."""
         ref = self.ref
-        mine = signal.cell_sums(ref.ink(self.image), self.valid)
+        mine = ref.ink_cells_of(self.image, self.valid)
         if self.valid is None or self.valid is ref.valid:
             return mine, ref.ink_cells
-        return mine, signal.cell_sums(ref.ink(ref.pixels), self.valid)
+        return mine, ref.ink_cells_of(ref.pixels, self.valid)
 
     @property
     def ink_floor(self) -> float:

@@ -2,7 +2,7 @@
 
 Where it sits: ``metrics.Reference`` finds the baseline's background once
 (:func:`background`); the ``signal_change`` and ``occupancy_change`` metrics sum each
-image's ink per grid cell (:func:`cell_sums`) against the baseline's. Pure
+image's ink per grid cell (:func:`ink_cells`) against the baseline's. Pure
 functions: arrays in, arrays out.
 
 Definitions (README "Metrics"):
@@ -32,12 +32,11 @@ import numpy as np
 __all__ = [
     "Background",
     "background",
-    "cell_sums",
     "DEAD_ZONE_K",
     "distance",
     "FLOOR",
     "GRID",
-    "ink",
+    "ink_cells",
     "NOISE_K",
     "plane",
     "QUANT_BITS",
@@ -132,14 +131,6 @@ def distance(pixels: np.ndarray, bg_plane: np.ndarray) -> np.ndarray:
     return out
 
 
-def ink(pixels: np.ndarray, bg_plane: np.ndarray, bg: Background) -> np.ndarray:
-    """Ink per pixel in raw units (distance less the dead zone): uint8/uint16, or float32."""
-    d = distance(pixels, bg_plane)
-    if bg.dead_zone > 0:
-        d = cv2.subtract(d, np.full_like(d, round(bg.dead_zone)))  # saturates at 0
-    return d if d.dtype == np.uint8 else d.astype(np.float32)
-
-
 def share(pixels: np.ndarray, bg_plane: np.ndarray, bg: Background, valid=None) -> float:
     """The share of (valid) pixels that carry signal."""
     hit = distance(pixels, bg_plane) > bg.threshold
@@ -148,17 +139,20 @@ def share(pixels: np.ndarray, bg_plane: np.ndarray, bg: Background, valid=None) 
     return float(hit.mean())
 
 
-def cell_sums(values: np.ndarray, valid: np.ndarray | None = None, grid: int = GRID) -> np.ndarray:
-    """Sums of ``values`` per cell of a ``grid`` x ``grid`` partition (float64).
+def ink_cells(
+    pixels: np.ndarray, bg: Background, valid: np.ndarray | None = None, grid: int = GRID
+) -> np.ndarray:
+    """The ink of ``pixels`` summed per cell of a ``grid`` x ``grid`` partition (float64,
+    raw units). Cells split the rows and the columns as evenly as whole pixels allow;
+    pixels outside ``valid`` do not count.
 
-    Cells split the rows and the columns as evenly as whole pixels allow; pixels
-    outside ``valid`` do not count.
-    """
-    if valid is not None:
-        values = np.where(valid, values, 0).astype(values.dtype, copy=False)
-    h, w = values.shape
-    total = cv2.integral(values, sdepth=cv2.CV_64F)
-    rows = np.linspace(0, h, grid + 1).round().astype(int)
-    cols = np.linspace(0, w, grid + 1).round().astype(int)
-    corner = total[np.ix_(rows, cols)]
-    return corner[1:, 1:] - corner[:-1, 1:] - corner[1:, :-1] + corner[:-1, :-1]
+    The sums are exact integers (``kernels.ink_cells``, one compiled pass): the dead zone
+    is rounded to a whole pixel value, as the background colour is."""
+    from .kernels import ink_cells
+
+    h, w = pixels.shape[:2]
+    colour = np.array(bg.colour).round().astype(np.int64)
+    dead = round(bg.dead_zone) if bg.dead_zone > 0 else 0
+    rows = np.linspace(0, h, grid + 1).round().astype(np.int64)
+    cols = np.linspace(0, w, grid + 1).round().astype(np.int64)
+    return ink_cells(pixels, colour, dead, valid, rows, cols)

@@ -348,6 +348,36 @@ print(code, seen[0])
     assert (tmp_path / "o" / "results.csv").is_file()
 
 
+@pytest.mark.parametrize("kind", ["photo", "dot plot"])
+def test_a_run_with_workers_never_loads_the_kernels_in_its_own_process(tmp_path, kind):
+    """With workers, the run's process prepares only the baseline's small statistics
+    (Reference.SMALL) and never loads numba (0.45 s of its import and type system): the
+    ink per cell, computed by a compiled kernel, is left to the workers. Photos and dot
+    plots both: the signal metrics matter most for the second."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    if kind == "photo":
+        base = smooth_image(4, (256, 256, 3))
+    else:
+        base = np.full((256, 256, 3), 255, np.uint8)
+        base[rng.integers(0, 256, 300), rng.integers(0, 256, 300)] = (200, 40, 40)
+    write(folder / "baseline.png", base)
+    for name in ("a.png", "b.png", "c.png"):
+        write(folder / name, base)
+    code = f"""
+import sys
+from reporter import cli
+code = cli.main(["run", {str(folder)!r}, "--out", {str(tmp_path / "o")!r}, "--jobs", "2", "-q"])
+print(code, "numba" in sys.modules, "reporter.kernels" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0 False False", done.stdout
+    rows = list(csv.DictReader((tmp_path / "o" / "results.csv").open()))
+    assert len(rows) == 3 and {r["signal_change"] for r in rows} == {"0.0"}
+
+
 def test_the_early_start_reads_a_huge_baselines_header_quietly(tmp_path):
     """The guess reads the baseline's header only: a 20000 x 20000 PNG (a decompression
     bomb to Pillow) still says the run wants workers, with no warning on stderr; the run

@@ -107,6 +107,45 @@ def test_block_means_are_wangs_box_filter_and_every_fth_pixel(f, shape):
     )
 
 
+@pytest.mark.parametrize(
+    "shape, dtype, grid",
+    [
+        ((1024, 1000, 3), np.uint8, 16),
+        ((97, 131), np.uint16, 16),
+        ((40, 33, 1), np.uint8, 16),
+        ((13, 11, 3), np.uint16, 16),  # fewer rows than cells: some cells are empty
+    ],
+)
+def test_ink_cells_are_the_definition(shape, dtype, grid):
+    """Per cell, the sum of max over channels |pixel - colour| less the dead zone (at
+    least 0) over the valid pixels: exactly, at the extremes of the pixel type too."""
+    rng = np.random.default_rng(len(shape) + shape[0])
+    top = np.iinfo(dtype).max
+    pixels = rng.integers(0, top + 1, shape, dtype=dtype)
+    pixels.reshape(-1)[:50] = top  # the largest differences
+    channels = 1 if len(shape) == 2 else shape[2]
+    colour = rng.integers(0, top + 1, channels)
+    colour[0] = 0
+    valid = rng.random(shape[:2]) > 0.2
+    rows = np.linspace(0, shape[0], grid + 1).round().astype(int)
+    cols = np.linspace(0, shape[1], grid + 1).round().astype(int)
+    as3 = pixels.reshape(shape[0], shape[1], -1).astype(np.int64)
+    for dead in (0, 3):
+        for mask in (None, valid):
+            ink = np.clip(np.abs(as3 - colour).max(axis=2) - dead, 0, None)
+            if mask is not None:
+                ink = ink * mask
+            expected = np.array(
+                [
+                    [ink[rows[i] : rows[i + 1], cols[j] : cols[j + 1]].sum() for j in range(grid)]
+                    for i in range(grid)
+                ]
+            )
+            got = kernels.ink_cells(pixels, colour, dead, mask, rows, cols)
+            assert got.dtype == np.float64
+            np.testing.assert_array_equal(got, expected)
+
+
 CACHED = """
 import json, sys
 import numpy as np
@@ -194,7 +233,8 @@ from reporter.metrics import Reference
 
 dtype = sys.argv[1]
 kernels.warm(dtype)
-dispatchers = (kernels._ssim_sums, kernels._stats, kernels._halve, kernels._block_means)
+dispatchers = (kernels._ssim_sums, kernels._stats, kernels._halve, kernels._block_means,
+               kernels._ink_cells)
 
 
 def loads():
