@@ -289,7 +289,7 @@ class Reference:
         self.embedding = embedding  # the embedding metric is on (off: NaN, nothing loaded)
         if valid is not None and valid.shape != baseline.shape[:2]:
             raise ValueError(f"mask {valid.shape} does not match the baseline {baseline.shape}")
-        self.valid = None if valid is None or valid.all() else valid.astype(bool)
+        self.valid = None if valid is None or valid.all() else valid.astype(bool, copy=False)
         self.pixels = baseline
         self.dtype = baseline.dtype
         self.data_range = data_range(baseline.dtype)
@@ -376,12 +376,25 @@ class Reference:
         # them (about 20 float32 copies of the image) costs more than computing them.
         # The small ones already computed travel with the pixels.
         return {
-            "pixels": self.pixels,
-            "valid": self.valid,
+            "pixels": self._shared("pixels"),
+            "valid": self._shared("valid"),
             "prepared": bool(self._scales),
             "embedding": self.embedding,
             "small": {name: self.__dict__[name] for name in self.SMALL if name in self.__dict__},
         }
+
+    def _shared(self, name: str):
+        """This baseline's ``pixels`` or ``valid`` as a worker process gets them as it
+        starts: mapped, not copied through its start-up pipe (``pool.Shared``)."""
+        array = getattr(self, name)
+        if array is None:
+            return None
+        shared = self.__dict__.setdefault(f"_shared_{name}", None)
+        if shared is None or shared.array is not array:
+            from .pool import Shared
+
+            shared = self.__dict__[f"_shared_{name}"] = Shared(array)
+        return shared
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["pixels"], state["valid"], state["embedding"])
