@@ -329,10 +329,6 @@ class Reference:
     def background(self) -> signal.Background:
         return signal.background(self.pixels, self.data_range, self.valid)
 
-    @cached_property
-    def background_plane(self) -> np.ndarray:
-        return signal.plane(self.background, self.pixels.shape, self.dtype)
-
     def ink_cells_of(self, pixels: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
         """The ink of ``pixels`` against this baseline's background, per grid cell."""
         return signal.ink_cells(pixels, self.background, valid)
@@ -344,7 +340,7 @@ class Reference:
     @cached_property
     def signal_share(self) -> float:
         """The share of the baseline's compared pixels that carry signal."""
-        return signal.share(self.pixels, self.background_plane, self.background, self.valid)
+        return signal.share(self.pixels, self.background, self.valid)
 
     @property
     def sparse(self) -> bool:

@@ -33,12 +33,10 @@ __all__ = [
     "Background",
     "background",
     "DEAD_ZONE_K",
-    "distance",
     "FLOOR",
     "GRID",
     "ink_cells",
     "NOISE_K",
-    "plane",
     "QUANT_BITS",
     "share",
     "SPARSE_SHARE",
@@ -68,75 +66,103 @@ class Background:
         return DEAD_ZONE_K * self.noise
 
 
-def _channels(pixels: np.ndarray) -> int:
-    return 1 if pixels.ndim == 2 else pixels.shape[2]
-
-
 def background(
     pixels: np.ndarray, data_range: float, valid: np.ndarray | None = None
 ) -> Background:
-    """The background colour of ``pixels`` and its noise."""
-    bits = 16 if pixels.dtype == np.uint16 else 8
-    shift = bits - QUANT_BITS
-    flat = pixels.reshape(-1, _channels(pixels))
-    if valid is not None:
-        flat = flat[valid.reshape(-1)]
-    q = flat >> shift  # 0..31 in the pixel type: no int64 copy of the image
-    code = q[:, 0].astype(np.int32)
-    for c in range(1, q.shape[1]):
-        code <<= QUANT_BITS
-        code |= q[:, c]
-    top = int(np.bincount(code).argmax())
-    colour = np.median(flat[code == top], axis=0).astype(float)
-    return Background(tuple(colour), _noise(pixels, colour, data_range, valid), data_range)
+    """The background colour of ``pixels`` and its noise.
+
+    Counted with histograms (``cv2.calcHist``, in one pass each), never by selecting
+    and sorting pixels: 11.6 ms instead of 18.8 at 1024 x 1024 x 3. The run's process
+    computes it before its workers can start."""
+    img = _as3(pixels)
+    top = _top(pixels)
+    shift = top.bit_length() - QUANT_BITS
+    mask = None if valid is None else valid.astype(np.uint8)
+    # The most common colour, 32 levels a channel: the first in the order of
+    # (b0 << 10 | b1 << 5 | b2), as np.bincount(...).argmax() took it.
+    channels = list(range(img.shape[2]))
+    hist = _counts(img, channels, mask, [1 << QUANT_BITS] * len(channels))
+    bins = np.unravel_index(int(hist.argmax()), hist.shape)
+    low = tuple(float(b << shift) for b in bins)
+    high = tuple(float(((b + 1) << shift) - 1) for b in bins)
+    inside = cv2.inRange(img, low, high)
+    if mask is not None:
+        inside = cv2.bitwise_and(inside, mask)
+    colour = np.array([_median(_counts(img, [c], inside, [top + 1])) for c in channels])
+    return Background(tuple(colour), _noise(img, colour, data_range, mask), data_range)
 
 
-def _noise(pixels: np.ndarray, colour: np.ndarray, data_range: float, valid) -> float:
+BAND_PIXELS = 1 << 24
+"""Pixels per calcHist call at most: its counts come back as float32, exact below 2^24."""
+
+
+def _counts(img: np.ndarray, channels: list[int], mask, sizes: list[int]) -> np.ndarray:
+    """The histogram of ``img``'s ``channels`` (``sizes`` bins each over the pixel type's
+    range) under ``mask`` (uint8, or None), as exact int64 counts."""
+    top = _top(img)
+    rows = max(1, BAND_PIXELS // img.shape[1])
+    total = np.zeros(sizes, np.int64)
+    for r in range(0, img.shape[0], rows):
+        part = None if mask is None else mask[r : r + rows]
+        counts = cv2.calcHist([img[r : r + rows]], channels, part, sizes, [0, top + 1] * len(sizes))
+        total += counts.reshape(sizes).astype(np.int64)
+    return total
+
+
+def _median(counts: np.ndarray) -> float:
+    """The median of the values a histogram of whole values counts, as np.median gives
+    it (the mean of the two middle values when their number is even)."""
+    n = int(counts.sum())
+    cumulative = np.cumsum(counts)
+    below = int(np.searchsorted(cumulative, (n - 1) // 2, side="right"))
+    above = int(np.searchsorted(cumulative, n // 2, side="right"))
+    return (below + above) / 2
+
+
+def _noise(img: np.ndarray, colour: np.ndarray, data_range: float, mask) -> float:
     """The background's noise SD: from the differences between horizontal neighbours that
     both lie near the background colour (a smooth photograph's gradients are not noise,
     a camera's grain is), 1.4826 x median |difference| / sqrt(2), all channels pooled."""
-    img = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
     # |p - colour| <= L/8 in every channel, for integer p: p within [ceil(colour - L/8),
     # floor(colour + L/8)], which cv2.inRange tests in one pass over the raw pixels.
     reach = FLOOR * data_range
     low, high = np.ceil(colour - reach).clip(0, None), np.floor(colour + reach)
-    near = cv2.inRange(img, tuple(low.tolist()), tuple(high.tolist())) > 0
-    if valid is not None:
-        near &= valid
-    both = near[:, 1:] & near[:, :-1]
-    if not both.any():
+    near = cv2.inRange(img, tuple(low.tolist()), tuple(high.tolist()))
+    if mask is not None:
+        near = cv2.bitwise_and(near, mask)
+    both = cv2.bitwise_and(near[:, 1:], near[:, :-1])
+    if not cv2.countNonZero(both):
         return 0.0
-    steps = cv2.absdiff(img[:, 1:], img[:, :-1]).reshape(img.shape[0], img.shape[1] - 1, -1)
-    return 1.4826 * float(np.median(steps[both])) / np.sqrt(2)
+    steps = _as3(cv2.absdiff(img[:, 1:], img[:, :-1]))
+    top = _top(img)
+    pooled = sum(_counts(steps, [c], both, [top + 1]) for c in range(steps.shape[2]))
+    return 1.4826 * _median(pooled) / np.sqrt(2)
 
 
-def plane(bg: Background, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An image of ``shape`` filled with the background colour (made once per baseline)."""
-    colour = np.array(bg.colour).round().astype(dtype)
-    # One row first, then the rows: a copy whose innermost run is a whole row (0.1 ms at
-    # 1024 px), not the three channels of one pixel (6.3 ms).
-    row = np.broadcast_to(colour, shape[1:]).copy()
-    return np.broadcast_to(row, shape).copy()
+def _as3(pixels: np.ndarray) -> np.ndarray:
+    return pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
 
 
-def distance(pixels: np.ndarray, bg_plane: np.ndarray) -> np.ndarray:
-    """Each pixel's largest channel difference from the background (pixels' dtype)."""
-    diff = cv2.absdiff(pixels, bg_plane)
-    if diff.ndim == 2:
-        return diff
-    # cv2.max channel by channel: numpy's max over the channel axis took 25 ms at 1024 px.
-    out, *rest = cv2.split(diff)
-    for channel in rest:
-        out = cv2.max(out, channel)
-    return out
+def _top(pixels: np.ndarray) -> int:
+    return 65535 if pixels.dtype == np.uint16 else 255
 
 
-def share(pixels: np.ndarray, bg_plane: np.ndarray, bg: Background, valid=None) -> float:
-    """The share of (valid) pixels that carry signal."""
-    hit = distance(pixels, bg_plane) > bg.threshold
-    if valid is not None:
-        return float(hit[valid].mean()) if valid.any() else 0.0
-    return float(hit.mean())
+def share(pixels: np.ndarray, bg: Background, valid: np.ndarray | None = None) -> float:
+    """The share of (valid) pixels that carry signal: more than the threshold from the
+    background colour (rounded to whole values) in some channel. For whole values, no
+    channel more than the threshold away means every channel within the floor of it:
+    one ``cv2.inRange`` (1.4 ms at 1024 x 1024 x 3, against 5 for the differences)."""
+    top = _top(pixels)
+    colour = np.array(bg.colour).round()
+    reach = np.floor(bg.threshold)
+    low, high = (colour - reach).clip(0, top), (colour + reach).clip(0, top)
+    quiet = cv2.inRange(_as3(pixels), tuple(low.tolist()), tuple(high.tolist()))
+    if valid is None:
+        return (quiet.size - cv2.countNonZero(quiet)) / quiet.size
+    n = int(np.count_nonzero(valid))
+    if n == 0:
+        return 0.0
+    return (n - cv2.countNonZero(cv2.bitwise_and(quiet, valid.astype(np.uint8)))) / n
 
 
 def ink_cells(

@@ -227,16 +227,38 @@ def test_the_background_follows_its_definition(kind):
         assert bg.noise == pytest.approx(noise, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "shape, dtype", [((37, 53, 3), np.uint8), ((37, 53), np.uint8), ((20, 31, 3), np.uint16)]
-)
-def test_the_background_plane_is_the_colour_everywhere(shape, dtype):
-    """The plane is made a row at a time (a copy whose runs are whole rows): every pixel
-    still holds the rounded background colour, in a C-contiguous array of the pixels'
-    type."""
-    colour = (12.4, 200.5, 99.6)[: shape[2] if len(shape) == 3 else 1]
-    plane = signal.plane(signal.Background(colour, 0.0, 255.0), shape, np.dtype(dtype))
-    expected = np.empty(shape, dtype)
-    expected[...] = np.round(np.array(colour)).astype(dtype)
-    assert plane.dtype == dtype and plane.flags.c_contiguous and plane.flags.writeable
-    np.testing.assert_array_equal(plane, expected)
+@pytest.mark.parametrize("kind", ["dots", "photo", "grey", "16 bit", "blank"])
+def test_the_signal_share_follows_its_definition(kind):
+    """The share of pixels more than max(L/8, 6 noise SDs) from the background colour
+    (rounded) in some channel, over the valid pixels: exactly the plain numpy count."""
+    rng = np.random.default_rng(5)
+    if kind == "dots":
+        img = cytometry.healthy(2)
+    elif kind == "photo":
+        img = smooth_image(6, (200, 260, 3))
+    elif kind == "grey":
+        img = cv2.cvtColor(smooth_image(7, (150, 170, 3)), cv2.COLOR_BGR2GRAY)
+    elif kind == "16 bit":
+        img = smooth_image(8, (120, 140, 3), np.uint16)
+    else:
+        img = np.full((64, 80, 3), 255, np.uint8)
+    top = 65535.0 if img.dtype == np.uint16 else 255.0
+    for valid in (None, rng.random(img.shape[:2]) > 0.4, np.zeros(img.shape[:2], bool)):
+        bg = signal.background(img, top, None if valid is not None and not valid.any() else valid)
+        as3 = img.reshape(img.shape[0], img.shape[1], -1).astype(np.int64)
+        far = np.abs(as3 - np.round(bg.colour)).max(axis=2) > bg.threshold
+        expected = far.mean() if valid is None else (far[valid].mean() if valid.any() else 0.0)
+        assert signal.share(img, bg, valid) == expected
+
+
+def test_histograms_of_images_larger_than_float32_counts_are_exact(monkeypatch):
+    """calcHist counts in float32, exact below 2^24 pixels: larger images are counted in
+    bands of rows and summed as integers. With bands of a few rows, every count and the
+    background are still those of the whole image."""
+    img = smooth_image(9, (97, 61, 3))
+    whole = signal.background(img, 255.0)
+    counts = signal._counts(img, [0, 1, 2], None, [32, 32, 32])
+    monkeypatch.setattr(signal, "BAND_PIXELS", 61 * 7)  # 14 bands, the last of 6 rows
+    np.testing.assert_array_equal(signal._counts(img, [0, 1, 2], None, [32, 32, 32]), counts)
+    assert signal.background(img, 255.0) == whole
+    assert counts.sum() == 97 * 61
