@@ -3,9 +3,10 @@
 Where it sits: ``metrics._Scale.compare`` calls :func:`ssim_sums` once per colour
 plane and scale; ``metrics._Scale`` computes the baseline's side with
 :func:`ssim_stats`, by the same steps; ``signal.ink_cells`` sums the sparse-image
-metrics' ink per grid cell with :func:`ink_cells`. Nothing else in the package imports numba,
-and this module is imported only by a process that computes metrics, so
-``--help``, the reports and the history never pay for it.
+metrics' ink per grid cell with :func:`ink_cells`; ``align.Aligner`` takes the shift's
+normalised cross-power spectrum from :func:`cross_power`. Nothing else in the package
+imports numba, and this module is imported only by a process that computes metrics,
+so ``--help``, the reports and the history never pay for it.
 
 Why compiled: SSIM needs three Gaussian-blurred products of the image (y, y^2,
 x*y) and a dozen arithmetic passes over them. With OpenCV each pass goes through
@@ -584,9 +585,10 @@ def cross_power(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     what phase correlation takes the inverse transform of. A value of magnitude 0 stays
     0 (each is divided by its magnitude plus 1e-12 of the largest).
 
-    One pass for the products and the largest magnitude, one for the division: 0.3 ms
-    at 512 x 512 against 1.9 ms for ``cv2.mulSpectrums`` and the numpy steps (the
-    magnitude of each packed value in its place, then the division).
+    One pass for the products and their squared magnitudes, numpy's maximum, one pass
+    for the division: 0.38-0.41 ms at 512 x 512 against 1.1-1.25 ms for
+    ``cv2.mulSpectrums`` and the numpy steps (the magnitude of each packed value in its
+    place, then the division). Within float32 rounding of those, not bit for bit.
 
     The layout: columns 1 .. W - 2 hold (re, im) pairs of every row; column 0, and
     column W - 1 when W is even, hold the real 1-D spectrum of that column: row 0
