@@ -78,6 +78,9 @@ def background(
     top = _top(pixels)
     shift = top.bit_length() - QUANT_BITS
     mask = None if valid is None else valid.astype(np.uint8)
+    if mask is not None and not cv2.countNonZero(mask):
+        # No colour is the most common: say so, rather than read one off empty counts.
+        raise ValueError("every pixel is ignored: nothing left to compare")
     # The most common colour, 32 levels a channel: the first in the order of
     # (b0 << 10 | b1 << 5 | b2), as np.bincount(...).argmax() took it.
     channels = list(range(img.shape[2]))

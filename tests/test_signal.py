@@ -262,3 +262,11 @@ def test_histograms_of_images_larger_than_float32_counts_are_exact(monkeypatch):
     np.testing.assert_array_equal(signal._counts(img, [0, 1, 2], None, [32, 32, 32]), counts)
     assert signal.background(img, 255.0) == whole
     assert counts.sum() == 97 * 61
+
+
+def test_a_baseline_whose_every_pixel_is_ignored_has_no_background():
+    """With no compared pixel there is no most common colour: a clear ValueError (a run
+    turns it into one line about the baseline), not a colour read off empty counts."""
+    base = np.full((40, 50, 3), 200, np.uint8)
+    with pytest.raises(ValueError, match="every pixel is ignored"):
+        signal.background(base, 255.0, np.zeros((40, 50), bool))
