@@ -10,19 +10,23 @@ so ``--help``, the reports and the history never pay for it.
 
 Why compiled: SSIM needs three Gaussian-blurred products of the image (y, y^2,
 x*y) and a dozen arithmetic passes over them. With OpenCV each pass goes through
-memory; here each row is blurred horizontally into a ring of 12 rows, two output
+memory; here each row is blurred horizontally into a ring of 14 rows, four output
 rows at a time are blurred vertically from the ring (each ring row is read once for
-both: the ring lives in the L2 cache, and reading it was the bottleneck), and the
+all four: the ring lives in the L2 cache, and reading it was the bottleneck), and the
 SSIM and contrast-structure terms of a row are summed while it is in the L1 cache.
 Each step is its own short loop, so that it vectorises in eight float32 lanes
-without running out of registers. The terms are added to each column's sums, in
+without running out of registers, and is given whole arrays and a row number, never
+a view of a row (a new array structure each time, its reference count taken and
+dropped: with the four-row blur, a 16384 x 64 plane, all rows, takes 8.5 ms against
+11.6). The terms are added to each column's sums, in
 float32 over blocks of 16 rows, then in float64: elementwise, in the order the code
 gives. No sum is left for the compiler to reorder: when numba was allowed to
 (fastmath's reassociation), the code it compiled and the same code loaded from its
 cache summed in different orders, and SSIM differed in the ninth digit between a
 run that compiled and every later run (an AVX-512 machine).
-At 1024 x 1024 x 3 this takes about 10 ms against 32.7 ms for the OpenCV strips it
-replaced, and 30 % less than a single fused loop (one core, 2-core development VM).
+A plane of 1024 x 1024 takes about 4.2 ms (4.8 with two output rows at a time and
+views of rows, the fifteenth round's form; 32.7 ms for the three planes with the
+OpenCV strips it replaced, one core, 2-core development VM).
 
 The machine code is cached on disk, so it is compiled once per machine and
 pixel type, never in each worker or each cron run: in ``NUMBA_CACHE_DIR`` when
@@ -123,108 +127,93 @@ def _compiled(func, **options):
             return numba.njit(cache=False, **options)(func)
 
 
-@_compiled
-def _hblur(src, out, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
-    """The 11-tap symmetric blur of one row, valid part only: out[j] blurs src[j..j+10]."""
-    for j in range(n):
-        out[j] = (
-            g0 * (src[j] + src[j + 10])
-            + g1 * (src[j + 1] + src[j + 9])
-            + g2 * (src[j + 2] + src[j + 8])
-            + g3 * (src[j + 3] + src[j + 7])
-            + g4 * (src[j + 4] + src[j + 6])
-            + g5 * src[j + 5]
-        )
+RING = 14  # rows of horizontally blurred data kept: 11 for a window, 3 more for 4 outputs
+GROUP = 4  # output rows blurred vertically together (each ring row read once for all)
 
 
-@_compiled
-def _vblur(ring, o, out, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
-    """The vertical blur of ring rows o .. o + 10 (modulo the ring's length) into out."""
-    k = ring.shape[0]
-    a0, a1, a2, a3, a4 = (
-        ring[o % k],
-        ring[(o + 1) % k],
-        ring[(o + 2) % k],
-        ring[(o + 3) % k],
-        ring[(o + 4) % k],
+@partial(_compiled, inline="always")
+def _window(
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, g0, g1, g2, g3, g4, g5
+):  # pragma: no cover
+    """The 11-tap symmetric blur of a0 .. a10: each pair of mirrored values added, then
+    weighed (six products, not eleven)."""
+    return (
+        g0 * (a0 + a10)
+        + g1 * (a1 + a9)
+        + g2 * (a2 + a8)
+        + g3 * (a3 + a7)
+        + g4 * (a4 + a6)
+        + g5 * a5
     )
-    a5, a6, a7, a8 = ring[(o + 5) % k], ring[(o + 6) % k], ring[(o + 7) % k], ring[(o + 8) % k]
-    a9, a10 = ring[(o + 9) % k], ring[(o + 10) % k]
-    for j in range(n):
-        out[j] = (
-            g0 * (a0[j] + a10[j])
-            + g1 * (a1[j] + a9[j])
-            + g2 * (a2[j] + a8[j])
-            + g3 * (a3[j] + a7[j])
-            + g4 * (a4[j] + a6[j])
-            + g5 * a5[j]
-        )
 
 
 @_compiled
-def _vblur2(ring, o, out, out2, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
-    """Two output rows from ring rows o .. o + 11 (a ring of 12): each row is read once
-    for both, which halves the traffic from the L2 cache the ring lives in."""
-    a0, a1, a2, a3, a4, a5 = (
-        ring[o % 12],
-        ring[(o + 1) % 12],
-        ring[(o + 2) % 12],
-        ring[(o + 3) % 12],
-        ring[(o + 4) % 12],
-        ring[(o + 5) % 12],
-    )
-    a6, a7, a8, a9, a10, a11 = (
-        ring[(o + 6) % 12],
-        ring[(o + 7) % 12],
-        ring[(o + 8) % 12],
-        ring[(o + 9) % 12],
-        ring[(o + 10) % 12],
-        ring[(o + 11) % 12],
-    )
+def _hblur(src, out, s, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """The 11-tap symmetric blur of one row, valid part only, into row ``s`` of ``out``:
+    out[s, j] blurs src[j..j+10]."""
     for j in range(n):
-        v0, v1, v2, v3, v4, v5 = a0[j], a1[j], a2[j], a3[j], a4[j], a5[j]
-        v6, v7, v8, v9, v10, v11 = a6[j], a7[j], a8[j], a9[j], a10[j], a11[j]
-        out[j] = (
-            g0 * (v0 + v10)
-            + g1 * (v1 + v9)
-            + g2 * (v2 + v8)
-            + g3 * (v3 + v7)
-            + g4 * (v4 + v6)
-            + g5 * v5
-        )
-        out2[j] = (
-            g0 * (v1 + v11)
-            + g1 * (v2 + v10)
-            + g2 * (v3 + v9)
-            + g3 * (v4 + v8)
-            + g4 * (v5 + v7)
-            + g5 * v6
-        )
+        v0, v1, v2, v3, v4, v5 = src[j], src[j + 1], src[j + 2], src[j + 3], src[j + 4], src[j + 5]
+        v6, v7, v8, v9, v10 = src[j + 6], src[j + 7], src[j + 8], src[j + 9], src[j + 10]
+        out[s, j] = _window(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, g0, g1, g2, g3, g4, g5)
 
 
 @_compiled
-def _row_terms(my, eyy, exy, m2, sx, wr, weighted, n, c1, c2, cols_s, cols_cs):  # pragma: no cover
-    """Each pixel's term of the SSIM map and of the contrast-structure map in one row,
-    from the image's blurred y, y^2 and x*y and the baseline's statistics, added to the
-    columns' running sums ``cols_s`` and ``cols_cs``, all in the float type (eight
-    lanes of float32 for 8-bit data): an elementwise loop, which vectorises without
-    reassociating any sum."""
+def _vblur(ring, o, out, q, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """The vertical blur of ring rows o .. o + 10 (modulo RING) into row ``q`` of ``out``."""
+    i0, i1, i2, i3 = o % RING, (o + 1) % RING, (o + 2) % RING, (o + 3) % RING
+    i4, i5, i6, i7 = (o + 4) % RING, (o + 5) % RING, (o + 6) % RING, (o + 7) % RING
+    i8, i9, i10 = (o + 8) % RING, (o + 9) % RING, (o + 10) % RING
+    for j in range(n):
+        v0, v1, v2, v3, v4 = ring[i0, j], ring[i1, j], ring[i2, j], ring[i3, j], ring[i4, j]
+        v5, v6, v7, v8, v9 = ring[i5, j], ring[i6, j], ring[i7, j], ring[i8, j], ring[i9, j]
+        v10 = ring[i10, j]
+        out[q, j] = _window(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, g0, g1, g2, g3, g4, g5)
+
+
+@_compiled
+def _vblur4(ring, o, out, q, step, n, g0, g1, g2, g3, g4, g5):  # pragma: no cover - compiled
+    """Four output rows (o .. o + 3) from ring rows o .. o + 13, into rows q, q + step,
+    q + 2 step and q + 3 step of ``out``: each ring row is read once for all four, which
+    divides the traffic from the L2 cache the ring lives in by 1.7 against two at a time."""
+    i0, i1, i2, i3 = o % RING, (o + 1) % RING, (o + 2) % RING, (o + 3) % RING
+    i4, i5, i6, i7 = (o + 4) % RING, (o + 5) % RING, (o + 6) % RING, (o + 7) % RING
+    i8, i9, i10, i11 = (o + 8) % RING, (o + 9) % RING, (o + 10) % RING, (o + 11) % RING
+    i12, i13 = (o + 12) % RING, (o + 13) % RING
+    q1, q2, q3 = q + step, q + 2 * step, q + 3 * step
+    for j in range(n):
+        v0, v1, v2, v3, v4 = ring[i0, j], ring[i1, j], ring[i2, j], ring[i3, j], ring[i4, j]
+        v5, v6, v7, v8, v9 = ring[i5, j], ring[i6, j], ring[i7, j], ring[i8, j], ring[i9, j]
+        v10, v11, v12, v13 = ring[i10, j], ring[i11, j], ring[i12, j], ring[i13, j]
+        out[q, j] = _window(v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, g0, g1, g2, g3, g4, g5)
+        out[q1, j] = _window(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, g0, g1, g2, g3, g4, g5)
+        out[q2, j] = _window(v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, g0, g1, g2, g3, g4, g5)
+        out[q3, j] = _window(v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, g0, g1, g2, g3, g4, g5)
+
+
+@_compiled
+def _row_terms(v, q, mx2, sxx_c2, w, r, weighted, n, c1, c2, cols_s, cols_cs):  # pragma: no cover
+    """Each pixel's term of the SSIM map and of the contrast-structure map in output row
+    ``r``, from the image's blurred y, y^2 and x*y (rows q, q + 1, q + 2 of ``v``) and the
+    baseline's statistics, added to the columns' running sums ``cols_s`` and ``cols_cs``,
+    all in the float type (eight lanes of float32 for 8-bit data): an elementwise loop,
+    which vectorises without reassociating any sum."""
     one = c1 / c1  # not the literal 1, which would make every term float64
     half = one / (one + one)
     for j in range(n):
-        mxmy2 = m2[j] * my[j]  # 2 mx my
-        my_sq = my[j] * my[j]
-        mx = m2[j] * half  # exact
-        num2 = exy[j] + exy[j] - mxmy2 + c2  # 2 sxy + C2
-        den2 = eyy[j] - my_sq + sx[j]  # sxx + syy + C2
+        my, eyy, exy, m2 = v[q, j], v[q + 1, j], v[q + 2, j], mx2[r, j]
+        mxmy2 = m2 * my  # 2 mx my
+        my_sq = my * my
+        mx = m2 * half  # exact
+        num2 = exy + exy - mxmy2 + c2  # 2 sxy + C2
+        den2 = eyy - my_sq + sxx_c2[r, j]  # sxx + syy + C2
         den1 = my_sq + (mx * mx + c1)  # mx^2 + my^2 + C1
-        r = one / (den1 * den2)  # one division for both terms, not two
+        rr = one / (den1 * den2)  # one division for both terms, not two
         if weighted:
-            cols_s[j] += (mxmy2 + c1) * num2 * r * wr[j]
-            cols_cs[j] += num2 * den1 * r * wr[j]
+            cols_s[j] += (mxmy2 + c1) * num2 * rr * w[r, j]
+            cols_cs[j] += num2 * den1 * rr * w[r, j]
         else:
-            cols_s[j] += (mxmy2 + c1) * num2 * r
-            cols_cs[j] += num2 * den1 * r
+            cols_s[j] += (mxmy2 + c1) * num2 * rr
+            cols_cs[j] += num2 * den1 * rr
 
 
 ROWS_PER_BLOCK = 16  # rows a column sums in the float type before its float64 total
@@ -243,17 +232,17 @@ def _ssim_sums(x, y, mx2, sxx_c2, w, c1, c2, g):  # pragma: no cover - compiled
     rows, width = y.shape
     n = width - 10  # the valid (cropped) columns
     outs = rows - 10  # the valid rows
+    grouped = outs - outs % GROUP  # rows blurred four at a time; the rest one by one
     ft = mx2.dtype
     g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
     ry = np.empty(width, ft)
     ryy = np.empty(width, ft)
     rxy = np.empty(width, ft)
-    hy = np.empty((12, n), ft)  # rings of horizontally blurred rows
-    hyy = np.empty((12, n), ft)
-    hxy = np.empty((12, n), ft)
-    v = np.empty((6, n), ft)  # blurred y, y^2, x*y of two output rows
+    hy = np.empty((RING, n), ft)  # rings of horizontally blurred rows
+    hyy = np.empty((RING, n), ft)
+    hxy = np.empty((RING, n), ft)
+    v = np.empty((3 * GROUP, n), ft)  # blurred y, y^2, x*y of each output row of a group
     weighted = w.shape[0] > 0
-    wr = w[0] if weighted else v[0]
     # Each column's sums down the rows: over a block of rows in the float type, then
     # into float64 totals (float32 sums over a thousand rows would lose digits).
     cols_s = np.zeros(n, ft)
@@ -261,54 +250,34 @@ def _ssim_sums(x, y, mx2, sxx_c2, w, c1, c2, g):  # pragma: no cover - compiled
     totals_s = np.zeros(n, np.float64)
     totals_cs = np.zeros(n, np.float64)
     block = 0  # rows summed in cols_s and cols_cs since the last flush
+    # Rows are passed to the helpers as (array, index), never as views: a view is a new
+    # array structure, its reference count taken and dropped (the module's docstring).
     for r in range(rows):
-        yr = y[r]
-        xr = x[r]
         for j in range(width):
-            ry[j] = yr[j]
+            ry[j] = y[r, j]
             ryy[j] = ry[j] * ry[j]
-            rxy[j] = ry[j] * xr[j]
-        slot = r % 12
-        _hblur(ry, hy[slot], n, g0, g1, g2, g3, g4, g5)
-        _hblur(ryy, hyy[slot], n, g0, g1, g2, g3, g4, g5)
-        _hblur(rxy, hxy[slot], n, g0, g1, g2, g3, g4, g5)
-        if r >= 11 and (r - 11) % 2 == 0:  # output rows o and o + 1 are complete
-            o = r - 11
-            _vblur2(hy, o, v[0], v[3], n, g0, g1, g2, g3, g4, g5)
-            _vblur2(hyy, o, v[1], v[4], n, g0, g1, g2, g3, g4, g5)
-            _vblur2(hxy, o, v[2], v[5], n, g0, g1, g2, g3, g4, g5)
-            for k in range(2):
-                if weighted:
-                    wr = w[o + k]
-                _row_terms(
-                    v[3 * k],
-                    v[3 * k + 1],
-                    v[3 * k + 2],
-                    mx2[o + k],
-                    sxx_c2[o + k],
-                    wr,
-                    weighted,
-                    n,
-                    c1,
-                    c2,
-                    cols_s,
-                    cols_cs,
-                )
-            block += 2
+            rxy[j] = ry[j] * x[r, j]
+        slot = r % RING
+        _hblur(ry, hy, slot, n, g0, g1, g2, g3, g4, g5)
+        _hblur(ryy, hyy, slot, n, g0, g1, g2, g3, g4, g5)
+        _hblur(rxy, hxy, slot, n, g0, g1, g2, g3, g4, g5)
+        o = r - (RING - 1)  # output rows o .. o + 3 are complete
+        if o >= 0 and o % GROUP == 0 and o < grouped:
+            _vblur4(hy, o, v, 0, 3, n, g0, g1, g2, g3, g4, g5)
+            _vblur4(hyy, o, v, 1, 3, n, g0, g1, g2, g3, g4, g5)
+            _vblur4(hxy, o, v, 2, 3, n, g0, g1, g2, g3, g4, g5)
+            for k in range(GROUP):
+                _row_terms(v, 3 * k, mx2, sxx_c2, w, o + k, weighted, n, c1, c2, cols_s, cols_cs)
+            block += GROUP
             if block >= ROWS_PER_BLOCK:
                 _flush(cols_s, totals_s, n)
                 _flush(cols_cs, totals_cs, n)
                 block = 0
-        elif r == rows - 1 and outs % 2 == 1:  # the last output row has no pair
-            o = outs - 1
-            _vblur(hy, o, v[0], n, g0, g1, g2, g3, g4, g5)
-            _vblur(hyy, o, v[1], n, g0, g1, g2, g3, g4, g5)
-            _vblur(hxy, o, v[2], n, g0, g1, g2, g3, g4, g5)
-            if weighted:
-                wr = w[o]
-            _row_terms(
-                v[0], v[1], v[2], mx2[o], sxx_c2[o], wr, weighted, n, c1, c2, cols_s, cols_cs
-            )
+    for o in range(grouped, outs):  # the last rows, with the ring holding rows - 14 ..
+        _vblur(hy, o, v, 0, n, g0, g1, g2, g3, g4, g5)
+        _vblur(hyy, o, v, 1, n, g0, g1, g2, g3, g4, g5)
+        _vblur(hxy, o, v, 2, n, g0, g1, g2, g3, g4, g5)
+        _row_terms(v, 0, mx2, sxx_c2, w, o, weighted, n, c1, c2, cols_s, cols_cs)
     _flush(cols_s, totals_s, n)
     _flush(cols_cs, totals_cs, n)
     total_s = 0.0  # in column order: the same sum, bit for bit, in every process
@@ -320,13 +289,13 @@ def _ssim_sums(x, y, mx2, sxx_c2, w, c1, c2, g):  # pragma: no cover - compiled
 
 
 @partial(_compiled, fastmath=_OPTIONS["fastmath"] - {"contract"})
-def _stat_row(mx, exx, mx2, sxx_c2, n, c2):  # pragma: no cover - compiled
+def _stat_row(v, q, mx2, sxx_c2, r, n, c2):  # pragma: no cover - compiled
     for j in range(n):
-        m = mx[j]
-        mx2[j] = m + m
+        m = v[q, j]
+        mx2[r, j] = m + m
         # m * m rounded before the difference, as the image's side rounds my^2
         # (compiled without contraction into a fused multiply-subtract)
-        sxx_c2[j] = exx[j] - m * m + c2
+        sxx_c2[r, j] = v[q + 1, j] - m * m + c2
 
 
 @_compiled
@@ -334,32 +303,31 @@ def _stats(x, mx2, sxx_c2, c2, g):  # pragma: no cover - compiled
     rows, width = x.shape
     n = width - 10
     outs = rows - 10
+    grouped = outs - outs % GROUP  # as _ssim_sums: each row blurred by the same code
     ft = mx2.dtype
     g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
     rx = np.empty(width, ft)
     rxx = np.empty(width, ft)
-    hx = np.empty((12, n), ft)
-    hxx = np.empty((12, n), ft)
-    v = np.empty((4, n), ft)
+    hx = np.empty((RING, n), ft)
+    hxx = np.empty((RING, n), ft)
+    v = np.empty((2 * GROUP, n), ft)
     for r in range(rows):
-        xr = x[r]
         for j in range(width):
-            rx[j] = xr[j]
+            rx[j] = x[r, j]
             rxx[j] = rx[j] * rx[j]
-        slot = r % 12
-        _hblur(rx, hx[slot], n, g0, g1, g2, g3, g4, g5)
-        _hblur(rxx, hxx[slot], n, g0, g1, g2, g3, g4, g5)
-        if r >= 11 and (r - 11) % 2 == 0:  # output rows o and o + 1 are complete
-            o = r - 11
-            _vblur2(hx, o, v[0], v[2], n, g0, g1, g2, g3, g4, g5)
-            _vblur2(hxx, o, v[1], v[3], n, g0, g1, g2, g3, g4, g5)
-            _stat_row(v[0], v[1], mx2[o], sxx_c2[o], n, c2)
-            _stat_row(v[2], v[3], mx2[o + 1], sxx_c2[o + 1], n, c2)
-        elif r == rows - 1 and outs % 2 == 1:  # the last output row has no pair
-            o = outs - 1
-            _vblur(hx, o, v[0], n, g0, g1, g2, g3, g4, g5)
-            _vblur(hxx, o, v[1], n, g0, g1, g2, g3, g4, g5)
-            _stat_row(v[0], v[1], mx2[o], sxx_c2[o], n, c2)
+        slot = r % RING
+        _hblur(rx, hx, slot, n, g0, g1, g2, g3, g4, g5)
+        _hblur(rxx, hxx, slot, n, g0, g1, g2, g3, g4, g5)
+        o = r - (RING - 1)
+        if o >= 0 and o % GROUP == 0 and o < grouped:
+            _vblur4(hx, o, v, 0, 2, n, g0, g1, g2, g3, g4, g5)
+            _vblur4(hxx, o, v, 1, 2, n, g0, g1, g2, g3, g4, g5)
+            for k in range(GROUP):
+                _stat_row(v, 2 * k, mx2, sxx_c2, o + k, n, c2)
+    for o in range(grouped, outs):
+        _vblur(hx, o, v, 0, n, g0, g1, g2, g3, g4, g5)
+        _vblur(hxx, o, v, 1, n, g0, g1, g2, g3, g4, g5)
+        _stat_row(v, 0, mx2, sxx_c2, o, n, c2)
 
 
 def ssim_stats(x, c1, c2, taps, dtype):
@@ -438,22 +406,46 @@ def halve(plane: np.ndarray, dtype: type) -> np.ndarray:
 
 
 @_compiled
-def _block_means(src, rows, cols, f, out):  # pragma: no cover - compiled
+def _block_means(src, rows, cols, f, line, win, out):  # pragma: no cover - compiled
+    """Each output row: the sum of its f source rows, column by column (``line``); the
+    sums of f neighbouring columns, for every column where they lie inside (``win``,
+    f contiguous passes, which vectorise); then every f-th of those, and at the borders
+    the reflected columns (``cols``) one by one. ``line`` and ``win`` hold whole numbers
+    exactly (int32 or int64 for integer pixels, float64 otherwise)."""
     scale = 1.0 / (f * f)
-    line = np.empty(src.shape[1], np.float64)  # the sum of f rows, column by column
+    width = src.shape[1]
+    a = (f - 1) // 2  # MATLAB's anchor: output j averages columns j f - a .. j f - a + f - 1
+    wide = out.shape[1]
+    first_inside = min(-(-a // f), wide)  # j f - a >= 0
+    end_inside = max((width - f + a) // f + 1, first_inside)  # j f - a + f - 1 <= width - 1
+    spans = width - f + 1  # windows of f columns that lie inside
     for i in range(out.shape[0]):
-        first = src[rows[i * f]]
-        for c in range(line.shape[0]):
-            line[c] = first[c]
+        r0 = rows[i * f]
+        for c in range(width):
+            line[c] = src[r0, c]
         for t in range(1, f):
-            r = src[rows[i * f + t]]
-            for c in range(line.shape[0]):
-                line[c] += r[c]
-        for j in range(out.shape[1]):
-            total = 0.0
-            for u in range(f):
-                total += line[cols[j * f + u]]  # columns reflected at the borders
-            out[i, j] = total * scale
+            rt = rows[i * f + t]
+            for c in range(width):
+                line[c] += src[rt, c]
+        for c in range(spans):
+            win[c] = line[c]
+        for u in range(1, f):
+            for c in range(spans):
+                win[c] += line[c + u]
+        for j in range(first_inside, end_inside):
+            out[i, j] = win[j * f - a] * scale
+        for j in range(first_inside):
+            out[i, j] = _reflected_sum(line, cols, j * f, f) * scale
+        for j in range(end_inside, wide):
+            out[i, j] = _reflected_sum(line, cols, j * f, f) * scale
+
+
+@_compiled
+def _reflected_sum(line, cols, start, f):  # pragma: no cover - compiled
+    total = line[cols[start]]
+    for u in range(1, f):
+        total += line[cols[start + u]]
+    return total
 
 
 def _reflected(n: int, f: int) -> np.ndarray:
@@ -468,10 +460,24 @@ def block_means(plane: np.ndarray, f: int, dtype: type) -> np.ndarray:
     """ssim.m's downsampling of one plane: ``imfilter(img, ones(f)/f^2, 'symmetric')``,
     then every f-th pixel. Sample i averages rows i*f - anchor .. i*f - anchor + f - 1
     (MATLAB centres an even kernel before its middle, anchor = (f - 1) // 2),
-    reflected at the borders."""
+    reflected at the borders. Integer pixels are summed as integers (exact, and twice
+    the lanes of float64: 0.33 ms a plane at 1024 px and f = 4, against 0.85)."""
     h, w = plane.shape
     out = np.empty((-(-h // f), -(-w // f)), dtype)
-    _block_means(np.ascontiguousarray(plane), _reflected(h, f), _reflected(w, f), f, out)
+    if plane.dtype.kind in "ui":
+        top = int(np.iinfo(plane.dtype).max)
+        sums = np.int32 if f * f * top < 2**31 else np.int64
+    else:
+        sums = np.float64
+    _block_means(
+        np.ascontiguousarray(plane),
+        _reflected(h, f),
+        _reflected(w, f),
+        f,
+        np.empty(w, sums),
+        np.empty(w, sums),
+        out,
+    )
     return out
 
 

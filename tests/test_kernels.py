@@ -51,6 +51,22 @@ def test_ssim_is_skimages_within_1e4(shape, dtype):
     assert abs(got - expected) <= 1e-5  # in fact far closer
 
 
+@pytest.mark.parametrize("rows", [11, 12, 13, 14, 15, 16, 17, 18, 27, 28, 29, 30])
+def test_every_count_of_rows_is_skimages(rows):
+    """The kernels blur four output rows at a time from a ring of 14 and the rest one by
+    one: every remainder, and images shorter than the ring, give skimage's SSIM, and the
+    baseline's side matches the image's row for row (an identical image reads as 1)."""
+    base, image = _pair((rows, 37, 3), np.uint8, seed=rows)
+    expected = structural_similarity(base, image, data_range=255, channel_axis=-1, **SKIMAGE)
+    ref = Reference(base)
+    assert ref.compare(image, ["ssim"])["ssim"] == pytest.approx(expected, abs=1e-5)
+    scale = ref.scale(0)
+    planes = [np.ascontiguousarray(base[:, :, c]) for c in range(3)]
+    s, cs = scale.compare(planes)  # not the shortcut for identical images: the sums
+    np.testing.assert_allclose(s, 1.0, atol=1e-5)
+    np.testing.assert_allclose(cs, 1.0, atol=1e-5)
+
+
 def test_ssim_of_sparse_plots_is_skimages_within_5e6():
     """Dot plots (a white page, sparse dots) are where float32 loses most: the variance
     E[y^2] - E[y]^2 cancels at 255^2. Each term is in float32, but its sums are not
@@ -91,19 +107,39 @@ def test_halve_is_msssims_two_by_two_mean(shape):
 
 
 @pytest.mark.parametrize(
-    "f, shape", [(2, (64, 70)), (3, (100, 101)), (4, (1024, 999)), (5, (23, 12))]
+    "f, shape, dtype",
+    [
+        (2, (64, 70), np.uint8),
+        (3, (100, 101), np.uint8),
+        (4, (1024, 999), np.uint8),
+        (5, (23, 12), np.uint8),
+        (5, (24, 16), np.uint8),  # the last row and column in no block
+        (4, (67, 90), np.uint16),  # summed in int32
+        (182, (400, 380), np.uint16),  # 182^2 x 65535 > 2^31: summed in int64
+        (3, (50, 47), np.float32),  # the weights of ignored pixels: float64 sums
+    ],
 )
-def test_block_means_are_wangs_box_filter_and_every_fth_pixel(f, shape):
-    """ssim.m: imfilter(img, ones(f)/f^2, 'symmetric', 'same'), then img(1:f:end, 1:f:end)."""
-    from scipy.ndimage import correlate
-
-    plane = np.random.default_rng(f).integers(0, 256, shape).astype(np.float64)
-    # MATLAB's 'same' places the kernel's centre at floor((f + 1) / 2) (1-based); scipy's
-    # origin shifts it there from floor(f / 2) (0-based).
-    origin = (f - 1) // 2 - f // 2
-    filtered = correlate(plane, np.ones((f, f)) / f**2, mode="reflect", origin=origin)
+def test_block_means_are_wangs_box_filter_and_every_fth_pixel(f, shape, dtype):
+    """ssim.m: imfilter(img, ones(f)/f^2, 'symmetric', 'same'), then img(1:f:end, 1:f:end).
+    MATLAB's 'same' centres the kernel at floor((f + 1) / 2) (1-based): the sample at
+    i f averages rows (and columns) i f - a .. i f - a + f - 1, a = (f - 1) // 2, the
+    image mirrored at its borders ('symmetric', as numpy's pad names it too)."""
+    rng = np.random.default_rng(f)
+    if dtype == np.float32:
+        plane = rng.random(shape).astype(np.float32)
+    else:
+        plane = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+        plane.reshape(-1)[: shape[1] * f] = np.iinfo(dtype).max  # whole blocks at the top
+    a = (f - 1) // 2
+    h, w = -(-shape[0] // f), -(-shape[1] // f)
+    padded = np.pad(
+        plane.astype(np.float64),
+        ((a, max(0, h * f - a - shape[0])), (a, max(0, w * f - a - shape[1]))),
+        mode="symmetric",
+    )[: h * f, : w * f]
+    expected = padded.reshape(h, f, w, f).mean(axis=(1, 3))
     np.testing.assert_allclose(
-        kernels.block_means(plane.astype(np.uint8), f, np.float64), filtered[::f, ::f], atol=1e-9
+        kernels.block_means(plane, f, np.float64), expected, rtol=1e-12, atol=1e-9
     )
 
 
