@@ -166,8 +166,8 @@ def start(jobs: int, count: int, pixel_type: str = "uint8") -> bool:
 
 class Shared:
     """An array that worker processes receive as they start, mapped from this process's
-    memory (a ``memfd``) instead of copied through their start-up pipe: read-only in the
-    worker, one copy in memory for all of them.
+    memory (a ``memfd``) instead of copied through their start-up pipe: one copy in memory
+    for all of them, mapped copy-on-write in each (``_mapped``).
 
     A worker's start (its fork from the server, and its start-up data read from a pipe)
     holds this process until the worker has read that data; the pool starts its workers
@@ -230,7 +230,13 @@ def _itself(array):
 
 
 def _mapped(fd, shape: tuple[int, ...], dtype: str):
-    """The array a worker receives: a read-only view of the memory ``fd`` holds."""
+    """The array a worker receives: a private (copy-on-write) mapping of the memory
+    ``fd`` holds. Its pages are the run's one copy until written; a write would copy
+    that page for this worker alone. Writable, not read-only: numba types a read-only
+    array apart from a writable one, and each compiled kernel given one (the baseline's
+    ink per cell, a greyscale baseline's planes) would load, or on a new machine
+    compile, a signature of its own in every worker, that the fork server's warm-up
+    (``kernels.warm``) had not loaded: 18-24 ms of each worker's start."""
     import mmap
 
     import numpy as np
@@ -238,7 +244,7 @@ def _mapped(fd, shape: tuple[int, ...], dtype: str):
     descriptor = fd.detach()
     try:
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        memory = mmap.mmap(descriptor, size, prot=mmap.PROT_READ)
+        memory = mmap.mmap(descriptor, size, access=mmap.ACCESS_COPY)
     finally:
         os.close(descriptor)
     return np.frombuffer(memory, dtype).reshape(shape)

@@ -209,10 +209,11 @@ valid[:20] = False
 reference = Reference(pixels, valid)
 probe = (
     "[(a.flags.writeable, type(getattr(getattr(a.base, 'base', None), 'obj', None)).__name__,"
-    " a.tobytes() == b) for a, b in ("
+    " a.tobytes() == b, a.fill(0)) for a, b in ("
     "(__import__('reporter.compare').compare._worker_job.reference.pixels, {p!r}), "
     "(__import__('reporter.compare').compare._worker_job.reference.valid, {v!r}))]"
 ).format(p=pixels.tobytes(), v=valid.tobytes())  # the array, its flat view, the mapping's buffer
+# Each worker then overwrites its arrays: the next pool's worker must still see the run's.
 from reporter.compare import Job, _init_worker
 from reporter import images
 job = Job(reference, images.Geometry.of(pixels), 10**8, False, pictures_only=True)
@@ -237,7 +238,9 @@ def test_a_workers_baseline_is_mapped_from_the_runs_memory_not_sent_through_its_
     """A worker's start holds the run's process until the worker has read its start-up
     data; with the baseline's pixels in it, a start took 13-20 ms at 1024 px (25-51 ms
     at 2048) instead of 3-8. The baseline's pixels and mask reach each worker as a
-    read-only mapping of one copy in shared memory, in every pool of the run; pickled
+    private (copy-on-write) mapping of one copy in shared memory, in every pool of the
+    run: writable, as a kernel's warmed-up signatures expect, and a write stays in the
+    worker that made it (the next pool's worker still sees the run's pixels). Pickled
     any other way, a Reference carries its arrays as ever. Where shared memory is
     refused, they go through the pipe as before."""
     done = subprocess.run(
@@ -246,10 +249,65 @@ def test_a_workers_baseline_is_mapped_from_the_runs_memory_not_sent_through_its_
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     if memfd == "allowed":
-        assert seen["workers"] == [[[False, "mmap", True], [False, "mmap", True]]] * 2
+        assert seen["workers"] == [[[True, "mmap", True, None], [True, "mmap", True, None]]] * 2
     else:
-        assert [[(w, ok) for w, _, ok in pair] for pair in seen["workers"]] == [
+        assert [[(w, ok) for w, _, ok, _ in pair] for pair in seen["workers"]] == [
             [(True, True), (True, True)]
         ] * 2
     assert seen["copy"] == [True, True]
     assert seen["plain"] == ["ndarray", True]
+
+
+WARMED_WORKER = """
+import json, os, sys
+from concurrent.futures import ProcessPoolExecutor
+import numpy as np
+from reporter import images, pool
+from reporter.compare import Job
+from reporter.metrics import Reference
+
+COUNT = (  # how many signatures of each kernel this process has loaded
+    "(lambda k: {n: len(getattr(k, n).signatures) for n in dir(k)"
+    " if hasattr(getattr(k, n), 'signatures')})(__import__('reporter.kernels').kernels)"
+)
+INIT = f\"""
+import builtins
+from reporter import compare
+builtins.before = {COUNT}
+compare._init_worker(job, parent)
+\"""
+PROBE = f\"""(
+    __import__('reporter.compare').compare._worker_job.reference.compare(image),
+    __import__('builtins').before == {COUNT},
+)\"""
+rng = np.random.default_rng(4)
+seen = []
+for shape in ((120, 90, 3), (120, 90)):
+    pixels = rng.integers(0, 256, shape, np.uint8)
+    valid = np.ones(shape[:2], bool)
+    valid[:, :7] = False
+    for mask in (None, valid):
+        job = Job(Reference(pixels, mask), images.Geometry.of(pixels), 10**8, False)
+        context = {"job": job, "parent": os.getpid()}
+        with ProcessPoolExecutor(
+            1, mp_context=pool.context(), initializer=exec, initargs=(INIT, context)
+        ) as workers:
+            image = np.clip(pixels.astype(int) + 9, 0, 255).astype(np.uint8)
+            _, none_loaded = workers.submit(eval, PROBE, {"image": image}).result()
+        seen.append(none_loaded)
+print(json.dumps(seen))
+"""
+
+
+def test_a_worker_loads_no_kernel_signature_the_fork_server_did_not():
+    """The fork server loads the compiled kernels once (``kernels.warm``); a worker's
+    preparation of the baseline and its first comparison must find every signature
+    already there. The baseline it receives is a mapping of the run's memory: mapped
+    read-only, numba typed it apart, and the baseline's ink per cell loaded a signature
+    of its own in every worker (18-24 ms of each worker's start; on a new machine, a
+    compilation). Colour and greyscale, with and without ignored pixels."""
+    done = subprocess.run(
+        [sys.executable, "-c", WARMED_WORKER], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True] * 4
