@@ -32,7 +32,7 @@ The machine code is cached on disk, so it is compiled once per machine and
 pixel type, never in each worker or each cron run: in ``NUMBA_CACHE_DIR`` when
 that is set, else in ``<reporter cache>/numba`` (``REPORTER_CACHE``, else
 ``$XDG_CACHE_HOME/reporter``, else ``~/.cache/reporter``). Where no cache folder
-can be written, each process compiles (about 7 s per pixel type) and one warning
+can be written, each process compiles (about 20 s per pixel type) and one warning
 says so. Even from the cache, the first kernel a process calls costs about 0.45 s
 (numba's import and its type system; without :func:`_numpy_support_without_scipy`,
 0.2 s more): the workers' fork server pays it once for all its workers (:func:`warm`).
@@ -118,7 +118,7 @@ def _compiled(func, **options):
             _UNCACHED.append(func.__name__)
             log.warning(
                 "no writable cache folder for compiled code (%s): each process compiles "
-                "it again (about 7 s); set REPORTER_CACHE or NUMBA_CACHE_DIR to a writable "
+                "it again (about 20 s); set REPORTER_CACHE or NUMBA_CACHE_DIR to a writable "
                 "folder",
                 exc,
             )
