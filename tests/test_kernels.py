@@ -63,8 +63,10 @@ def test_every_count_of_rows_is_skimages(rows):
     scale = ref.scale(0)
     planes = [np.ascontiguousarray(base[:, :, c]) for c in range(3)]
     s, cs = scale.compare(planes)  # not the shortcut for identical images: the sums
-    np.testing.assert_allclose(s, 1.0, atol=1e-5)
-    np.testing.assert_allclose(cs, 1.0, atol=1e-5)
+    # 4e-8 off 1 when both sides blur each row by the same code; the baseline's 2 mu_x
+    # one float32 step off (a row blurred by other code) puts it 1.1e-5 off.
+    np.testing.assert_allclose(s, 1.0, atol=1e-6)
+    np.testing.assert_allclose(cs, 1.0, atol=1e-6)
 
 
 def test_ssim_of_sparse_plots_is_skimages_within_5e6():
