@@ -70,33 +70,24 @@ before the server starts)."""
 
 SERVER_IMPORTS = "REPORTER_SERVER_IMPORTS"
 
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
-
 
 def _run_server() -> None:
-    """Start the fork server unless it runs, its heap backed by transparent huge pages.
+    """Start the fork server unless it runs. It learns this process's main module
+    (:func:`_callers_main`), so that no worker runs it again.
 
-    A worker's first touch of memory (its baseline statistics: about 30 MB at 1024 px;
-    its first image's arrays) faults every 4 KB page in, at about 2.5 us a page on the
-    benchmark's VM (a ``ssim_stats`` plane took 9.1 ms on fresh memory, 3.9 ms on
-    memory it had used). glibc's ``malloc.hugetlb`` tunable, read when a process
-    starts, makes malloc ask for 2 MB pages (``madvise``) as its heap grows: the fork
-    server is started with it, and every worker forked from it has it. This process
-    keeps its environment (the tunable is set only while the server starts). Nothing
-    where the C library is not glibc 2.35 or newer, or the kernel's transparent huge
-    pages are off; a GLIBC_TUNABLES that already sets it wins.
-
-    The server also learns this process's main module (:func:`_callers_main`), so that
-    no worker runs it again.
+    Its heap is not asked for transparent huge pages (glibc's ``malloc.hugetlb``
+    tunable, which the eighth round to the sixteenth set for it): on a VM whose
+    balloon device takes back free memory (virtio's free page reporting, as on the
+    benchmark's VM), the 2 MB blocks a huge page needs are the very ones handed back
+    to the host once they lie free for 2 s, and each such page is faulted back in on
+    the host. Runs that follow idle, as cron's do, paid for that: a worker's
+    preparation took 85-97 ms (medians) against 38-43 with 4 KB pages, its first
+    image 72-79 ms against 47-56. Only runs back to back gained (23 against 44 ms).
     """
     from multiprocessing import forkserver
 
-    saved = os.environ.get("GLIBC_TUNABLES")
-    tunables = saved
-    if saved is None or "glibc.malloc.hugetlb" not in saved:
-        tunables = f"{saved}:{HUGE_PAGES}" if saved else HUGE_PAGES
     server = {SERVER_IMPORTS: ",".join(_PRELOAD), **_callers_main()}
-    with _environment(GLIBC_TUNABLES=tunables, **server):
+    with _environment(**server):
         forkserver.ensure_running()
 
 

@@ -36,6 +36,12 @@ def many(tmp_path_factory) -> Path:
     write(folder / "baseline.png", base)
     for i in range(60):
         write(folder / f"img{i:02d}.png", noisy(base, 0.02, seed=i))
+    # Each file four more times under other names: the comparison pass must outlast the
+    # second the test waits once the workers are up (60 images took about a second on
+    # two cores once the workers no longer asked for huge pages).
+    for i in range(60):
+        for copy in range(1, 5):
+            os.link(folder / f"img{i:02d}.png", folder / f"img{i:02d}_{copy}.png")
     return folder
 
 
