@@ -36,6 +36,14 @@ temporary folder, then prints:
 The reports of a large run (sizes, the time to write the workbook, Chromium's
 layout) are measured by ``benchmarks/reports.py``.
 
+Every timed whole run (reporter's in-process and from the command line, and the naive
+script's) follows --idle seconds (3 unless given) with nothing running, as a cron run
+follows idle. On a VM whose balloon device takes back free memory (virtio's free page
+reporting, as on the development VM: free 2 MB blocks are handed to the host 2 s
+after they are freed), a run that follows idle faults its fresh memory back in from
+the host, and a run that starts right after another reuses what that one freed.
+``--idle 0`` times runs back to back, as the rounds before the seventeenth did.
+
 Each timing is the best of several repeats (per image: the median over ten
 images of the best of five, each image's decode and metrics in turn; whole runs:
 three, in turn with the others and with the machine's ceiling), because
@@ -203,14 +211,21 @@ def alternating(
     Those named in ``warm`` are first called once with 0, and that result is dropped:
     it pays what only a process's first run of its kind pays (for a run with workers,
     the fork server's start: about 0.75 s of imports and the compiled kernels' load).
-    Kept, it was the slowest of three, and left two to take the best of."""
+    Kept, it was the slowest of three, and left two to take the best of. Each timed call
+    follows IDLE seconds of idle."""
     for name in warm:
         runs[name](0)
     results: dict[str, list[T]] = {name: [] for name in runs}
     for i in range(1, repeats + 1):
         for name, run in runs.items():
+            time.sleep(IDLE)
             results[name].append(run(i))
     return results
+
+
+IDLE = 3.0
+"""Seconds with nothing running before each timed whole run (``--idle``): see the module's
+docstring."""
 
 
 def run_seconds(folder: Path, jobs: int, out: Path) -> float:
@@ -418,11 +433,16 @@ def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, fl
 
 
 def main() -> None:
+    global IDLE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--idle", type=float, default=IDLE, help="seconds of idle before each timed run"
+    )
     args = parser.parse_args()
+    IDLE = args.idle
 
     import logging
 
@@ -497,7 +517,9 @@ def main() -> None:
         cli_ones, cli_manys = [], []
         cli_seconds(folder, 1, tmp / "c_warm", tmp / "pycache")  # compiles the bytecode
         for i in range(3):
+            time.sleep(IDLE)
             cli_ones.append(cli_seconds(folder, 1, tmp / f"c1_{i}", tmp / "pycache"))
+            time.sleep(IDLE)
             cli_manys.append(cli_seconds(folder, cores, tmp / f"c{cores}_{i}", tmp / "pycache"))
         cli_one, cli_many = min(cli_ones), min(cli_manys)
         timed_3n = alternating(
@@ -517,6 +539,7 @@ def main() -> None:
         "images": n,
         "size": f"{args.size}x{args.size} colour PNG",
         "cores": cores,
+        "idle_before_each_run_s": IDLE,
         "decode_ms": round(decode, 1),
         "metrics_ms": round(metrics, 1),
         "metrics_over_decode": round(metrics / decode, 2),

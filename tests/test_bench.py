@@ -23,15 +23,22 @@ def test_timed_run_splits_a_run_at_its_comparison_pass(tmp_path):
     assert list((tmp_path / "out").rglob("results.json"))  # a whole run, every format
 
 
-def test_alternating_takes_turns_and_drops_the_warm_up():
+def test_alternating_takes_turns_and_drops_the_warm_up(monkeypatch):
     calls = []
+    monkeypatch.setattr(bench, "IDLE", 2.5)
+    monkeypatch.setattr(bench.time, "sleep", lambda s: calls.append(("idle", s)))
 
     def run(name):
         return lambda i: calls.append((name, i)) or f"{name}{i}"
 
     got = bench.alternating({"one": run("one"), "many": run("many")}, 2, warm=("many",))
-    # The warm-up (round 0: the fork server's start) is run first and not kept; then turns.
-    assert calls == [("many", 0), ("one", 1), ("many", 1), ("one", 2), ("many", 2)]
+    # The warm-up (round 0: the fork server's start) is run first and not kept; then turns,
+    # each timed run after IDLE seconds of idle, as a cron run follows idle.
+    idle = ("idle", 2.5)
+    assert calls == [
+        ("many", 0),
+        *(idle, ("one", 1), idle, ("many", 1), idle, ("one", 2), idle, ("many", 2)),
+    ]
     assert got == {"one": ["one1", "one2"], "many": ["many1", "many2"]}
 
 
