@@ -652,6 +652,10 @@ def main(argv: list[str] | None = None) -> int:
             exc.name,
         )
         return exc.exit_code
+    except BrokenPipeError:  # `reporter history ... | head`: the rest has no reader
+        _stdout_gone()
+        print(f"{PREFIX}standard output was closed before all of it was written", file=sys.stderr)
+        return ExitStatus.NOT_DONE
 
 
 def _by_run_metric(args: argparse.Namespace) -> bool:
@@ -711,8 +715,24 @@ def _command(args: argparse.Namespace) -> int:
         log.exception("internal error: the run could not be done; please report this traceback")
         return ExitStatus.NOT_DONE
     if not args.quiet:
-        sys.stdout.write(result.summary)
+        try:
+            sys.stdout.write(result.summary)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `reporter run ... | head`: the run itself is done
+            _stdout_gone()
+            log.warning("standard output was closed by its reader; the summary was not printed")
     return result.exit_code
+
+
+def _stdout_gone() -> None:
+    """Standard output's reader has gone: what is still to be written goes nowhere, so
+    that no later write or flush (Python's own, at exit) fails again with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no standard output at all: nothing to write to
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -317,6 +317,69 @@ def test_the_command_and_its_fork_server_exit_without_teardown(run_dir, tmp_path
     assert "torn down" in log.read_text().splitlines()[-1]
 
 
+def test_a_closed_standard_output_costs_the_summary_not_the_run(run_dir, tmp_path):
+    """``reporter run ... | head``: the reader of standard output has gone when the
+    summary is printed. The run is done and its reports are written: its exit status
+    stands, and the log says in one line that the summary was not printed (it was a
+    BrokenPipeError traceback and status 1)."""
+    read, write_end = os.pipe()
+    os.close(read)  # the reader has gone before the command writes
+    out = tmp_path / "o"
+    with subprocess.Popen(
+        [sys.executable, "-m", "reporter", "run", str(run_dir), "--out", str(out)],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as done:
+        os.close(write_end)
+        err = done.stderr.read()
+    assert done.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].endswith(
+        "standard output was closed by its reader; the summary was not printed"
+    )
+    assert json.loads((out / "results.json").read_text())["rows"]
+
+
+class _GoneStdout:
+    """Standard output whose reader has gone: every write fails as a pipe's would."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "w")  # noqa: SIM115 - the descriptor the command redirects
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_any_command_whose_output_has_no_reader_says_so_in_one_line(
+    capsys, monkeypatch, run_dir, tmp_path
+):
+    """Any other command (``duplicates``, ``search``, ``history``) whose standard output
+    is closed before it is all written ends with one line and status 2, never a
+    traceback; the rest of its output goes nowhere."""
+    gone = _GoneStdout(tmp_path / "stdout")
+    monkeypatch.setattr(sys, "stdout", gone)
+    saved = os.dup(gone.fileno())
+    try:
+        status = main(["duplicates", str(run_dir), "--out", str(tmp_path / "d"), "--jobs", "1"])
+    finally:
+        os.dup2(saved, gone.fileno())  # the test's file again, not the null device
+        os.close(saved)
+        gone._file.close()
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "reporter: error: standard output was closed before all of it was written"
+    )
+
+
 COLLECTING = """
 import atexit, gc, json, sys
 from reporter import cli
