@@ -49,7 +49,12 @@ def _quiet_hook(kind, value, traceback) -> None:
             return
         time.sleep(0.05)
     said = " ".join(str(value).split())  # one line, whatever the exception's own layout
-    sys.stderr.write(f"reporter: a worker process could not start: {kind.__name__}: {said}\n")
+    _say(f"reporter: a worker process could not start: {kind.__name__}: {said}")
+
+
+def _say(line: str) -> None:
+    if sys.stderr is not None:  # None: started with standard error closed
+        sys.stderr.write(line + "\n")
 
 
 sys.excepthook = _quiet_hook
@@ -84,7 +89,7 @@ def _prepare() -> None:
 
             kernels.warm(pixel_type)
         except Exception as exc:  # a worker would then load them itself; the run goes on
-            sys.stderr.write(f"reporter: could not prepare the compiled kernels: {exc}\n")
+            _say(f"reporter: could not prepare the compiled kernels: {exc}")
 
 
 try:
@@ -97,7 +102,7 @@ finally:  # even when an import failed (multiprocessing goes on without a preloa
 
 def _exit_now() -> None:
     """The fork server's exit, once the run's process is gone: at once, without its
-    interpreter's teardown (numba's, OpenCV's and numpy's modules: about 40 ms on the
+    interpreter's teardown (numba's, OpenCV's and numpy's modules: 40-50 ms on the
     benchmark's VM). The server holds the caller's standard error open until it ends,
     so a caller that reads the run's output to its end (cron, a script's pipe) waited
     that long after the run's own exit. Its workers end the same way (multiprocessing
@@ -105,7 +110,8 @@ def _exit_now() -> None:
     ``atexit`` handlers; the others (multiprocessing's, logging's) have nothing of the
     server's to flush or remove."""
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:
+            sys.stderr.flush()
     finally:
         os._exit(0)
 

@@ -571,11 +571,29 @@ def entry() -> int:
     """
     global _ONE_COMMAND
     _ONE_COMMAND = True
+    _fill_standard_descriptors()
     gc.disable()  # until the command's imports are done (_imported)
     status = main()
     gc.freeze()
     exit_now(status)
     return status
+
+
+def _fill_standard_descriptors() -> None:
+    """Open the null device on standard input, output or error where the command started
+    with it closed (``>&-``, ``2>&-``, a daemon's start). Otherwise the first file the
+    run opens takes that number, and whatever writes to it (OpenCV's and libpng's
+    messages go to descriptor 2, a worker's start-up error too) writes into that file.
+    Python's own ``sys.stdout`` or ``sys.stderr`` stays None: the summary and the log
+    have nowhere to go, and say nothing."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def exit_now(status: int) -> None:
@@ -586,8 +604,8 @@ def exit_now(status: int) -> None:
     pool's), every ``atexit`` handler (the log's flush and close, multiprocessing's,
     a coverage tool's), and the flush of standard output and error. Left to the
     operating system: the teardown of every module and object (pandas', numba's), which
-    took 30-35 ms after a ``--jobs 2`` run and 53-64 ms after ``--jobs 1`` on the
-    benchmark's VM, frozen objects or not. Nothing reporter writes waits for it: each
+    took 30 ms after a ``--jobs 2`` run and 52 ms after ``--jobs 1`` on the benchmark's
+    VM (medians), frozen objects or not. Nothing reporter writes waits for it: each
     output is closed, and renamed into place, before :func:`main` returns. A worker
     process of multiprocessing ends the same way (``threading._shutdown``, then
     ``os._exit``).
@@ -605,8 +623,9 @@ def exit_now(status: int) -> None:
     join()  # what Python's exit does first: wait for the non-daemon threads
     handlers()  # then the atexit handlers, newest first, each once
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the command started with that descriptor closed
+                stream.flush()
     except (OSError, ValueError):
         return
     os._exit(status)
@@ -714,7 +733,9 @@ def _command(args: argparse.Namespace) -> int:
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
         return ExitStatus.NOT_DONE
-    if not args.quiet:
+    if not args.quiet and sys.stdout is None:  # started with it closed (`>&-`)
+        log.warning("no standard output; the summary was not printed")
+    elif not args.quiet:
         try:
             sys.stdout.write(result.summary)
             sys.stdout.flush()

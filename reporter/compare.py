@@ -478,8 +478,14 @@ def progress_bar(total: int, progress: bool) -> tqdm:
         total=total,
         unit="img",
         file=sys.stderr,
-        disable=not (progress and sys.stderr.isatty() and total > PROGRESS_MIN_IMAGES),
+        disable=not (progress and _on_terminal(sys.stderr) and total > PROGRESS_MIN_IMAGES),
     )
+
+
+def _on_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal; None (a process started with standard error
+    closed, ``2>&-``) is not, and was an AttributeError that ended the run."""
+    return stream is not None and stream.isatty()
 
 
 def compare_all(

@@ -341,6 +341,69 @@ def test_a_closed_standard_output_costs_the_summary_not_the_run(run_dir, tmp_pat
     assert json.loads((out / "results.json").read_text())["rows"]
 
 
+def _closing(*fds: int):
+    """A child's start that closes these descriptors, as a shell's ``>&-`` does."""
+
+    def close() -> None:
+        for fd in fds:
+            os.close(fd)
+
+    return close
+
+
+def test_a_run_started_without_standard_output_or_error_is_done(run_dir, tmp_path):
+    """``reporter run ... >&-`` or ``2>&-`` (a daemon's start): Python's ``sys.stdout`` or
+    ``sys.stderr`` is None. A run with its standard error closed ended in an internal
+    error (status 2, no reports) at the progress bar's terminal check; one without
+    standard output printed an AttributeError traceback for its summary."""
+    command = [sys.executable, "-m", "reporter", "run", str(run_dir), "--jobs", "2"]
+    no_stdout = subprocess.run(
+        [*command, "--out", str(tmp_path / "a")],
+        preexec_fn=_closing(1),
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert no_stdout.returncode == 0, no_stdout.stderr
+    assert "Traceback" not in no_stdout.stderr
+    assert no_stdout.stderr.splitlines()[-1].endswith(
+        "no standard output; the summary was not printed"
+    )
+    neither = subprocess.run(
+        [*command, "--out", str(tmp_path / "b")], preexec_fn=_closing(1, 2), timeout=120
+    )
+    assert neither.returncode == 0
+    for out in (tmp_path / "a", tmp_path / "b"):
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        assert sorted(r["file"] for r in rows) == ["noisy.png", "same.png"]
+
+
+FILLING = """
+import os, sys
+from reporter import cli
+
+cli._fill_standard_descriptors()
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+null = os.stat(os.devnull)
+filled = [os.fstat(n).st_rdev == null.st_rdev for n in (1, 2)]
+os.write(fd, f"{fd} {filled}".encode())
+"""
+
+
+def test_a_closed_standard_descriptor_is_never_a_file_of_the_run(tmp_path):
+    """Started with descriptors 1 and 2 closed, the command opens the null device on
+    them first (``cli._fill_standard_descriptors``): the first file the run opens does
+    not take number 2, where OpenCV and libpng write their messages."""
+    seen = tmp_path / "seen"
+    done = subprocess.run(
+        [sys.executable, "-c", FILLING, str(seen)], preexec_fn=_closing(1, 2), timeout=60
+    )
+    assert done.returncode == 0
+    fd, filled = seen.read_text().split(" ", 1)
+    assert int(fd) > 2
+    assert filled == "[True, True]"
+
+
 class _GoneStdout:
     """Standard output whose reader has gone: every write fails as a pipe's would."""
 
