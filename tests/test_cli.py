@@ -280,9 +280,9 @@ def test_the_command_and_its_fork_server_exit_without_teardown(run_dir, tmp_path
     """The run's process ends at once after Python's exit steps that matter (its
     threads joined, every ``atexit`` handler run, standard output and error flushed:
     ``cli.exit_now``), and so does the workers' fork server once the run's process is
-    gone (``_forkserver._exit_now``): neither tears its interpreter down (30-64 ms in
-    the run's process, about 40 ms in the server, which holds the caller's stderr
-    open meanwhile). A ``sitecustomize`` notes, in every Python process of the run,
+    gone (``_forkserver._exit_now``): neither tears its interpreter down (30-52 ms in
+    the run's process, 40-50 ms in the server, which holds the caller's stderr open
+    meanwhile). A ``sitecustomize`` notes, in every Python process of the run,
     which of its exit steps ran."""
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(TEARDOWN)
@@ -382,18 +382,26 @@ FILLING = """
 import os, sys
 from reporter import cli
 
-cli._fill_standard_descriptors()
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
-null = os.stat(os.devnull)
-filled = [os.fstat(n).st_rdev == null.st_rdev for n in (1, 2)]
-os.write(fd, f"{fd} {filled}".encode())
+
+def command():  # stands for the command: what it finds once cli.entry has started it
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+    null = os.stat(os.devnull)
+    filled = [os.fstat(n).st_rdev == null.st_rdev for n in (1, 2)]
+    os.write(fd, f"{fd} {filled}".encode())
+    os.close(fd)
+    return 0
+
+
+cli.main = command
+cli.entry()
 """
 
 
 def test_a_closed_standard_descriptor_is_never_a_file_of_the_run(tmp_path):
-    """Started with descriptors 1 and 2 closed, the command opens the null device on
-    them first (``cli._fill_standard_descriptors``): the first file the run opens does
-    not take number 2, where OpenCV and libpng write their messages."""
+    """Started with descriptors 1 and 2 closed, the command (``cli.entry``) opens the
+    null device on them before anything else (``cli._fill_standard_descriptors``): the
+    first file the run opens does not take number 2, where OpenCV and libpng write
+    their messages."""
     seen = tmp_path / "seen"
     done = subprocess.run(
         [sys.executable, "-c", FILLING, str(seen)], preexec_fn=_closing(1, 2), timeout=60
