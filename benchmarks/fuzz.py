@@ -1,4 +1,4 @@
-"""Seeded fuzzing of the decoders: mutated PNG, JPEG, TIFF and WebP files in one real run.
+"""Seeded fuzzing of the decoders: mutated PNG, JPEG, TIFF, WebP and GIF files in one real run.
 
     python benchmarks/fuzz.py [--per-format 250] [--seed 1000] [--keep DIR]
 
@@ -14,6 +14,7 @@ docs/reliability.md quotes its output; tests/test_fuzz.py runs a small version.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import re
@@ -26,8 +27,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
-FORMATS = (".png", ".jpg", ".tif", ".webp")
+FORMATS = (".png", ".jpg", ".tif", ".webp", ".gif")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
 MUTATIONS = (
     "truncated",
@@ -71,17 +73,26 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     return MUTATIONS[kind], bytes(out)
 
 
+def encoded(ext: str, pixels: np.ndarray) -> bytes:
+    if ext == ".gif":  # by Pillow, which decodes it in reporter: OpenCV writes GIF from 4.11
+        buf = io.BytesIO()
+        Image.fromarray(pixels[:, :, ::-1]).save(buf, "GIF")
+        return buf.getvalue()
+    ok, buf = cv2.imencode(ext, pixels)
+    assert ok, ext
+    return buf.tobytes()
+
+
 def make(folder: Path, per_format: int, seed: int) -> dict[str, str]:
     """Write the baseline and the mutated files; returns file name -> mutation."""
     base = clean_image()
     cv2.imwrite(str(folder / "baseline.png"), base)
     made = {}
     for f, ext in enumerate(FORMATS):
-        ok, buf = cv2.imencode(ext, base)
-        assert ok, ext
+        clean = encoded(ext, base)
         rng = random.Random(seed + f)
         for i in range(per_format):
-            kind, data = mutate(buf.tobytes(), rng)
+            kind, data = mutate(clean, rng)
             name = f"m{ext[1:]}{i:04d}{ext}"
             (folder / name).write_bytes(data)
             made[name] = kind

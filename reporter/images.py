@@ -5,8 +5,12 @@ a uint8 or uint16 array, H x W (greyscale) or H x W x 3 (BGR), with EXIF
 orientation applied and alpha composited on white; :func:`conform` brings it to
 the baseline's depth, channels and size and says what it changed.
 
-Pillow reads only the header (size for the pixel limit, EXIF orientation);
-OpenCV decodes, because it keeps 16-bit colour that Pillow would truncate.
+Pillow reads only the header (size for the pixel limit, EXIF orientation, the
+number of frames or pages); OpenCV decodes, because it keeps 16-bit colour that
+Pillow would truncate. GIF is the exception: Pillow decodes it, because OpenCV
+reads GIF only from 4.11 on, and a GIF is 8-bit anyway. A file of several frames
+(an animated GIF, PNG or WebP) or pages (a multi-page TIFF) is compared by its
+first, and its row's notes say so.
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ class LoadedImage:
         return self.pixels.shape[0]
 
 
-def _header(data: bytes) -> tuple[str, int, int, int] | None:
-    """(format, width, height, EXIF orientation) from the header alone.
+def _header(data: bytes) -> tuple[str, int, int, int, int] | None:
+    """(format, width, height, EXIF orientation, frames) from the header alone.
 
     None when Pillow does not know the header (some TIFF variants): OpenCV may.
     """
@@ -77,7 +81,7 @@ def _header(data: bytes) -> tuple[str, int, int, int] | None:
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(io.BytesIO(data)) as im:
-                return im.format or "?", im.width, im.height, _orientation(im)
+                return im.format or "?", im.width, im.height, _orientation(im), _frames(im)
         except UnidentifiedImageError:
             return None
         except (OSError, ValueError, SyntaxError) as exc:
@@ -104,6 +108,49 @@ def _orientation(im: Image.Image) -> int:
         return int(exif.get(0x0112, 1))
     except (OSError, ValueError, TypeError, KeyError, SyntaxError):
         return 1  # a broken EXIF block must not hide the picture
+
+
+def _frames(im: Image.Image) -> int:
+    """How many frames (pages) the file holds: read from the header for PNG and WebP; a
+    GIF's and a TIFF's are counted by skipping from one frame's header to the next,
+    without decoding. 1 when a later frame's header is broken: the first is still read."""
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except (OSError, ValueError, EOFError, SyntaxError, TypeError, KeyError, IndexError):
+        return 1
+
+
+PILLOW_DECODES = frozenset({"GIF"})
+"""Formats Pillow decodes (by their header), not OpenCV: OpenCV 4.8-4.10 cannot read GIF."""
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    """The first frame as OpenCV would give it: grey (H x W), grey and alpha, B,G,R or
+    B,G,R,A; a palette's transparent entry becomes alpha, composited on white later."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked already
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                grey = im.mode in ("L", "LA", "1") or (
+                    im.mode == "P" and _grey_palette(im.getpalette() or [])
+                )
+                mode = ("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB")
+                pixels = np.asarray(im.convert(mode))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    if mode == "RGB":
+        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    if mode == "RGBA":
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    return np.ascontiguousarray(pixels)
+
+
+def _grey_palette(palette: list[int]) -> bool:
+    """A palette of greys only (a grey GIF): the picture is greyscale, as its PNG would be."""
+    rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return bool((rgb == rgb[:, :1]).all())
 
 
 def _on_white(pixels: np.ndarray) -> np.ndarray:
@@ -155,18 +202,19 @@ def load(
     if header is None:
         # Unknown to Pillow: the limit is checked after decoding, with OpenCV's
         # own limit (2^30 pixels) guarding the decoder.
-        fmt, orientation = path.suffix.lstrip(".").upper() or "image", 1
+        fmt, orientation, frames = path.suffix.lstrip(".").upper() or "image", 1, 1
     else:
-        fmt, width, height, orientation = header
+        fmt, width, height, orientation, frames = header
         _check_size(width, height, max_pixels)
-    with native.caught() as said:  # libpng, libjpeg, libtiff write to stderr themselves
+    if header is not None and fmt in PILLOW_DECODES:
         try:
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
-            log.debug("%s: cv2.imdecode: %s", path, exc)
-            pixels, refused = None, True
-        else:
-            refused = False
+            pixels = _pillow_decode(data)
+        except (OSError, ValueError, EOFError, SyntaxError) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise ImageLoadError(f"truncated or corrupt {fmt} data: {why}") from None
+        said, refused = [], False
+    else:
+        pixels, said, refused = _opencv_decode(path, data)
     for line in said:
         log.debug("%s: decoder: %s", path, line)
     decoder = f" (the decoder: {said[0]})" if said else ""
@@ -189,6 +237,9 @@ def load(
     # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
     # segment") may have filled part of the picture with grey: the row says so
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
+    if frames > 1:
+        what = "pages" if fmt == "TIFF" else "frames"
+        notes.append(f"the first of its {frames} {what} compared")
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         pixels = _on_white(pixels)
         notes.append("alpha composited on white")
@@ -198,6 +249,19 @@ def load(
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")
     return LoadedImage(pixels, tuple(notes))
+
+
+def _opencv_decode(path: Path, data: bytes) -> tuple[np.ndarray | None, list[str], bool]:
+    """OpenCV's decode: the pixels (None when it could not), the decoder's own lines, and
+    whether it refused the data with an assertion."""
+    with native.caught() as said:  # libpng, libjpeg, libtiff write to stderr themselves
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            refused = False
+        except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
+            log.debug("%s: cv2.imdecode: %s", path, exc)
+            pixels, refused = None, True
+    return pixels, said, refused
 
 
 def _check_size(width: int, height: int, max_pixels: int) -> None:

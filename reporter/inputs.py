@@ -105,7 +105,7 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
     """The baseline file, and the inputs without it (the baseline is not a row)."""
     if not found and config.baseline is None:  # say what is missing: images, not a baseline
         where = ", ".join(shown(str(p)) for p in config.inputs) or "the inputs"
-        raise ReporterError(f"no images in {where} (.png, .jpg, .tif, .bmp, .webp)")
+        raise ReporterError(f"no images in {where} (.png, .jpg, .tif, .bmp, .webp, .gif)")
     if config.first_as_baseline:
         if not found:
             raise ReporterError("--baseline first: no images among the inputs")

@@ -219,6 +219,63 @@ def test_formats_and_extensions_that_labs_produce(run_dir, baseline_img):
     assert df.loc["copy.JPEG", table.STATUS] != "ERROR"
 
 
+def few_colours(seed: int) -> np.ndarray:
+    """A colour picture of at most 216 colours: a GIF holds it without loss."""
+    return (smooth_image(seed) // 51 * 51).astype(np.uint8)
+
+
+def test_gif_is_an_image_and_pillow_decodes_it_exactly(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = few_colours(0)
+    write(folder / "baseline.png", base)
+    rgb = Image.fromarray(base[:, :, ::-1])
+    rgb.save(folder / "copy.gif")
+    grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    Image.fromarray(grey).save(folder / "grey.GIF")
+    # a palette whose entry 0 is transparent: those pixels are composited on white
+    holes = base.copy()
+    holes[:8] = 0
+    pal = Image.fromarray(holes[:, :, ::-1]).quantize(colors=255, dither=Image.Dither.NONE)
+    assert np.asarray(pal.convert("RGB"))[:8].max() == 0
+    pal.save(folder / "transparent.gif", transparency=int(np.asarray(pal)[0, 0]))
+    whole = (folder / "copy.gif").read_bytes()
+    (folder / "cut.gif").write_bytes(whole[: len(whole) // 2])  # its header whole
+    df = run(folder)
+    assert df.loc["copy.gif", "psnr"] == np.inf
+    assert df.loc["grey.GIF", "psnr"] == np.inf  # compared in grey, as a grey PNG would be
+    assert "greyscale" in df.loc["grey.GIF", table.NOTES]
+    assert "alpha composited on white" in df.loc["transparent.gif", table.NOTES]
+    loaded = images.load(folder / "transparent.gif", max_pixels=10**8).pixels
+    assert (loaded[:8] == 255).all() and np.array_equal(loaded[8:], base[8:])
+    assert df.loc["cut.gif", table.STATUS] == "ERROR"
+    assert df.loc["cut.gif", table.ERROR].startswith("truncated or corrupt GIF data: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("anim.gif", "frames"),
+        ("anim.png", "frames"),
+        ("anim.webp", "frames"),
+        ("stack.tif", "pages"),
+    ],
+)
+def test_a_file_of_several_frames_is_compared_by_its_first_with_a_note(tmp_path, name, what):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = few_colours(0)
+    write(folder / "baseline.png", base)
+    first, *rest = [Image.fromarray(img[:, :, ::-1]) for img in (base, 255 - base, few_colours(1))]
+    extra = {"lossless": True} if name.endswith(".webp") else {}
+    first.save(folder / name, save_all=True, append_images=rest, **extra)
+    df = run(folder)
+    assert df.loc[name, "psnr"] == np.inf
+    assert f"the first of its 3 {what} compared" in df.loc[name, table.NOTES]
+    write(folder / "single.tif", base)
+    assert "the first" not in str(run(folder).loc["single.tif", table.NOTES])
+
+
 def test_recursive_descends_and_names_rows_by_relative_path(run_dir, baseline_img):
     sub = run_dir / "day2" / "plots"
     sub.mkdir(parents=True)
