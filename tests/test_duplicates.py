@@ -6,16 +6,19 @@ import csv
 import os
 import shutil
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 from conftest import kill_a_worker, noisy_run, photo, unit_vectors
+from openpyxl import load_workbook
 
 from reporter.cli import main
 from reporter.collection import search
 from reporter.collection.duplicates import group, keep_order
 from reporter.collection.features import Features
+from reporter.collection.reports import duplicates_table
 
 SOURCES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "brick", "page")
 
@@ -73,6 +76,18 @@ def test_groups_match_their_sources_and_keep_the_best(photos, tmp_path, method, 
     camera = found[frozenset({"camera.png", "camera copy.png"})]
     assert camera[0]["file"] == "camera.png"  # identical: the older one is kept
     assert camera[1]["kind"] == "exact copy"
+    assert camera[1]["same_bytes_as"] == "camera.png"
+    ws = load_workbook(out / "report.xlsx")["Results"]
+    assert ws.cell(2, 7).value == "note"
+    by_file = {  # the pictures' rows (a section in column A), by the file in column D
+        row[3].value: [c for c in row if c.value is not None]
+        for row in ws.iter_rows(min_row=3)
+        if row[0].value
+    }
+    assert by_file["camera copy.png"][-1].value.endswith("same bytes as camera.png")
+    # every cell of a picture's row at its top, where its name is (the tag and the
+    # distance sat at the bottom, beside the next row's name)
+    assert all(c.alignment.vertical == "top" for row in by_file.values() for c in row)
     (broken,) = [r for r in csv.DictReader((out / "groups.csv").open()) if r["error"]]
     assert broken["file"] == "broken.png"
     assert (photos / "coffee_small.jpg").exists()  # nothing moved unless asked
@@ -91,6 +106,29 @@ def test_no_chaining_through_an_intermediate():
     (only,) = group([c, b, a], "phash", 8)
     assert [m.item.path for m in only.members] == ["a", "b"]
     assert only.members[1].distance == 6
+
+
+def test_copies_of_a_near_duplicate_say_whose_bytes_they_have():
+    """Byte-identical copies of a near-duplicate are near-duplicates of the kept image, not
+    its copies: the page tags only the kept image's own copies "copy", and every copy names
+    the file it has the bytes of."""
+    kept = feature("kept.png", 0, width=300)
+    kept_copy = replace(feature("kept copy.png", 0, width=300, mtime=1), sha256="kept.png")
+    near = feature("near.png", 6)
+    near_copies = [replace(feature(f"near {i}.png", 6, mtime=i), sha256="near.png") for i in (1, 2)]
+    (only,) = group([near_copies[1], near, kept_copy, near_copies[0], kept], "phash", 8)
+    table = duplicates_table([only], [], "phash", 8, "today")
+    rows = [(i.features.file, i.values["kind"], i.values["same_bytes_as"], i.tag, i.score)
+            for i in table.sections[0].items]  # fmt: skip
+    assert rows == [
+        ("kept.png", "kept", "", "keep", ""),
+        ("kept copy.png", "exact copy", "kept.png", "copy", "0"),
+        ("near.png", "phash near-duplicate", "", "", "6"),
+        ("near 1.png", "phash near-duplicate", "near.png", "", "6"),
+        ("near 2.png", "phash near-duplicate", "near.png", "", "6"),
+    ]
+    notes = [i.note for i in table.sections[0].items]
+    assert notes[3].endswith("same bytes as near.png") and "same bytes" not in notes[2]
 
 
 def every_pair_groups(x: np.ndarray, limit: float) -> set[frozenset[int]]:

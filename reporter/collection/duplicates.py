@@ -48,8 +48,13 @@ THRESHOLDS = {"phash": 8.0, "ahash": 8.0, "embedding": 0.4}
 class Member:
     item: Features
     keep: bool
-    distance: float  # to the kept image (0 for itself and for exact copies)
-    exact: bool  # the same bytes as the kept image
+    distance: float  # to the kept image (0 for itself and for its exact copies)
+    copy_of: Features | None = None  # the member it is a byte-for-byte copy of
+
+    @property
+    def exact(self) -> bool:
+        """The same bytes as another member: the kept image, or a near-duplicate of it."""
+        return self.copy_of is not None
 
 
 @dataclass(frozen=True)
@@ -102,17 +107,20 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
                 continue
             free[i] = False
             leader = order[i]
-            members = [Member(leader, True, 0.0, False)]
-            members += [Member(f, False, 0.0, True) for f in heads[leader.sha256][1:]]
+            members = [Member(leader, True, 0.0)]
+            members += [Member(f, False, 0.0, leader) for f in heads[leader.sha256][1:]]
             for j, distance in zip(twins, distances, strict=True):
                 if not free[j]:
                     continue
                 free[j] = False
                 twin = order[j]
-                members.append(Member(twin, False, float(distance), False))
-                members += [Member(f, False, float(distance), True) for f in heads[twin.sha256][1:]]
-            if len(members) > 1:  # the kept image, then the nearest first
-                rest = sorted(members[1:], key=lambda m: (m.distance, not m.exact, m.item.path))
+                members.append(Member(twin, False, float(distance)))
+                members += [Member(f, False, float(distance), twin) for f in heads[twin.sha256][1:]]
+            if len(members) > 1:  # the kept image, then the nearest, each before its copies
+                rest = sorted(
+                    members[1:],
+                    key=lambda m: (m.distance, (m.copy_of or m.item).path, m.exact, m.item.path),
+                )
                 groups.append([members[0], *rest])
     groups.sort(key=lambda g: (-len(g), g[0].item.path))
     return [Group(n, members) for n, members in enumerate(groups, 1)]

@@ -112,22 +112,30 @@ def _workbook(table: Table, path: Path) -> Path:
     ws = book.active
     ws.title = "Results"
     excel.put_text(ws, 1, 1, table.title, font=excel.SECTION)
+    notes = any(item.note for section in table.sections for item in section.items)
     heads = ("section", "", "picture", "file", table.score_column or "score", "path")
+    widths = (30, 8, 18, 36, 22, 60)
+    if notes:  # what the page writes under each picture: a size, whose bytes a copy has
+        heads, widths = (*heads, "note"), (*widths, 40)
     for c, head in enumerate(heads, 1):
         excel.put_text(ws, 2, c, head, font=excel.BOLD, fill=excel.HEADER_FILL)
-    for c, width in enumerate((30, 8, 18, 36, 22, 60), 1):
+    for c, width in enumerate(widths, 1):
         ws.column_dimensions[get_column_letter(c)].width = width
     row = 3
     for section in table.sections:
         for item in section.items:
             excel.put_text(ws, row, 1, section.heading, alignment=excel.TOP)
-            excel.put_text(ws, row, 2, item.tag, **({"font": excel.BOLD} if item.lead else {}))
+            bold = {"font": excel.BOLD} if item.lead else {}
+            excel.put_text(ws, row, 2, item.tag, alignment=excel.TOP, **bold)
             value = item.values.get(table.score_column)
-            if isinstance(value, int | float):
+            if isinstance(value, int | float):  # at the top of its row, as every other cell
                 cell = ws.cell(row=row, column=5, value=value)
                 cell.number_format = table.score_format
+                cell.alignment = excel.CENTRE_TOP  # not against the path's first letter
             excel.put_text(ws, row, 4, item.features.file, alignment=excel.WRAP_TOP)
             excel.put_text(ws, row, 6, item.features.path, alignment=excel.WRAP_TOP)
+            if notes:
+                excel.put_text(ws, row, 7, item.note, alignment=excel.WRAP_TOP)
             if item.features.thumbnail:
                 ws.add_image(excel.picture(item.features.thumbnail, row, 3, side=100))
             ws.row_dimensions[row].height = 82
@@ -207,7 +215,8 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
         items = []
         for m in g.members:
             f = m.item
-            kind = "exact copy" if m.exact else ("kept" if m.keep else f"{method} near-duplicate")
+            of_kept = m.copy_of is g.kept  # a copy of a near-duplicate is a near-duplicate too
+            kind = "exact copy" if of_kept else ("kept" if m.keep else f"{method} near-duplicate")
             items.append(
                 Item(
                     f,
@@ -216,16 +225,18 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
                         "keep": "yes" if m.keep else "no",
                         "distance": round(m.distance, 6),
                         "kind": kind,
+                        "same_bytes_as": m.copy_of.file if m.copy_of else "",
                         "width": f.width,
                         "height": f.height,
                     },
-                    tag="keep" if m.keep else ("copy" if m.exact else ""),
+                    tag="keep" if m.keep else ("copy" if of_kept else ""),
                     score=""
                     if m.keep
                     else f"{m.distance:.4f}"
                     if method == "embedding"
                     else f"{m.distance:.0f}",  # fmt: skip
-                    note=f"{f.width}x{f.height}" + (" · same bytes" if m.exact else ""),
+                    note=f"{f.width}x{f.height}"
+                    + (f" · same bytes as {m.copy_of.file}" if m.copy_of else ""),
                     lead=m.keep,
                 )
             )
@@ -238,7 +249,17 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
         subtitle=f"Exact copies (same sha256), then near-duplicates: {distance} <= {threshold:g} "
         "to the kept image (highest resolution, then sharpest, then oldest). Each group is "
         "gathered around its kept image, so no image joins through a third one.",
-        columns=("group", "file", "path", "keep", "distance", "kind", "width", "height"),
+        columns=(
+            "group",
+            "file",
+            "path",
+            "keep",
+            "distance",
+            "kind",
+            "same_bytes_as",
+            "width",
+            "height",
+        ),  # fmt: skip
         sections=sections,
         errors=errors,
         score_column="distance",

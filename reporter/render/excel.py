@@ -263,6 +263,7 @@ LINK = Font(color="0563C1", underline="single")
 MUTED = Font(color="5F6B7A", italic=True)
 WRAP_TOP = Alignment(wrap_text=True, vertical="top")
 TOP = Alignment(vertical="top")
+CENTRE_TOP = Alignment(horizontal="center", vertical="top")
 
 DEFINITION_WIDTH = 90  # characters: the metric definitions on the Summary sheet
 PICTURE_SIDE = 120  # px: the 200-px thumbnails shown smaller, so a printed page holds ~6 rows
