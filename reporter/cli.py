@@ -671,7 +671,15 @@ def main(argv: list[str] | None = None) -> int:
             exc.name,
         )
         return exc.exit_code
-    except BrokenPipeError:  # `reporter history ... | head`: the rest has no reader
+    except BrokenPipeError as exc:  # `reporter history ... | head`: the rest has no reader
+        if not _stdout_has_no_reader():  # another pipe or socket: not the output's reader
+            why = exc.strerror or str(exc)
+            print(
+                f"{PREFIX}a pipe or connection was closed by its other end ({why}); "
+                "the command could not be done",
+                file=sys.stderr,
+            )
+            return ExitStatus.NOT_DONE
         _stdout_gone()
         print(f"{PREFIX}standard output was closed before all of it was written", file=sys.stderr)
         return ExitStatus.NOT_DONE
@@ -743,6 +751,23 @@ def _command(args: argparse.Namespace) -> int:
             _stdout_gone()
             log.warning("standard output was closed by its reader; the summary was not printed")
     return result.exit_code
+
+
+def _stdout_has_no_reader() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone: poll says so,
+    with POLLERR for a pipe and POLLHUP for a socket. A BrokenPipeError may come from
+    another pipe or socket too (a worker's, a server's). Without ``poll`` (Windows) a
+    broken pipe is taken to be standard output's, the likeliest."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # none, or not a descriptor (a test's)
+        return False
 
 
 def _stdout_gone() -> None:

@@ -412,42 +412,57 @@ def test_a_closed_standard_descriptor_is_never_a_file_of_the_run(tmp_path):
     assert filled == "[True, True]"
 
 
-class _GoneStdout:
-    """Standard output whose reader has gone: every write fails as a pipe's would."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "w")  # noqa: SIM115 - the descriptor the command redirects
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def write(self, text: str) -> int:
-        raise BrokenPipeError(32, "Broken pipe")
-
-    def flush(self) -> None:
-        pass
-
-
-def test_any_command_whose_output_has_no_reader_says_so_in_one_line(
-    capsys, monkeypatch, run_dir, tmp_path
-):
+def test_any_command_whose_output_has_no_reader_says_so_in_one_line(run_dir, tmp_path):
     """Any other command (``duplicates``, ``search``, ``history``) whose standard output
     is closed before it is all written ends with one line and status 2, never a
     traceback; the rest of its output goes nowhere."""
-    gone = _GoneStdout(tmp_path / "stdout")
-    monkeypatch.setattr(sys, "stdout", gone)
-    saved = os.dup(gone.fileno())
+    read, write_end = os.pipe()
+    os.close(read)  # the reader has gone before the command writes
+    out = tmp_path / "d"
+    with subprocess.Popen(
+        [sys.executable, "-m", "reporter", "duplicates", str(run_dir), "--out", str(out),
+         "--jobs", "1"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as done:  # fmt: skip
+        os.close(write_end)
+        err = done.stderr.read()
+    assert done.returncode == 2, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        "reporter: error: standard output was closed before all of it was written"
+    )
+
+
+def test_a_broken_pipe_that_is_not_standard_outputs_is_not_called_so(
+    capsys, monkeypatch, run_dir, tmp_path
+):
+    """A BrokenPipeError from another pipe or socket (a worker's, a server's), while
+    standard output still has its reader: one line that does not blame standard output,
+    status 2, and standard output left as it was."""
+    from reporter.collection import commands
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(commands, "duplicates", broken)
+    read, write_end = os.pipe()
+    stdout = os.fdopen(write_end, "w")
+    monkeypatch.setattr(sys, "stdout", stdout)
     try:
         status = main(["duplicates", str(run_dir), "--out", str(tmp_path / "d"), "--jobs", "1"])
+        print("still here", file=stdout, flush=True)  # not sent to the null device
     finally:
-        os.dup2(saved, gone.fileno())  # the test's file again, not the null device
-        os.close(saved)
-        gone._file.close()
+        stdout.close()
+    with os.fdopen(read) as reader:
+        assert reader.read() == "still here\n"
     assert status == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
-        "reporter: error: standard output was closed before all of it was written"
+        "reporter: error: a pipe or connection was closed by its other end (Broken pipe); "
+        "the command could not be done"
     )
 
 
