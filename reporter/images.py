@@ -15,9 +15,11 @@ first, and its row's notes say so.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,17 +77,25 @@ def _header(data: bytes) -> tuple[str, int, int, int, int] | None:
 
     None when Pillow does not know the header (some TIFF variants): OpenCV may.
     """
+    try:
+        with _pillow_open(data) as im:
+            return im.format or "?", im.width, im.height, _orientation(im), _frames(im)
+    except UnidentifiedImageError:
+        return None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageLoadError(f"corrupt image header: {exc}") from None
+
+
+@contextlib.contextmanager
+def _pillow_open(data: bytes) -> Iterator[Image.Image]:
+    """Pillow's image of ``data``, without Pillow's own size limit and its warnings: the
+    pixel limit is ours to enforce (``max_pixels``), from the header."""
     with warnings.catch_warnings():
-        # Pillow warns or raises on large images; the pixel limit is ours to enforce.
         warnings.simplefilter("ignore")
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(io.BytesIO(data)) as im:
-                return im.format or "?", im.width, im.height, _orientation(im), _frames(im)
-        except UnidentifiedImageError:
-            return None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageLoadError(f"corrupt image header: {exc}") from None
+                yield im
         finally:
             Image.MAX_IMAGE_PIXELS = saved
 
@@ -127,19 +137,13 @@ PILLOW_DECODES = frozenset({"GIF"})
 def _pillow_decode(data: bytes) -> np.ndarray:
     """The first frame as OpenCV would give it: grey (H x W), grey and alpha, B,G,R or
     B,G,R,A; a palette's transparent entry becomes alpha, composited on white later."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # checked already
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                grey = im.mode in ("L", "LA", "1") or (
-                    im.mode == "P" and _grey_palette(im.getpalette() or [])
-                )
-                mode = ("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB")
-                pixels = np.asarray(im.convert(mode))
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    with _pillow_open(data) as im:  # its size was checked from the header
+        alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+        grey = im.mode in ("L", "LA", "1") or (
+            im.mode == "P" and _grey_palette(im.getpalette() or [])
+        )
+        mode = ("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB")
+        pixels = np.asarray(im.convert(mode))
     if mode == "RGB":
         return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     if mode == "RGBA":
