@@ -72,14 +72,21 @@ class LoadedImage:
         return self.pixels.shape[0]
 
 
-def _header(data: bytes) -> tuple[str, int, int, int, int] | None:
-    """(format, width, height, EXIF orientation, frames) from the header alone.
+def _header(data: bytes) -> tuple[str, int, int, int, int, bool] | None:
+    """(format, width, height, EXIF orientation, frames, grey) from the header alone.
 
     None when Pillow does not know the header (some TIFF variants): OpenCV may.
     """
     try:
         with _pillow_open(data) as im:
-            return im.format or "?", im.width, im.height, _orientation(im), _frames(im)
+            return (
+                im.format or "?",
+                im.width,
+                im.height,
+                _orientation(im),
+                _frames(im),
+                _grey(im, data),
+            )
     except UnidentifiedImageError:
         return None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -138,10 +145,8 @@ def _pillow_decode(data: bytes) -> np.ndarray:
     """The first frame as OpenCV would give it: grey (H x W), grey and alpha, B,G,R or
     B,G,R,A; a palette's transparent entry becomes alpha, composited on white later."""
     with _pillow_open(data) as im:  # its size was checked from the header
+        grey = _grey(im, data)
         alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-        grey = im.mode in ("L", "LA", "1") or (
-            im.mode == "P" and _grey_palette(im.getpalette() or [])
-        )
         mode = ("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB")
         pixels = np.asarray(im.convert(mode))
     if mode == "RGB":
@@ -151,10 +156,41 @@ def _pillow_decode(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""Pillow's modes of a greyscale file (with or without alpha)."""
+
+
+def _grey(im: Image.Image, data: bytes) -> bool:
+    """Whether the file stores a greyscale picture: grey, grey and alpha, or a palette of
+    greys only. Its decoder may still return B,G,R(,A) (OpenCV expands a grey-and-alpha
+    PNG and every palette to colour): such a picture is brought back to grey."""
+    if im.format == "PNG" and data[25:26] in (b"\0", b"\4"):
+        return True  # IHDR's colour type: Pillow calls a 16-bit grey-and-alpha PNG RGBA
+    if im.mode in GREY_MODES:
+        return True
+    if im.mode not in ("P", "PA"):
+        return False
+    try:
+        return _grey_palette(im.getpalette() or [])
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _grey_palette(palette: list[int]) -> bool:
     """A palette of greys only (a grey GIF): the picture is greyscale, as its PNG would be."""
     rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     return bool((rgb == rgb[:, :1]).all())
+
+
+def _drop_alpha(pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The pixels without their alpha channel, and whether any of them was transparent.
+    Opaque everywhere (a matplotlib PNG, a CMYK TIFF's extra channel): the channel is
+    dropped, nothing composited. Otherwise composited on white (:func:`_on_white`)."""
+    if pixels[:, :, -1].min() < np.iinfo(pixels.dtype).max:
+        return _on_white(pixels), True
+    if pixels.shape[2] == 2:
+        return np.ascontiguousarray(pixels[:, :, 0]), False
+    return np.ascontiguousarray(pixels[:, :, :3]), False
 
 
 def _on_white(pixels: np.ndarray) -> np.ndarray:
@@ -206,9 +242,9 @@ def load(
     if header is None:
         # Unknown to Pillow: the limit is checked after decoding, with OpenCV's
         # own limit (2^30 pixels) guarding the decoder.
-        fmt, orientation, frames = path.suffix.lstrip(".").upper() or "image", 1, 1
+        fmt, orientation, frames, grey = path.suffix.lstrip(".").upper() or "image", 1, 1, False
     else:
-        fmt, width, height, orientation, frames = header
+        fmt, width, height, orientation, frames, grey = header
         _check_size(width, height, max_pixels)
     if header is not None and fmt in PILLOW_DECODES:
         try:
@@ -245,10 +281,13 @@ def load(
         what = "pages" if fmt == "TIFF" else "frames"
         notes.append(f"the first of its {frames} {what} compared")
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
-        pixels = _on_white(pixels)
-        notes.append("alpha composited on white")
+        pixels, transparent = _drop_alpha(pixels)
+        if transparent:
+            notes.append("alpha composited on white")
     elif pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
+    if grey and pixels.ndim == 3:  # a grey file its decoder expanded to B,G,R: grey again
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
     if orientation in _ORIENT:
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")

@@ -83,7 +83,8 @@ def discover(
                 if path.is_dir():
                     continue
                 if not path.is_file():  # a FIFO or socket: reading it could block forever
-                    why = "a broken link" if path.is_symlink() else "not a regular file"
+                    broken = path.is_symlink() and not path.exists()
+                    why = "a broken link" if broken else "not a regular file"
                     skipped.append(SkippedFile(str(path), why))
                     log.warning("skipped %s: %s", path, why)
                     continue

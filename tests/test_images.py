@@ -23,20 +23,15 @@ def run(folder: Path, **kw) -> pd.DataFrame:
     return pipeline.run(config).table.set_index(table.FILE)
 
 
+def chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, kind, body, CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge size: the shape of a decompression bomb."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    idat = b"IDAT" + zlib.compress(b"\0" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr))
-        + chunk
-        + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat) - 4)
-        + idat
-        + struct.pack(">I", zlib.crc32(idat))
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
 
 
 @pytest.fixture
@@ -128,15 +123,63 @@ def test_sixteen_bit_baseline_with_an_eight_bit_image(tmp_path):
 
 
 def test_alpha_is_composited_on_white(run_dir, baseline_img):
+    """An alpha channel opaque everywhere (matplotlib writes one into every PNG) changes
+    nothing and says nothing; a transparent pixel is composited on white, with a note."""
     opaque = np.dstack([baseline_img, np.full(baseline_img.shape[:2], 255, np.uint8)])
     write(run_dir / "opaque_alpha.png", opaque)
     clear = np.dstack([baseline_img, np.zeros(baseline_img.shape[:2], np.uint8)])
     write(run_dir / "transparent.png", clear)
+    holed = opaque.copy()
+    holed[0, 0, 3] = 0
+    write(run_dir / "one_hole.png", holed)
     df = run(run_dir)
     assert df.loc["opaque_alpha.png", "psnr"] == np.inf
-    assert "alpha composited on white" in df.loc["opaque_alpha.png", table.NOTES]
+    assert "alpha" not in str(df.loc["opaque_alpha.png", table.NOTES])
+    assert "alpha composited on white" in df.loc["one_hole.png", table.NOTES]
     loaded = images.load(run_dir / "transparent.png", max_pixels=10**8)
     assert (loaded.pixels == 255).all()
+    loaded = images.load(run_dir / "one_hole.png", max_pixels=10**8).pixels
+    assert (loaded[0, 0] == 255).all() and np.array_equal(loaded[1:], baseline_img[1:])
+
+
+def png_of(pixels: np.ndarray, colour_type: int) -> bytes:
+    """A PNG of grey (0) or grey-and-alpha (4) pixels, 8- or 16-bit by their type, written
+    by hand: neither OpenCV nor Pillow writes a 16-bit grey-and-alpha PNG."""
+    height, width = pixels.shape[:2]
+    big = pixels.astype(">u2" if pixels.dtype == np.uint16 else np.uint8)
+    raw = b"".join(b"\0" + big[y].tobytes() for y in range(height))
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_grey_file_its_decoder_expands_to_colour_is_still_grey(tmp_path):
+    """OpenCV returns B,G,R,A for a grey-and-alpha PNG and B,G,R for a palette of greys:
+    the file is greyscale all the same, and is compared as the grey PNG it would be
+    (against a colour baseline, with the baseline in grey), not as a colour picture."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = few_colours(0)
+    write(folder / "baseline.png", base)
+    grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    opaque = np.full_like(grey, 255)
+    (folder / "grey_alpha.png").write_bytes(png_of(np.dstack([grey, opaque]), 4))
+    wide = grey.astype(np.uint16) * 257
+    (folder / "grey_alpha16.png").write_bytes(png_of(np.dstack([wide, wide | 0xFFFF]), 4))
+    Image.fromarray(grey).convert("P").save(folder / "grey_palette.png")
+    Image.fromarray(grey).convert("RGB").convert("P").save(folder / "rgb_palette.png")
+    df = run(folder)
+    for name in ("grey_alpha.png", "grey_alpha16.png", "grey_palette.png"):
+        assert images.load(folder / name, max_pixels=10**8).pixels.ndim == 2, name
+        assert df.loc[name, "psnr"] == np.inf, name
+        assert "compared with the baseline converted to greyscale" in df.loc[name, table.NOTES]
+    # a palette with colours in it stays colour (its picture is grey, its file is not)
+    assert images.load(folder / "rgb_palette.png", max_pixels=10**8).pixels.ndim == 3
 
 
 def test_greyscale_and_colour_meet_in_greyscale(run_dir, baseline_img, tmp_path):
@@ -302,14 +345,17 @@ def test_the_summary_says_why_files_were_skipped(run_dir: Path, tmp_path: Path):
     os.mkfifo(run_dir / "stream.png")
     (run_dir / "gone.png").symlink_to(tmp_path / "nowhere.png")
     (run_dir / "loop.png").symlink_to(run_dir / "loop.png")
+    (run_dir / "zero.png").symlink_to("/dev/zero")
     (run_dir / "notes.txt").write_text("x")
     result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
     why = {s["path"]: s["reason"] for s in result.meta["skipped"]}
     assert why[str(run_dir / "gone.png")] == "a broken link"
     assert why[str(run_dir / "loop.png")] == "a broken link"
     assert why[str(run_dir / "stream.png")] == "not a regular file"
+    # a link to a device is not broken: it is not a regular file (reading /dev/zero never ends)
+    assert why[str(run_dir / "zero.png")] == "not a regular file"
     assert (
-        "4 files skipped (a broken link: 2; not a regular file: 1; "
+        "5 files skipped (a broken link: 2; not a regular file: 2; "
         "not an image file extension: 1); see the log." in result.summary
     )
 
