@@ -5,7 +5,7 @@ Run:  python benchmarks/collection_scale.py [--images 200] [--vectors 10000,1000
 Prints:
 
 * images per second for computing every feature (decode, hashes, colour moments,
-  thumbnail, sharpness, the embedding) of --images generated 512 px photo-like
+  thumbnail, the embedding) of --images generated 512 px photo-like
   PNGs, with one and with all cores, and the time that makes for 10,000 images
   (target: under 5 minutes on 2 cores);
 * the latency of one query over 10k and 100k vectors with real embeddings' mean and

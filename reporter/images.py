@@ -62,6 +62,7 @@ class LoadedImage:
 
     pixels: np.ndarray
     notes: tuple[str, ...] = ()
+    format: str = ""  # the file's format by its header ("PNG", "JPEG"), else its extension
 
     @property
     def width(self) -> int:
@@ -291,7 +292,7 @@ def load(
     if orientation in _ORIENT:
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")
-    return LoadedImage(pixels, tuple(notes))
+    return LoadedImage(pixels, tuple(notes), fmt)
 
 
 def _opencv_decode(path: Path, data: bytes) -> tuple[np.ndarray | None, list[str], bool]:

@@ -93,10 +93,11 @@ def test_groups_match_their_sources_and_keep_the_best(photos, tmp_path, method, 
     assert (photos / "coffee_small.jpg").exists()  # nothing moved unless asked
 
 
-def feature(name: str, bits: int, width: int = 100, sharp: float = 1.0, mtime: int = 0):
+def feature(name: str, bits: int, width: int = 100, mtime: int = 0, **more):
     value = (2**bits - 1).to_bytes(8, "big")  # the first `bits` bits set
+    more = {"size": 1000, "format": "JPEG", "channels": 3} | more
     return Features(name, name, sha256=name, width=width, height=width, phash=value,
-                    sharpness=sharp, mtime_ns=mtime)  # fmt: skip
+                    mtime_ns=mtime, **more)  # fmt: skip
 
 
 def test_no_chaining_through_an_intermediate():
@@ -168,14 +169,42 @@ def test_large_pools_of_embeddings_group_exactly_as_every_pair_would(spectrum, d
         assert distance == pytest.approx(1.0 - float(x[a] @ x[b]), abs=1e-5)
 
 
-def test_keep_the_highest_resolution_then_the_sharpest_then_the_oldest():
-    big, sharp, old, new = (
-        feature("big", 0, width=200, sharp=1.0, mtime=5),
-        feature("sharp", 0, width=100, sharp=9.0, mtime=5),
-        feature("old", 0, width=100, sharp=1.0, mtime=1),
-        feature("new", 0, width=100, sharp=1.0, mtime=9),
-    )
-    assert [f.path for f in keep_order([new, old, sharp, big])] == ["big", "sharp", "old", "new"]
+def test_keep_the_most_pixels_then_colour_lossless_larger_older():
+    order = [
+        feature("more pixels, grey, lossy, small", 0, width=200, channels=1, size=10),
+        feature("lossless, small", 0, format="PNG", size=10, mtime=9),
+        feature("lossy, larger", 0, size=5000, mtime=9),
+        feature("older", 0, mtime=1),
+        feature("newer", 0, mtime=9),
+        feature("grey, lossless, largest", 0, format="PNG", channels=1, size=9999),
+    ]
+    # each is kept before the next by the first criterion that tells them apart
+    assert keep_order(order[::-1]) == keep_order(order[3:] + order[:3]) == order
+
+
+def test_the_original_is_kept_not_its_edited_copies(tmp_path, monkeypatch):
+    """Captioned, brightened, grey and recompressed copies of a photo, all of its size: the
+    original PNG is kept. The variance of the Laplacian ("sharpest") kept the captioned or
+    the brightened copy, and put the group around it (every distance measured from it)."""
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut"):
+        img = photo(name)
+        cv2.imwrite(str(folder / f"{name}.png"), img)
+        cv2.imwrite(str(folder / f"{name}_q40.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 40])
+        bright = cv2.convertScaleAbs(img, alpha=1.15, beta=10)
+        cv2.imwrite(str(folder / f"{name}_bright.jpg"), bright, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        captioned = img.copy()
+        cv2.putText(captioned, "(c) 2024 SAMPLE", (10, img.shape[0] - 20),
+                    cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)  # fmt: skip
+        cv2.imwrite(str(folder / f"{name}_caption.jpg"), captioned)
+        cv2.imwrite(str(folder / f"{name}_grey.png"), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    for method in ("phash", "embedding"):
+        out = tmp_path / method
+        assert main(["duplicates", str(folder), "--by", method, "--out", str(out), "-q"]) == 0
+        kept = {r["file"] for rows in groups_csv(out).values() for r in rows if r["keep"] == "yes"}
+        assert kept == {"chelsea.png", "coffee.png", "astronaut.png"}, method
 
 
 def test_move_duplicates_moves_all_but_the_kept_and_logs_each(photos, tmp_path, capsys):

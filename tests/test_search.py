@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sqlite3
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from conftest import photo, unit_vectors
 
 from reporter.cli import main
-from reporter.collection import search
+from reporter.collection import features, search
 from reporter.collection.features import FeatureCache, Features, gather
 from reporter.collection.search import Index, rank
 from reporter.compare import Input
@@ -159,7 +160,22 @@ def test_the_cache_computes_only_new_and_changed_files(collection, tmp_path):
     before = {f.file: f for f in first}
     assert np.array_equal(again["rocket.png"].embedding, before["rocket.png"].embedding)
     assert again["camera.png"].sha256 != before["camera.png"].sha256
+    # what the keep order reads comes back from the cache as it was computed
+    assert (again["rocket.png"].format, again["rocket.png"].channels) == ("PNG", 3)
+    assert again["rocket.png"].size == before["rocket.png"].size
     cache.close()
+
+
+def test_an_older_schemas_table_is_dropped(tmp_path):
+    """A new schema's cache is a new table: the old one, with every thumbnail and
+    embedding it held, would otherwise stay in the file for ever."""
+    path = tmp_path / "features.sqlite"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE features_v2 (path TEXT PRIMARY KEY, thumbnail BLOB)")
+    FeatureCache(path).close()
+    with sqlite3.connect(path) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {f"features_v{features.SCHEMA}"}
 
 
 def test_no_cache_writes_nothing(collection, tmp_path):

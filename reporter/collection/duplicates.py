@@ -8,7 +8,8 @@ Where it sits: after :func:`features.gather`, like ``search``.
    (1 - cosine of the EfficientNet-Lite0 vectors).
 
 **The grouping rule: star around the kept image.** Images are taken in keep
-order (:func:`keep_order`: highest resolution, then sharpest, then oldest); each
+order (:func:`keep_order`: the most pixels, colour, lossless, the larger file, the
+oldest); each
 one not yet grouped starts a group as its kept image, and every other ungrouped
 image within the threshold *of that kept image* joins it. Every member is
 therefore within the threshold of the image it would be replaced by, and two
@@ -67,14 +68,26 @@ class Group:
         return self.members[0].item
 
 
+LOSSLESS = frozenset({"PNG", "TIFF", "BMP"})
+"""Formats that store their pixels as they are (a JPEG, a WebP or a GIF's palette may not)."""
+
+
 def keep_order(items: list[Features]) -> list[Features]:
-    """Which image of a group to keep first: highest resolution, then sharpest, then oldest
-    (earliest modification time), then by path, so the choice is reproducible."""
+    """Which image of a group to keep first: the most pixels; then colour before grey (a
+    grey copy has lost its colour); then a lossless format before a lossy one; then the
+    larger file (of one picture at one size, the less compressed); then the oldest
+    (earliest modification time); then by path, so the choice is reproducible.
+
+    Not "the sharpest": the variance of the Laplacian rises with every edge an edit
+    adds (a caption, a watermark, a contrast stretch, JPEG's blocks), so it kept the
+    edited copy over its original."""
     return sorted(
         items,
         key=lambda f: (
             -((f.width or 0) * (f.height or 0)),
-            -(f.sharpness or 0.0),
+            f.channels == 1,
+            f.format not in LOSSLESS,
+            -f.size,
             f.mtime_ns,
             f.path,
         ),

@@ -33,12 +33,11 @@ __all__ = [
     "Features",
     "gather",
     "SCHEMA",
-    "sharpness",
 ]
 
 log = logging.getLogger("reporter")
 
-SCHEMA = 2  # a cache of another schema (its own table) is not read
+SCHEMA = 3  # a cache of another schema (its own table) is not read
 TABLE = f"features_v{SCHEMA}"
 
 
@@ -58,7 +57,8 @@ class Features:
     colour: np.ndarray | None = None  # 42 colour moments (cv2.img_hash.ColorMomentHash)
     embedding: np.ndarray | None = None  # 1280 float32, L2-normalised
     thumbnail: bytes | None = None  # JPEG, 200 px
-    sharpness: float | None = None  # variance of the Laplacian of a 512-px grey copy
+    format: str = ""  # by the header: "PNG", "JPEG", ...
+    channels: int | None = None  # 1 (grey) or 3 (colour), as compared
     error: str | None = None
     cached: bool = field(default=False, compare=False)
 
@@ -93,11 +93,11 @@ def compute(
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = loaded.pixels
         found.width, found.height = loaded.width, loaded.height
+        found.format, found.channels = loaded.format, 1 if pixels.ndim == 2 else pixels.shape[2]
         a, p = hashes.both(pixels)
         found.ahash, found.phash = a.tobytes(), p.tobytes()
         found.colour = colour_moments(pixels)
         found.thumbnail = visuals.thumbnail(pixels)
-        found.sharpness = sharpness(pixels)
         if embedding:
             found.embedding = _embed(pixels)
     except images.ImageLoadError as exc:
@@ -118,19 +118,6 @@ def colour_moments(pixels: np.ndarray) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     img = cv2.resize(img, (512, 512), interpolation=cv2.INTER_AREA)
     return cv2.img_hash.colorMomentHash(img).ravel().astype(np.float64)
-
-
-def sharpness(pixels: np.ndarray) -> float:
-    """How sharp: the variance of the Laplacian of a grey copy whose longest side is 512 px
-    (the same scale for every image, so a large file is not "sharper" for its size)."""
-    grey = hashes.to_8bit(pixels)
-    if grey.ndim == 3:
-        grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape
-    scale = 512 / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -163,8 +150,12 @@ class FeatureCache:
                 f"""CREATE TABLE IF NOT EXISTS {TABLE} (
                     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
                     width INTEGER, height INTEGER, ahash BLOB, phash BLOB, colour BLOB,
-                    embedding BLOB, thumbnail BLOB, sharpness REAL, schema INTEGER)"""
+                    embedding BLOB, thumbnail BLOB, format TEXT, channels INTEGER,
+                    schema INTEGER)"""
             )
+            with self._db:  # an older schema's table would hold its rows for ever
+                for old in range(1, SCHEMA):
+                    self._db.execute(f"DROP TABLE IF EXISTS features_v{old}")
         except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
             log.warning("feature cache %s not used: %s", path, exc)
             self._db = None
@@ -176,7 +167,7 @@ class FeatureCache:
             stat = path.stat()
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, width, height, ahash, phash, colour, embedding, "
-                f"thumbnail, sharpness FROM {TABLE} WHERE path = ? AND schema = ?",
+                f"thumbnail, format, channels FROM {TABLE} WHERE path = ? AND schema = ?",
                 (_key(path), SCHEMA),
             ).fetchone()
         except (OSError, sqlite3.Error):
@@ -201,7 +192,8 @@ class FeatureCache:
             colour=np.frombuffer(row[7], np.float64),
             embedding=vector,
             thumbnail=row[9],
-            sharpness=row[10],
+            format=row[10],
+            channels=row[11],
             cached=True,
         )
 
@@ -221,7 +213,8 @@ class FeatureCache:
                 f.colour.tobytes() if f.colour is not None else None,
                 f.embedding.astype(np.float32).tobytes() if f.embedding is not None else None,
                 f.thumbnail,
-                f.sharpness,
+                f.format,
+                f.channels,
                 SCHEMA,
             )
             for f in items
@@ -230,7 +223,7 @@ class FeatureCache:
         try:
             with self._db:
                 self._db.executemany(
-                    f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 13)})",
+                    f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 14)})",
                     rows,
                 )
         except sqlite3.Error as exc:

@@ -247,7 +247,8 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
     return Table(
         title=f"Duplicates by {method}: {len(groups)} group(s) · {when}",
         subtitle=f"Exact copies (same sha256), then near-duplicates: {distance} <= {threshold:g} "
-        "to the kept image (highest resolution, then sharpest, then oldest). Each group is "
+        "to the kept image (the most pixels, then colour, a lossless format, the larger file, "
+        "the oldest). Each group is "
         "gathered around its kept image, so no image joins through a third one.",
         columns=(
             "group",
