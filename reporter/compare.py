@@ -154,6 +154,7 @@ class Job:
     max_pixels: int
     strict_size: bool
     max_bytes: int | None = None  # larger files are ERROR rows, not read
+    bits: int = 16  # significant bits of 16-bit images (images.widen)
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
     align: bool = False  # compensate each image's shift when that makes it more like the baseline
     picture_side: int = visuals.THUMB_SIDE  # LOOK_SIDE for the closer look at flagged images
@@ -170,6 +171,7 @@ def compare_file(job: Job, item: Input) -> ImageResult:
         loaded = images.load(
             item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes, data=item.data
         )
+        loaded = images.widen(loaded, job.bits)
         result.width, result.height = loaded.width, loaded.height
         halved = None  # the image's halvings, shared by its pictures (visuals.Halvings)
         if job.baseline_small is not None:
@@ -195,6 +197,9 @@ def compare_file(job: Job, item: Input) -> ImageResult:
                 result.notes.append(note)
             else:
                 result.metrics = pair.values()
+            if job.bits < 16 and pixels.dtype == np.uint16 and "mse" in result.metrics:
+                # in the data's own units (12-bit values), not the widened ones
+                result.metrics["mse"] /= float(1 << (16 - job.bits)) ** 2
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)
             # Not moved, resized nor masked: the thumbnail's halvings; else its own, shared

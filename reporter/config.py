@@ -773,6 +773,17 @@ class Config:
         valid=lambda v: v >= 1,
         must="must be positive",
     )
+    bits: int = setting(  # L of SSIM and PSNR is the type's range: 12-bit data in 16 would hide
+        16,
+        toml="input.bits",
+        kind="int",
+        help="significant bits of 16-bit images, e.g. 12 for a 12-bit camera's TIFFs: they are "
+        "brought to the full 16-bit range (x 16), so SSIM and PSNR take L = 4095 (default 16)",
+        flags=("--bits",),
+        metavar="N",
+        valid=lambda v: 8 <= v <= 16,
+        must="must be 8 to 16",
+    )
     max_file_mb: float = setting(  # 100 Mpx x 4 channels x 16 bit fits
         1024.0,
         toml="input.max_file_mb",

@@ -31,6 +31,7 @@ from . import native
 
 __all__ = [
     "conform",
+    "widen",
     "Geometry",
     "ImageLoadError",
     "load",
@@ -318,6 +319,25 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
 
 def _amount(pixels: int) -> str:
     return f"{pixels / 1e6:,.1f} Mpx" if pixels >= 100_000 else f"{pixels:,} px"
+
+
+def widen(image: LoadedImage, bits: int) -> LoadedImage:
+    """A 16-bit image whose values have ``bits`` significant bits (a 12-bit camera's TIFF:
+    0-4095), brought to the full 16-bit range by ``v << (16 - bits)``, so that SSIM and
+    PSNR, whose L is the type's range, measure it against its own range (L = 4095 for 12
+    bits, to within 0.02 %), and its pictures are not black. A value over the range is
+    clipped to it first, and the notes say how many. 8-bit images, and ``bits`` 16, are
+    returned as they are."""
+    pixels = image.pixels
+    if bits >= 16 or pixels.dtype != np.uint16:
+        return image
+    top = (1 << bits) - 1
+    notes = image.notes
+    over = int(np.count_nonzero(pixels > top))
+    if over:
+        pixels = np.minimum(pixels, top)
+        notes += (f"{over:,} pixel value(s) over {bits} bits ({top}) clipped (bits = {bits})",)
+    return LoadedImage(np.left_shift(pixels, 16 - bits), notes, image.format)
 
 
 @dataclass(frozen=True)

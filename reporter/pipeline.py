@@ -137,6 +137,7 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         config.max_pixels,
         config.strict_size,
         max_bytes=config.max_bytes,
+        bits=config.bits,
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
         align=config.comparison.align,
         looks=_looks(config) if pictures and "html" in config.formats else None,
@@ -302,6 +303,8 @@ def _prepare(
         baseline = images.load(path, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
+    _say_bits(path, baseline, config.bits)
+    baseline = images.widen(baseline, config.bits)
     h, w = baseline.pixels.shape[:2]
     workers = config.effective_jobs(count, h * w, early) if local else 0  # 0: a Dask cluster's
     if local:
@@ -317,6 +320,28 @@ def _prepare(
         return baseline, reference
     except ValueError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
+
+
+def _say_bits(path: Path, baseline: images.LoadedImage, bits: int) -> None:
+    """What the baseline's 16-bit values say about ``bits``: a 12-bit camera's TIFF uses
+    12 of its 16 bits, and compared at L = 65535 its SSIM stays near 1 whatever changes.
+    L is never taken from the data; the log says which setting would give it."""
+    if baseline.pixels.dtype.name != "uint16":
+        return
+    used = int(baseline.pixels.max()).bit_length()
+    if bits == 16 and used <= 14:
+        depth = min(d for d in (8, 10, 12, 14) if d >= used)  # the cameras' usual depths
+        log.info(
+            "baseline %s: its 16-bit values use %d bits (at most %d), and SSIM and PSNR "
+            "take L = 65535 from the pixel type; for a %d-bit camera set bits = %d "
+            "(--bits %d)",
+            path, used, (1 << used) - 1, depth, depth, depth,
+        )  # fmt: skip
+    elif used > bits:
+        log.warning(
+            "baseline %s: values up to %d, over %d bits: clipped (bits = %d)",
+            path, int(baseline.pixels.max()), bits, bits,
+        )  # fmt: skip
 
 
 def _unread(folder: SkippedFile) -> ImageResult:
@@ -344,6 +369,7 @@ def _record(
             height=reference.height,
             channels=reference.channels,
             bit_depth=8 * reference.pixels.dtype.itemsize,
+            significant_bits=min(config.bits, 8 * reference.pixels.dtype.itemsize),
             bytes=baseline_path.stat().st_size,
             sha256=sha,
             notes=tuple(baseline.notes),

@@ -76,6 +76,15 @@ class BaselineFacts:
     bytes: int
     sha256: str
     notes: tuple[str, ...] = ()
+    significant_bits: int = 0  # of a 16-bit baseline (the bits setting); else bit_depth
+
+    @property
+    def depth(self) -> str:
+        """'16-bit', or '16-bit, 12 significant (bits = 12)'."""
+        if 0 < self.significant_bits < self.bit_depth:
+            n = self.significant_bits
+            return f"{self.bit_depth}-bit, {n} significant (bits = {n})"
+        return f"{self.bit_depth}-bit"
 
 
 @dataclass(frozen=True)

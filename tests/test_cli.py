@@ -110,6 +110,8 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{run}", "--warn", "ssim=high"], "'high' is not a number"),
         (["run", "{run}", "--warn", "ssim=0.5", "--fail", "ssim=0.9"], "must be at or below"),
         (["run", "{run}", "--max-pixels", "0"], "must be positive"),
+        (["run", "{run}", "--bits", "17"], "must be 8 to 16"),
+        (["run", "{run}", "--bits", "twelve"], "is not a whole number"),
         (["run", "{run}", "--config", "{missing}"], "config file not found"),
         (["run", "{run}", "--config", "{badtoml}"], "not valid TOML"),
         (["run", "{run}", "--config", "{badkey}"], "unknown key 'limts'"),

@@ -14,7 +14,7 @@ import pytest
 from conftest import noisy, smooth_image, write
 from PIL import Image
 
-from reporter import images, pipeline, table
+from reporter import images, pipeline, table, visuals
 from reporter.config import Config
 
 
@@ -120,6 +120,65 @@ def test_sixteen_bit_baseline_with_an_eight_bit_image(tmp_path):
     assert df.loc["same16.png", "psnr"] == np.inf
     assert df.loc["as8.png", "ssim"] > 0.99  # only the low byte is lost
     assert "8-bit image compared at the baseline's 16-bit depth" in df.loc["as8.png", table.NOTES]
+
+
+def twelve_bit(seed: int, scale: float = 1.0) -> np.ndarray:
+    """A 12-bit camera's picture in a 16-bit file: bright blobs on a dark field, 0-4095."""
+    rng = np.random.default_rng(seed)
+    field = np.full((160, 192), 200.0)
+    for y, x, r, v in zip(*(rng.integers(0, n, 40) for n in (160, 192, 14, 3800)), strict=True):
+        cv2.circle(field, (int(x), int(y)), int(r) + 3, float(v) + 200, -1)
+    field = cv2.GaussianBlur(field, (0, 0), 2) * scale
+    return np.clip(field + rng.normal(0, 30, field.shape), 0, 4095).astype(np.uint16)
+
+
+def test_twelve_bit_images_are_measured_at_their_own_range_with_bits(tmp_path, caplog):
+    """L of SSIM and PSNR is the type's (65535), never the data's: a 12-bit camera's SSIM
+    then stays near 1 whatever changes, and its pictures are black. ``bits = 12`` brings
+    its values to the 16-bit range, which measures them at L = 4095 (skimage's
+    data_range=4095, to within 1e-4); MSE stays in the data's own units."""
+    from skimage.metrics import structural_similarity
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = twelve_bit(0)
+    write(folder / "baseline.tif", base)
+    images_ = {"same.tif": twelve_bit(0) // 2 * 2, "dim.tif": twelve_bit(0, 0.7)}
+    for name, img in images_.items():
+        write(folder / name, img)
+    hot = base.copy()
+    hot[:2, :3] = 5000  # over 12 bits: clipped, and said
+    write(folder / "hot.tif", hot)
+
+    def expected(img, top):
+        ssim = structural_similarity(base, img, gaussian_weights=True, sigma=1.5,
+                                     use_sample_covariance=False, data_range=top)  # fmt: skip
+        mse = float(np.mean((base.astype(np.float64) - img) ** 2))
+        return ssim, mse, 10 * np.log10(top**2 / mse)
+
+    with caplog.at_level("INFO", logger="reporter"):
+        plain = run(folder)
+    assert "its 16-bit values use 12 bits (at most 4095)" in caplog.text
+    assert "set bits = 12 (--bits 12)" in caplog.text
+    twelve = run(folder, bits=12)
+    for name, img in images_.items():
+        ssim, mse, psnr = expected(img, 4095)
+        assert twelve.loc[name, "ssim"] == pytest.approx(ssim, abs=1e-4)
+        assert twelve.loc[name, "psnr"] == pytest.approx(psnr, abs=0.01)
+        assert twelve.loc[name, "mse"] == pytest.approx(mse, rel=1e-6)
+        assert plain.loc[name, "ssim"] == pytest.approx(expected(img, 65535)[0], abs=1e-4)
+        assert plain.loc[name, "mse"] == pytest.approx(mse, rel=1e-6)
+    # at L = 65535 the dimmed picture scores as if nothing had changed
+    assert plain.loc["dim.tif", "ssim"] > 0.97 and twelve.loc["dim.tif", "ssim"] < 0.93
+    assert "6 pixel value(s) over 12 bits (4095) clipped" in twelve.loc["hot.tif", table.NOTES]
+    widened = images.widen(images.load(folder / "hot.tif", max_pixels=10**8), 12).pixels
+    assert (widened[:2, :3] == 4095 << 4).all() and np.array_equal(widened[2:], base[2:] << 4)
+    # the pictures show the picture: 12-bit values in the top 8 bits are all but black
+    loaded = images.load(folder / "baseline.tif", max_pixels=10**8)
+    shown = [visuals.small(images.widen(loaded, b).pixels) for b in (16, 12)]
+    assert shown[0].max() <= 16 and shown[1].max() > 200
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "16-bit, 12 significant (bits = 12)" in page
 
 
 def test_alpha_is_composited_on_white(run_dir, baseline_img):

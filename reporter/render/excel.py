@@ -636,7 +636,7 @@ def _baseline_facts(
         (
             "size",
             f"{base.width} x {base.height} px, {base.channels} channel(s), "
-            f"{base.bit_depth}-bit, {base.bytes:,} bytes",
+            f"{base.depth}, {base.bytes:,} bytes",
         ),
         ("sha256", base.sha256),
         ("notes", "; ".join(base.notes)),
