@@ -17,6 +17,7 @@ __all__ = [
     "distance",
     "phash",
     "to_8bit",
+    "to_8bit_by_depth",
 ]
 
 
@@ -31,6 +32,18 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype == np.uint16:
         return (pixels >> 8).astype(np.uint8)
     raise TypeError(f"unsupported pixel type {pixels.dtype}: expected uint8 or uint16")
+
+
+def to_8bit_by_depth(pixels: np.ndarray) -> np.ndarray:
+    """``pixels`` as uint8, 16-bit values by their own depth: shifted so that the highest
+    value's top bit lands in bit 7. A 12-bit camera's 0-4095 are shifted by 4, a
+    full-range 16-bit image by 8 (as :func:`to_8bit`): both give the same picture, where
+    the top 8 bits of the 12-bit one would be 0-15, all but black. For the collection
+    commands, where each image stands alone; a run's metrics never scale by the data."""
+    if pixels.dtype != np.uint16:
+        return to_8bit(pixels)
+    shift = max(0, int(pixels.max()).bit_length() - 8)
+    return (pixels >> shift).astype(np.uint8)
 
 
 def _shrink(pixels: np.ndarray, side: int) -> np.ndarray:

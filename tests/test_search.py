@@ -273,3 +273,28 @@ def test_a_collection_of_only_unreadable_files_gives_error_rows(collection, tmp_
     got = results(out)
     assert not [r for r in got if r["rank"]]
     assert sorted(r["file"] for r in got if r["error"]) == ["a.png", "b.jpg"]
+
+
+def test_a_twelve_bit_cameras_image_is_seen_by_its_own_depth(tmp_path):
+    """A 12-bit camera's 16-bit file (0-4095), the same picture at the full 16-bit range,
+    and its 8-bit export are one picture to the collection commands: the same hashes and
+    thumbnail. By the top 8 bits, the 12-bit one was 0-15: a black thumbnail, and an
+    embedding of black that every such image shared."""
+    from test_images import twelve_bit
+
+    pixels = twelve_bit(0)
+    versions = {"12bit.tif": pixels, "16bit.tif": pixels << 4, "8bit.png": (pixels >> 4)}
+    found = {}
+    for name, img in versions.items():
+        cv2.imwrite(str(tmp_path / name), img.astype(np.uint8) if name == "8bit.png" else img)
+        found[name] = features.compute(
+            tmp_path / name, name, embedding=True, max_pixels=10**8, max_bytes=None
+        )
+    ref = found["8bit.png"]
+    for f in found.values():
+        assert f.error is None
+        assert (f.phash, f.ahash) == (ref.phash, ref.ahash), f.file
+        assert f.thumbnail == ref.thumbnail, f.file
+        assert float(f.embedding @ ref.embedding) > 0.9999, f.file
+    thumb = cv2.imdecode(np.frombuffer(ref.thumbnail, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert thumb.max() > 200

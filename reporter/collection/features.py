@@ -37,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger("reporter")
 
-SCHEMA = 3  # a cache of another schema (its own table) is not read
+SCHEMA = 4  # a cache of another schema (its own table) is not read
 TABLE = f"features_v{SCHEMA}"
 
 
@@ -91,7 +91,7 @@ def compute(
             found.size, found.mtime_ns, data = sent
         loaded = images.load(path, max_pixels=max_pixels, max_bytes=max_bytes, data=data)
         found.sha256 = hashlib.sha256(data).hexdigest()
-        pixels = loaded.pixels
+        pixels = hashes.to_8bit_by_depth(loaded.pixels)  # a 12-bit camera's is not black
         found.width, found.height = loaded.width, loaded.height
         found.format, found.channels = loaded.format, 1 if pixels.ndim == 2 else pixels.shape[2]
         a, p = hashes.both(pixels)
