@@ -378,6 +378,23 @@ def test_a_file_of_several_frames_is_compared_by_its_first_with_a_note(tmp_path,
     assert "the first" not in str(run(folder).loc["single.tif", table.NOTES])
 
 
+def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
+    """Pillow's page count checks each page against every one before it: a hostile TIFF of
+    one-pixel pages made the header's count grow with their square (20,000 pages in
+    2.5 MB: 3.6 s). Counting stops past 1,000, and the note says so; a GIF's frames are
+    counted by skipping through its data, which grows with its bytes only."""
+    one = Image.fromarray(np.zeros((1, 1), np.uint8))
+    one.save(tmp_path / "many.tif", save_all=True, append_images=[one] * 1001)
+    one.save(tmp_path / "some.tif", save_all=True, append_images=[one] * 999)
+    other = Image.fromarray(np.full((1, 1), 255, np.uint8))  # GIF merges equal frames
+    one.save(tmp_path / "many.gif", save_all=True, append_images=[other, one] * 500 + [other])
+    assert images.PAGES_COUNTED == 1000
+    notes = {p.name: images.load(p, max_pixels=10**8).notes for p in tmp_path.iterdir()}
+    assert notes["many.tif"] == ("the first of its more than 1,000 pages compared",)
+    assert notes["some.tif"] == ("the first of its 1,000 pages compared",)
+    assert notes["many.gif"] == ("the first of its 1,002 frames compared",)
+
+
 def test_recursive_descends_and_names_rows_by_relative_path(run_dir, baseline_img):
     sub = run_dir / "day2" / "plots"
     sub.mkdir(parents=True)
