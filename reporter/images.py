@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,8 +92,24 @@ def _header(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
             )
     except UnidentifiedImageError:
         return None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except ValueError as exc:
+        # Pillow refuses a PNG whose compressed text (an XMP packet, an instrument's XML)
+        # inflates past 1 MB, before the pixels: its IHDR still says all we need
+        png = _png_ihdr(data)
+        if png is None:
+            raise ImageLoadError(f"corrupt image header: {exc}") from None
+        log.debug("Pillow could not read the PNG's chunks (%s): its size is read from IHDR", exc)
+        return png
+    except (OSError, SyntaxError) as exc:
         raise ImageLoadError(f"corrupt image header: {exc}") from None
+
+
+def _png_ihdr(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
+    """A PNG's header read from its IHDR chunk alone (orientation 1, one frame)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR" or len(data) < 29:
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return "PNG", width, height, 1, data[25] in (0, 4), 1
 
 
 @contextlib.contextmanager
@@ -163,7 +180,10 @@ def _pillow_decode(data: bytes) -> np.ndarray:
     """The first frame as OpenCV would give it: grey (H x W), grey and alpha, B,G,R or
     B,G,R,A; a palette's transparent entry becomes alpha, composited on white later."""
     with _pillow_open(data) as im:  # its size was checked from the header
-        grey = _grey(im, data)
+        im.load()  # broken data raises here, and the row says so
+        grey = im.mode in GREY_MODES or (
+            im.mode in ("P", "PA") and _grey_palette(im.getpalette() or [])
+        )
         alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
         mode = ("LA" if alpha else "L") if grey else ("RGBA" if alpha else "RGB")
         pixels = np.asarray(im.convert(mode))
@@ -186,16 +206,18 @@ def _grey(im: Image.Image, data: bytes) -> bool:
         return True  # IHDR's colour type: Pillow calls a 16-bit grey-and-alpha PNG RGBA
     if im.mode in GREY_MODES:
         return True
-    if im.mode not in ("P", "PA"):
+    # a palette known without decoding (a PNG's PLTE; a GIF's comes with its pixels, and
+    # _pillow_decode looks at it there): getpalette() would decode the whole image
+    palette = getattr(im, "palette", None) if im.mode in ("P", "PA") else None
+    if palette is None or palette.mode != "RGB":
         return False
-    try:
-        return _grey_palette(im.getpalette() or [])
-    except (OSError, ValueError, TypeError):
-        return False
+    return _grey_palette(list(palette.palette))
 
 
 def _grey_palette(palette: list[int]) -> bool:
     """A palette of greys only (a grey GIF): the picture is greyscale, as its PNG would be."""
+    if not palette or len(palette) % 3:
+        return False
     rgb = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     return bool((rgb == rgb[:, :1]).all())
 

@@ -343,6 +343,9 @@ def test_gif_is_an_image_and_pillow_decodes_it_exactly(tmp_path):
     pal.save(folder / "transparent.gif", transparency=int(np.asarray(pal)[0, 0]))
     whole = (folder / "copy.gif").read_bytes()
     (folder / "cut.gif").write_bytes(whole[: len(whole) // 2])  # its header whole
+    broken = bytearray(whole)  # its LZW stream broken a third of the way in
+    broken[len(whole) // 3 : len(whole) // 3 + 8] = b"\xff" * 8
+    (folder / "broken.gif").write_bytes(broken)
     df = run(folder)
     assert df.loc["copy.gif", "psnr"] == np.inf
     assert df.loc["grey.GIF", "psnr"] == np.inf  # compared in grey, as a grey PNG would be
@@ -352,6 +355,11 @@ def test_gif_is_an_image_and_pillow_decodes_it_exactly(tmp_path):
     assert (loaded[:8] == 255).all() and np.array_equal(loaded[8:], base[8:])
     assert df.loc["cut.gif", table.STATUS] == "ERROR"
     assert df.loc["cut.gif", table.ERROR].startswith("truncated or corrupt GIF data: ")
+    # an error while the palette was looked at must not be swallowed: a second load of
+    # the half-decoded image returned its pixels as if whole
+    assert df.loc["broken.gif", table.ERROR] == (
+        "truncated or corrupt GIF data: broken data stream when reading image file"
+    )
 
 
 @pytest.mark.parametrize(
@@ -376,6 +384,29 @@ def test_a_file_of_several_frames_is_compared_by_its_first_with_a_note(tmp_path,
     assert f"the first of its 3 {what} compared" in df.loc[name, table.NOTES]
     write(folder / "single.tif", base)
     assert "the first" not in str(run(folder).loc["single.tif", table.NOTES])
+
+
+def test_a_png_with_large_compressed_text_is_read(tmp_path):
+    """Pillow stops reading a PNG's chunks when a compressed text chunk (an XMP packet, an
+    instrument's XML) inflates past 1 MB; the file was an ERROR row, "corrupt image
+    header", though its pixels are whole. Its size now comes from IHDR, so a bomb with
+    such a chunk is still refused before decoding."""
+    from PIL import PngImagePlugin
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = few_colours(0)
+    write(folder / "baseline.png", base)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "<rdf:li>ancestor</rdf:li>" * 60_000, zip=True)
+    Image.fromarray(base[:, :, ::-1]).save(folder / "xmp.png", pnginfo=info)
+    text = (folder / "xmp.png").read_bytes()
+    itxt = text.index(b"iTXt") - 4
+    bomb = png_claiming(100_000, 100_000)
+    (folder / "bomb.png").write_bytes(bomb[:33] + text[itxt:])
+    df = run(folder)
+    assert df.loc["xmp.png", "psnr"] == np.inf
+    assert df.loc["bomb.png", table.ERROR].startswith("100000x100000 is 10,000.0 Mpx, over")
 
 
 def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
