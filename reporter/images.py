@@ -158,18 +158,18 @@ def _frames(im: Image.Image) -> int:
     pages (2.5 MB) took 3.6 s and a larger file grew with the square of its pages. 1 when
     a later frame's header is broken: the first is still read. Call it last: it moves
     ``im`` away from the first frame."""
+    pages = 1
     try:
         if im.format != "TIFF":
             return max(1, int(getattr(im, "n_frames", 1)))
-        pages = 1
         while pages <= PAGES_COUNTED:
             im.seek(pages)
             pages += 1
-        return pages
-    except EOFError:
-        return pages
+    except EOFError:  # the page after the last
+        pass
     except (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError):
         return 1
+    return pages
 
 
 PILLOW_DECODES = frozenset({"GIF"})

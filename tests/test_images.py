@@ -426,6 +426,20 @@ def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
     assert notes["many.gif"] == ("the first of its 1,002 frames compared",)
 
 
+def test_a_frame_count_that_fails_still_reads_the_first_frame():
+    """A count that ends in an error (a later frame's header broken) is one frame: the
+    first is still read, and nothing else (an UnboundLocalError) escapes."""
+
+    class Broken:
+        format = "GIF"
+
+        @property
+        def n_frames(self):
+            raise EOFError("no frame after the first")
+
+    assert images._frames(Broken()) == 1
+
+
 def test_recursive_descends_and_names_rows_by_relative_path(run_dir, baseline_img):
     sub = run_dir / "day2" / "plots"
     sub.mkdir(parents=True)

@@ -153,12 +153,16 @@ class FeatureCache:
                     embedding BLOB, thumbnail BLOB, format TEXT, channels INTEGER,
                     schema INTEGER)"""
             )
-            with self._db:  # an older schema's table would hold its rows for ever
-                for old in range(1, SCHEMA):
-                    self._db.execute(f"DROP TABLE IF EXISTS features_v{old}")
         except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
             log.warning("feature cache %s not used: %s", path, exc)
             self._db = None
+            return
+        try:
+            with self._db:  # an older schema's table would hold its rows for ever
+                for old in range(1, SCHEMA):
+                    self._db.execute(f"DROP TABLE IF EXISTS features_v{old}")
+        except sqlite3.Error as exc:  # the cache is still read: its own table is there
+            log.debug("feature cache %s: older tables not dropped: %s", path, exc)
 
     def get(self, path: Path, *, embedding: bool) -> Features | None:
         if self._db is None:
