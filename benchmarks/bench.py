@@ -31,7 +31,8 @@ temporary folder, then prints:
 * the peak memory of a --jobs 1 run of N and of 3N images (target: no growth
   beyond the rows);
 * the series history with a year of daily runs of 20 slots: the time to record a
-  run, to read its control period, and to evaluate the rules.
+  run, to read its control period, to evaluate the rules, and to draw one of the
+  report's Levey-Jennings charts (of the chart_runs latest runs).
 
 The reports of a large run (sizes, the time to write the workbook, Chromium's
 layout) are measured by ``benchmarks/reports.py``.
@@ -372,7 +373,9 @@ def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, fl
     control period, and evaluating the rules for a new run."""
     from reporter.config import HistorySettings, auto_metrics
     from reporter.metrics import METRICS
+    from reporter.series.charts import Chart
     from reporter.series.rules import evaluate
+    from reporter.series.session import MAX_CHARTS
     from reporter.series.store import History
 
     rng = np.random.default_rng(1)
@@ -421,13 +424,23 @@ def history_figures(tmp: Path, runs: int = 365, slots: int = 20) -> dict[str, fl
             metrics=auto_metrics(None, False, "control"),
             chart_metrics=auto_metrics(None, False, "chart"),
         )
-        evaluate(period, today, settings, "2027-01-01T00:00:00+00:00")
+        control = evaluate(period, today, settings, "2027-01-01T00:00:00+00:00")
         rules = time.perf_counter() - t
+        charts = [
+            Chart(slot, metric, control.limits[(slot, metric)], points, control.min_runs, "PASS")
+            for (slot, metric), points in sorted(control.points.items())[:MAX_CHARTS]
+        ]
+        charts[0].png()  # matplotlib's import and first figure, once per run
+        t = time.perf_counter()
+        for chart in charts[1:]:
+            chart.png()
+        chart_ms = (time.perf_counter() - t) / (len(charts) - 1) * 1000
     return {
         "history_runs_x_slots": f"{runs} x {slots}",
         "history_record_ms": round(record * 1000, 1),
         "history_read_period_ms": round(read * 1000),
         "history_rules_ms": round(rules * 1000),
+        f"history_chart_ms_{len(charts[0].points)}_runs": round(chart_ms, 1),
         "history_db_mb": round((tmp / "history.sqlite").stat().st_size / 1e6, 1),
     }
 

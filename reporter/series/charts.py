@@ -120,6 +120,9 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
     ]
     if kept:
         ax.plot(*zip(*kept, strict=True), color=OK_BLUE, lw=0.8, alpha=0.6)
+    # One scatter per marker and kind, not one per point: matplotlib's scatter costs about
+    # 2 ms a call, which was 40 % of a chart of 40 runs (this run's own point last, on top).
+    groups: dict[tuple[str, bool, bool], list[tuple[float, float, int, str, str]]] = {}
     for x, p in zip(xs, points, strict=True):
         if p.value is None:
             continue
@@ -136,15 +139,25 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
                 fontsize=6,
                 color="#5f6b7a",
             )
-        if not p.in_control:
-            ax.scatter(
-                [x], [y], s=size, marker=marker, facecolors="none", edgecolors="#7a8591", zorder=3
-            )
-            continue
-        fail = any(r in FAIL_RULES for r in p.rules)
-        colour = FAIL_RED if fail else WARN_AMBER if p.rules else OK_BLUE
-        edge = "#1d232b" if p.run_id is None else "none"
-        ax.scatter([x], [y], s=size, marker=marker, color=colour, zorder=3, edgecolors=edge)
+        if not p.in_control:  # hollow grey
+            face, edge = "none", "#7a8591"
+        else:
+            fail = any(r in FAIL_RULES for r in p.rules)
+            face = FAIL_RED if fail else WARN_AMBER if p.rules else OK_BLUE
+            edge = "#1d232b" if p.run_id is None else "none"
+        key = (marker, p.run_id is None, p.in_control)
+        groups.setdefault(key, []).append((x, y, size, face, edge))
+    for (marker, _, _), dots in sorted(groups.items(), key=lambda kv: kv[0][1]):
+        gx, gy, sizes, faces, edges = zip(*dots, strict=True)
+        ax.scatter(
+            gx,
+            gy,
+            s=sizes,
+            marker=marker,
+            facecolors=faces,
+            edgecolors=edges,
+            zorder=3,
+        )
     if low is not None:
         ax.set_ylim(low, high)
     ticks = _ticks(len(points))
@@ -159,8 +172,10 @@ def draw(chart: Chart, width: float = 7.0, height: float = 2.7, dpi: int = 100) 
     )
     ax.tick_params(axis="y", labelsize=7)
     ax.set_xlim(0.5, len(points) + 0.5)
-    ax.set_title(_label(chart.title), fontsize=9, loc="left", fontweight="bold")
-    ax.set_title(chart.caption, fontsize=7, loc="right", color="#5f6b7a")
+    # y given: matplotlib then skips placing the titles clear of top ticks (there are
+    # none), which measured every artist's extent: a quarter of a chart's time
+    ax.set_title(_label(chart.title), fontsize=9, loc="left", fontweight="bold", y=1.0)
+    ax.set_title(chart.caption, fontsize=7, loc="right", color="#5f6b7a", y=1.0)
     ax.grid(axis="y", color="#eef0f3", lw=0.5)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
