@@ -16,6 +16,31 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 # to the user's cache (subprocesses inherit it); a test may point elsewhere.
 os.environ["REPORTER_CACHE"] = tempfile.mkdtemp(prefix="reporter-tests-cache-")
 
+_WARMING: list = []
+
+
+def pytest_sessionstart(session):
+    """The session's cache starts empty, so its first 16-bit run compiles the kernels'
+    16-bit signatures (about 10 s, a test's time on one core). A process of its own
+    compiles them into the cache while the first tests run; a test that gets there first
+    compiles them itself, as it did before, and numba's cache writes are atomic."""
+    import subprocess
+    import sys
+
+    code = "from reporter import kernels; kernels.warm('uint16')"
+    _WARMING.append(
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for process in _WARMING:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
 
 def smooth_image(seed: int, shape=(120, 160, 3), dtype=np.uint8) -> np.ndarray:
     """A photo-like image: blurred noise stretched to the full range of the type."""

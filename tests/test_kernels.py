@@ -274,21 +274,10 @@ def test_no_writable_cache_gives_one_warning_and_still_the_same_values(tmp_path)
     env["REPORTER_CACHE"] = str(blocker / "cache")  # cannot be created
     # Only the user-provided location: no fallback to the package's __pycache__.
     env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
-    stats, stderr, _ = _stats(env)
-    assert all(misses > 0 for _, misses in stats.values())
-    script = (
-        "import numpy as np, json\n"
-        "from reporter.metrics import Reference\n"
-        "rng = np.random.default_rng(0)\n"
-        "a = rng.integers(0, 255, (64, 80, 3)).astype(np.uint8)\n"
-        "print(json.dumps(Reference(a).compare(a // 2 + 20, ['ssim', 'ms_ssim'])))\n"
-    )
-    run = [sys.executable, "-c", script]
-    uncached = subprocess.run(run, env=env, capture_output=True, text=True, timeout=300)
-    assert uncached.returncode == 0, uncached.stderr
-    assert uncached.stderr.count("no writable cache folder for compiled code") == 1
-    cached = subprocess.run(run, capture_output=True, text=True, timeout=300)
-    assert json.loads(uncached.stdout) == json.loads(cached.stdout)
+    stats, stderr, uncached = _stats(env)
+    assert all(misses > 0 for _, misses in stats.values())  # compiled in memory
+    assert stderr.count("no writable cache folder for compiled code") == 1
+    assert uncached == _stats(dict(os.environ))[2]  # the session's cache: the same bits
 
 
 WARMED = """
