@@ -15,7 +15,6 @@ The per-metric ``[limits]`` and the checks between settings are written out.
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -23,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import clock, executor
+from . import clock, executor, machine
 from .catalog import METRICS
 from .errors import ConfigError
 
@@ -857,7 +856,7 @@ class Config:
         )
         if small and not early:
             return 1
-        return os.cpu_count() or 1
+        return machine.cores()
 
     def history_path(self) -> Path:
         return self.history.path or self.reports_root / "history.sqlite"
@@ -906,7 +905,7 @@ BASELINE_FIRST = "first"
 
 def max_jobs() -> int:
     """The most worker processes a run may ask for: 4 per core."""
-    return 4 * (os.cpu_count() or 1)
+    return 4 * machine.cores()
 
 
 def _number(value: Any, where: str) -> float | None:

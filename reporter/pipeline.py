@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
-from . import executor, flags, images, masks, outputs, pool, table, visuals
+from . import executor, flags, images, machine, masks, outputs, pool, table, visuals
 from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
 from .errors import ReporterError
@@ -122,9 +123,13 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
         )
     local = cluster is None
-    baseline, reference = _prepare(config, baseline_path, len(items), local, early)
-    pixels = reference.width * reference.height
-    config = replace(config, jobs=config.effective_jobs(len(items), pixels, early and local))
+    baseline, reference, workers = _prepare(config, baseline_path, len(items), local, early)
+    if local:
+        config = replace(config, jobs=workers)
+    else:
+        config = replace(
+            config, jobs=config.effective_jobs(len(items), reference.width * reference.height)
+        )
     config = _watched(config, reference)
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = outputs.run_folder(config, started)
@@ -306,7 +311,7 @@ def _prepare(
     _say_bits(path, baseline, config.bits)
     baseline = images.widen(baseline, config.bits)
     h, w = baseline.pixels.shape[:2]
-    workers = config.effective_jobs(count, h * w, early) if local else 0  # 0: a Dask cluster's
+    workers = _workers(config, count, baseline.pixels, early) if local else 0  # 0: Dask's
     if local:
         pool.start(workers, count, baseline.pixels.dtype.name)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
@@ -317,9 +322,44 @@ def _prepare(
             reference.prepare()
         else:  # while the workers start: the statistics that are cheap to send them
             reference.prepare_small()
-        return baseline, reference
+        return baseline, reference, workers
     except ValueError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
+
+
+def _workers(config: Config, count: int, pixels: np.ndarray, early: bool) -> int:
+    """The local worker processes: ``Config.effective_jobs`` (the cores this process may
+    use), at most as many as the available memory holds for images of the baseline's
+    size (``machine.worker_bytes``: 1.2 GB at 24 megapixels in colour), and one, this
+    process, when not even two fit. Lowering ``--jobs N`` is a warning; lowering the
+    automatic count is said at INFO."""
+    wanted = config.effective_jobs(count, pixels.shape[0] * pixels.shape[1], early)
+    if wanted <= 1 or count <= 1:
+        return wanted
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    size = pixels.shape[0] * pixels.shape[1]
+    available = machine.available_memory()
+    fit = machine.workers_that_fit(size, channels, pixels.dtype.itemsize, available)
+    if fit is None or fit >= min(wanted, count):
+        return wanted
+    workers = max(1, fit)
+    log.log(
+        logging.WARNING if config.jobs else logging.INFO,
+        "%s: each needs about %s for images of %.0f megapixels, and %s of memory is "
+        "available (%d %% of it planned for workers)",
+        f"{workers} worker process(es), not {wanted}"
+        if workers > 1
+        else f"comparing in this process, not {wanted} workers",
+        _gigabytes(machine.worker_bytes(size, channels, pixels.dtype.itemsize)),
+        size / 1e6,
+        _gigabytes(available),
+        round(machine.MEMORY_SHARE * 100),
+    )
+    return workers
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GB"
 
 
 def _say_bits(path: Path, baseline: images.LoadedImage, bits: int) -> None:

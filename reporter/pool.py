@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import machine
 from .names import is_image
 
 __all__ = [
@@ -291,10 +292,16 @@ def start_early(config) -> bool:
         if not files:
             return False
         named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
-        _, _, mode = peek(config.baseline or (named or sorted(files))[0])
+        width, height, mode = peek(config.baseline or (named or sorted(files))[0])
         count = len(files) - (config.baseline is None)
         wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
         jobs = config.effective_jobs(count, None, early=True)
+        channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+        fit = machine.workers_that_fit(
+            width * height, channels, 2 if wide else 1, machine.available_memory()
+        )
+        if fit is not None and fit < 2:  # pipeline._workers will compare in the process
+            return False
         return start(jobs, count, "uint16" if wide else "uint8")
     except Exception:  # noqa: BLE001 - only a guess: the pipeline decides, and says why
         return False
@@ -309,7 +316,7 @@ def start_for_collection(paths, jobs: int, kernels: bool, recursive: bool = Fals
     here once); the compiled kernels are loaded only when ``kernels`` (``search`` by a
     run metric, which compares images as ``run`` does). Whether it was started."""
     global _PRELOAD
-    if jobs == 1 or (os.cpu_count() or 1) < 2:
+    if jobs == 1 or machine.cores() < 2:
         return False
     try:
         files, looked = 0, 0

@@ -600,8 +600,10 @@ print(code, "numba" in sys.modules, "reporter.kernels" in sys.modules)
 
 def test_the_early_start_reads_a_huge_baselines_header_quietly(tmp_path):
     """The guess reads the baseline's header only: a 20000 x 20000 PNG (a decompression
-    bomb to Pillow) still says the run wants workers, with no warning on stderr; the run
-    then refuses the baseline itself, with one line (max_pixels)."""
+    bomb to Pillow) is read for its size, with no warning on stderr, and the run wants
+    workers if two of them fit in memory at that size (20 GB each: on most machines they
+    do not, and none start); the run then refuses the baseline itself, with one line
+    (max_pixels)."""
     import struct
     import zlib
 
@@ -623,14 +625,18 @@ def test_the_early_start_reads_a_huge_baselines_header_quietly(tmp_path):
     code = f"""
 import sys
 from reporter import cli, pool
-seen = []
-real = pool.start
+from reporter import machine
+seen, sizes = [], []
+real, fit = pool.start, machine.workers_that_fit
 pool.start = lambda *args: seen.append(args) or real(*args)
+machine.workers_that_fit = lambda *args: sizes.append(args[:3]) or fit(*args)
 code = cli.main(["run", {str(folder)!r}, "--out", {str(tmp_path / "o")!r}, "-q"])
-print(code, seen[0][0] > 1 or __import__("os").cpu_count() == 1)
+room = fit(20000 * 20000, 3, 1, machine.available_memory())
+wanted = machine.cores() > 1 and (room is None or room >= 2)
+print(code, sizes[0] == (20000 * 20000, 3, 1), bool(seen) == wanted, not seen or seen[0][0] > 1)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "2 True", (done.stdout, done.stderr)
+    assert done.stdout.strip() == "2 True True True", (done.stdout, done.stderr)
     assert "Warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert "max_pixels" in done.stderr
 

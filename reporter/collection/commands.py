@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import clock, executor, stopping
+from .. import clock, executor, machine, stopping
 from ..compare import Input
 from ..config import Config
 from ..errors import ExitStatus, ReporterError
@@ -109,7 +109,7 @@ def search(args: argparse.Namespace) -> int:
         index = (
             Index(args.by, readable, args.index == "hnsw", saved) if args.by in METHODS else None
         )
-        jobs = args.jobs or os.cpu_count() or 1
+        jobs = args.jobs or machine.cores()
         for item in asked:
             query = by_path[item.path.resolve()]
             if query.error:
@@ -152,7 +152,7 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
         return gather(
             items,
             embedding=embedding,
-            jobs=args.jobs or os.cpu_count() or 1,
+            jobs=args.jobs or machine.cores(),
             cache=cache,
             max_bytes=Config().max_bytes,  # max_file_mb's default, as run's
             cluster=engine,

@@ -315,7 +315,3 @@ def gather(
         out[i] = features
     cache.put(done)
     return [f for f in out if f is not None]
-
-
-def os_cpu_count() -> int:
-    return os.cpu_count() or 1
