@@ -18,9 +18,20 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["available_memory", "cores", "worker_bytes", "workers_that_fit"]
+__all__ = [
+    "available_memory",
+    "cores",
+    "MEMORY_SHARE",
+    "PROCESS_BYTES",
+    "worker_bytes",
+    "workers_that_fit",
+]
 
 CGROUP = Path("/sys/fs/cgroup")
+
+PROCESS_BYTES = 100 * 2**20
+"""A worker process's own memory beyond its images' (its modules are shared with the fork
+server it starts from)."""
 
 MEMORY_SHARE = 0.8
 """The share of the available memory the workers may plan on: the run's own process, the
@@ -84,7 +95,7 @@ def worker_bytes(pixels: int, channels: int, itemsize: int) -> int:
     image's decoded and converted copies, and 100 MB for the process itself (its modules
     are shared with the fork server it starts from)."""
     per_pixel = (18 if channels == 1 else 48) + 2 * channels * itemsize
-    return 100 * 2**20 + pixels * per_pixel
+    return PROCESS_BYTES + pixels * per_pixel
 
 
 def workers_that_fit(

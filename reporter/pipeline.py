@@ -332,29 +332,39 @@ def _workers(config: Config, count: int, pixels: np.ndarray, early: bool) -> int
     use), at most as many as the available memory holds for images of the baseline's
     size (``machine.worker_bytes``: 1.2 GB at 24 megapixels in colour), and one, this
     process, when not even two fit. Lowering ``--jobs N`` is a warning; lowering the
-    automatic count is said at INFO."""
-    wanted = config.effective_jobs(count, pixels.shape[0] * pixels.shape[1], early)
-    if wanted <= 1 or count <= 1:
-        return wanted
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    automatic count is said at INFO. When even this process lacks the memory, a warning
+    says so before the out-of-memory killer can end the run without a word."""
     size = pixels.shape[0] * pixels.shape[1]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    need = machine.worker_bytes(size, channels, pixels.dtype.itemsize)
+    wanted = config.effective_jobs(count, size, early)
     available = machine.available_memory()
+    workers = wanted
     fit = machine.workers_that_fit(size, channels, pixels.dtype.itemsize, available)
-    if fit is None or fit >= min(wanted, count):
-        return wanted
-    workers = max(1, fit)
-    log.log(
-        logging.WARNING if config.jobs else logging.INFO,
-        "%s: each needs about %s for images of %.0f megapixels, and %s of memory is "
-        "available (%d %% of it planned for workers)",
-        f"{workers} worker process(es), not {wanted}"
-        if workers > 1
-        else f"comparing in this process, not {wanted} workers",
-        _gigabytes(machine.worker_bytes(size, channels, pixels.dtype.itemsize)),
-        size / 1e6,
-        _gigabytes(available),
-        round(machine.MEMORY_SHARE * 100),
-    )
+    if wanted > 1 and count > 1 and fit is not None and fit < min(wanted, count):
+        workers = max(1, fit)
+        log.log(
+            logging.WARNING if config.jobs else logging.INFO,
+            "%s: each needs about %s for images of %.0f megapixels, and %s of memory is "
+            "available (%d %% of it planned for workers)",
+            f"{workers} worker process(es), not {wanted}"
+            if workers > 1
+            else f"comparing in this process, not {wanted} workers",
+            _gigabytes(need),
+            size / 1e6,
+            _gigabytes(available),
+            round(machine.MEMORY_SHARE * 100),
+        )
+    alone = need - machine.PROCESS_BYTES  # this process is already running
+    if workers <= 1 and available is not None and alone > available:
+        log.warning(
+            "comparing images of %.0f megapixels takes about %s, and %s of memory is "
+            "available: the out-of-memory killer may end this run (a lower max_pixels "
+            "refuses such images)",
+            size / 1e6,
+            _gigabytes(alone),
+            _gigabytes(available),
+        )
     return workers
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -165,16 +167,8 @@ def test_a_run_in_a_cgroup_of_one_cpu_uses_one_process(tmp_path):
     assert result["config"]["jobs"] == 1 and len(result["rows"]) == 8
 
 
-@pytest.mark.skipif(not Path("/proc/self/cgroup").is_file(), reason="needs Linux cgroups")
-def test_a_run_of_large_images_starts_only_the_workers_its_memory_holds(tmp_path):
-    """Two workers for 16-megapixel colour images need about 1.8 GB: under a limit of
-    1.4 GB the out-of-memory killer took them one by one ("a worker process died; trying
-    3 file(s) again"), and the run survived only by trying each image again alone. Now
-    the run compares in its own process and says why."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two cores, for a run that would start workers")
-    folder = _cgroup("memory", {"memory.limit_in_bytes": str(1400 * 2**20)})
-    run = tmp_path / "run"
+def large_images(run: Path) -> Path:
+    """A baseline and three changed copies, 16-megapixel colour PNGs."""
     run.mkdir()
     rng = np.random.default_rng(0)
     small = (rng.random((72, 96, 3)) * 255).astype(np.uint8)
@@ -184,6 +178,19 @@ def test_a_run_of_large_images_starts_only_the_workers_its_memory_holds(tmp_path
         img = base.copy()
         img[100 * i : 100 * i + 200, 300:600] = 40 * i
         write(run / f"img{i}.png", img, (cv2.IMWRITE_PNG_COMPRESSION, 1))
+    return run
+
+
+@pytest.mark.skipif(not Path("/proc/self/cgroup").is_file(), reason="needs Linux cgroups")
+def test_a_run_of_large_images_starts_only_the_workers_its_memory_holds(tmp_path):
+    """Two workers for 16-megapixel colour images need about 1.8 GB: under a limit of
+    1.4 GB the out-of-memory killer took them one by one ("a worker process died; trying
+    3 file(s) again"), and the run survived only by trying each image again alone. Now
+    the run compares in its own process and says why."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores, for a run that would start workers")
+    folder = _cgroup("memory", {"memory.limit_in_bytes": str(1400 * 2**20)})
+    run = large_images(tmp_path / "run")
     args = ["run", str(run), "--out", "out", "--format", "csv,json", "-v"]
     done = _run_in(folder, args, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -192,3 +199,23 @@ def test_a_run_of_large_images_starts_only_the_workers_its_memory_holds(tmp_path
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert result["config"]["jobs"] == 1
     assert [r["status"] for r in result["rows"]] == ["WARN", "WARN", "PASS"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/cgroup").is_file(), reason="needs Linux cgroups")
+def test_a_run_that_memory_cannot_hold_says_so_before_it_is_killed(tmp_path):
+    """Under a 700 MB limit even one process cannot compare 16-megapixel colour images:
+    the out-of-memory killer ends the run (SIGKILL, no Python left to log), so the log
+    says beforehand why it may end. The outputs of a killed run never appear."""
+    folder = _cgroup("memory", {"memory.limit_in_bytes": str(700 * 2**20)})
+    run = large_images(tmp_path / "run")
+    done = _run_in(folder, ["run", str(run), "--out", "out", "--format", "csv,json"], tmp_path)
+    line = re.search(
+        r"WARNING comparing images of 16 megapixels takes about 0\.\d GB, and 0\.\d GB of "
+        r"memory is available: the out-of-memory killer may end this run",
+        done.stderr,
+    )
+    assert line, done.stderr
+    if done.returncode == -signal.SIGKILL:  # as here, with no swap
+        assert not (tmp_path / "out" / "results.json").exists()
+    else:  # a machine that swaps may finish, slowly
+        assert done.returncode == 0, done.stderr
