@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kill_a_worker, noisy, noisy_run, smooth_image, write
+from conftest import SAMPLES, kill_a_worker, noisy, noisy_run, smooth_image, write
 
 from reporter.cli import main
 
@@ -1049,3 +1049,14 @@ def test_workers_that_die_as_they_start_give_rows_not_a_traceback(tmp_path):
     assert "RESULTS ['died 1', 'died 2', 'died 3']" in done.stdout, (done.stdout, done.stderr)
     lines = [ln for ln in done.stderr.splitlines() if "could not start" in ln]
     assert lines and all("ZeroDivisionError" in ln for ln in lines), done.stderr
+
+
+def test_the_readmes_example_run_is_what_the_command_prints(tmp_path, capsys):
+    """The README's first example output ("What a run gives you") is the command's own, but
+    for the run folder's time: its limits once went stale (0.350 for 0.360)."""
+    readme = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("$ reporter run sample_images\n", 1)[1].split("```", 1)[0]
+    assert main(["run", str(SAMPLES), "--out", str(tmp_path / "out")]) == 1
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[:-1] == block.splitlines()[:-1]
+    assert block.splitlines()[-1].startswith("Results: reports/")
