@@ -84,8 +84,22 @@ def available_memory(root: Path = CGROUP, proc: Path = Path("/proc/self")) -> in
         ):
             top, used = _read(folder / limit), _read(folder / usage)
             if _positive(top) and _positive(used) and int(top) < 2**60:
-                found.append(max(0, int(top) - int(used)))
+                working = int(used) - _inactive_file(folder)
+                found.append(max(0, int(top) - working))
     return min(found) if found else None
+
+
+def _inactive_file(folder: Path) -> int:
+    """The cgroup's inactive file cache (``memory.stat``), which the kernel reclaims
+    before it kills: usage less it is the working set, as Kubernetes and ``docker
+    stats`` count it. Without it, a container that had read its images' files looked
+    full of the cache they left."""
+    stat = {}
+    for line in _read(folder / "memory.stat").splitlines():
+        key, _, value = line.partition(" ")
+        stat[key] = value
+    value = stat.get("total_inactive_file", stat.get("inactive_file", "0"))  # v1, v2
+    return int(value) if value.isdigit() else 0
 
 
 def worker_bytes(pixels: int, channels: int, itemsize: int) -> int:
