@@ -990,8 +990,9 @@ def check(config: Config) -> Config:
         raise ConfigError(f"templates folder not found: {config.templates}")
     if config.jobs > max_jobs():
         raise ConfigError(
-            f"jobs {config.jobs} is more than {max_jobs()} (4 per core); each worker holds "
-            "about 70 MB and the baseline's statistics"
+            f"jobs {config.jobs} is more than {max_jobs()} (4 per core this process may "
+            "use); each worker holds about 100 MB and the baseline's statistics (about 50 "
+            "bytes a pixel)"
         )
     for name, limit in config.limits.items():
         _metric_name(name, "limits")

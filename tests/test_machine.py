@@ -173,6 +173,11 @@ def test_a_run_in_a_cgroup_of_one_cpu_uses_one_process(tmp_path):
     assert done.returncode in (0, 1), done.stderr  # 1: the shifted images FAIL
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     assert result["config"]["jobs"] == 1 and len(result["rows"]) == 8
+    # and --jobs is bounded by the cores this process may use, not the host's
+    folder = _cgroup("cpu", {"cpu.cfs_quota_us": "100000 100000" if v2 else "100000"})
+    done = _run_in(folder, ["run", str(run), "--jobs", "5", "-q"], tmp_path)
+    assert done.returncode == 2
+    assert "jobs 5 is more than 4 (4 per core this process may use)" in done.stderr
 
 
 def large_images(run: Path) -> Path:
