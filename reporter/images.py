@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import native
+from .pool import GREY_MODES
 
 __all__ = [
     "conform",
@@ -192,10 +193,6 @@ def _pillow_decode(data: bytes) -> np.ndarray:
     if mode == "RGBA":
         return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
     return np.ascontiguousarray(pixels)
-
-
-GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-"""Pillow's modes of a greyscale file (with or without alpha)."""
 
 
 def _grey(im: Image.Image, data: bytes) -> bool:

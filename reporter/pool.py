@@ -28,6 +28,7 @@ from .names import is_image
 __all__ = [
     "context",
     "EARLY_LOOK",
+    "GREY_MODES",
     "peek",
     "QUIET_TRACKER",
     "Shared",
@@ -242,6 +243,11 @@ def _mapped(fd, shape: tuple[int, ...], dtype: str):
     return np.frombuffer(memory, dtype).reshape(shape)
 
 
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+"""Pillow's modes of a greyscale file (with or without alpha); here, where the early
+start reads a header without importing OpenCV, and for ``images``."""
+
+
 def peek(path: Path) -> tuple[int, int, str]:
     """(width, height, Pillow mode) from the file's header only, whatever its size (no
     decompression-bomb warning: the pixel limit is checked when the run loads it).
@@ -296,7 +302,7 @@ def start_early(config) -> bool:
         count = len(files) - (config.baseline is None)
         wide = mode.startswith("I")  # I;16, I;16B, I: 16-bit pixels
         jobs = config.effective_jobs(count, None, early=True)
-        channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+        channels = 1 if mode in GREY_MODES else 3
         fit = machine.workers_that_fit(
             width * height, channels, 2 if wide else 1, machine.available_memory()
         )
