@@ -35,6 +35,9 @@ class Metric:
     best: float | None = None  # the value of an image identical to the baseline (a bound)
     digits: int = 3  # decimals wherever a value is shown to people (cosine sits near 1 on
     # any image with a shared background, so it needs more than the SSIMs)
+    # Below 1, this many significant digits instead (0: ``digits`` decimals): MSE in the
+    # units of a float image's range (value_range 0 to 1) is 0.0001, not 0.0.
+    significant: int = 0
 
     # The statistical rules (outliers of a run, a series' control limits) work on a
     # scale where healthy variation is near normal. A similarity or a distance is
@@ -57,6 +60,8 @@ class Metric:
         if self.integer:
             return str(int(round(value)))
         sign = "+" if signed and self.two_sided else ""
+        if self.significant and 0 < abs(value) < 1:
+            return f"{value:{sign}.{self.significant}g}"
         return f"{value + 0.0:{sign}.{self.digits}f}"
 
     @property
@@ -215,6 +220,7 @@ _DECLARED = (
         higher_is_better=False,
         definition="mean squared difference over all pixels and channels, in raw pixel units",
         digits=1,
+        significant=3,
     ),
     Metric(
         "ahash",

@@ -28,6 +28,7 @@ from .config import (
     Config,
     Setting,
     load_toml,
+    read_range,
     with_environment,
     with_limit,
     with_value,
@@ -233,6 +234,11 @@ def _reader(row: Setting):
                 raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
         elif kind in ("path", "baseline"):
             value = Path(text)
+        elif kind == "range":
+            try:
+                value = read_range(text)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
         else:
             value = text
         if row.spec.valid is not None and not row.spec.valid(value):

@@ -155,6 +155,8 @@ class Job:
     strict_size: bool
     max_bytes: int | None = None  # larger files are ERROR rows, not read
     bits: int = 16  # significant bits of 16-bit images (images.widen)
+    value_range: tuple[float, float] | None = None  # of float images (images.to_16_bits)
+    mapped: bool = False  # the baseline was brought to 16 bits over value_range
     baseline_small: np.ndarray | None = None  # set when a report needs thumbnails and diff maps
     align: bool = False  # compensate each image's shift when that makes it more like the baseline
     picture_side: int = visuals.THUMB_SIDE  # LOOK_SIDE for the closer look at flagged images
@@ -169,7 +171,11 @@ def compare_file(job: Job, item: Input) -> ImageResult:
     result = ImageResult(file=item.file, path=str(item.path))
     try:
         loaded = images.load(
-            item.path, max_pixels=job.max_pixels, max_bytes=job.max_bytes, data=item.data
+            item.path,
+            max_pixels=job.max_pixels,
+            max_bytes=job.max_bytes,
+            data=item.data,
+            value_range=job.value_range,
         )
         loaded = images.widen(loaded, job.bits)
         result.width, result.height = loaded.width, loaded.height
@@ -197,7 +203,12 @@ def compare_file(job: Job, item: Input) -> ImageResult:
                 result.notes.append(note)
             else:
                 result.metrics = pair.values()
-            if job.bits < 16 and pixels.dtype == np.uint16 and "mse" in result.metrics:
+            if "mse" not in result.metrics:
+                pass
+            elif job.mapped:  # in the data's own units (value_range's), not 16-bit steps
+                low, high = job.value_range
+                result.metrics["mse"] *= ((high - low) / 65535.0) ** 2
+            elif job.bits < 16 and pixels.dtype == np.uint16:
                 # in the data's own units (12-bit values), not the widened ones
                 result.metrics["mse"] /= float(1 << (16 - job.bits)) ** 2
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it

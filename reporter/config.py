@@ -46,6 +46,7 @@ __all__ = [
     "HistorySettings",
     "Limit",
     "load_toml",
+    "read_range",
     "max_jobs",
     "OutlierRule",
     "Smtp",
@@ -103,6 +104,26 @@ class Spec:
         if self.valid is None or value is None or self.valid(value):
             return None
         return f"{self.must}, not {value!r}"
+
+
+def _good_range(value: Any) -> bool:
+    """Two finite numbers, low below high, with a finite span."""
+    try:
+        low, high = value
+        return bool(math.isfinite(high - low) and low < high)
+    except (TypeError, ValueError):
+        return False
+
+
+def read_range(text: str) -> tuple[float, float]:
+    """ "LO:HI" (the command line's value_range) as two numbers; ValueError if it is not."""
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not LO:HI")
+    try:
+        return float(low), float(high)
+    except ValueError:
+        raise ValueError(f"{text!r} is not two numbers LO:HI") from None
 
 
 def setting(default: Any = None, *, factory: Any = None, **spec: Any) -> Any:
@@ -783,6 +804,20 @@ class Config:
         valid=lambda v: 8 <= v <= 16,
         must="must be 8 to 16",
     )
+    value_range: tuple[float, float] | None = setting(  # L of float data is not its type's
+        None,
+        toml="input.value_range",
+        kind="range",
+        help="LO:HI, the range of images that are neither 8- nor 16-bit unsigned integers "
+        "(32-bit float TIFFs, signed or 32-bit integers): brought to 16 bits over it, so SSIM "
+        "and PSNR take L = HI - LO; without it such images are ERROR rows "
+        "(a negative LO: --value-range=-1:1)",
+        flags=("--value-range",),
+        metavar="LO:HI",
+        nullable=True,
+        valid=_good_range,
+        must="must be two finite numbers LO:HI with LO below HI",
+    )
     max_file_mb: float = setting(  # 100 Mpx x 4 channels x 16 bit fits
         1024.0,
         toml="input.max_file_mb",
@@ -1102,6 +1137,17 @@ def _read(row: Setting, value: Any, where: str, current: Any) -> Any:
         return number
     if kind == "path":
         return Path(_check_type(value, str, where))
+    if kind == "range":  # [0.0, 1.0], or "0:1" as on the command line
+        if isinstance(value, str):
+            try:
+                return read_range(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        pair = _check_type(value, list, where)
+        numbers = [v for v in pair if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(pair) != 2 or len(numbers) != 2:
+            raise ConfigError(f"{where}: {value!r} is not [LO, HI], two numbers")
+        return float(pair[0]), float(pair[1])
     if kind in ("strings", "formats", "rules"):
         return _strings(value, where)
     if kind == "status":

@@ -21,7 +21,7 @@ import logging
 import struct
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -38,6 +38,8 @@ __all__ = [
     "ImageLoadError",
     "load",
     "LoadedImage",
+    "OWN_RANGE",
+    "to_16_bits",
 ]
 
 log = logging.getLogger("reporter")
@@ -66,6 +68,7 @@ class LoadedImage:
     pixels: np.ndarray
     notes: tuple[str, ...] = ()
     format: str = ""  # the file's format by its header ("PNG", "JPEG"), else its extension
+    mapped_from: str = ""  # the decoded pixel type ("float32") when brought to 16 bits
 
     @property
     def width(self) -> int:
@@ -256,13 +259,21 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
 
 
 def load(
-    path: Path | str, *, max_pixels: int, max_bytes: int | None = None, data: bytes | None = None
+    path: Path | str,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    data: bytes | None = None,
+    value_range: tuple[float, float] | str | None = None,
 ) -> LoadedImage:
     """Read and normalise one image file.
 
     ``max_bytes``: a larger file is refused before it is read (a 2 GB file named
     .png would otherwise be read whole). ``data``: the file's bytes, already read (by
     the client of a cluster without shared storage); ``path`` then only names it.
+    ``value_range``: (low, high) of pixels that are neither 8- nor 16-bit unsigned
+    integers (32-bit float TIFFs, signed or 32-bit integers), which are brought to 16
+    bits over it (:func:`to_16_bits`); without it such an image is refused.
 
     Raises
     ------
@@ -307,13 +318,14 @@ def load(
             f"truncated or corrupt {fmt} data: OpenCV could not decode it{decoder}"
         )
     _check_size(pixels.shape[1], pixels.shape[0], max_pixels)
-    if pixels.dtype not in (np.uint8, np.uint16):
-        raise ImageLoadError(
-            f"{pixels.dtype} pixels are not supported: expected 8- or 16-bit integers"
-        )
     # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
     # segment") may have filled part of the picture with grey: the row says so
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
+    mapped_from = ""
+    if pixels.dtype not in (np.uint8, np.uint16):
+        mapped_from = pixels.dtype.name
+        pixels, said_range = to_16_bits(pixels, value_range)
+        notes += said_range
     if frames > 1:
         what = "pages" if fmt == "TIFF" else "frames"
         many = f"{frames:,}"
@@ -331,7 +343,63 @@ def load(
     if orientation in _ORIENT:
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")
-    return LoadedImage(pixels, tuple(notes), fmt)
+    return LoadedImage(pixels, tuple(notes), fmt, mapped_from)
+
+
+OWN_RANGE = "own"
+"""``value_range`` of the collection commands, where each image stands alone: a float
+image is brought to 16 bits over its own finite minimum and maximum."""
+
+
+def to_16_bits(
+    pixels: np.ndarray, value_range: tuple[float, float] | str | None
+) -> tuple[np.ndarray, list[str]]:
+    """Pixels of another type (32-bit floats, as ImageJ and processing pipelines write
+    them; signed or 32-bit integers) as 16-bit ones: ``value_range``'s low end is 0 and
+    its high end 65535, linearly, rounded to the nearest. SSIM and PSNR then take L =
+    high - low, as skimage's ``data_range`` would, and every image of the run is
+    measured on the same scale (never each on its own minimum and maximum, which would
+    hide a change of brightness). A value outside the range is clipped to it, and NaN
+    is taken as the low end; the notes say how many. ``OWN_RANGE``: the image's own
+    finite minimum and maximum (the collection commands'). Raises ImageLoadError
+    without a range, or for pixels that are not numbers."""
+    if pixels.dtype.kind not in "fiu":
+        raise ImageLoadError(f"{pixels.dtype} pixels are not supported")
+    if value_range is None:
+        raise ImageLoadError(
+            f"{pixels.dtype} pixels need the range of their values to be compared: set "
+            "value_range (reporter run --value-range LO:HI, or value_range = [LO, HI] "
+            "under [input])"
+        )
+    if value_range == OWN_RANGE:
+        value_range = _own_range(pixels)
+    low, high = value_range
+    # float32 holds 16-bit steps of any range of float32 data; wider types keep float64,
+    # or a narrow range far from 0 (1e9 to 1e9 + 1000) would lose its steps.
+    wide = pixels.dtype.itemsize >= 8 or (pixels.dtype.kind in "iu" and pixels.dtype.itemsize >= 4)
+    values = pixels.astype(np.float64 if wide else np.float32)
+    notes = []
+    if values.dtype.kind == "f" and pixels.dtype.kind == "f":
+        nan = np.isnan(values)
+        missing = int(np.count_nonzero(nan))
+        if missing:
+            values[nan] = low
+            notes.append(f"{missing:,} NaN pixel value(s) compared as {low:g} (value_range)")
+    outside = int(np.count_nonzero((values < low) | (values > high)))
+    if outside:
+        notes.append(f"{outside:,} pixel value(s) outside value_range {low:g} to {high:g} clipped")
+    values -= low
+    values *= 65535.0 / (high - low)
+    np.clip(values, 0.0, 65535.0, out=values)
+    return np.rint(values).astype(np.uint16), notes
+
+
+def _own_range(pixels: np.ndarray) -> tuple[float, float]:
+    finite = pixels[np.isfinite(pixels)] if pixels.dtype.kind == "f" else pixels
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def _opencv_decode(path: Path, data: bytes) -> tuple[np.ndarray | None, list[str], bool]:
@@ -367,7 +435,7 @@ def widen(image: LoadedImage, bits: int) -> LoadedImage:
     clipped to it first, and the notes say how many. 8-bit images, and ``bits`` 16, are
     returned as they are."""
     pixels = image.pixels
-    if bits >= 16 or pixels.dtype != np.uint16:
+    if bits >= 16 or pixels.dtype != np.uint16 or image.mapped_from:  # value_range's: all 16
         return image
     top = (1 << bits) - 1
     notes = image.notes
@@ -375,7 +443,7 @@ def widen(image: LoadedImage, bits: int) -> LoadedImage:
     if over:
         pixels = np.minimum(pixels, top)
         notes += (f"{over:,} pixel value(s) over {bits} bits ({top}) clipped (bits = {bits})",)
-    return LoadedImage(np.left_shift(pixels, 16 - bits), notes, image.format)
+    return replace(image, pixels=np.left_shift(pixels, 16 - bits), notes=notes)
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,8 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         config.strict_size,
         max_bytes=config.max_bytes,
         bits=config.bits,
+        value_range=config.value_range,
+        mapped=bool(baseline.mapped_from),
         baseline_small=visuals.baseline_for_maps(baseline.pixels) if pictures else None,
         align=config.comparison.align,
         looks=_looks(config) if pictures and "html" in config.formats else None,
@@ -305,10 +307,22 @@ def _prepare(
     right after the decode, so that it imports while the run goes on.
     """
     try:
-        baseline = images.load(path, max_pixels=config.max_pixels, max_bytes=config.max_bytes)
+        baseline = images.load(
+            path,
+            max_pixels=config.max_pixels,
+            max_bytes=config.max_bytes,
+            value_range=config.value_range,
+        )
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
-    _say_bits(path, baseline, config.bits)
+    if baseline.mapped_from:  # said once, for the run (and as its depth), not on every row
+        low, high = config.value_range
+        log.info(
+            "baseline %s: %s values %g to %g compared on 16 bits (value_range)",
+            path, baseline.mapped_from, low, high,
+        )  # fmt: skip
+    else:
+        _say_bits(path, baseline, config.bits)
     baseline = images.widen(baseline, config.bits)
     h, w = baseline.pixels.shape[:2]
     workers = _workers(config, count, baseline.pixels, early) if local else 0  # 0: Dask's
@@ -420,6 +434,8 @@ def _record(
             channels=reference.channels,
             bit_depth=8 * reference.pixels.dtype.itemsize,
             significant_bits=min(config.bits, 8 * reference.pixels.dtype.itemsize),
+            mapped_from=baseline.mapped_from,
+            value_range=config.value_range if baseline.mapped_from else None,
             bytes=baseline_path.stat().st_size,
             sha256=sha,
             notes=tuple(baseline.notes),

@@ -77,10 +77,18 @@ class BaselineFacts:
     sha256: str
     notes: tuple[str, ...] = ()
     significant_bits: int = 0  # of a 16-bit baseline (the bits setting); else bit_depth
+    # A float (or signed, or 32-bit integer) baseline's decoded type, and the run's
+    # value_range over which it was brought to 16 bits; "" and None for any other.
+    mapped_from: str = ""
+    value_range: tuple[float, float] | None = None
 
     @property
     def depth(self) -> str:
-        """'16-bit', or '16-bit, 12 significant (bits = 12)'."""
+        """'16-bit', '16-bit, 12 significant (bits = 12)', or 'float32, 0 to 1 on 16 bits
+        (value_range)'."""
+        if self.mapped_from and self.value_range:
+            low, high = self.value_range
+            return f"{self.mapped_from}, {low:g} to {high:g} on 16 bits (value_range)"
         if 0 < self.significant_bits < self.bit_depth:
             n = self.significant_bits
             return f"{self.bit_depth}-bit, {n} significant (bits = {n})"

@@ -51,6 +51,13 @@ def test_limits_merge_with_the_defaults_and_off_removes(tmp_path):
         ("[run]\njobs = 100000\n", "is more than"),
         ("[limits]\nssim = { warn = true }\n", "True is not a number"),
         ("[input]\nmax_pixels = 0\n", "max_pixels must be positive"),
+        ("[input]\nvalue_range = [1, 0]\n", "value_range must be two finite numbers LO:HI"),
+        ("[input]\nvalue_range = [0, inf]\n", "value_range must be two finite numbers"),
+        ("[input]\nvalue_range = [0]\n", "is not [LO, HI], two numbers"),
+        ("[input]\nvalue_range = ['0', 1]\n", "is not [LO, HI], two numbers"),
+        ("[input]\nvalue_range = [true, 1]\n", "is not [LO, HI], two numbers"),
+        ("[input]\nvalue_range = '0-1'\n", "'0-1' is not LO:HI"),
+        ("[input]\nvalue_range = 'a:b'\n", "'a:b' is not two numbers LO:HI"),
         ("[outliers]\nstatus = 'PANIC'\n", "WARN or FAIL"),
         ("[outliers]\nz = 0\n", "positive number"),
         ("[outliers]\nmin_images = 1\n", "at least 3"),
@@ -116,6 +123,20 @@ def test_every_setting_is_declared_once_and_reaches_the_file_the_flags_and_the_d
             assert flag in run_help, flag
             if flag.startswith("--"):
                 assert f"`{flag}" in readme, flag
+
+
+def test_value_range_is_read_as_a_list_or_as_lo_hi(tmp_path):
+    """value_range = [LO, HI] in the file, "LO:HI" there or on the command line (a negative
+    LO as --value-range=-1:1, since argparse takes -1:1 for an option)."""
+    from reporter.cli import build_parser, config_from_args
+
+    assert load_toml(toml(tmp_path, "[input]\nvalue_range = [0, 1]\n")).value_range == (0.0, 1.0)
+    as_text = load_toml(toml(tmp_path, "[input]\nvalue_range = '-1:1e3'\n"))
+    assert as_text.value_range == (-1.0, 1000.0)
+    flag = config_from_args(build_parser().parse_args(["run", "x", "--value-range=-1:1e3"]))
+    assert flag.value_range == (-1.0, 1000.0)
+    assert as_text.to_dict()["value_range"] == (-1.0, 1000.0)
+    assert load_toml(toml(tmp_path, "[input]\n")).value_range is None
 
 
 def test_a_setting_read_from_the_file_and_from_the_flag_agree(tmp_path):

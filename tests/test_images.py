@@ -60,7 +60,7 @@ def test_broken_files_become_error_rows_and_lose_nothing(junk_dir: Path):
         "truncated.png": "truncated or corrupt PNG",
         "truncated.jpg": "truncated or corrupt JPEG",
         "bomb.png": "100000x100000 is 10,000.0 Mpx, over the limit of 100.0 Mpx",
-        "float.tif": "float32 pixels are not supported",
+        "float.tif": "float32 pixels need the range of their values to be compared: set value_r",
     }
     for name, fragment in expected_errors.items():
         assert df.loc[name, table.STATUS] == "ERROR", name
@@ -660,3 +660,98 @@ def test_a_workers_own_log_lines_are_not_a_decoders(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['libpng warning: from C']"
     assert "the worker's own line" in done.stderr and "a warning from Python" in done.stderr
+
+
+def test_float_images_are_compared_over_the_stated_value_range(tmp_path, caplog):
+    """A 32-bit float TIFF (ImageJ's 32-bit type) has no range of its own: with
+    value_range it is brought to 16 bits over that range, so SSIM and PSNR take L = HI -
+    LO (skimage's data_range, within 1e-4) and MSE stays in the data's units; NaN and
+    values outside the range are counted in the notes; the baseline's facts say how it
+    was read. Without the setting, a float baseline is one line (exit status 2), and a
+    float image an ERROR row."""
+    from skimage.metrics import structural_similarity
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = (twelve_bit(0) / 4095.0).astype(np.float32)  # 0-1
+    write(folder / "baseline.tif", base)
+    dim = base * np.float32(0.7)
+    write(folder / "dim.tif", dim)
+    write(folder / "as16.tif", np.rint(base * 65535).astype(np.uint16))  # its 16-bit export
+    holes = base.copy()
+    holes[0, :3] = np.nan
+    holes[1, :2] = (-0.5, 7.0)
+    write(folder / "holes.tif", holes)
+
+    with caplog.at_level("INFO", logger="reporter"):
+        result = pipeline.run(
+            Config(inputs=(folder,), out=tmp_path / "out", jobs=1, value_range=(0.0, 1.0))
+        )
+    df = result.table.set_index(table.FILE)
+    ssim = structural_similarity(base, dim, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False, data_range=1.0)  # fmt: skip
+    mse = float(np.mean((base.astype(np.float64) - dim) ** 2))
+    assert df.loc["dim.tif", "ssim"] == pytest.approx(ssim, abs=1e-4)
+    assert df.loc["dim.tif", "mse"] == pytest.approx(mse, rel=1e-3)
+    assert df.loc["dim.tif", "psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=0.01)
+    assert df.loc["as16.tif", "psnr"] == np.inf  # the same scale as a 16-bit export
+    notes = df.loc["holes.tif", table.NOTES]
+    assert "3 NaN pixel value(s) compared as 0 (value_range)" in notes
+    assert "2 pixel value(s) outside value_range 0 to 1 clipped" in notes
+    assert "float32 values 0 to 1 compared on 16 bits (value_range)" in caplog.text
+    depth = "float32, 0 to 1 on 16 bits (value_range)"
+    assert result.record.baseline.depth == depth
+    assert depth in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert list(result.meta["baseline"]["value_range"]) == [0.0, 1.0]
+    assert "its 16-bit values use" not in caplog.text  # not a camera's 16 bits
+    # bits is a camera's, not value_range's: the float images are measured the same
+    twelve = run(folder, value_range=(0.0, 1.0), bits=12)
+    assert twelve.loc["dim.tif", "ssim"] == df.loc["dim.tif", "ssim"]
+
+    with pytest.raises(pipeline.ReporterError, match="float32 pixels need the range") as info:
+        run(folder)
+    assert "--value-range LO:HI" in str(info.value) and "\n" not in str(info.value)
+    write(folder / "baseline.tif", np.rint(base * 65535).astype(np.uint16))
+    plain = run(folder)
+    assert plain.loc["dim.tif", table.STATUS] == "ERROR"
+    assert "float32 pixels need the range of their values" in plain.loc["dim.tif", table.ERROR]
+    assert plain.loc["as16.tif", "psnr"] == np.inf  # the others are compared as ever
+
+
+def test_float_signed_and_32_bit_integer_pixels_map_linearly():
+    """LO is 0 and HI 65535, rounded to the nearest; float64 and 32-bit integers keep
+    float64, so a narrow range far from 0 keeps its steps; the collections' OWN_RANGE
+    is the image's own finite minimum and maximum."""
+    f = np.array([[0.0, 0.25, 1.0], [0.5, -1.0, np.inf]], np.float32)
+    out, notes = images.to_16_bits(f, (0.0, 1.0))
+    assert out.dtype == np.uint16
+    assert out.tolist() == [[0, 16384, 65535], [32768, 0, 65535]]
+    assert notes == ["2 pixel value(s) outside value_range 0 to 1 clipped"]
+    far = np.array([[10**9, 10**9 + 500, 10**9 + 1000]], np.int32)
+    assert images.to_16_bits(far, (1e9, 1e9 + 1000))[0].tolist() == [[0, 32768, 65535]]
+    signed = np.array([[-500, 0, 499]], np.int16)
+    assert images.to_16_bits(signed, images.OWN_RANGE)[0].tolist() == [
+        [0, 32800, 65535]
+    ]  # 500 / 999
+    with pytest.raises(images.ImageLoadError, match="int16 pixels need the range"):
+        images.to_16_bits(signed, None)
+    with pytest.raises(images.ImageLoadError, match="complex64 pixels are not supported"):
+        images.to_16_bits(np.zeros((2, 2), np.complex64), (0.0, 1.0))
+
+
+def test_the_collections_see_a_float_image_by_its_own_range(tmp_path):
+    """duplicates, search and cluster state no range: a float TIFF gets the hashes of its
+    16-bit export, whatever its units."""
+    from reporter.collection import features
+
+    picture = twelve_bit(1)
+    paths = {
+        "float": write(tmp_path / "f.tif", (picture * 0.01 - 3).astype(np.float32)),
+        "16": write(tmp_path / "s.tif", picture),
+    }
+    found = {
+        name: features.compute(path, path.name, embedding=False, max_pixels=10**8, max_bytes=None)
+        for name, path in paths.items()
+    }
+    assert found["float"].error is None
+    assert found["float"].phash == found["16"].phash

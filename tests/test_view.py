@@ -113,7 +113,8 @@ def test_every_metric_has_its_digits_in_the_page_and_the_workbook(sample):
         cell = results.cell(row=3, column=heads[name])
         assert cell.number_format == view.excel_format(name)
         if not metric.integer and name != "psnr":
-            assert cell.number_format.split(";")[0].lstrip("+") == "0." + "0" * metric.digits
+            first = cell.number_format.split(";")[0].lstrip("+").removeprefix("[=0]")
+            assert first == "0." + "0" * metric.digits
 
 
 def test_statuses_are_listed_most_severe_first():
@@ -131,3 +132,11 @@ def test_limits_show_as_configured_and_reasons_with_the_metrics_digits():
     assert METRICS["psnr"].format(float("inf")) == "\u221e"
     assert METRICS["phash"].format(7.0) == "7"
     assert METRICS["ssim"].format(float("nan")) == "\u2013"
+    # MSE in a float range's units (value_range 0 to 1): significant digits below 1
+    assert [METRICS["mse"].format(v) for v in (0.0, 9.979e-05, 0.5, 123.45)] == [
+        "0.0",
+        "9.98e-05",
+        "0.5",
+        "123.5",
+    ]
+    assert view.excel_format("mse") == "[=0]0.0;[<1]0.00E+00;0.0"

@@ -89,7 +89,13 @@ def compute(
             data = images.read_bytes(path, max_bytes)
         else:
             found.size, found.mtime_ns, data = sent
-        loaded = images.load(path, max_pixels=max_pixels, max_bytes=max_bytes, data=data)
+        loaded = images.load(  # a float image by its own range: each stands alone here
+            path,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+            data=data,
+            value_range=images.OWN_RANGE,
+        )
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = hashes.to_8bit_by_depth(loaded.pixels)  # a 12-bit camera's is not black
         found.width, found.height = loaded.width, loaded.height

@@ -361,9 +361,9 @@ def by_metric(
     from ..compare import Input, Job, compare_all
     from ..metrics import Reference
 
-    loaded = images.load(query.path, max_pixels=100_000_000)
+    loaded = images.load(query.path, max_pixels=100_000_000, value_range=images.OWN_RANGE)
     job = Job(Reference(loaded.pixels).prepare(), images.Geometry.of(loaded.pixels),
-              100_000_000, strict_size=False)  # fmt: skip
+              100_000_000, strict_size=False, value_range=images.OWN_RANGE)  # fmt: skip
     pool = [f for f in items if f.error is None and f.path != query.path]
     results = compare_all(job, [Input(Path(f.path), f.file) for f in pool], jobs=jobs,
                           progress=False, cluster=cluster)  # fmt: skip

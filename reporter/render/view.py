@@ -180,4 +180,6 @@ def excel_format(name: str) -> str:
         return f'[>=1000]"\u221e";{digits}'
     if metric.two_sided:  # signed: which way it went
         return f"+{digits};-{digits};{digits}"
+    if metric.significant:  # below 1 in significant digits, as ``Metric.format`` shows it
+        return f"[=0]{digits};[<1]0.{'0' * (metric.significant - 1)}E+00;{digits}"
     return digits

@@ -95,7 +95,8 @@ def _check_image(file: Path) -> None:
     from ..images import ImageLoadError, load  # OpenCV: only for the command that needs it
 
     try:
-        load(file, max_pixels=Config().max_pixels, max_bytes=Config().max_bytes)
+        # Readable is all this asks: a float file's range is the run's (value_range).
+        load(file, max_pixels=Config().max_pixels, max_bytes=Config().max_bytes, value_range=(0, 1))
     except ImageLoadError as exc:
         raise ReporterError(f"baseline {file}: {exc}; nothing was recorded") from None
 
