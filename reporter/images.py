@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import struct
 import warnings
 from collections.abc import Iterator
@@ -376,10 +377,15 @@ def to_16_bits(
     low, high = value_range
     # float32 holds 16-bit steps of any range of float32 data; wider types keep float64,
     # or a narrow range far from 0 (1e9 to 1e9 + 1000) would lose its steps.
-    wide = pixels.dtype.itemsize >= 8 or (pixels.dtype.kind in "iu" and pixels.dtype.itemsize >= 4)
+    # So does a range past float32's own.
+    wide = (
+        pixels.dtype.itemsize >= 8
+        or (pixels.dtype.kind in "iu" and pixels.dtype.itemsize >= 4)
+        or max(abs(low), abs(high)) > 1e30
+    )
     values = pixels.astype(np.float64 if wide else np.float32)
     notes = []
-    if values.dtype.kind == "f" and pixels.dtype.kind == "f":
+    if pixels.dtype.kind == "f":
         nan = np.isnan(values)
         missing = int(np.count_nonzero(nan))
         if missing:
@@ -388,9 +394,13 @@ def to_16_bits(
     outside = int(np.count_nonzero((values < low) | (values > high)))
     if outside:
         notes.append(f"{outside:,} pixel value(s) outside value_range {low:g} to {high:g} clipped")
+    np.clip(values, low, high, out=values)  # first: an infinite value has no distance
+    if not math.isfinite(high - low):  # an image's own range of float64 extremes
+        values /= 2
+        low, high = low / 2, high / 2
     values -= low
     values *= 65535.0 / (high - low)
-    np.clip(values, 0.0, 65535.0, out=values)
+    np.clip(values, 0.0, 65535.0, out=values)  # rounding at the ends
     return np.rint(values).astype(np.uint16), notes
 
 

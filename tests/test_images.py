@@ -4,6 +4,7 @@ comparison in a documented common space with a note; the other rows are unaffect
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -735,6 +736,12 @@ def test_float_signed_and_32_bit_integer_pixels_map_linearly():
     ]  # 500 / 999
     with pytest.raises(images.ImageLoadError, match="int16 pixels need the range"):
         images.to_16_bits(signed, None)
+    with warnings.catch_warnings():  # no overflow: a warning is a stray line on stderr
+        warnings.simplefilter("error")
+        extremes = np.array([[-1.7e308, np.nan, 1.7e308, np.inf]])
+        assert images.to_16_bits(extremes, images.OWN_RANGE)[0].tolist() == [[0, 0, 65535, 65535]]
+        huge = np.array([[3.4e38, -3.4e38, np.inf]], np.float32)
+        assert images.to_16_bits(huge, (-1e39, 1e39))[0].tolist() == [[43908, 21627, 65535]]
     with pytest.raises(images.ImageLoadError, match="complex64 pixels are not supported"):
         images.to_16_bits(np.zeros((2, 2), np.complex64), (0.0, 1.0))
 
