@@ -1,8 +1,9 @@
-"""Seeded fuzzing of the decoders: mutated PNG, JPEG, TIFF, WebP and GIF files in one real run.
+"""Seeded fuzzing of the decoders: mutated PNG, JPEG, TIFF, WebP, GIF, HEIC and AVIF files.
 
     python benchmarks/fuzz.py [--per-format 250] [--seed 1000] [--keep DIR]
 
-Writes a clean 64x48 image in each format, derives ``--per-format`` mutations
+Writes a clean 64x48 image in each format (HEIC: tests/fixtures/plain.heic, 128x96,
+since nothing installed encodes HEIC), derives ``--per-format`` mutations
 of each (truncation, header bytes, random bytes, a size field set to its
 maximum, a block repeated, a block removed), runs ``reporter run`` on them with
 two workers, and prints a Markdown summary: the exit status, the rows by
@@ -29,7 +30,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-FORMATS = (".png", ".jpg", ".tif", ".webp", ".gif")
+FORMATS = (".png", ".jpg", ".tif", ".webp", ".gif", ".heic", ".avif")
+HEIC = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "plain.heic"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
 MUTATIONS = (
     "truncated",
@@ -74,9 +76,11 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
 
 
 def encoded(ext: str, pixels: np.ndarray) -> bytes:
-    if ext == ".gif":  # by Pillow, which decodes it in reporter: OpenCV writes GIF from 4.11
+    if ext == ".heic":  # pi-heif decodes only
+        return HEIC.read_bytes()
+    if ext in (".gif", ".avif"):  # by Pillow, which decodes them in reporter
         buf = io.BytesIO()
-        Image.fromarray(pixels[:, :, ::-1]).save(buf, "GIF")
+        Image.fromarray(pixels[:, :, ::-1]).save(buf, ext[1:].upper())
         return buf.getvalue()
     ok, buf = cv2.imencode(ext, pixels)
     assert ok, ext

@@ -25,7 +25,10 @@ __all__ = [
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """Text a spreadsheet may run as a formula when a cell starts with it (OWASP)."""
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+    | {".heic", ".heif", ".avif"}  # a phone's photos: HEIF through pi-heif, AVIF Pillow's own
+)
 """The file names a folder's images are found by (``inputs.discover``)."""
 
 

@@ -1,6 +1,6 @@
-"""Seeded fuzzing: mutated PNG, JPEG, TIFF, WebP and GIF files, in one real run.
+"""Seeded fuzzing: mutated PNG, JPEG, TIFF, WebP, GIF, HEIC and AVIF files, in one real run.
 
-Bounded (300 small files, one run of a few seconds) and reproducible (fixed
+Bounded (420 small files, one run of a few seconds) and reproducible (fixed
 seeds); ``benchmarks/fuzz.py`` runs the same with more files for
 docs/reliability.md. Whatever a mutation does to a decoder, the run must end
 with status 0 or 1, give every file its row, and keep its stderr to its own
@@ -29,6 +29,8 @@ def test_mutated_files_each_get_a_row_and_the_log_stays_clean(tmp_path):
     assert len(errors) > 40, "the fuzzing is too gentle to test anything"
     assert all(r["error"] and "\n" not in r["error"] for r in errors)
     assert not any("Traceback" in r["error"] or "cv::" in r["error"] for r in errors)
+    # a decoder's own exception (libavif's RuntimeError) is a corrupt file, not a surprise
+    assert not [r["error"] for r in errors if r["error"].startswith("unexpected")]
     # the decoders' own words reached the rows that caused them
     said = [r for r in rows if "the decoder" in (r["error"] or "") + (r.get("notes") or "")]
     assert len(said) > 20

@@ -4,6 +4,7 @@ comparison in a documented common space with a note; the other rows are unaffect
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -762,3 +763,51 @@ def test_the_collections_see_a_float_image_by_its_own_range(tmp_path):
     }
     assert found["float"].error is None
     assert found["float"].phash == found["16"].phash
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_phones_heic_and_avif_photos_are_read_upright(tmp_path, monkeypatch):
+    """HEIC (an iPhone's photos: HEIF, read through pi-heif's libheif) and AVIF (Pillow's
+    own) are found in a folder and compared like any image, upright: libheif turns a
+    HEIC as its file says and leaves EXIF orientation 1, an AVIF's EXIF orientation is
+    applied as a JPEG's. The HEIC fixtures were written by pillow-heif 1.9.0 (x265,
+    quality 90) from the PNG below, one of them stored turned and tagged orientation 6."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:96, 0:128]
+    rgb = np.dstack([(x * 2) % 256, (y * 2) % 256, (x + y) % 256]).astype(np.uint8)
+    rgb[10:40, 20:50] = (250, 30, 30)  # a red block, top left when upright
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    Image.fromarray(rgb).save(folder / "baseline.png")
+    for name in ("plain.heic", "rotated.heic"):
+        (folder / name).write_bytes((FIXTURES / name).read_bytes())
+    Image.fromarray(rgb).save(folder / "plain.avif", quality=90)
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    Image.fromarray(np.rot90(rgb, 1).copy()).save(
+        folder / "rotated.avif", quality=90, exif=turned.tobytes()
+    )
+    bgr = rgb[:, :, ::-1].astype(int)
+    for name, fmt in [("plain.heic", "HEIF"), ("rotated.heic", "HEIF")] + [
+        ("plain.avif", "AVIF"),
+        ("rotated.avif", "AVIF"),
+    ]:
+        loaded = images.load(folder / name, max_pixels=10**8)
+        assert loaded.format == fmt and loaded.pixels.shape == (96, 128, 3), name
+        assert np.abs(loaded.pixels.astype(int) - bgr).mean() < 4, name  # upright, in B,G,R
+    df = run(folder)
+    assert sorted(df.index) == ["plain.avif", "plain.heic", "rotated.avif", "rotated.heic"]
+    assert (df[table.STATUS] != "ERROR").all() and (df["ssim"] > 0.9).all()
+    assert "EXIF orientation 6 applied" in df.loc["rotated.avif", table.NOTES]
+    assert not df.loc["rotated.heic", table.NOTES]  # libheif turned it, once
+
+    # Without pi-heif a HEIC is an ERROR row like any file nothing can read.
+    monkeypatch.setitem(sys.modules, "pi_heif", None)
+    monkeypatch.setattr(images, "_heif_opener", [])
+    monkeypatch.setattr(Image, "OPEN", {k: v for k, v in Image.OPEN.items() if k != "HEIF"})
+    monkeypatch.setattr(Image, "ID", [k for k in Image.ID if k != "HEIF"])
+    with pytest.raises(images.ImageLoadError, match="not a readable image"):
+        images.load(FIXTURES / "plain.heic", max_pixels=10**8)
