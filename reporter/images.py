@@ -70,6 +70,9 @@ class LoadedImage:
     notes: tuple[str, ...] = ()
     format: str = ""  # the file's format by its header ("PNG", "JPEG"), else its extension
     mapped_from: str = ""  # the decoded pixel type ("float32") when brought to 16 bits
+    # (width, height) of the file's picture, upright, when it was decoded reduced
+    # (``load``'s ``reduced_side``); None when the pixels are at the file's own size.
+    full_size: tuple[int, int] | None = None
 
     @property
     def width(self) -> int:
@@ -296,6 +299,7 @@ def load(
     max_bytes: int | None = None,
     data: bytes | None = None,
     value_range: tuple[float, float] | str | None = None,
+    reduced_side: int | None = None,
 ) -> LoadedImage:
     """Read and normalise one image file.
 
@@ -305,6 +309,11 @@ def load(
     ``value_range``: (low, high) of pixels that are neither 8- nor 16-bit unsigned
     integers (32-bit float TIFFs, signed or 32-bit integers), which are brought to 16
     bits over it (:func:`to_16_bits`); without it such an image is refused.
+    ``reduced_side``: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's
+    scaled inverse DCT, which skips most of the work), the smallest whose shorter side
+    keeps at least this many pixels; its ``full_size`` says the file's own. What the
+    collection commands use (hashes, colour moments, an embedding, a thumbnail: none
+    of them looks closer than 512 px); a run's metrics never.
 
     Raises
     ------
@@ -325,6 +334,7 @@ def load(
     else:
         fmt, width, height, orientation, grey, frames = header
         _check_size(width, height, max_pixels)
+    reduce = _reduction(header, reduced_side)
     if header is not None and fmt in PILLOW_DECODES:
         try:
             pixels = _pillow_decode(data)
@@ -333,7 +343,7 @@ def load(
             raise ImageLoadError(f"truncated or corrupt {fmt} data: {why}") from None
         said, refused = [], False
     else:
-        pixels, said, refused = _opencv_decode(path, data)
+        pixels, said, refused = _opencv_decode(path, data, reduce, grey)
     for line in said:
         log.debug("%s: decoder: %s", path, line)
     decoder = f" (the decoder: {said[0]})" if said else ""
@@ -374,7 +384,10 @@ def load(
     if orientation in _ORIENT:
         pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
         notes.append(f"EXIF orientation {orientation} applied")
-    return LoadedImage(pixels, tuple(notes), fmt, mapped_from)
+    full_size = None
+    if reduce > 1:  # a JPEG's: OpenCV decoded it
+        full_size = (width, height) if orientation not in (5, 6, 7, 8) else (height, width)
+    return LoadedImage(pixels, tuple(notes), fmt, mapped_from, full_size)
 
 
 OWN_RANGE = "own"
@@ -442,12 +455,36 @@ def _own_range(pixels: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
-def _opencv_decode(path: Path, data: bytes) -> tuple[np.ndarray | None, list[str], bool]:
+_REDUCED = {
+    (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+    (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+def _reduction(header: tuple | None, side: int | None) -> int:
+    """1, or the factor a JPEG is decoded at (2, 4, 8) keeping its shorter side >= side."""
+    if side is None or header is None or header[0] != "JPEG":
+        return 1
+    shorter = min(header[1], header[2])
+    return next((f for f in (8, 4, 2) if shorter // f >= side), 1)
+
+
+def _opencv_decode(
+    path: Path, data: bytes, reduce: int = 1, grey: bool = False
+) -> tuple[np.ndarray | None, list[str], bool]:
     """OpenCV's decode: the pixels (None when it could not), the decoder's own lines, and
-    whether it refused the data with an assertion."""
+    whether it refused the data with an assertion. ``reduce`` > 1: a JPEG at that
+    fraction of its size, grey or B,G,R, its EXIF orientation left to ``load``."""
+    flags = cv2.IMREAD_UNCHANGED
+    if reduce > 1:
+        flags = _REDUCED[reduce, grey] | cv2.IMREAD_IGNORE_ORIENTATION
     with native.caught() as said:  # libpng, libjpeg, libtiff write to stderr themselves
         try:
-            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
             refused = False
         except cv2.error as exc:  # an assertion inside a decoder: its text is for developers
             log.debug("%s: cv2.imdecode: %s", path, exc)

@@ -277,3 +277,49 @@ def test_a_worker_killed_while_features_are_computed_costs_no_rows(tmp_path, cap
         rows = list(csv.DictReader(f))
     assert code == 0 and not [r for r in rows if r["error"]]
     assert {r["file"] for r in rows} == {p.name for p in folder.iterdir()}  # all near-copies
+
+
+def test_a_large_jpegs_features_come_from_a_reduced_decode(tmp_path, monkeypatch):
+    """A phone's JPEG is decoded at 1/2, 1/4 or 1/8 (libjpeg's scaled DCT: a 12-megapixel
+    photo's features in about a quarter of the time), keeping its shorter side >= 512 px:
+    the hashes, colour moments and embedding agree with a full decode's (pHash within a
+    bit), the sizes are the file's own, upright, and grey stays grey. A run's metrics
+    never see a reduced decode."""
+    from PIL import Image
+
+    from reporter import images
+    from reporter.collection import features
+
+    astronaut = cv2.resize(photo("astronaut"), (2400, 1800), interpolation=cv2.INTER_CUBIC)
+    turned = Image.Exif()
+    turned[0x0112] = 6  # stored sideways: 2400 x 1800 on disk, 1800 x 2400 upright
+    Image.fromarray(astronaut[:, :, ::-1]).save(tmp_path / "turned.jpg", exif=turned.tobytes())
+    grey = cv2.resize(photo("camera"), (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "grey.jpg"), grey)
+    small = cv2.resize(photo("coffee"), (900, 600), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(str(tmp_path / "small.jpg"), small)
+
+    def both(name: str):
+        path = tmp_path / name
+        monkeypatch.setattr(features, "REDUCED_SIDE", None)
+        full = features.compute(path, name, embedding=True, max_pixels=10**8, max_bytes=None)
+        monkeypatch.setattr(features, "REDUCED_SIDE", 512)
+        reduced = features.compute(path, name, embedding=True, max_pixels=10**8, max_bytes=None)
+        return full, reduced
+
+    shapes = {"turned.jpg": (1200, 900, 3), "grey.jpg": (512, 512), "small.jpg": (600, 900, 3)}
+    sizes = {"turned.jpg": (1800, 2400), "grey.jpg": (2048, 2048), "small.jpg": (900, 600)}
+    for name, shape in shapes.items():
+        loaded = images.load(tmp_path / name, max_pixels=10**8, reduced_side=512)
+        assert loaded.pixels.shape == shape, name  # 1/2, 1/4, and too small to reduce
+        full, reduced = both(name)
+        assert (reduced.width, reduced.height) == sizes[name] == (full.width, full.height)
+        assert reduced.channels == full.channels
+        distance = np.unpackbits(
+            np.frombuffer(full.phash, np.uint8) ^ np.frombuffer(reduced.phash, np.uint8)
+        )
+        assert distance.sum() <= 1, name
+        assert float(full.embedding @ reduced.embedding) > 0.99, name
+        assert np.abs(full.colour - reduced.colour).max() < 0.01, name
+    assert images.load(tmp_path / "turned.jpg", max_pixels=10**8).full_size is None
+    assert images.load(tmp_path / "turned.jpg", max_pixels=10**8).pixels.shape == (2400, 1800, 3)

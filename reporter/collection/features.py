@@ -37,7 +37,13 @@ __all__ = [
 
 log = logging.getLogger("reporter")
 
-SCHEMA = 4  # a cache of another schema (its own table) is not read
+REDUCED_SIDE = 512
+"""A JPEG's features come from its decode at 1/2, 1/4 or 1/8 of its size whose shorter
+side keeps at least this many pixels (``images.load``): the colour moments look at 512 x
+512, the embedding at 224, the hashes at 32, the thumbnail at 200. A phone's 12-megapixel
+photo decodes at 1/4 (1008 x 756)."""
+
+SCHEMA = 5  # a cache of another schema (its own table) is not read; 5: JPEGs decoded reduced
 TABLE = f"features_v{SCHEMA}"
 
 
@@ -95,10 +101,11 @@ def compute(
             max_bytes=max_bytes,
             data=data,
             value_range=images.OWN_RANGE,
+            reduced_side=REDUCED_SIDE,
         )
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = hashes.to_8bit_by_depth(loaded.pixels)  # a 12-bit camera's is not black
-        found.width, found.height = loaded.width, loaded.height
+        found.width, found.height = loaded.full_size or (loaded.width, loaded.height)
         found.format, found.channels = loaded.format, 1 if pixels.ndim == 2 else pixels.shape[2]
         a, p = hashes.both(pixels)
         found.ahash, found.phash = a.tobytes(), p.tobytes()
