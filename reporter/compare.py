@@ -203,13 +203,11 @@ def compare_file(job: Job, item: Input) -> ImageResult:
                 result.notes.append(note)
             else:
                 result.metrics = pair.values()
-            if "mse" not in result.metrics:
-                pass
-            elif job.mapped:  # in the data's own units (value_range's), not 16-bit steps
+            # MSE in the data's own units: value_range's, or 12-bit values, not 16-bit steps
+            if "mse" in result.metrics and job.mapped:
                 low, high = job.value_range
                 result.metrics["mse"] *= ((high - low) / 65535.0) ** 2
-            elif job.bits < 16 and pixels.dtype == np.uint16:
-                # in the data's own units (12-bit values), not the widened ones
+            elif "mse" in result.metrics and job.bits < 16 and pixels.dtype == np.uint16:
                 result.metrics["mse"] /= float(1 << (16 - job.bits)) ** 2
         if job.baseline_small is not None:  # dark where nothing is compared, as the metrics see it
             shown, _ = ref.masked(pixels, valid)

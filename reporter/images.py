@@ -418,9 +418,9 @@ def to_16_bits(
     if value_range == OWN_RANGE:
         value_range = _own_range(pixels)
     low, high = value_range
-    # float32 holds 16-bit steps of any range of float32 data; wider types keep float64,
-    # or a narrow range far from 0 (1e9 to 1e9 + 1000) would lose its steps.
-    # So does a range past float32's own.
+    # float32 holds 16-bit steps of any range of float32 data; wider types, and a range
+    # past float32's own, keep float64, or a narrow range far from 0 (1e9 to 1e9 + 1000)
+    # would lose its steps.
     wide = (
         pixels.dtype.itemsize >= 8
         or (pixels.dtype.kind in "iu" and pixels.dtype.itemsize >= 4)
