@@ -325,7 +325,9 @@ def _prepare(
         _say_bits(path, baseline, config.bits)
     baseline = images.widen(baseline, config.bits)
     h, w = baseline.pixels.shape[:2]
-    workers = _workers(config, count, baseline.pixels, early) if local else 0  # 0: Dask's
+    # a float image is decoded at its own type's size before it is brought to 16 bits
+    decoded = np.dtype(baseline.mapped_from or baseline.pixels.dtype).itemsize
+    workers = _workers(config, count, baseline.pixels, early, decoded) if local else 0
     if local:
         pool.start(workers, count, baseline.pixels.dtype.name)
     ignored = tuple(masks.Region(*r) for r in config.comparison.ignore)
@@ -341,20 +343,25 @@ def _prepare(
         raise ReporterError(f"baseline {path}: {exc}") from None
 
 
-def _workers(config: Config, count: int, pixels: np.ndarray, early: bool) -> int:
+def _workers(
+    config: Config, count: int, pixels: np.ndarray, early: bool, itemsize: int | None = None
+) -> int:
     """The local worker processes: ``Config.effective_jobs`` (the cores this process may
     use), at most as many as the available memory holds for images of the baseline's
     size (``machine.worker_bytes``: 1.2 GB at 24 megapixels in colour), and one, this
-    process, when not even two fit. Lowering ``--jobs N`` is a warning; lowering the
-    automatic count is said at INFO. When even this process lacks the memory, a warning
-    says so before the out-of-memory killer can end the run without a word."""
+    process, when not even two fit. ``itemsize``: of the images' decoded pixels, when it
+    is not the baseline's (a float32 TIFF's 4 bytes). Lowering ``--jobs N`` is a
+    warning; lowering the automatic count is said at INFO. When even this process lacks
+    the memory, a warning says so before the out-of-memory killer can end the run
+    without a word."""
     size = pixels.shape[0] * pixels.shape[1]
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    need = machine.worker_bytes(size, channels, pixels.dtype.itemsize)
+    itemsize = itemsize or pixels.dtype.itemsize
+    need = machine.worker_bytes(size, channels, itemsize)
     wanted = config.effective_jobs(count, size, early)
     available = machine.available_memory()
     workers = wanted
-    fit = machine.workers_that_fit(size, channels, pixels.dtype.itemsize, available)
+    fit = machine.workers_that_fit(size, channels, itemsize, available)
     if wanted > 1 and count > 1 and fit is not None and fit < min(wanted, count):
         workers = max(1, fit)
         log.log(

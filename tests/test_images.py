@@ -811,3 +811,24 @@ def test_a_phones_heic_and_avif_photos_are_read_upright(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "ID", [k for k in Image.ID if k != "HEIF"])
     with pytest.raises(images.ImageLoadError, match="not a readable image"):
         images.load(FIXTURES / "plain.heic", max_pixels=10**8)
+
+
+def test_a_float_runs_workers_are_counted_by_the_decoded_floats(tmp_path, monkeypatch, caplog):
+    """A float32 TIFF is decoded at 4 bytes a value before it becomes 16 bits: the memory
+    bound on the workers counts the 4 (at 2000 x 2000 in grey, 209 MB a worker, not 193),
+    so 500 MB of available memory holds one worker's need, not two."""
+    from reporter import machine
+
+    folder = tmp_path / "floats"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    base = rng.random((2000, 2000), dtype=np.float32)
+    write(folder / "baseline.tif", base)
+    for i in range(2):
+        write(folder / f"f{i}.tif", base + np.float32(0.01 * i))
+    monkeypatch.setattr(machine, "available_memory", lambda *a, **k: 500_000_000)
+    with caplog.at_level("INFO", logger="reporter"):
+        config = Config(inputs=(folder,), out=tmp_path / "out", jobs=2, value_range=(0.0, 1.0))
+        result = pipeline.run(config)
+    assert "comparing in this process, not 2 workers: each needs about 0.2 GB" in caplog.text
+    assert (result.table[table.STATUS] != "ERROR").all()
