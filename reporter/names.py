@@ -28,6 +28,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
     | {".heic", ".heif", ".avif"}  # a phone's photos: HEIF through pi-heif, AVIF Pillow's own
+    | {".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".j2k"}  # instruments' and scanners', by OpenCV
 )
 """The file names a folder's images are found by (``inputs.discover``)."""
 

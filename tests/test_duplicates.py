@@ -182,6 +182,18 @@ def test_keep_the_most_pixels_then_colour_lossless_larger_older():
     assert keep_order(order[::-1]) == keep_order(order[3:] + order[:3]) == order
 
 
+def test_a_netpbm_file_is_lossless_and_a_jpeg_2000_may_not_be():
+    """An instrument's PGM (Pillow names every Netpbm file PPM) is kept before the larger
+    JPEG and JPEG 2000 exports of its picture; a JPEG 2000 may be lossy, so only its size
+    puts it before the JPEG."""
+    order = [
+        feature("netpbm", 0, format="PPM", size=10),
+        feature("jpeg 2000, larger", 0, format="JPEG2000", size=9000),
+        feature("jpeg", 0, format="JPEG", size=5000),
+    ]
+    assert keep_order(order[::-1]) == order
+
+
 def test_the_original_is_kept_not_its_edited_copies(tmp_path, monkeypatch):
     """Captioned, brightened, grey and recompressed copies of a photo, all of its size: the
     original PNG is kept. The variance of the Laplacian ("sharpest") kept the captioned or

@@ -1,6 +1,7 @@
-"""Seeded fuzzing: mutated PNG, JPEG, TIFF, WebP, GIF, HEIC and AVIF files, in one real run.
+"""Seeded fuzzing: mutated PNG, JPEG, TIFF, WebP, GIF, HEIC, AVIF, PPM, PGM and JPEG 2000
+files, in one real run.
 
-Bounded (420 small files, one run of a few seconds) and reproducible (fixed
+Bounded (600 small files, one run of a few seconds) and reproducible (fixed
 seeds); ``benchmarks/fuzz.py`` runs the same with more files for
 docs/reliability.md. Whatever a mutation does to a decoder, the run must end
 with status 0 or 1, give every file its row, and keep its stderr to its own

@@ -832,3 +832,31 @@ def test_a_float_runs_workers_are_counted_by_the_decoded_floats(tmp_path, monkey
         result = pipeline.run(config)
     assert "comparing in this process, not 2 workers: each needs about 0.2 GB" in caplog.text
     assert (result.table[table.STATUS] != "ERROR").all()
+
+
+def test_netpbm_and_jpeg2000_files_in_a_folder_are_compared(tmp_path):
+    """Instruments and ImageJ write Netpbm (PGM for grey, 16-bit too) and slide scanners
+    JPEG 2000: a folder's .pgm .ppm .pbm .pnm .jp2 .j2k files are its images, read by
+    OpenCV at their own depth."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = smooth_image(0)
+    write(folder / "baseline.png", base)
+    write(folder / "copy.ppm", base)
+    grey = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    write(folder / "grey.pgm", grey)
+    (folder / "copy.pnm").write_bytes((folder / "copy.ppm").read_bytes())
+    write(folder / "ink.PBM", np.where(grey > 128, 255, 0).astype(np.uint8))
+    write(folder / "copy.jp2", base, [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, 1000])
+    (folder / "copy.j2k").write_bytes((folder / "copy.jp2").read_bytes())
+    deep = (grey.astype(np.uint16) * 257) ^ 0x55  # 16 bits, the low byte not a copy
+    write(tmp_path / "deep.pgm", deep)
+    df = run(folder)
+    assert set(df.index) == {"copy.ppm", "grey.pgm", "copy.pnm", "ink.PBM", "copy.jp2", "copy.j2k"}
+    for name in ("copy.ppm", "copy.pnm", "copy.jp2", "copy.j2k"):
+        assert df.loc[name, "psnr"] == np.inf, name  # lossless, in B,G,R
+    assert df.loc["grey.pgm", "psnr"] == np.inf  # compared in grey
+    assert "greyscale" in df.loc["grey.pgm", table.NOTES]
+    assert df.loc["ink.PBM", table.STATUS] != "ERROR"
+    loaded = images.load(tmp_path / "deep.pgm", max_pixels=10**8)
+    assert loaded.pixels.dtype == np.uint16 and np.array_equal(loaded.pixels, deep)

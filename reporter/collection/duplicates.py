@@ -68,8 +68,9 @@ class Group:
         return self.members[0].item
 
 
-LOSSLESS = frozenset({"PNG", "TIFF", "BMP"})
-"""Formats that store their pixels as they are (a JPEG, a WebP or a GIF's palette may not)."""
+LOSSLESS = frozenset({"PNG", "TIFF", "BMP", "PPM"})
+"""Formats that store their pixels as they are (PPM: Pillow's name of every Netpbm file); a
+JPEG, a WebP, a GIF's palette or a JPEG 2000 may not."""
 
 
 def keep_order(items: list[Features]) -> list[Features]:
