@@ -36,6 +36,8 @@ __all__ = [
     "Config",
     "DEFAULT_LIMITS",
     "DEFAULT_MIN_SD",
+    "Floors",
+    "floors_for_range",
     "DEFAULT_MIN_SPREAD",
     "DEFAULT_RULES",
     "DENSE_CHART_METRICS",
@@ -268,9 +270,51 @@ def auto_metrics(chosen: tuple[str, ...] | None, sparse: bool, kind: str) -> tup
     return table[0] if sparse else table[1]
 
 
+class Floors(Mapping[str, float]):
+    """Per-metric floors (``min_spread``, ``min_sd``), and which of them a configuration
+    gave (``given``): the others are defaults, and MSE's default is for 8-bit values
+    (:func:`for_range`)."""
+
+    def __init__(self, values: Mapping[str, float], given: frozenset[str] = frozenset()) -> None:
+        self._values = dict(values)
+        self.given = frozenset(given)
+
+    def __getitem__(self, name: str) -> float:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Floors({self._values!r}, given={sorted(self.given)!r})"
+
+    def for_range(self, data_range: float) -> Floors:
+        """These floors for a run whose values span ``data_range`` (255 for 8 bits, 65535
+        for 16, 4095 with ``bits = 12``, HI - LO with ``value_range``): MSE is in squared
+        units of the data, so its default floor, set for 8-bit values, scales with the
+        square of the range. A floor the configuration gave is its user's, in the units
+        that user's MSE is in, and stays."""
+        if "mse" not in self or "mse" in self.given or data_range == 255:
+            return self
+        scaled = self._values["mse"] * (data_range / 255) ** 2
+        return Floors({**self._values, "mse": scaled}, self.given)
+
+
+def floors_for_range(floors: Mapping[str, float], data_range: float) -> Floors:
+    """``Floors.for_range`` of ``floors``; a plain mapping (a ``Config`` built in code) is
+    taken as given whole."""
+    if not isinstance(floors, Floors):
+        floors = Floors(floors, frozenset(floors))
+    return floors.for_range(data_range)
+
+
 # The smallest spread the outlier rule assumes, in each metric's units: without it
 # a run of near-identical images (MAD = 0) would call any difference an outlier.
-DEFAULT_MIN_SPREAD: Mapping[str, float] = MappingProxyType(
+# MSE's, here for 8-bit values, scales with the run's range (Floors.for_range).
+DEFAULT_MIN_SPREAD: Floors = Floors(
     {
         "cosine": 0.001,
         "ssim": 0.01,
@@ -336,7 +380,7 @@ class OutlierRule:
         help='the metrics it watches, or "auto" (by the baseline: sparse or dense)',
         json=lambda c: _listed(c.outliers.metrics),
     )
-    min_spread: Mapping[str, float] = setting(
+    min_spread: Floors = setting(
         factory=lambda: DEFAULT_MIN_SPREAD,
         toml="outliers.min_spread",
         kind="floors",
@@ -353,7 +397,8 @@ fires on about one healthy day in ten (docs/detection.md)."""
 
 # The smallest SD the control rules assume, in each metric's units: a slot whose
 # first runs happened to agree to the fourth decimal must not call the fifth a fault.
-DEFAULT_MIN_SD: Mapping[str, float] = MappingProxyType(
+# MSE's, here for 8-bit values, scales with the run's range (Floors.for_range).
+DEFAULT_MIN_SD: Floors = Floors(
     {
         "cosine": 1e-4,
         "ssim": 0.002,
@@ -477,7 +522,7 @@ class HistorySettings:
         kind="bool",
         help="rules fire also when a value is far *more* like the baseline",
     )
-    min_sd: Mapping[str, float] = setting(
+    min_sd: Floors = setting(
         factory=lambda: DEFAULT_MIN_SD,
         toml="history.min_sd",
         kind="positive_floors",
@@ -1191,15 +1236,12 @@ def _limits_table(table: Any, limits: Mapping[str, Limit], where: str) -> Mappin
     return limits
 
 
-def _floors(table: Any, base: Mapping[str, float], where: str) -> Mapping[str, float]:
-    """A table of per-metric floors (min_spread, min_sd) over the defaults."""
+def _floors(table: Any, base: Mapping[str, float], where: str) -> Floors:
+    """A table of per-metric floors (min_spread, min_sd) over the defaults, which remembers
+    the metrics it gave."""
     table = _check_type(table, dict, where)
-    return MappingProxyType(
-        {
-            **base,
-            **{_metric_name(k, where): _number(v, f"{where}.{k}") or 0.0 for k, v in table.items()},
-        }
-    )
+    given = {_metric_name(k, where): _number(v, f"{where}.{k}") or 0.0 for k, v in table.items()}
+    return Floors({**base, **given}, getattr(base, "given", frozenset()) | given.keys())
 
 
 def _metric_list(value: Any, where: str) -> tuple[str, ...] | None:

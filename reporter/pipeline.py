@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import executor, flags, images, machine, masks, outputs, pool, table, visuals
 from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv
-from .config import WORKERS_PAY_MPX, Config, auto_metrics, check
+from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
 from .inputs import choose_baseline, discover
 from .metrics import Reference
@@ -130,7 +130,7 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         config = replace(
             config, jobs=config.effective_jobs(len(items), reference.width * reference.height)
         )
-    config = _watched(config, reference)
+    config = _watched(config, reference, _data_range(config, baseline))
     baseline_sha = sha256_of(baseline_path)
     out_dir, named = outputs.run_folder(config, started)
     log.info("comparing %d image(s) against %s", len(items), baseline_path)
@@ -464,16 +464,33 @@ def _record(
     )
 
 
-def _watched(config: Config, reference: Reference) -> Config:
-    """``config`` with the statistical rules' "auto" metric sets chosen for this baseline."""
+def _data_range(config: Config, baseline: images.LoadedImage) -> float:
+    """The range of the values this run compares, in the units its MSE is given in
+    (``compare.compare_file``): HI - LO over ``value_range``, 2^bits - 1 for a 16-bit
+    baseline (``bits``), 255 for an 8-bit one."""
+    if baseline.mapped_from:
+        low, high = config.value_range
+        return high - low
+    if baseline.pixels.dtype == np.uint16:
+        return float((1 << min(config.bits, 16)) - 1)
+    return 255.0
+
+
+def _watched(config: Config, reference: Reference, data_range: float = 255.0) -> Config:
+    """``config`` with the statistical rules' "auto" metric sets chosen for this baseline,
+    and their default floors for MSE brought to the range of its values (``data_range``:
+    ``config.floors_for_range``)."""
     sparse = reference.sparse
     outliers = replace(
-        config.outliers, metrics=auto_metrics(config.outliers.metrics, sparse, "outlier")
+        config.outliers,
+        metrics=auto_metrics(config.outliers.metrics, sparse, "outlier"),
+        min_spread=floors_for_range(config.outliers.min_spread, data_range),
     )
     history = replace(
         config.history,
         metrics=auto_metrics(config.history.metrics, sparse, "control"),
         chart_metrics=auto_metrics(config.history.chart_metrics, sparse, "chart"),
+        min_sd=floors_for_range(config.history.min_sd, data_range),
     )
     if config.outliers.metrics is None or config.history.metrics is None:
         log.info(

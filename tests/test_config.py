@@ -159,3 +159,15 @@ def test_a_setting_read_from_the_file_and_from_the_flag_agree(tmp_path):
     assert from_file == from_flags
     assert from_file.jobs == 2 and from_file.history.keep_runs == 5
     assert from_file.comparison.ignore == ((0, 0, 10, 10),)
+
+
+def test_a_floor_from_the_file_is_the_users_and_mses_default_follows_the_range(tmp_path):
+    config = load_toml(toml(tmp_path, "[outliers]\nmin_spread = { ssim = 0.02, mse = 2.0 }\n"))
+    floors = config.outliers.min_spread
+    assert floors["ssim"] == 0.02 and floors.given == {"ssim", "mse"}
+    assert floors.for_range(65535)["mse"] == 2.0  # given: in the user's MSE units
+    plain = Config().outliers.min_spread
+    assert plain.for_range(65535)["mse"] == (65535 / 255) ** 2
+    assert plain.for_range(1.0)["ssim"] == plain["ssim"]  # a similarity has no units
+    sd = load_toml(toml(tmp_path, "[history]\nmin_sd = { psnr = 0.1 }\n")).history.min_sd
+    assert sd.for_range(4095)["mse"] == 0.5 * (4095 / 255) ** 2 and sd["psnr"] == 0.1

@@ -17,7 +17,7 @@ from conftest import noisy, smooth_image, write
 from PIL import Image
 
 from reporter import images, pipeline, table, visuals
-from reporter.config import Config
+from reporter.config import Config, Floors, OutlierRule
 
 
 def run(folder: Path, **kw) -> pd.DataFrame:
@@ -718,6 +718,56 @@ def test_float_images_are_compared_over_the_stated_value_range(tmp_path, caplog)
     assert plain.loc["dim.tif", table.STATUS] == "ERROR"
     assert "float32 pixels need the range of their values" in plain.loc["dim.tif", table.ERROR]
     assert plain.loc["as16.tif", "psnr"] == np.inf  # the others are compared as ever
+
+
+def test_mses_default_floors_follow_the_range_of_the_values(tmp_path):
+    """MSE is in squared units of the data, so its default floors (1.0 for the outlier
+    rule's spread, 0.5 for the control rules' SD), set for 8-bit values, scale with the
+    square of the run's range. Left at 1.0, a float run's MSE (about 1e-5) could never
+    be an outlier, and a 16-bit run's would be one at a hair's difference. A floor the
+    configuration gives is the user's and stays."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = (twelve_bit(0) / 4095.0).astype(np.float32)
+    rng = np.random.default_rng(1)
+    write(folder / "baseline.tif", base)
+    for i in range(7):
+        write(folder / f"same{i}.tif", base + rng.normal(0, 0.002, base.shape).astype(np.float32))
+    write(folder / "noisy.tif", base + rng.normal(0, 0.02, base.shape).astype(np.float32))
+    watch = OutlierRule(metrics=("mse",))
+    result = pipeline.run(
+        Config(
+            inputs=(folder,), out=tmp_path / "o1", jobs=1, value_range=(0.0, 1.0), outliers=watch
+        )
+    )
+    df = result.table.set_index(table.FILE)
+    assert df.loc["noisy.tif", "mse"] < 1e-3  # in the data's units, 0 to 1
+    reasons = df.loc["noisy.tif", table.REASONS]
+    assert "mse" in reasons and "outlier" in reasons
+    assert not df.drop(index="noisy.tif")[table.REASONS].str.contains("mse").any()
+    settings = result.meta["config"]
+    assert settings["outliers"]["min_spread"]["mse"] == pytest.approx(1 / 255**2)
+    assert settings["history"]["min_sd"]["mse"] == pytest.approx(0.5 / 255**2)
+    assert settings["outliers"]["min_spread"]["ssim"] == 0.01  # the others have no units
+
+    # the user's floor, in the units of the user's MSE, is kept as given
+    own = OutlierRule(metrics=("mse",), min_spread=Floors({"mse": 1.0}, frozenset({"mse"})))
+    result = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o2", jobs=1, value_range=(0.0, 1.0), outliers=own)
+    )
+    assert not result.table[table.REASONS].str.contains("mse").any()
+    assert result.meta["config"]["outliers"]["min_spread"]["mse"] == 1.0
+
+    # 16 bits, and a 12-bit camera's values (bits = 12): MSE in 16-bit or 12-bit units
+    for bits, top in ((16, 65535), (12, 4095)):
+        write(folder / "baseline.tif", twelve_bit(0))
+        for f in folder.glob("[sn]*.tif"):
+            f.unlink()
+        write(folder / "other.tif", twelve_bit(1))
+        meta = pipeline.run(
+            Config(inputs=(folder,), out=tmp_path / f"b{bits}", jobs=1, bits=bits)
+        ).meta
+        assert meta["config"]["outliers"]["min_spread"]["mse"] == pytest.approx((top / 255) ** 2)
 
 
 def test_float_signed_and_32_bit_integer_pixels_map_linearly():
