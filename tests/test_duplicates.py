@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from reporter.cli import main
 from reporter.collection import search
 from reporter.collection.duplicates import group, keep_order
-from reporter.collection.features import Features
+from reporter.collection.features import Features, has_colour
 from reporter.collection.reports import duplicates_table
 
 SOURCES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "brick", "page")
@@ -217,6 +217,38 @@ def test_the_original_is_kept_not_its_edited_copies(tmp_path, monkeypatch):
         assert main(["duplicates", str(folder), "--by", method, "--out", str(out), "-q"]) == 0
         kept = {r["file"] for rows in groups_csv(out).values() for r in rows if r["keep"] == "yes"}
         assert kept == {"chelsea.png", "coffee.png", "astronaut.png"}, method
+
+
+def test_a_grey_picture_stored_as_colour_is_grey_in_the_keep_order(tmp_path, monkeypatch):
+    """A grey photo and its colour JPEG (a scan, a re-save): the grey PNG is kept, since
+    the JPEG holds no more colour than it, only loss. Counting the JPEG's three channels
+    as colour kept the JPEG."""
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    grey = photo("camera")
+    cv2.imwrite(str(folder / "camera.png"), grey)
+    as_colour = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    cv2.imwrite(str(folder / "camera_scan.jpg"), as_colour, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    out = tmp_path / "out"
+    assert main(["duplicates", str(folder), "--out", str(out), "-q"]) == 0
+    (rows,) = groups_csv(out).values()
+    assert [r["file"] for r in rows if r["keep"] == "yes"] == ["camera.png"]
+
+
+def test_has_colour_looks_at_the_picture_not_the_file():
+    colour = photo("coffee")
+    grey_as_colour = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", grey_as_colour, [cv2.IMWRITE_JPEG_QUALITY, 30])[1], 1)
+    noisy = np.clip(grey_as_colour + np.random.default_rng(0).normal(0, 3, colour.shape), 0, 255)
+    logo = grey_as_colour.copy()  # a grey page with a red stamp on 2 % of it
+    h, w = logo.shape[:2]
+    logo[: h // 7, : w // 7] = (0, 0, 220)
+    assert has_colour(colour) and has_colour(logo)
+    assert not has_colour(grey_as_colour[..., 0])
+    assert not has_colour(grey_as_colour) and not has_colour(jpeg)
+    assert not has_colour(noisy.astype(np.uint8))  # a scanner's noise in each channel
+    assert has_colour(np.full((1, 1, 3), (0, 0, 200), np.uint8))  # one red pixel
 
 
 def test_move_duplicates_moves_all_but_the_kept_and_logs_each(photos, tmp_path, capsys):

@@ -43,7 +43,8 @@ side keeps at least this many pixels (``images.load``): the colour moments look 
 512, the embedding at 224, the hashes at 32, the thumbnail at 200. A phone's 12-megapixel
 photo decodes at 1/4 (1008 x 756)."""
 
-SCHEMA = 5  # a cache of another schema (its own table) is not read; 5: JPEGs decoded reduced
+SCHEMA = 6  # a cache of another schema (its own table) is not read; 5: JPEGs decoded
+# reduced; 6: ``channels`` says whether the picture has colour, not how the file stores it
 TABLE = f"features_v{SCHEMA}"
 
 
@@ -64,7 +65,7 @@ class Features:
     embedding: np.ndarray | None = None  # 1280 float32, L2-normalised
     thumbnail: bytes | None = None  # JPEG, 200 px
     format: str = ""  # by the header: "PNG", "JPEG", ...
-    channels: int | None = None  # 1 (grey) or 3 (colour), as compared
+    channels: int | None = None  # 1: the picture is grey (see has_colour), 3: colour
     error: str | None = None
     cached: bool = field(default=False, compare=False)
 
@@ -106,7 +107,7 @@ def compute(
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = hashes.to_8bit_by_depth(loaded.pixels)  # a 12-bit camera's is not black
         found.width, found.height = loaded.full_size or (loaded.width, loaded.height)
-        found.format, found.channels = loaded.format, 1 if pixels.ndim == 2 else pixels.shape[2]
+        found.format, found.channels = loaded.format, 3 if has_colour(pixels) else 1
         a, p = hashes.both(pixels)
         found.ahash, found.phash = a.tobytes(), p.tobytes()
         found.colour = colour_moments(pixels)
@@ -121,6 +122,25 @@ def compute(
         log.debug("unexpected error on %s", path, exc_info=True)
         found.error = f"unexpected {type(exc).__name__}: {exc}"
     return found
+
+
+CHROMA_TOLERANCE = 12
+"""Of 255: how far a pixel's channels may differ (its largest value less its smallest)
+and still be grey. A grey picture written as a colour JPEG or PNG has channels that
+agree to within a step or two; a colour photograph's differ by tens over most of it."""
+
+
+def has_colour(pixels: np.ndarray) -> bool:
+    """Whether the picture has colour: at least 1 % of its pixels, on a 128 x 128
+    reduction (which averages out compression noise), with channels further apart than
+    :data:`CHROMA_TOLERANCE`. A grey file, and a grey picture stored as colour (a scan, a
+    grey photo re-saved as JPEG), have none; ``duplicates`` keeps a colour copy before
+    a grey one, and must not take the second kind for colour."""
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        return False
+    small = cv2.resize(pixels[..., :3], (128, 128), interpolation=cv2.INTER_AREA)
+    chroma = small.max(axis=2).astype(np.int16) - small.min(axis=2)
+    return bool(np.count_nonzero(chroma > CHROMA_TOLERANCE) >= chroma.size // 100)
 
 
 def colour_moments(pixels: np.ndarray) -> np.ndarray:
