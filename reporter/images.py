@@ -120,6 +120,157 @@ def _png_ihdr(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
     return "PNG", width, height, 1, data[25] in (0, 4), 1
 
 
+_TIFF_TYPES = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # BYTE SHORT LONG LONG8
+
+
+def _tiff_tags(data: bytes, wanted: frozenset[int]) -> dict[int, tuple[int, ...]] | None:
+    """The values of ``wanted`` tags in a TIFF's first IFD (classic or BigTIFF, either
+    byte order), at most 16 of each; None when ``data`` is no TIFF. Every offset is
+    checked against the data's length: the file is not trusted."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        return None
+    (magic,) = struct.unpack(order + "H", data[2:4])
+    if magic not in (42, 43):
+        return None
+    big = magic == 43  # BigTIFF: 8-byte counts and offsets, 20-byte entries
+    word = "Q" if big else "I"
+    wide = 8 if big else 4
+    (ifd,) = struct.unpack(order + word, data[8:16] if big else data[4:8])
+    count_format, count_size = ("Q", 8) if big else ("H", 2)
+    if ifd + count_size > len(data):
+        return {}
+    (entries,) = struct.unpack(order + count_format, data[ifd : ifd + count_size])
+    found: dict[int, tuple[int, ...]] = {}
+    for i in range(min(entries, 4096)):
+        at = ifd + count_size + i * (4 + 2 * wide)
+        if at + 4 + 2 * wide > len(data):
+            break
+        tag, kind = struct.unpack(order + "HH", data[at : at + 4])
+        if tag not in wanted or kind not in _TIFF_TYPES:
+            continue
+        (count,) = struct.unpack(order + word, data[at + 4 : at + 4 + wide])
+        code, size = _TIFF_TYPES[kind]
+        count = min(count, 16)
+        where = at + 4 + wide  # the values themselves, or where they are when they do not fit
+        if count * size > wide:
+            (where,) = struct.unpack(order + word, data[where : where + wide])
+        if count and where + count * size <= len(data):
+            found[tag] = struct.unpack(f"{order}{count}{code}", data[where : where + count * size])
+    return found
+
+
+_TIFF_LAYOUT = frozenset({258, 262, 277, 284, 338})  # bits, photometric, samples, planar, extra
+
+
+def _tiff_refused(data: bytes) -> str | None:
+    """Why a TIFF's first page is not one picture OpenCV reads faithfully, or None.
+
+    OpenCV reads a TIFF of two samples per pixel as its first sample at 8 bits, of three
+    or four grey samples (a microscope's channels) as a mix of them, of more than four
+    not at all; each would be compared as a picture it is not. OpenCV 5.0 also reads a
+    16-bit colour TIFF whose channels are stored in separate planes as noise, and a 16-bit
+    grey with alpha at 8 bits: those two are refused only while :func:`_opencv_reads`
+    finds the installed OpenCV still does so (fixed in opencv/opencv#29567). Grey, colour,
+    colour with alpha and an 8-bit grey with alpha (its alpha ignored) are read."""
+    tags = _tiff_tags(data, _TIFF_LAYOUT)
+    if not tags:
+        return None
+    samples = tags.get(277, (1,))[0]
+    photometric = tags.get(262, (1,))[0]
+    bits = max(tags.get(258, (1,)))
+    alpha = tags.get(338, (0,))[0] in (1, 2)  # associated or unassociated alpha
+    picture = 3 if photometric in (2, 6, 8) else 4 if photometric == 5 else 1
+    more = samples - picture
+    save = "save each channel as a file of its own"
+    if more > 1 or (more == 1 and not alpha):
+        if picture == 1:
+            what = f"a TIFF of {samples} grey channels per pixel (a multichannel image)"
+        else:
+            what = f"a colour TIFF with {more} more channel(s) per pixel"
+        return f"{what}: reporter compares one grey or colour picture (with alpha at most); {save}"
+    if bits <= 8:
+        return None
+    if picture == 1 and more == 1 and not _opencv_reads("grey and alpha"):
+        return (
+            f"a {bits}-bit grey TIFF with alpha, which OpenCV {cv2.__version__} reads at 8 "
+            "bits: save it without its alpha channel"
+        )
+    if tags.get(284, (1,))[0] == 2 and samples > 1 and not _opencv_reads("separate planes"):
+        return (
+            f"a {bits}-bit TIFF with its channels in separate planes, which OpenCV "
+            f"{cv2.__version__} misreads: save it with its channels interleaved "
+            "(tiffcp -p contig in.tif out.tif)"
+        )
+    return None
+
+
+_PROBED: dict[str, bool] = {}
+
+
+def _opencv_reads(layout: str) -> bool:
+    """Whether the installed OpenCV decodes a small 16-bit TIFF of ``layout`` ("separate
+    planes": RGB stored plane by plane; "grey and alpha") to its exact values; asked once
+    per process, when a file of that layout is first met."""
+    if layout not in _PROBED:
+        rng = np.random.default_rng(0)
+        planes = rng.integers(0, 65536, (3 if layout == "separate planes" else 2, 4, 6), np.uint16)
+        if layout == "separate planes":
+            data, want = _tiff_bytes(planes, photometric=2, planar=True), planes[::-1]
+        else:
+            data, want = _tiff_bytes(planes, photometric=1, planar=False), planes[:1]
+        with native.caught():
+            try:
+                got = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            except cv2.error:
+                got = None
+        want = want[0] if len(want) == 1 else np.moveaxis(want, 0, -1)
+        _PROBED[layout] = got is not None and got.dtype == want.dtype and np.array_equal(got, want)
+        log.debug(
+            "OpenCV %s reads a 16-bit TIFF of %s: %s", cv2.__version__, layout, _PROBED[layout]
+        )
+    return _PROBED[layout]
+
+
+def _tiff_bytes(planes: np.ndarray, *, photometric: int, planar: bool) -> bytes:
+    """An uncompressed little-endian TIFF of ``planes`` (samples, height, width; uint16),
+    one strip per plane or one interleaved strip; a second sample is unassociated alpha."""
+    samples, height, width = planes.shape
+    strips = [p.tobytes() for p in planes] if planar else [np.moveaxis(planes, 0, -1).tobytes()]
+    sizes = [len(strip) for strip in strips]
+    extra = samples == 2
+    outside = 8 + 2 + (10 + extra) * 12 + 4  # where values that do not fit in an entry go
+    bits = struct.pack(f"<{samples}H", *[16] * samples)
+    offsets_at = outside + (len(bits) if samples > 2 else 0)
+    counts_at = offsets_at + (4 * len(strips) if planar else 0)
+    pixels_at = counts_at + (4 * len(strips) if planar else 0)
+    offsets = [pixels_at + sum(sizes[:i]) for i in range(len(strips))]
+
+    def entry(tag: int, kind: int, values: list[int], at: int = 0) -> bytes:
+        code = "H" if kind == 3 else "I"
+        packed = struct.pack(f"<{len(values)}{code}", *values)
+        field = packed.ljust(4, b"\0") if len(packed) <= 4 else struct.pack("<I", at)
+        return struct.pack("<HHI", tag, kind, len(values)) + field
+
+    entries = [
+        entry(256, 4, [width]),
+        entry(257, 4, [height]),
+        entry(258, 3, [16] * samples, outside),
+        entry(259, 3, [1]),  # no compression
+        entry(262, 3, [photometric]),
+        entry(273, 4, offsets, offsets_at),
+        entry(277, 3, [samples]),
+        entry(278, 4, [height]),
+        entry(279, 4, sizes, counts_at),
+        entry(284, 3, [2 if planar else 1]),
+    ] + ([entry(338, 3, [2])] if extra else [])
+    head = b"II*\0" + struct.pack("<IH", 8, len(entries)) + b"".join(entries) + b"\0" * 4
+    values = (bits if samples > 2 else b"") + b"".join(
+        struct.pack(f"<{len(strips)}I", *v) for v in (offsets, sizes) if planar
+    )
+    return head + values + b"".join(strips)
+
+
 HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"heif"})
 """The ``ftyp`` brands of an HEIF file (an iPhone's HEIC photo: HEVC inside ISO BMFF), as
 its major brand or, after a generic ``mif1``, a compatible one."""
@@ -326,6 +477,9 @@ def load(
         data = read_bytes(path, max_bytes)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
+    refused_layout = _tiff_refused(data)
+    if refused_layout:
+        raise ImageLoadError(refused_layout)
     header = _header(data)
     if header is None:
         # Unknown to Pillow: the limit is checked after decoding, with OpenCV's

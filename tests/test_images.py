@@ -428,6 +428,113 @@ def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
     assert notes["many.gif"] == ("the first of its 1,002 frames compared",)
 
 
+def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
+    """OpenCV reads a two-sample TIFF as its first channel at 8 bits, three grey samples
+    (a microscope's channels) as a mix of them, five not at all: each was compared as a
+    picture it is not, or failed with OpenCV's internals. They are ERROR rows that say the
+    layout. OpenCV 5.0 reads a 16-bit colour TIFF stored plane by plane as noise, and a
+    16-bit grey with alpha at 8 bits: those are refused while the installed OpenCV does
+    so, and read exactly once it does not. Grey, colour (interleaved, or planar at 8
+    bits), colour with alpha, 8-bit grey with alpha, BigTIFF and big-endian still load."""
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 60000, (32, 48), dtype=np.uint16)
+    b, c = 60000 - a, a // 2
+    grey, rgb = {"photometric": "minisblack"}, {"photometric": "rgb"}
+    alpha, planar = {"extrasamples": ["unassalpha"]}, {"planarconfig": "separate"}
+    refused = {
+        "two.tif": (np.stack([a, b], -1), grey | {"planarconfig": "contig"}),
+        "two_planar.tif": (np.stack([a, b]), grey | planar),
+        "three_grey.tif": (np.stack([a, b, c], -1), grey | {"planarconfig": "contig"}),
+        "five.tif": (np.stack([a, b, c, a, b], -1), grey | {"planarconfig": "contig"}),
+        "rgb_plus_two.tif": (np.stack([a, b, c, a, b], -1), rgb | {"extrasamples": [0, 0]}),
+    }
+    read = {
+        "grey.tif": (a, grey),
+        "bigtiff.tif": (a, grey | {"bigtiff": True}),
+        "bigendian.tif": (a, grey | {"byteorder": ">"}),
+        "rgb.tif": (np.stack([a, b, c], -1), rgb),
+        "rgb8_planar.tif": ((np.stack([a, b, c]) >> 8).astype(np.uint8), rgb | planar),
+        "rgba.tif": (np.stack([a, b, c, a], -1), rgb | alpha),
+        "grey_alpha8.tif": ((np.stack([a, b], -1) >> 8).astype(np.uint8), grey | alpha),
+    }  # fmt: skip
+    as_opencv_reads = {  # refused while the installed OpenCV misreads them
+        "rgb16_planar.tif": (np.stack([a, b, c]), rgb | planar),
+        "grey_alpha16.tif": (np.stack([a, b], -1), grey | alpha),
+    }
+    for name, (pixels, how) in (refused | read | as_opencv_reads).items():
+        tifffile.imwrite(tmp_path / name, pixels, **how)
+    planar_ok, alpha_ok = (
+        images._opencv_reads("separate planes"),
+        images._opencv_reads("grey and alpha"),
+    )
+    for name, misread in [(n, True) for n in refused] + [
+        ("rgb16_planar.tif", not planar_ok),
+        ("grey_alpha16.tif", not alpha_ok),
+    ]:
+        if not misread:
+            read[name] = as_opencv_reads[name]
+            continue
+        with pytest.raises(images.ImageLoadError) as caught:
+            images.load(tmp_path / name, max_pixels=10**8)
+        said = str(caught.value)
+        assert said.startswith("a ") and "OpenCV(" not in said and "\n" not in said, said
+
+    def why(name: str) -> str | None:
+        return images._tiff_refused((tmp_path / name).read_bytes())
+
+    assert why("two.tif").startswith("a TIFF of 2 grey channels per pixel (a multichannel")
+    assert why("five.tif").endswith("save each channel as a file of its own")
+    assert why("rgb_plus_two.tif").startswith("a colour TIFF with 2 more channel(s) per pixel")
+    if not planar_ok:
+        assert "in separate planes, which OpenCV" in why("rgb16_planar.tif")
+    if not alpha_ok:
+        assert why("grey_alpha16.tif").startswith("a 16-bit grey TIFF with alpha, which OpenCV")
+    loaded = {name: images.load(tmp_path / name, max_pixels=10**8).pixels for name in read}
+    for name in ("grey.tif", "bigtiff.tif", "bigendian.tif", "grey_alpha16.tif"):
+        if name in loaded:
+            assert np.array_equal(loaded[name], a), name
+    for name in ("rgb.tif", "rgb16_planar.tif"):
+        if name in loaded:
+            assert np.array_equal(loaded[name], np.stack([c, b, a], -1)), name  # B, G, R
+    assert np.array_equal(
+        loaded["rgb8_planar.tif"], (np.stack([c, b, a], -1) >> 8).astype(np.uint8)
+    )
+    assert loaded["rgba.tif"].dtype == np.uint16 and loaded["rgba.tif"].shape == (32, 48, 3)
+    assert np.array_equal(loaded["grey_alpha8.tif"], (a >> 8).astype(np.uint8))
+    # the tags are read from untrusted bytes: mutated headers give an answer, never a crash
+    seed = (tmp_path / "two.tif").read_bytes()[:300]
+    for _ in range(3000):
+        mutated = bytearray(seed[: rng.integers(8, 300)])
+        for _ in range(rng.integers(1, 5)):
+            mutated[rng.integers(0, len(mutated))] = rng.integers(0, 256)
+        images._tiff_refused(bytes(mutated))
+
+
+def test_the_opencv_probe_tiffs_are_what_they_say():
+    """The probes behind _opencv_reads are valid TIFFs of their layout (tifffile reads
+    them exactly), and their interleaved twin decodes exactly in OpenCV: a probe that
+    fails says OpenCV misreads the layout, not that the probe is broken."""
+    import io
+
+    import tifffile
+
+    planes = np.random.default_rng(0).integers(0, 65536, (3, 4, 6), np.uint16)
+    for planar in (True, False):
+        data = images._tiff_bytes(planes, photometric=2, planar=planar)
+        back = tifffile.imread(io.BytesIO(data))
+        assert np.array_equal(back if planar else np.moveaxis(back, -1, 0), planes)
+        assert tifffile.TiffFile(io.BytesIO(data)).pages[0].planarconfig == (2 if planar else 1)
+    twin = cv2.imdecode(
+        np.frombuffer(images._tiff_bytes(planes, photometric=2, planar=False), np.uint8), -1
+    )
+    assert np.array_equal(twin, np.moveaxis(planes[::-1], 0, -1))
+    grey_alpha = images._tiff_bytes(planes[:2], photometric=1, planar=False)
+    assert np.array_equal(tifffile.imread(io.BytesIO(grey_alpha)), np.moveaxis(planes[:2], 0, -1))
+    assert images._tiff_tags(grey_alpha, images._TIFF_LAYOUT)[338] == (2,)  # unassociated alpha
+
+
 def test_a_frame_count_that_fails_still_reads_the_first_frame():
     """A count that ends in an error (a later frame's header broken) is one frame: the
     first is still read, and nothing else (an UnboundLocalError) escapes."""
