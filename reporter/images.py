@@ -163,8 +163,9 @@ def _tiff_tags(data: bytes, wanted: frozenset[int]) -> dict[int, tuple[int, ...]
 _TIFF_LAYOUT = frozenset({258, 262, 277, 284, 338})  # bits, photometric, samples, planar, extra
 
 
-def _tiff_refused(data: bytes) -> str | None:
-    """Why a TIFF's first page is not one picture OpenCV reads faithfully, or None.
+def _tiff_refused(tags: dict[int, tuple[int, ...]]) -> str | None:
+    """Why a TIFF's first page (its ``tags``) is not one picture OpenCV reads
+    faithfully, or None.
 
     OpenCV reads a TIFF of two samples per pixel as its first sample at 8 bits, of three
     or four grey samples (a microscope's channels) as a mix of them, of more than four
@@ -173,9 +174,6 @@ def _tiff_refused(data: bytes) -> str | None:
     grey with alpha at 8 bits: those two are refused only while :func:`_opencv_reads`
     finds the installed OpenCV still does so (fixed in opencv/opencv#29567). Grey, colour,
     colour with alpha and an 8-bit grey with alpha (its alpha ignored) are read."""
-    tags = _tiff_tags(data, _TIFF_LAYOUT)
-    if not tags:
-        return None
     samples = tags.get(277, (1,))[0]
     photometric = tags.get(262, (1,))[0]
     bits = max(tags.get(258, (1,)))
@@ -205,26 +203,46 @@ def _tiff_refused(data: bytes) -> str | None:
     return None
 
 
+def _white_is_zero(tags: dict[int, tuple[int, ...]], pixels: np.ndarray) -> np.ndarray:
+    """A grey TIFF whose photometric interpretation is WhiteIsZero (0 is white, as some
+    radiography and scanner software write) as the picture it shows. OpenCV inverts an
+    8-bit one itself but returns a 16-bit one's values as stored, a negative; those are
+    inverted here (over the file's bits per sample), while :func:`_opencv_reads` finds
+    the installed OpenCV does not."""
+    if tags.get(262, (1,))[0] != 0 or pixels.dtype != np.uint16 or pixels.ndim != 2:
+        return pixels
+    if _opencv_reads("white is zero"):
+        return pixels
+    top = (1 << min(max(tags.get(258, (16,))[0], 9), 16)) - 1
+    return top - np.minimum(pixels, top)
+
+
+_PROBES = {  # layout: samples, photometric, planar
+    "separate planes": (3, 2, True),  # RGB stored plane by plane
+    "grey and alpha": (2, 1, False),
+    "white is zero": (1, 0, False),
+}
 _PROBED: dict[str, bool] = {}
 
 
 def _opencv_reads(layout: str) -> bool:
-    """Whether the installed OpenCV decodes a small 16-bit TIFF of ``layout`` ("separate
-    planes": RGB stored plane by plane; "grey and alpha") to its exact values; asked once
-    per process, when a file of that layout is first met."""
+    """Whether the installed OpenCV decodes a small 16-bit TIFF of ``layout`` (one of
+    :data:`_PROBES`) to the picture it holds; asked once per process, when a file of
+    that layout is first met."""
     if layout not in _PROBED:
-        rng = np.random.default_rng(0)
-        planes = rng.integers(0, 65536, (3 if layout == "separate planes" else 2, 4, 6), np.uint16)
-        if layout == "separate planes":
-            data, want = _tiff_bytes(planes, photometric=2, planar=True), planes[::-1]
-        else:
-            data, want = _tiff_bytes(planes, photometric=1, planar=False), planes[:1]
+        samples, photometric, planar = _PROBES[layout]
+        planes = np.random.default_rng(0).integers(0, 65536, (samples, 4, 6), np.uint16)
+        data = _tiff_bytes(planes, photometric=photometric, planar=planar)
+        want = {
+            "separate planes": np.moveaxis(planes[::-1], 0, -1),  # B, G, R
+            "grey and alpha": planes[0],
+            "white is zero": 65535 - planes[0],
+        }[layout]
         with native.caught():
             try:
                 got = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             except cv2.error:
                 got = None
-        want = want[0] if len(want) == 1 else np.moveaxis(want, 0, -1)
         _PROBED[layout] = got is not None and got.dtype == want.dtype and np.array_equal(got, want)
         log.debug(
             "OpenCV %s reads a 16-bit TIFF of %s: %s", cv2.__version__, layout, _PROBED[layout]
@@ -477,7 +495,8 @@ def load(
         data = read_bytes(path, max_bytes)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
-    refused_layout = _tiff_refused(data)
+    tags = _tiff_tags(data, _TIFF_LAYOUT)
+    refused_layout = _tiff_refused(tags) if tags else None
     if refused_layout:
         raise ImageLoadError(refused_layout)
     header = _header(data)
@@ -516,6 +535,8 @@ def load(
     # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
     # segment") may have filled part of the picture with grey: the row says so
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
+    if tags:
+        pixels = _white_is_zero(tags, pixels)
     mapped_from = ""
     if pixels.dtype not in (np.uint8, np.uint16):
         mapped_from = pixels.dtype.name

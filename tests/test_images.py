@@ -482,7 +482,8 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
         assert said.startswith("a ") and "OpenCV(" not in said and "\n" not in said, said
 
     def why(name: str) -> str | None:
-        return images._tiff_refused((tmp_path / name).read_bytes())
+        tags = images._tiff_tags((tmp_path / name).read_bytes(), images._TIFF_LAYOUT)
+        return images._tiff_refused(tags)
 
     assert why("two.tif").startswith("a TIFF of 2 grey channels per pixel (a multichannel")
     assert why("five.tif").endswith("save each channel as a file of its own")
@@ -509,13 +510,36 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
         mutated = bytearray(seed[: rng.integers(8, 300)])
         for _ in range(rng.integers(1, 5)):
             mutated[rng.integers(0, len(mutated))] = rng.integers(0, 256)
-        images._tiff_refused(bytes(mutated))
+        tags = images._tiff_tags(bytes(mutated), images._TIFF_LAYOUT)
+        if tags:
+            images._tiff_refused(tags)
+
+
+def test_a_white_is_zero_tiff_is_read_as_the_picture_it_shows(tmp_path):
+    """In a WhiteIsZero TIFF 0 is white. OpenCV inverts an 8-bit one but returned a 16-bit
+    one's stored values, a negative: compared with the same picture stored BlackIsZero
+    it scored SSIM near -1. Both depths now load as the picture, and against each other
+    PSNR is inf."""
+    import tifffile
+
+    shown = smooth_image(0, shape=(120, 160)).astype(np.uint16) * 257  # 0 is black
+    tifffile.imwrite(tmp_path / "baseline.tif", shown, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "white16.tif", 65535 - shown, photometric="miniswhite")
+    tifffile.imwrite(
+        tmp_path / "white8.tif", 255 - (shown >> 8).astype(np.uint8), photometric="miniswhite"
+    )
+    for name in ("white16.tif", "white8.tif"):
+        loaded = images.load(tmp_path / name, max_pixels=10**8).pixels
+        want = shown if loaded.dtype == np.uint16 else (shown >> 8).astype(np.uint8)
+        assert np.array_equal(loaded, want), name
+    df = run(tmp_path)
+    assert df.loc["white16.tif", "psnr"] == np.inf and df.loc["white8.tif", "psnr"] == np.inf
 
 
 def test_the_opencv_probe_tiffs_are_what_they_say():
     """The probes behind _opencv_reads are valid TIFFs of their layout (tifffile reads
-    them exactly), and their interleaved twin decodes exactly in OpenCV: a probe that
-    fails says OpenCV misreads the layout, not that the probe is broken."""
+    them exactly), and the planar one's interleaved twin decodes exactly in OpenCV: a
+    probe that fails says OpenCV misreads the layout, not that the probe is broken."""
     import io
 
     import tifffile
@@ -533,6 +557,10 @@ def test_the_opencv_probe_tiffs_are_what_they_say():
     grey_alpha = images._tiff_bytes(planes[:2], photometric=1, planar=False)
     assert np.array_equal(tifffile.imread(io.BytesIO(grey_alpha)), np.moveaxis(planes[:2], 0, -1))
     assert images._tiff_tags(grey_alpha, images._TIFF_LAYOUT)[338] == (2,)  # unassociated alpha
+    white = tifffile.TiffFile(
+        io.BytesIO(images._tiff_bytes(planes[:1], photometric=0, planar=False))
+    )
+    assert white.pages[0].photometric == 0 and np.array_equal(white.asarray(), planes[0])
 
 
 def test_a_frame_count_that_fails_still_reads_the_first_frame():
