@@ -85,3 +85,33 @@ def test_too_few_images_and_bad_k_say_so(photos, tmp_path, capsys):
     assert main(["cluster", str(photos), "--k", "many"]) == 2
     err = capsys.readouterr().err
     assert "clustering needs at least" in err and "Traceback" not in err
+
+
+def test_exact_copies_never_ask_for_more_clusters_than_distinct_images(tmp_path, caplog):
+    """Three pictures, each in three byte-identical copies: their vectors are three.
+    --k auto tried k up to 8, and k-means warned on stderr (ConvergenceWarning: fewer
+    distinct clusters than asked); --k 5 left clusters empty. Now auto stops at three,
+    and --k 5 makes three clusters, saying why."""
+    import logging
+    import warnings
+
+    import numpy as np
+
+    from reporter.collection.cluster import cluster
+    from reporter.collection.features import Features
+
+    rng = np.random.default_rng(0)
+    three = rng.normal(size=(3, 16))
+    items = [
+        Features(f"/x/{i}-{j}.png", f"{i}-{j}.png", embedding=three[i] / np.linalg.norm(three[i]))
+        for i in range(3)
+        for j in range(3)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning of scikit-learn's fails the test
+        auto = cluster(items, "embedding", None)
+        with caplog.at_level(logging.INFO, logger="reporter"):
+            asked = cluster(items, "embedding", 5)
+    assert auto.k == 3 and set(auto.silhouettes) == {2, 3}
+    assert asked.k == 3 and sorted(np.bincount(asked.labels)) == [3, 3, 3]
+    assert "--k 5 asked, but the images have only 3 distinct embedding vector(s)" in caplog.text

@@ -14,7 +14,8 @@ Features (``--features``):
 k-means (scikit-learn, ``n_init=10``, a fixed seed, so a run is reproducible). With
 ``--k auto`` every k from 2 to ``min(12, n - 1)`` is tried and the one with the best
 silhouette (the mean over images of how much nearer they are to their own cluster
-than to the next) is kept; the scores are reported. Each image's distance to its
+than to the next) is kept; the scores are reported. k never exceeds the number of
+distinct vectors (exact copies share one). Each image's distance to its
 cluster's centre says how typical it is: the report shows the most typical first.
 """
 
@@ -82,10 +83,13 @@ def cluster(items: list[Features], kind: str, k: int | None) -> Clustering:
 
     data, kept, components = vectors(items, kind)
     n = len(items)
+    # Exact copies have one vector: k-means cannot make more clusters than there are
+    # distinct vectors (scikit-learn warns, and leaves clusters empty)
+    distinct = len(np.unique(data, axis=0))
     silhouettes: dict[int, float] = {}
     if k is None:
         best = None
-        for candidate in range(2, min(MAX_AUTO_K, n - 1) + 1):
+        for candidate in range(2, min(MAX_AUTO_K, n - 1, distinct) + 1):
             labels = KMeans(candidate, n_init=10, random_state=SEED).fit_predict(data)
             if len(set(labels)) < 2:
                 continue
@@ -93,7 +97,12 @@ def cluster(items: list[Features], kind: str, k: int | None) -> Clustering:
             if best is None or silhouettes[candidate] > silhouettes[best]:
                 best = candidate
         k = best or 1
-    k = max(1, min(k, n))
+    elif k > distinct:
+        log.info(
+            "--k %d asked, but the images have only %d distinct %s vector(s): %d cluster(s)",
+            k, distinct, kind, distinct,
+        )  # fmt: skip
+    k = max(1, min(k, n, distinct))
     model = KMeans(k, n_init=10, random_state=SEED).fit(data)
     labels = model.labels_
     distances = np.linalg.norm(data - model.cluster_centers_[labels], axis=1)
