@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from reporter.cli import main
 from reporter.collection import search
 from reporter.collection.duplicates import group, keep_order
-from reporter.collection.features import Features, has_colour
+from reporter.collection.features import Features, _reduced, has_colour
 from reporter.collection.reports import duplicates_table
 
 SOURCES = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins", "brick", "page")
@@ -244,11 +244,31 @@ def test_has_colour_looks_at_the_picture_not_the_file():
     logo = grey_as_colour.copy()  # a grey page with a red stamp on 2 % of it
     h, w = logo.shape[:2]
     logo[: h // 7, : w // 7] = (0, 0, 220)
-    assert has_colour(colour) and has_colour(logo)
-    assert not has_colour(grey_as_colour[..., 0])
-    assert not has_colour(grey_as_colour) and not has_colour(jpeg)
-    assert not has_colour(noisy.astype(np.uint8))  # a scanner's noise in each channel
-    assert has_colour(np.full((1, 1, 3), (0, 0, 200), np.uint8))  # one red pixel
+    assert has_colour(_reduced(colour)) and has_colour(_reduced(logo))
+    assert not has_colour(_reduced(grey_as_colour[..., 0]))
+    assert not has_colour(_reduced(grey_as_colour)) and not has_colour(_reduced(jpeg))
+    assert not has_colour(_reduced(noisy.astype(np.uint8)))  # a scanner's noise in each channel
+    assert has_colour(_reduced(np.full((1, 1, 3), (0, 0, 200), np.uint8)))  # one red pixel
+
+
+@pytest.mark.parametrize("method", ["phash", "ahash", "embedding"])
+def test_flat_pictures_are_copies_only_of_their_own_tone(tmp_path, monkeypatch, method):
+    """Blank frames: every hash of a flat picture is the same whatever its tone, so black,
+    white and grey frames were one group (and --move-duplicates moved all but one). Now a
+    flat picture is a copy only of a flat one of its tone (a smaller or re-encoded white
+    frame is still a copy of the white one), and never of a picture with content."""
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, value in (("black", 0), ("white", 255), ("grey", 128), ("blue", (200, 30, 30))):
+        cv2.imwrite(str(folder / f"{name}.png"), np.full((120, 160, 3), value, np.uint8))
+    cv2.imwrite(str(folder / "white_small.jpg"), np.full((60, 80, 3), 254, np.uint8))
+    cv2.imwrite(str(folder / "black_1px.png"), np.zeros((1, 1), np.uint8))
+    cv2.imwrite(str(folder / "coffee.png"), photo("coffee"))
+    out = tmp_path / method
+    assert main(["duplicates", str(folder), "--by", method, "--out", str(out), "-q"]) == 0
+    found = sorted(sorted(r["file"] for r in rows) for rows in groups_csv(out).values())
+    assert found == [["black.png", "black_1px.png"], ["white.png", "white_small.jpg"]]
 
 
 def test_move_duplicates_moves_all_but_the_kept_and_logs_each(photos, tmp_path, capsys):

@@ -15,7 +15,8 @@ image within the threshold *of that kept image* joins it. Every member is
 therefore within the threshold of the image it would be replaced by, and two
 unrelated images are never chained together through a third that resembles
 both (single linkage would do that). An exact copy group is formed first and
-counts as one image for the near-duplicate pass, through its kept file.
+counts as one image for the near-duplicate pass, through its kept file. A flat
+picture (a blank frame) joins only a flat one of its tone (:func:`same_tone`).
 
 **Default thresholds** (``THRESHOLDS``) come from ``benchmarks/duplicates.py``:
 18 of scikit-image's photos, each re-encoded and resized, blurred, captioned,
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import free_name
-from .features import Features
+from .features import Features, flat
 from .search import Index
 
 __all__ = ["Group", "group", "keep_order", "move_duplicates", "THRESHOLDS"]
@@ -95,6 +96,23 @@ def keep_order(items: list[Features]) -> list[Features]:
     )
 
 
+TONE_TOLERANCE = 8.0
+"""Of 255: how far two flat pictures' mean channels may be apart and still be copies
+(re-encoding moves a flat tone by a step or two)."""
+
+
+def same_tone(a: Features, b: Features) -> bool:
+    """Whether a near-duplicate pair by hash or embedding may stand: a flat picture (a
+    blank frame, a black or white page: ``features.flat``) is a copy only of another
+    flat one of its tone. Hashes of flat pictures are alike whatever the tone, so a black
+    and a white frame were one group."""
+    if flat(a) != flat(b):
+        return False
+    if not flat(a):
+        return True
+    return bool(np.abs(a.tone[:3] - b.tone[:3]).max() <= TONE_TOLERANCE)
+
+
 def group(items: list[Features], method: str, threshold: float) -> list[Group]:
     """Groups of two or more images, largest first; the kept image leads each group."""
     readable = [f for f in items if f.error is None]
@@ -124,7 +142,7 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
             members = [Member(leader, True, 0.0)]
             members += [Member(f, False, 0.0, leader) for f in heads[leader.sha256][1:]]
             for j, distance in zip(twins, distances, strict=True):
-                if not free[j]:
+                if not free[j] or not same_tone(leader, order[j]):
                     continue
                 free[j] = False
                 twin = order[j]

@@ -43,8 +43,9 @@ side keeps at least this many pixels (``images.load``): the colour moments look 
 512, the embedding at 224, the hashes at 32, the thumbnail at 200. A phone's 12-megapixel
 photo decodes at 1/4 (1008 x 756)."""
 
-SCHEMA = 6  # a cache of another schema (its own table) is not read; 5: JPEGs decoded
-# reduced; 6: ``channels`` says whether the picture has colour, not how the file stores it
+SCHEMA = 7  # a cache of another schema (its own table) is not read; 5: JPEGs decoded
+# reduced; 6: ``channels`` says whether the picture has colour, not how the file stores it;
+# 7: ``tone``
 TABLE = f"features_v{SCHEMA}"
 
 
@@ -66,6 +67,7 @@ class Features:
     thumbnail: bytes | None = None  # JPEG, 200 px
     format: str = ""  # by the header: "PNG", "JPEG", ...
     channels: int | None = None  # 1: the picture is grey (see has_colour), 3: colour
+    tone: np.ndarray | None = None  # 4 float32: mean B, G, R and the largest channel's sd
     error: str | None = None
     cached: bool = field(default=False, compare=False)
 
@@ -107,7 +109,9 @@ def compute(
         found.sha256 = hashlib.sha256(data).hexdigest()
         pixels = hashes.to_8bit_by_depth(loaded.pixels)  # a 12-bit camera's is not black
         found.width, found.height = loaded.full_size or (loaded.width, loaded.height)
-        found.format, found.channels = loaded.format, 3 if has_colour(pixels) else 1
+        small = _reduced(pixels)
+        found.format, found.channels = loaded.format, 3 if has_colour(small) else 1
+        found.tone = tone(small)
         a, p = hashes.both(pixels)
         found.ahash, found.phash = a.tobytes(), p.tobytes()
         found.colour = colour_moments(pixels)
@@ -130,17 +134,46 @@ and still be grey. A grey picture written as a colour JPEG or PNG has channels t
 agree to within a step or two; a colour photograph's differ by tens over most of it."""
 
 
-def has_colour(pixels: np.ndarray) -> bool:
-    """Whether the picture has colour: at least 1 % of its pixels, on a 128 x 128
-    reduction (which averages out compression noise), with channels further apart than
-    :data:`CHROMA_TOLERANCE`. A grey file, and a grey picture stored as colour (a scan, a
-    grey photo re-saved as JPEG), have none; ``duplicates`` keeps a colour copy before
-    a grey one, and must not take the second kind for colour."""
-    if pixels.ndim == 2 or pixels.shape[2] == 1:
+REDUCTION = 128
+
+
+def _reduced(pixels: np.ndarray) -> np.ndarray:
+    """The 8-bit picture at 128 x 128 (area averages: compression noise averages out)."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    return cv2.resize(pixels, (REDUCTION, REDUCTION), interpolation=cv2.INTER_AREA)
+
+
+def has_colour(small: np.ndarray) -> bool:
+    """Whether the picture (its :func:`_reduced` copy, or any 8-bit one) has colour: at
+    least 1 % of its pixels with channels further apart than :data:`CHROMA_TOLERANCE`.
+    A grey file, and a grey picture stored as colour (a scan, a grey photo re-saved as
+    JPEG), have none; ``duplicates`` keeps a colour copy before a grey one, and must not
+    take the second kind for colour."""
+    if small.ndim == 2 or small.shape[2] == 1:
         return False
-    small = cv2.resize(pixels[..., :3], (128, 128), interpolation=cv2.INTER_AREA)
     chroma = small.max(axis=2).astype(np.int16) - small.min(axis=2)
     return bool(np.count_nonzero(chroma > CHROMA_TOLERANCE) >= chroma.size // 100)
+
+
+FLAT_SD = 1.0
+"""Of 255: a picture whose every channel varies less than this (standard deviation of its
+128 x 128 reduction) is flat, one tone: a blank frame, a black or white page. Its hashes
+say nothing (every DCT coefficient and block is the same, so a black and a white one
+hash alike), so ``duplicates`` compares flat pictures by their :func:`tone`."""
+
+
+def tone(small: np.ndarray) -> np.ndarray:
+    """Mean B, G, R (a grey picture's three alike) and the largest channel's standard
+    deviation, of the picture's :func:`_reduced` copy, as float32."""
+    planes = small.reshape(-1, 1 if small.ndim == 2 else small.shape[2]).astype(np.float32)
+    mean, sd = planes.mean(axis=0), planes.std(axis=0)
+    mean = np.repeat(mean, 3) if mean.size == 1 else mean[:3]
+    return np.append(mean, sd.max()).astype(np.float32)
+
+
+def flat(f: Features) -> bool:
+    return f.tone is not None and float(f.tone[3]) < FLAT_SD
 
 
 def colour_moments(pixels: np.ndarray) -> np.ndarray:
@@ -184,7 +217,7 @@ class FeatureCache:
                     path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT,
                     width INTEGER, height INTEGER, ahash BLOB, phash BLOB, colour BLOB,
                     embedding BLOB, thumbnail BLOB, format TEXT, channels INTEGER,
-                    schema INTEGER)"""
+                    tone BLOB, schema INTEGER)"""
             )
         except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
             log.warning("feature cache %s not used: %s", path, exc)
@@ -204,7 +237,7 @@ class FeatureCache:
             stat = path.stat()
             row = self._db.execute(
                 "SELECT size, mtime_ns, sha256, width, height, ahash, phash, colour, embedding, "
-                f"thumbnail, format, channels FROM {TABLE} WHERE path = ? AND schema = ?",
+                f"thumbnail, format, channels, tone FROM {TABLE} WHERE path = ? AND schema = ?",
                 (_key(path), SCHEMA),
             ).fetchone()
         except (OSError, sqlite3.Error):
@@ -231,6 +264,7 @@ class FeatureCache:
             thumbnail=row[9],
             format=row[10],
             channels=row[11],
+            tone=np.frombuffer(row[12], np.float32) if row[12] is not None else None,
             cached=True,
         )
 
@@ -252,6 +286,7 @@ class FeatureCache:
                 f.thumbnail,
                 f.format,
                 f.channels,
+                f.tone.astype(np.float32).tobytes() if f.tone is not None else None,
                 SCHEMA,
             )
             for f in items
@@ -260,7 +295,7 @@ class FeatureCache:
         try:
             with self._db:
                 self._db.executemany(
-                    f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 14)})",
+                    f"INSERT OR REPLACE INTO {TABLE} VALUES ({', '.join('?' * 15)})",
                     rows,
                 )
         except sqlite3.Error as exc:
