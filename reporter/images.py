@@ -173,20 +173,25 @@ def _tiff_refused(tags: dict[int, tuple[int, ...]]) -> str | None:
     16-bit colour TIFF whose channels are stored in separate planes as noise, and a 16-bit
     grey with alpha at 8 bits: those two are refused only while :func:`_opencv_reads`
     finds the installed OpenCV still does so (fixed in opencv/opencv#29567). Grey, colour,
-    colour with alpha and an 8-bit grey with alpha (its alpha ignored) are read."""
+    colour with alpha and an 8-bit grey with alpha (its alpha ignored) are read, and a
+    colour page with one more sample that is not alpha (a saved selection, padding):
+    :func:`_extra_sample` drops it after decoding."""
     samples = tags.get(277, (1,))[0]
     photometric = tags.get(262, (1,))[0]
     bits = max(tags.get(258, (1,)))
     alpha = tags.get(338, (0,))[0] in (1, 2)  # associated or unassociated alpha
     picture = 3 if photometric in (2, 6, 8) else 4 if photometric == 5 else 1
     more = samples - picture
-    save = "save each channel as a file of its own"
-    if more > 1 or (more == 1 and not alpha):
-        if picture == 1:
-            what = f"a TIFF of {samples} grey channels per pixel (a multichannel image)"
-        else:
-            what = f"a colour TIFF with {more} more channel(s) per pixel"
-        return f"{what}: reporter compares one grey or colour picture (with alpha at most); {save}"
+    compares = "reporter compares one grey or colour picture (with alpha at most)"
+    if picture == 1 and more >= 1 and not (more == 1 and alpha):
+        return (
+            f"a TIFF of {samples} grey channels per pixel (a multichannel image): {compares}; "
+            "save each channel as a file of its own"
+        )
+    if more > 1:  # OpenCV reads at most four channels
+        return (
+            f"a colour TIFF with {more} more channels per pixel: {compares}; save it without them"
+        )
     if bits <= 8:
         return None
     if picture == 1 and more == 1 and not _opencv_reads("grey and alpha"):
@@ -203,18 +208,29 @@ def _tiff_refused(tags: dict[int, tuple[int, ...]]) -> str | None:
     return None
 
 
+def _extra_sample(tags: dict[int, tuple[int, ...]], pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A colour page's fourth sample when the TIFF says it is not alpha (ExtraSamples 0:
+    Photoshop's saved selection, a scanner's padding) dropped, and whether it was: OpenCV
+    returns it as a fourth channel, which would be taken for alpha (all 0: a white
+    picture)."""
+    colour = tags.get(262, (1,))[0] in (2, 6, 8) and tags.get(277, (1,))[0] == 4
+    if colour and tags.get(338, (0,))[0] == 0 and pixels.ndim == 3 and pixels.shape[2] == 4:
+        return np.ascontiguousarray(pixels[..., :3]), True
+    return pixels, False
+
+
 def _white_is_zero(tags: dict[int, tuple[int, ...]], pixels: np.ndarray) -> np.ndarray:
     """A grey TIFF whose photometric interpretation is WhiteIsZero (0 is white, as some
     radiography and scanner software write) as the picture it shows. OpenCV inverts an
-    8-bit one itself but returns a 16-bit one's values as stored, a negative; those are
-    inverted here (over the file's bits per sample), while :func:`_opencv_reads` finds
-    the installed OpenCV does not."""
+    8-bit one itself but returns a 16-bit one's values as stored, a negative (and a
+    packed 10-14-bit one's on the 16-bit scale, ``v << 4`` for 12 bits); those are
+    inverted over 65535 here, while :func:`_opencv_reads` finds the installed OpenCV
+    does not."""
     if tags.get(262, (1,))[0] != 0 or pixels.dtype != np.uint16 or pixels.ndim != 2:
         return pixels
     if _opencv_reads("white is zero"):
         return pixels
-    top = (1 << min(max(tags.get(258, (16,))[0], 9), 16)) - 1
-    return top - np.minimum(pixels, top)
+    return 65535 - pixels
 
 
 _PROBES = {  # layout: samples, photometric, planar
@@ -537,6 +553,9 @@ def load(
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
     if tags:
         pixels = _white_is_zero(tags, pixels)
+        pixels, dropped = _extra_sample(tags, pixels)
+        if dropped:
+            notes.append("its fourth channel ignored: the TIFF marks it as not alpha")
     mapped_from = ""
     if pixels.dtype not in (np.uint8, np.uint16):
         mapped_from = pixels.dtype.name

@@ -443,6 +443,7 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
     b, c = 60000 - a, a // 2
     grey, rgb = {"photometric": "minisblack"}, {"photometric": "rgb"}
     alpha, planar = {"extrasamples": ["unassalpha"]}, {"planarconfig": "separate"}
+    not_alpha = {"extrasamples": ["unspecified"]}
     refused = {
         "two.tif": (np.stack([a, b], -1), grey | {"planarconfig": "contig"}),
         "two_planar.tif": (np.stack([a, b]), grey | planar),
@@ -458,6 +459,9 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
         "rgb8_planar.tif": ((np.stack([a, b, c]) >> 8).astype(np.uint8), rgb | planar),
         "rgba.tif": (np.stack([a, b, c, a], -1), rgb | alpha),
         "grey_alpha8.tif": ((np.stack([a, b], -1) >> 8).astype(np.uint8), grey | alpha),
+        # a fourth sample marked not alpha (a saved selection), all 0: not a white picture
+        "rgb_extra.tif": (np.stack([a, b, c, 0 * a], -1), rgb | not_alpha),
+        "rgb8_extra.tif": ((np.stack([a, b, c, 0 * a], -1) >> 8).astype(np.uint8), rgb | not_alpha),
     }  # fmt: skip
     as_opencv_reads = {  # refused while the installed OpenCV misreads them
         "rgb16_planar.tif": (np.stack([a, b, c]), rgb | planar),
@@ -487,7 +491,7 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
 
     assert why("two.tif").startswith("a TIFF of 2 grey channels per pixel (a multichannel")
     assert why("five.tif").endswith("save each channel as a file of its own")
-    assert why("rgb_plus_two.tif").startswith("a colour TIFF with 2 more channel(s) per pixel")
+    assert why("rgb_plus_two.tif").startswith("a colour TIFF with 2 more channels per pixel")
     if not planar_ok:
         assert "in separate planes, which OpenCV" in why("rgb16_planar.tif")
     if not alpha_ok:
@@ -504,6 +508,10 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
     )
     assert loaded["rgba.tif"].dtype == np.uint16 and loaded["rgba.tif"].shape == (32, 48, 3)
     assert np.array_equal(loaded["grey_alpha8.tif"], (a >> 8).astype(np.uint8))
+    assert np.array_equal(loaded["rgb_extra.tif"], np.stack([c, b, a], -1))
+    assert np.array_equal(loaded["rgb8_extra.tif"], (np.stack([c, b, a], -1) >> 8).astype(np.uint8))
+    notes = images.load(tmp_path / "rgb_extra.tif", max_pixels=10**8).notes
+    assert notes == ("its fourth channel ignored: the TIFF marks it as not alpha",)
     # the tags are read from untrusted bytes: mutated headers give an answer, never a crash
     seed = (tmp_path / "two.tif").read_bytes()[:300]
     for _ in range(3000):
@@ -534,6 +542,24 @@ def test_a_white_is_zero_tiff_is_read_as_the_picture_it_shows(tmp_path):
         assert np.array_equal(loaded, want), name
     df = run(tmp_path)
     assert df.loc["white16.tif", "psnr"] == np.inf and df.loc["white8.tif", "psnr"] == np.inf
+    # a packed 12-bit one: OpenCV returns it on the 16-bit scale (v << 4), so it is
+    # inverted over 65535, not over 4095 (which clipped nearly every value to black)
+    twelve = (shown >> 4)[:4, :6]
+    packed = images._tiff_bytes(twelve[None], photometric=0, planar=False)
+    tags = dict(images._tiff_tags(packed, frozenset({258, 273, 279})))
+    rows = []
+    for row in 4095 - twelve:  # two 12-bit values in three bytes, most significant first
+        bits = "".join(f"{int(v):012b}" for v in row)
+        rows.append(int(bits, 2).to_bytes(len(bits) // 8, "big"))
+    start = tags[273][0]
+    data = bytearray(packed[:start]) + b"".join(rows)
+    at = packed.index(struct.pack("<HHI", 258, 3, 1))  # BitsPerSample 16 -> 12
+    data[at + 8 : at + 10] = struct.pack("<H", 12)
+    at = packed.index(struct.pack("<HHI", 279, 4, 1))  # the strip's byte count
+    data[at + 8 : at + 12] = struct.pack("<I", len(b"".join(rows)))
+    (tmp_path / "white12.tif").write_bytes(bytes(data))
+    loaded = images.load(tmp_path / "white12.tif", max_pixels=10**8).pixels
+    assert np.abs(loaded.astype(int) - (twelve.astype(int) << 4)).max() <= 15
 
 
 def test_the_opencv_probe_tiffs_are_what_they_say():
