@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import struct
 import warnings
 from collections.abc import Iterator
@@ -118,6 +119,48 @@ def _png_ihdr(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return "PNG", width, height, 1, data[25] in (0, 4), 1
+
+
+MAX_SCANS = 500
+"""A JPEG of more scans is refused before decoding (libjpeg-turbo's own fuzz targets
+set ``TJPARAM_SCANLIMIT`` to 500; NVIDIA's nvImageCodec refuses past 256). Each scan is
+decoded over every block of its component, so decoding time is scans x pixels, not the
+file's size: a 1.6 MB progressive JPEG of 2048 x 2048 px with 100,000 scans took 30 s
+in OpenCV, and one of 100 megapixels within ``max_file_mb`` would take days. Encoders
+write 1 (baseline) or about 10 (libjpeg's progressive script)."""
+
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""A marker's start: 0xFF then a code that is not stuffing (00), a restart (D0-D7) or
+fill (FF); inside entropy-coded data a 0xFF is always one of those."""
+
+
+def _jpeg_scans(data: bytes, limit: int = MAX_SCANS) -> int:
+    """The scans (SOS markers) of a JPEG's first image, counted up to ``limit`` + 1; 0 for
+    data that is not a JPEG. Segments are stepped over by their length, so the bytes of
+    an EXIF thumbnail or a comment are never taken for markers; the entropy-coded data
+    after each SOS is searched for the next marker (in C: 4 ms for 14 MB of noise, the
+    worst case). Stops at the end-of-image marker, so a trailer (a motion photo's video)
+    is not read. A malformed file gives some count; the decoder then says what it makes
+    of it."""
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    at, scans, size = 2, 0, len(data)
+    while scans <= limit:
+        found = _JPEG_MARKER.search(data, at)
+        if found is None:
+            break
+        start = found.start()
+        code = data[start + 1]
+        if code == 0xD9:  # end of image
+            break
+        if code in (0x01, 0xD8):  # TEM, SOI: markers without a length
+            at = start + 2
+            continue
+        scans += code == 0xDA
+        if start + 4 > size:
+            break
+        at = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
+    return scans
 
 
 _TIFF_TYPES = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # BYTE SHORT LONG LONG8
@@ -511,6 +554,12 @@ def load(
         data = read_bytes(path, max_bytes)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
+    if _jpeg_scans(data) > MAX_SCANS:
+        raise ImageLoadError(
+            f"a JPEG of more than {MAX_SCANS:,} scans: decoding repeats over the whole "
+            "picture for each scan, so such a file takes minutes to days (a crafted file; "
+            "an encoder writes about 10)"
+        )
     tags = _tiff_tags(data, _TIFF_LAYOUT)
     refused_layout = _tiff_refused(tags) if tags else None
     if refused_layout:

@@ -3,6 +3,7 @@ comparison in a documented common space with a note; the other rows are unaffect
 
 from __future__ import annotations
 
+import io
 import struct
 import sys
 import warnings
@@ -409,6 +410,64 @@ def test_a_png_with_large_compressed_text_is_read(tmp_path):
     df = run(folder)
     assert df.loc["xmp.png", "psnr"] == np.inf
     assert df.loc["bomb.png", table.ERROR].startswith("100000x100000 is 10,000.0 Mpx, over")
+
+
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """A JPEG cut into its segments, each scan with its entropy-coded data."""
+    parts, at = [data[:2]], 2
+    while data[at + 1] != 0xD9:
+        end = at + 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+        if data[at + 1] == 0xDA:  # the scan's data runs to the next marker
+            end = data.index(b"\xff", end)
+            while data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end = data.index(b"\xff", end + 2)
+        parts.append(data[at:end])
+        at = end
+    return parts + [data[at:]]
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
+    """Each scan of a progressive JPEG is decoded over every block of the picture, so a
+    file of 100,000 scans (1.6 MB at 2048 x 2048 px) took OpenCV 30 s, and a larger one
+    would hold a cron run for hours. Past 500 scans, as libjpeg-turbo's fuzzers limit it,
+    the file is an ERROR row before decoding. The count steps over segments by length
+    and stops at the end of the image, so marker-like bytes in a comment or an EXIF
+    thumbnail, or a motion photo's video after the image, count nothing, and a comment
+    holding an end-of-image marker between scans hides none."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    base = smooth_image(0)
+    write(folder / "baseline.png", base)
+    buffer = io.BytesIO()
+    Image.fromarray(base[:, :, ::-1]).save(buffer, "JPEG", quality=95, progressive=True)
+    parts = jpeg_segments(buffer.getvalue())
+    scans = [i for i, part in enumerate(parts) if part[1] == 0xDA]
+    assert len(scans) == 10  # libjpeg's progressive script for colour
+    assert images._jpeg_scans(buffer.getvalue()) == 10
+    last = scans[-1]  # an AC refinement scan, repeated: what a crafted file does
+    comment = b"\xff\xfe" + struct.pack(">H", 2 + 4000) + b"\xff\xda\xff\xd9" * 1000
+
+    def joined(extra_scans: int, between: bytes = b"") -> bytes:
+        tail = parts[last + 1 :]
+        return b"".join(parts[: last + 1]) + between + parts[last] * extra_scans + b"".join(tail)
+
+    (folder / "many_scans.jpg").write_bytes(joined(images.MAX_SCANS))
+    (folder / "hidden_scans.jpg").write_bytes(joined(images.MAX_SCANS, between=comment))
+    (folder / "some_scans.jpg").write_bytes(joined(images.MAX_SCANS - 20))
+    plain = b"".join(parts)
+    marked = plain[:2] + comment + plain[2:] + b"\xff\xda" * 10_000  # and a trailer
+    (folder / "plain.jpg").write_bytes(plain)
+    (folder / "marked.jpg").write_bytes(marked)
+    assert images._jpeg_scans(marked) == 10
+    df = run(folder)
+    for name in ("many_scans.jpg", "hidden_scans.jpg"):
+        assert df.loc[name, table.ERROR] == (
+            "a JPEG of more than 500 scans: decoding repeats over the whole picture for "
+            "each scan, so such a file takes minutes to days (a crafted file; an encoder "
+            "writes about 10)"
+        ), name
+    assert df.loc["some_scans.jpg", "status"] != "ERROR"
+    assert df.loc["marked.jpg", "ssim"] == df.loc["plain.jpg", "ssim"] > 0.98
 
 
 def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
