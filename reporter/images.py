@@ -74,6 +74,9 @@ class LoadedImage:
     # (width, height) of the file's picture, upright, when it was decoded reduced
     # (``load``'s ``reduced_side``); None when the pixels are at the file's own size.
     full_size: tuple[int, int] | None = None
+    # a TIFF packed at 10, 12 or 14 bits per sample (BitsPerSample), which OpenCV returns
+    # on the 16-bit scale (v << 16 - b): ``widen`` leaves it as it is
+    packed_bits: int = 0
 
     @property
     def width(self) -> int:
@@ -600,7 +603,10 @@ def load(
     # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
     # segment") may have filled part of the picture with grey: the row says so
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
+    packed_bits = 0
     if tags:
+        depth = tags.get(258, (8,))[0]
+        packed_bits = depth if 8 < depth < 16 and pixels.dtype == np.uint16 else 0
         pixels = _white_is_zero(tags, pixels)
         pixels, dropped = _extra_sample(tags, pixels)
         if dropped:
@@ -630,7 +636,7 @@ def load(
     full_size = None
     if reduce > 1:  # a JPEG's: OpenCV decoded it
         full_size = (width, height) if orientation not in (5, 6, 7, 8) else (height, width)
-    return LoadedImage(pixels, tuple(notes), fmt, mapped_from, full_size)
+    return LoadedImage(pixels, tuple(notes), fmt, mapped_from, full_size, packed_bits)
 
 
 OWN_RANGE = "own"
@@ -753,10 +759,17 @@ def widen(image: LoadedImage, bits: int) -> LoadedImage:
     PSNR, whose L is the type's range, measure it against its own range (L = 4095 for 12
     bits, to within 0.02 %), and its pictures are not black. A value over the range is
     clipped to it first, and the notes say how many. 8-bit images, and ``bits`` 16, are
-    returned as they are."""
+    returned as they are; so is a TIFF packed at fewer than 16 bits per sample, which
+    OpenCV returns on the 16-bit scale already, with a note saying so."""
     pixels = image.pixels
     if bits >= 16 or pixels.dtype != np.uint16 or image.mapped_from:  # value_range's: all 16
         return image
+    if image.packed_bits:
+        said = (
+            f"a TIFF packed at {image.packed_bits} bits per sample, read on the 16-bit scale: "
+            f"bits = {bits} not applied to it",
+        )
+        return replace(image, notes=image.notes + said)
     top = (1 << bits) - 1
     notes = image.notes
     over = int(np.count_nonzero(pixels > top))

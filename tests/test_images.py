@@ -582,6 +582,59 @@ def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
             images._tiff_refused(tags)
 
 
+def packed_tiff(values: np.ndarray, bits: int, photometric: int = 1) -> bytes:
+    """A grey TIFF of ``values`` packed at ``bits`` per sample (10, 12, 14), as some
+    cameras write them: each row's samples back to back, most significant bit first."""
+    made = images._tiff_bytes(values[None].astype(np.uint16), photometric=photometric, planar=False)
+    tags = dict(images._tiff_tags(made, frozenset({273})))
+    rows = []
+    for row in values:
+        text = "".join(f"{int(v):0{bits}b}" for v in row)
+        text += "0" * (-len(text) % 8)
+        rows.append(int(text, 2).to_bytes(len(text) // 8, "big"))
+    data = bytearray(made[: tags[273][0]]) + b"".join(rows)
+    at = made.index(struct.pack("<HHI", 258, 3, 1))  # BitsPerSample 16 -> bits
+    data[at + 8 : at + 10] = struct.pack("<H", bits)
+    at = made.index(struct.pack("<HHI", 279, 4, 1))  # the strip's byte count
+    data[at + 8 : at + 12] = struct.pack("<I", len(b"".join(rows)))
+    return bytes(data)
+
+
+def test_a_tiff_packed_at_12_bits_is_not_widened_again_by_bits(tmp_path, caplog):
+    """OpenCV returns a TIFF packed at 10, 12 or 14 bits per sample on the 16-bit scale
+    (v << 16 - b). With bits = 12, set for a camera's 12-bit values in 16-bit TIFFs, such
+    a file was clipped to 4095 and shifted again: nearly white, with a note counting the
+    clipped values. It is now left as it is, with a note, and against the same values
+    stored unpacked it scores PSNR inf, whichever of the two is the baseline."""
+    import tifffile
+
+    values = smooth_image(0, shape=(24, 40)).astype(np.uint16) * 16  # 12 bits: 0 .. 4080
+    for b in (10, 12, 14):
+        (tmp_path / f"p{b}.tif").write_bytes(packed_tiff(values >> 2 << (b - 10), b))
+        loaded = images.load(tmp_path / f"p{b}.tif", max_pixels=10**8)
+        assert loaded.packed_bits == b
+        assert np.array_equal(loaded.pixels, values >> 2 << 6)  # OpenCV: v << 16 - b
+    for baseline in ("baseline.tif", "packed.tif"):
+        folder = tmp_path / baseline
+        folder.mkdir()
+        tifffile.imwrite(
+            folder / ("baseline.tif" if baseline == "baseline.tif" else "plain.tif"), values
+        )
+        (folder / ("packed.tif" if baseline == "baseline.tif" else "baseline.tif")).write_bytes(
+            packed_tiff(values, 12)
+        )
+        caplog.clear()
+        df = run(folder, bits=12)
+        other = "packed.tif" if baseline == "baseline.tif" else "plain.tif"
+        assert df.loc[other, "psnr"] == np.inf, df.loc[other, "notes"]
+        assert "clipped" not in caplog.text and "clipped" not in df.loc[other, "notes"]
+    assert df.loc["plain.tif", "notes"] == ""
+    folder = tmp_path / "baseline.tif"
+    assert run(folder, bits=12).loc["packed.tif", "notes"] == (
+        "a TIFF packed at 12 bits per sample, read on the 16-bit scale: bits = 12 not applied to it"
+    )
+
+
 def test_a_white_is_zero_tiff_is_read_as_the_picture_it_shows(tmp_path):
     """In a WhiteIsZero TIFF 0 is white. OpenCV inverts an 8-bit one but returned a 16-bit
     one's stored values, a negative: compared with the same picture stored BlackIsZero
@@ -604,19 +657,7 @@ def test_a_white_is_zero_tiff_is_read_as_the_picture_it_shows(tmp_path):
     # a packed 12-bit one: OpenCV returns it on the 16-bit scale (v << 4), so it is
     # inverted over 65535, not over 4095 (which clipped nearly every value to black)
     twelve = (shown >> 4)[:4, :6]
-    packed = images._tiff_bytes(twelve[None], photometric=0, planar=False)
-    tags = dict(images._tiff_tags(packed, frozenset({258, 273, 279})))
-    rows = []
-    for row in 4095 - twelve:  # two 12-bit values in three bytes, most significant first
-        bits = "".join(f"{int(v):012b}" for v in row)
-        rows.append(int(bits, 2).to_bytes(len(bits) // 8, "big"))
-    start = tags[273][0]
-    data = bytearray(packed[:start]) + b"".join(rows)
-    at = packed.index(struct.pack("<HHI", 258, 3, 1))  # BitsPerSample 16 -> 12
-    data[at + 8 : at + 10] = struct.pack("<H", 12)
-    at = packed.index(struct.pack("<HHI", 279, 4, 1))  # the strip's byte count
-    data[at + 8 : at + 12] = struct.pack("<I", len(b"".join(rows)))
-    (tmp_path / "white12.tif").write_bytes(bytes(data))
+    (tmp_path / "white12.tif").write_bytes(packed_tiff(4095 - twelve, 12, photometric=0))
     loaded = images.load(tmp_path / "white12.tif", max_pixels=10**8).pixels
     assert np.abs(loaded.astype(int) - (twelve.astype(int) << 4)).max() <= 15
 
