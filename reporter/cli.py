@@ -402,6 +402,8 @@ def _collection_options(parser, name: str) -> None:
         help="from csv,html,xlsx (default all)",
     )  # fmt: skip
     _setting_option(parser, ("jobs",), "jobs")  # the same flag, help and check as run's
+    _setting_option(parser, ("max_pixels",), "max_pixels")
+    _setting_option(parser, ("max_file_mb",), "max_file_mb")
     parser.add_argument(
         "--no-cache", action="store_true", help="neither read nor write the feature cache"
     )

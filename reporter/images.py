@@ -137,17 +137,22 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 fill (FF); inside entropy-coded data a 0xFF is always one of those."""
 
 
-def _jpeg_scans(data: bytes, limit: int = MAX_SCANS) -> int:
-    """The scans (SOS markers) of a JPEG's first image, counted up to ``limit`` + 1; 0 for
-    data that is not a JPEG. Segments are stepped over by their length, so the bytes of
-    an EXIF thumbnail or a comment are never taken for markers; the entropy-coded data
-    after each SOS is searched for the next marker (in C: 4 ms for 14 MB of noise, the
-    worst case). Stops at the end-of-image marker, so a trailer (a motion photo's video)
-    is not read. A malformed file gives some count; the decoder then says what it makes
-    of it."""
+_SEQUENTIAL = frozenset({0xC0, 0xC1, 0xC9})  # SOF0, SOF1, SOF9: DCT, one pass per scan
+
+
+def _jpeg_scans(data: bytes, limit: int = MAX_SCANS) -> tuple[int, bool]:
+    """The scans (SOS markers) of a JPEG's first image, counted up to ``limit`` + 1, and
+    whether libjpeg decodes it in one pass, band by band (one sequential scan of every
+    component: it then never holds the whole picture's coefficients); (0, False) for data
+    that is not a JPEG. Segments are stepped over by their length, so the bytes of an
+    EXIF thumbnail or a comment are never taken for markers; the entropy-coded data after
+    each SOS is searched for the next marker (in C: 4 ms for 14 MB of noise, the worst
+    case). Stops at the end-of-image marker, so a trailer (a motion photo's video) is not
+    read. A malformed file gives some count; the decoder then says what it makes of it."""
     if not data.startswith(b"\xff\xd8"):
-        return 0
+        return 0, False
     at, scans, size = 2, 0, len(data)
+    frame, components, whole = 0, 0, False  # the SOF's code and components; a full scan
     while scans <= limit:
         found = _JPEG_MARKER.search(data, at)
         if found is None:
@@ -159,11 +164,15 @@ def _jpeg_scans(data: bytes, limit: int = MAX_SCANS) -> int:
         if code in (0x01, 0xD8):  # TEM, SOI: markers without a length
             at = start + 2
             continue
-        scans += code == 0xDA
-        if start + 4 > size:
+        if start + 10 > size:
             break
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            frame, components = code, data[start + 9]
+        elif code == 0xDA:
+            scans += 1
+            whole = data[start + 4] == components
         at = start + 2 + int.from_bytes(data[start + 2 : start + 4], "big")
-    return scans
+    return scans, scans == 1 and whole and frame in _SEQUENTIAL
 
 
 _TIFF_TYPES = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # BYTE SHORT LONG LONG8
@@ -508,6 +517,12 @@ def _on_white(pixels: np.ndarray) -> np.ndarray:
     return out[:, :, 0] if out.shape[2] == 1 else out
 
 
+def _mb(n: float) -> str:
+    """Megabytes as a person writes them: 1,024, 12, 1, 1.6, 0.1."""
+    mb = n / 1e6
+    return f"{mb:,.0f}" if mb >= 9.95 or mb == round(mb) else f"{mb:.1f}"
+
+
 def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """The file's bytes; ``max_bytes``: a larger file is refused before it is read (a 2 GB
     file named .png would otherwise be read whole). Raises ImageLoadError."""
@@ -515,7 +530,7 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
             raise ImageLoadError(
-                f"the file is {size / 1e6:,.0f} MB, over the limit of {max_bytes / 1e6:,.0f} MB "
+                f"the file is {_mb(size)} MB, over the limit of {_mb(max_bytes)} MB "
                 "(max_file_mb): not read"
             )
         return path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
@@ -557,7 +572,8 @@ def load(
         data = read_bytes(path, max_bytes)
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
-    if _jpeg_scans(data) > MAX_SCANS:
+    scans, one_pass = _jpeg_scans(data)
+    if scans > MAX_SCANS:
         raise ImageLoadError(
             f"a JPEG of more than {MAX_SCANS:,} scans: decoding repeats over the whole "
             "picture for each scan, so such a file takes minutes to days (a crafted file; "
@@ -568,14 +584,21 @@ def load(
     if refused_layout:
         raise ImageLoadError(refused_layout)
     header = _header(data)
+    reduce = _reduction(header, reduced_side)
     if header is None:
         # Unknown to Pillow: the limit is checked after decoding, with OpenCV's
         # own limit (2^30 pixels) guarding the decoder.
         fmt, orientation, grey, frames = path.suffix.lstrip(".").upper() or "image", 1, False, 1
     else:
         fmt, width, height, orientation, grey, frames = header
-        _check_size(width, height, max_pixels)
-    reduce = _reduction(header, reduced_side)
+        if reduce > 1 and one_pass:
+            # a camera's or a phone's JPEG: libjpeg decodes it band by band at 1/reduce and
+            # holds only the reduced picture (a 150-megapixel panorama: 72 MB, 0.12 s); a
+            # progressive one holds its whole picture's coefficients (493 MB), so its full
+            # size is what the limit weighs
+            _check_size(-(-width // reduce), -(-height // reduce), max_pixels)
+        else:
+            _check_size(width, height, max_pixels)
     if header is not None and fmt in PILLOW_DECODES:
         try:
             pixels = _pillow_decode(data)

@@ -236,6 +236,60 @@ def test_a_grey_picture_stored_as_colour_is_grey_in_the_keep_order(tmp_path, mon
     assert [r["file"] for r in rows if r["keep"] == "yes"] == ["camera.png"]
 
 
+def test_a_large_jpeg_is_weighed_by_what_its_reduced_decode_holds(tmp_path, monkeypatch, capsys):
+    """The collection commands decode a JPEG at 1/2 to 1/8 of its size. One of a single
+    sequential scan (a camera's, a phone's, a stitched panorama's) is decoded band by band
+    and holds only the reduced picture, so the pixel limit weighs that: a 150-megapixel
+    panorama was an ERROR row, over a max_pixels these commands did not even offer. A
+    progressive one holds its whole picture's coefficients, so its full size is weighed.
+    --max-pixels and --max-file-mb are now the collection commands' too."""
+    from reporter import images
+
+    monkeypatch.setenv("REPORTER_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    wide = cv2.resize(photo("coffee"), (2400, 1600), interpolation=cv2.INTER_CUBIC)
+    sequential, progressive = folder / "pano.jpg", folder / "pano_progressive.jpg"
+    cv2.imwrite(str(sequential), wide, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(progressive), wide, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    cv2.imwrite(str(folder / "small.png"), photo("astronaut"))
+    data = sequential.read_bytes()
+    assert images._jpeg_scans(data) == (1, True)
+    assert images._jpeg_scans(progressive.read_bytes())[1] is False
+    sos = data.index(b"\xff\xda")  # one scan of one of the three components: libjpeg then
+    apart = data[: sos + 4] + b"\x01" + data[sos + 5 :]  # buffers the whole picture
+    assert images._jpeg_scans(apart) == (1, False)
+    limit = 1_000_000  # the panoramas have 3.84 Mpx; decoded at 1/2, 0.96
+    loaded = images.load(sequential, max_pixels=limit, reduced_side=512)
+    assert loaded.full_size == (2400, 1600) and loaded.pixels.shape[:2] == (800, 1200)
+    for path, reduced_side in ((progressive, 512), (sequential, None)):
+        with pytest.raises(images.ImageLoadError, match="over the limit of 1.0 Mpx"):
+            images.load(path, max_pixels=limit, reduced_side=reduced_side)
+    out = tmp_path / "out"
+    assert main(["duplicates", str(folder), "--out", str(out), "-q"]) == 0  # 100 Mpx
+    (rows,) = groups_csv(out).values()
+    assert sorted(r["file"] for r in rows) == ["pano.jpg", "pano_progressive.jpg"]
+    out = tmp_path / "limited"
+    limited = ["--max-pixels", str(limit), "--no-cache"]  # cached features need no decoding
+    code = main(["duplicates", str(folder), "--out", str(out), "-q", *limited])
+    assert code == 1 and groups_csv(out) == {}
+    with (out / "groups.csv").open(encoding="utf-8", newline="") as f:
+        errors = {r["file"]: r["error"] for r in csv.DictReader(f)}
+    assert errors == {
+        "pano_progressive.jpg": "2400x1600 is 3.8 Mpx, over the limit of 1.0 Mpx (max_pixels)"
+    }
+    out = tmp_path / "small_files"
+    limited = ["--max-file-mb", "0.1", "--no-cache"]
+    assert main(["duplicates", str(folder), "--out", str(out), "-q", *limited]) == 1
+    with (out / "groups.csv").open(encoding="utf-8", newline="") as f:
+        errors = {r["file"]: r["error"] for r in csv.DictReader(f)}
+    assert len(errors) == 3 and all(
+        e.endswith("over the limit of 0.1 MB (max_file_mb): not read") for e in errors.values()
+    ), errors
+    assert main(["cluster", str(folder), "--max-pixels", "0"]) == 2
+    assert "--max-pixels: must be positive" in capsys.readouterr().err
+
+
 def test_has_colour_looks_at_the_picture_not_the_file():
     colour = photo("coffee")
     grey_as_colour = cv2.cvtColor(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)

@@ -443,7 +443,7 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
     parts = jpeg_segments(buffer.getvalue())
     scans = [i for i, part in enumerate(parts) if part[1] == 0xDA]
     assert len(scans) == 10  # libjpeg's progressive script for colour
-    assert images._jpeg_scans(buffer.getvalue()) == 10
+    assert images._jpeg_scans(buffer.getvalue()) == (10, False)
     last = scans[-1]  # an AC refinement scan, repeated: what a crafted file does
     comment = b"\xff\xfe" + struct.pack(">H", 2 + 4000) + b"\xff\xda\xff\xd9" * 1000
 
@@ -458,7 +458,7 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
     marked = plain[:2] + comment + plain[2:] + b"\xff\xda" * 10_000  # and a trailer
     (folder / "plain.jpg").write_bytes(plain)
     (folder / "marked.jpg").write_bytes(marked)
-    assert images._jpeg_scans(marked) == 10
+    assert images._jpeg_scans(marked) == (10, False)
     df = run(folder)
     for name in ("many_scans.jpg", "hidden_scans.jpg"):
         assert df.loc[name, table.ERROR] == (
@@ -791,7 +791,7 @@ def test_a_file_over_the_size_limit_is_an_error_row_and_never_read(run_dir, tmp_
     df = result.table.set_index(table.FILE)
     assert df.loc["huge.png", table.STATUS] == "ERROR"
     assert (
-        "the file is 3,000 MB, over the limit of 2 MB (max_file_mb): not read"
+        "the file is 3,000 MB, over the limit of 1.5 MB (max_file_mb): not read"
         in (df.loc["huge.png", table.ERROR])
     )
     assert df.loc["padded.png", table.STATUS] == "ERROR"  # 2 MB of it, over 1.5 MB

@@ -16,7 +16,6 @@ import numpy as np
 
 from .. import clock, executor, machine, stopping
 from ..compare import Input
-from ..config import Config
 from ..errors import ExitStatus, ReporterError
 from ..inputs import discover
 from ..names import printable
@@ -115,7 +114,9 @@ def search(args: argparse.Namespace) -> int:
             if query.error:
                 raise ReporterError(f"query {item.path}: {query.error}")
             if index is None:  # a run metric: compared as reporter run would
-                rankings.append(by_metric(args.by, query, candidates, args.top, jobs, engine))
+                rankings.append(
+                    by_metric(args.by, query, candidates, args.top, jobs, engine, args.max_pixels)
+                )
             else:
                 rankings.append(rank(args.by, query, candidates, args.top, index))
     errors = [f for f in candidates if f.error]
@@ -154,7 +155,8 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
             embedding=embedding,
             jobs=args.jobs or machine.cores(),
             cache=cache,
-            max_bytes=Config().max_bytes,  # max_file_mb's default, as run's
+            max_pixels=args.max_pixels,
+            max_bytes=int(args.max_file_mb * 1e6),  # as Config.max_bytes
             cluster=engine,
             progress=not args.no_progress,
         )

@@ -351,7 +351,13 @@ def table(rankings: list[Ranking], errors: list[Features], method: str, when: st
 
 
 def by_metric(
-    metric: str, query: Features, items: list[Features], top: int, jobs: int, cluster=None
+    metric: str,
+    query: Features,
+    items: list[Features],
+    top: int,
+    jobs: int,
+    cluster=None,
+    max_pixels: int = 100_000_000,
 ) -> Ranking:
     """``search --by ssim`` (any of RUN_METRICS): the query as the baseline of a run, every
     other readable image compared with it by run's own path (``compare.compare_all``:
@@ -361,9 +367,9 @@ def by_metric(
     from ..compare import Input, Job, compare_all
     from ..metrics import Reference
 
-    loaded = images.load(query.path, max_pixels=100_000_000, value_range=images.OWN_RANGE)
+    loaded = images.load(query.path, max_pixels=max_pixels, value_range=images.OWN_RANGE)
     job = Job(Reference(loaded.pixels).prepare(), images.Geometry.of(loaded.pixels),
-              100_000_000, strict_size=False, value_range=images.OWN_RANGE)  # fmt: skip
+              max_pixels, strict_size=False, value_range=images.OWN_RANGE)  # fmt: skip
     pool = [f for f in items if f.error is None and f.path != query.path]
     results = compare_all(job, [Input(Path(f.path), f.file) for f in pool], jobs=jobs,
                           progress=False, cluster=cluster)  # fmt: skip
