@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import sys
 from dataclasses import replace
@@ -232,6 +233,8 @@ def _reader(row: Setting):
                 value = float(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            if not math.isfinite(value):  # as a TOML file's: inf ended in a traceback
+                raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         elif kind in ("path", "baseline"):
             value = Path(text)
         elif kind == "range":
