@@ -480,18 +480,20 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(tmp_path):
 def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
     """Pillow's page count checks each page against every one before it: a hostile TIFF of
     one-pixel pages made the header's count grow with their square (20,000 pages in
-    2.5 MB: 3.6 s). Counting stops past 1,000, and the note says so; a GIF's frames are
-    counted by skipping through its data, which grows with its bytes only."""
+    2.5 MB: 3.6 s). Counting stops past 1,000, and the note says so. So it does for a GIF,
+    whose frames Pillow skips in Python (500,000 one-pixel frames, 11.5 MB: 1.2 s)."""
     one = Image.fromarray(np.zeros((1, 1), np.uint8))
     one.save(tmp_path / "many.tif", save_all=True, append_images=[one] * 1001)
     one.save(tmp_path / "some.tif", save_all=True, append_images=[one] * 999)
     other = Image.fromarray(np.full((1, 1), 255, np.uint8))  # GIF merges equal frames
     one.save(tmp_path / "many.gif", save_all=True, append_images=[other, one] * 500 + [other])
+    one.save(tmp_path / "some.gif", save_all=True, append_images=[other, one] * 499 + [other])
     assert images.PAGES_COUNTED == 1000
     notes = {p.name: images.load(p, max_pixels=10**8).notes for p in tmp_path.iterdir()}
     assert notes["many.tif"] == ("the first of its more than 1,000 pages compared",)
     assert notes["some.tif"] == ("the first of its 1,000 pages compared",)
-    assert notes["many.gif"] == ("the first of its 1,002 frames compared",)
+    assert notes["many.gif"] == ("the first of its more than 1,000 frames compared",)
+    assert notes["some.gif"] == ("the first of its 1,000 frames compared",)
 
 
 def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
@@ -701,13 +703,20 @@ def test_a_frame_count_that_fails_still_reads_the_first_frame():
     first is still read, and nothing else (an UnboundLocalError) escapes."""
 
     class Broken:
-        format = "GIF"
+        format = "WEBP"
 
         @property
         def n_frames(self):
             raise EOFError("no frame after the first")
 
+    class BrokenGif:
+        format = "GIF"
+
+        def seek(self, frame):
+            raise OSError("image file is truncated")
+
     assert images._frames(Broken()) == 1
+    assert images._frames(BrokenGif()) == 1
 
 
 def test_recursive_descends_and_names_rows_by_relative_path(run_dir, baseline_img):
