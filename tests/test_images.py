@@ -496,6 +496,27 @@ def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
     assert notes["some.gif"] == ("the first of its 1,000 frames compared",)
 
 
+def test_a_gifs_frames_are_skipped_only_up_to_the_limit(tmp_path, monkeypatch):
+    """Pillow skips a GIF's frames in Python (500,000 one-pixel frames, 11.5 MB: 1.2 s,
+    and minutes for a file at max_file_mb): the count steps through no more than 1,001
+    of 3,000."""
+    from PIL import GifImagePlugin
+
+    one = Image.fromarray(np.zeros((1, 1), np.uint8))
+    other = Image.fromarray(np.full((1, 1), 255, np.uint8))  # GIF merges equal frames
+    one.save(tmp_path / "long.gif", save_all=True, append_images=[other, one] * 1500)
+    steps = []
+    step = GifImagePlugin.GifImageFile._seek
+    monkeypatch.setattr(
+        GifImagePlugin.GifImageFile,
+        "_seek",
+        lambda im, *a, **k: steps.append(1) or step(im, *a, **k),
+    )
+    notes = images.load(tmp_path / "long.gif", max_pixels=10**8).notes
+    assert notes == ("the first of its more than 1,000 frames compared",)
+    assert 1000 < len(steps) < 1100, len(steps)
+
+
 def test_a_tiff_of_several_channels_per_pixel_is_refused_not_misread(tmp_path):
     """OpenCV reads a two-sample TIFF as its first channel at 8 bits, three grey samples
     (a microscope's channels) as a mix of them, five not at all: each was compared as a
