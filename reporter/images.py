@@ -441,6 +441,7 @@ def _orientation(im: Image.Image) -> int:
 PAGES_COUNTED = 1000
 """A TIFF's pages and a GIF's frames are counted up to this many; past it, the note says
 "more than 1,000"."""
+_COUNTED = frozenset({"TIFF", "GIF"})  # the formats whose pages or frames are counted so
 
 
 def _frames(im: Image.Image) -> int:
@@ -454,7 +455,7 @@ def _frames(im: Image.Image) -> int:
     Call it last: it moves ``im`` away from the first frame."""
     pages = 1
     try:
-        if im.format not in ("TIFF", "GIF"):
+        if im.format not in _COUNTED:
             return max(1, int(getattr(im, "n_frames", 1)))
         while pages <= PAGES_COUNTED:
             im.seek(pages)
@@ -659,7 +660,7 @@ def load(
     if frames > 1:
         what = "pages" if fmt == "TIFF" else "frames"
         many = f"{frames:,}"
-        if frames > PAGES_COUNTED:
+        if fmt in _COUNTED and frames > PAGES_COUNTED:  # the count stopped there
             many = f"more than {PAGES_COUNTED:,}"
         notes.append(f"the first of its {many} {what} compared")
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):

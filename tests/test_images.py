@@ -488,12 +488,14 @@ def test_a_tiffs_pages_are_counted_up_to_a_limit(tmp_path):
     other = Image.fromarray(np.full((1, 1), 255, np.uint8))  # GIF merges equal frames
     one.save(tmp_path / "many.gif", save_all=True, append_images=[other, one] * 500 + [other])
     one.save(tmp_path / "some.gif", save_all=True, append_images=[other, one] * 499 + [other])
+    one.save(tmp_path / "many.png", save_all=True, append_images=[other, one] * 500 + [other])
     assert images.PAGES_COUNTED == 1000
     notes = {p.name: images.load(p, max_pixels=10**8).notes for p in tmp_path.iterdir()}
     assert notes["many.tif"] == ("the first of its more than 1,000 pages compared",)
     assert notes["some.tif"] == ("the first of its 1,000 pages compared",)
     assert notes["many.gif"] == ("the first of its more than 1,000 frames compared",)
     assert notes["some.gif"] == ("the first of its 1,000 frames compared",)
+    assert notes["many.png"] == ("the first of its 1,002 frames compared",)  # from its header
 
 
 def test_a_gifs_frames_are_skipped_only_up_to_the_limit(tmp_path, monkeypatch):
