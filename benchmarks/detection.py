@@ -52,7 +52,16 @@ MORE_HEALTHY = 500
 FAULT_DRAWS = 3
 DRIFT_DAYS = 12  # 1 % lower gain each day
 SEED = 0  # other values draw other days (for checking that the figures are typical)
-SHOWN = ("ssim", "ms_ssim", "ssim_64", "phash", "signal_change", "occupancy_change", "shift")
+SHOWN = (
+    "ssim",
+    "ms_ssim",
+    "ssim_64",
+    "psnr_local",
+    "phash",
+    "signal_change",
+    "occupancy_change",
+    "shift",
+)
 FAULT_NAMES = {
     "gain_drift": "gain drift (both gains 12 % low)",
     "broad_cv": "broader CV (x 1.6)",
@@ -386,9 +395,12 @@ def document(found: Found) -> str:
         "The cube root (Wilson & Hilferty) brings the signal metrics' tails to what the",
         "rules expect, but not the SSIMs': on a dot plot their tail comes from where the",
         "wobbling gain moved the populations. So on a sparse baseline the rules watch",
-        "`signal_change`, `occupancy_change` and `shift` (and `phash` for the outlier",
-        "rule); every metric keeps its fixed limits. On a dense baseline (a photograph)",
-        "they watch the SSIMs and PSNR as well.",
+        "`signal_change`, `occupancy_change`, `shift` and `psnr_local` (and `phash` for",
+        "the outlier rule); every metric keeps its fixed limits. On a dense baseline (a",
+        "photograph) they watch the SSIMs and PSNR as well. `psnr_local`, a logarithm,",
+        "needs no cube root: it is on the rules' scale as it is. It is watched for a",
+        "change confined to one region (a speck of dust on a flat field, which is also",
+        "classed sparse: see README), which no whole-picture metric shows.",
         "",
     ]
     return "\n".join(out)

@@ -122,7 +122,7 @@ def fmt(name: str, value: float) -> str:
         return "nan"
     if math.isinf(value):
         return "inf"
-    if name in ("psnr", "shift"):
+    if name in ("psnr", "psnr_local", "shift"):
         return f"{value:.1f}"
     if METRICS[name].two_sided:
         return f"{value:+.3f}"
@@ -307,6 +307,12 @@ READING = """\
   blur and react to downscaling (dots merge), text (new ink) and translation
   (the signal moves between grid cells); on the photograph, where nearly every
   pixel differs from the most common colour, they say little.
+
+* **`psnr_local`**, the worst of 256 cells, sits 3-10 dB under `psnr` for a
+  change spread over the whole picture (JPEG and blur cost most in its busiest
+  cell, a gamma about evenly), and 15-20 dB under it for a change confined to
+  a region (a small text: one cell holds most of it). It is a metric for the
+  rules of a run and a series, which compare it with itself on healthy days.
 
 Which to trust: for **dot plots and other sparse images**, `signal_change`,
 `occupancy_change`, `ssim_64` and `phash` (the defaults), with the control rules

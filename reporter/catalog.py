@@ -38,6 +38,7 @@ class Metric:
     # Below 1, this many significant digits instead (0: ``digits`` decimals): MSE in the
     # units of a float image's range (value_range 0 to 1) is 0.0001, not 0.0.
     significant: int = 0
+    infinite: bool = False  # identical images give inf (a PSNR): shown as ∞ everywhere
 
     # The statistical rules (outliers of a run, a series' control limits) work on a
     # scale where healthy variation is near normal. A similarity or a distance is
@@ -213,6 +214,17 @@ _DECLARED = (
         definition="peak signal-to-noise ratio 10 log10(L^2 / MSE) in dB; "
         "identical images give inf",
         digits=2,
+        infinite=True,
+    ),
+    Metric(
+        "psnr_local",
+        higher_is_better=True,
+        definition="the lowest PSNR of the cells of a 16x16 grid over the picture (each cell's "
+        "10 log10(L^2 / MSE) in dB, cells less than a quarter compared left out); identical "
+        "images give inf: a change confined to a small region (a speck of dust, a scratch, a "
+        "dead patch), which whole-picture averages dilute",
+        digits=2,
+        infinite=True,
     ),
     Metric(
         "mse",

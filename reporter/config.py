@@ -231,24 +231,29 @@ AUTO = "auto"
 # that passes mean + 3 SD on about 2 % of healthy days even on the cube-root scale
 # (docs/detection.md), so there the rules watch the signal metrics; the fixed limits
 # still apply to every metric. On a dense image (a photograph, a slide) they watch both.
-SPARSE_OUTLIER_METRICS = ("signal_change", "occupancy_change", "shift", "phash")
+# psnr_local (the worst cell's PSNR) is watched on both: a local defect, such as a speck
+# of dust on a flat field (which a vignetted field's bright centre makes "sparse"), moves
+# no other metric; its floors keep a dot plot's healthy scatter of it quiet.
+SPARSE_OUTLIER_METRICS = ("signal_change", "occupancy_change", "shift", "phash", "psnr_local")
 DENSE_OUTLIER_METRICS = (
     "ssim",
     "ssim_coarse",
     "ms_ssim",
     "ssim_64",
     "psnr",
+    "psnr_local",
     "phash",
     "signal_change",
     "occupancy_change",
     "shift",
 )
-SPARSE_CONTROL_METRICS = ("signal_change", "occupancy_change", "shift")
+SPARSE_CONTROL_METRICS = ("signal_change", "occupancy_change", "shift", "psnr_local")
 DENSE_CONTROL_METRICS = (
     "ssim",
     "ms_ssim",
     "ssim_64",
     "psnr",
+    "psnr_local",
     "signal_change",
     "occupancy_change",
     "shift",
@@ -322,6 +327,7 @@ DEFAULT_MIN_SPREAD: Floors = Floors(
         "ms_ssim": 0.01,
         "ssim_64": 0.01,
         "psnr": 0.5,
+        "psnr_local": 0.5,
         "mse": 1.0,
         "ahash": 1.0,
         "phash": 1.0,
@@ -406,6 +412,10 @@ DEFAULT_MIN_SD: Floors = Floors(
         "ms_ssim": 0.002,
         "ssim_64": 0.002,
         "psnr": 0.05,
+        # The worst cell of a dot plot scatters 0.3-0.4 dB with a heavy tail (1.6 % of
+        # healthy days past mean + 3 SD, docs/detection.md): limits at least 1.5 dB
+        # out, where a local defect moves it 2.5-14 dB (README "psnr_local")
+        "psnr_local": 0.5,
         "mse": 0.5,
         "ahash": 0.5,
         "phash": 0.5,

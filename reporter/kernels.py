@@ -3,7 +3,8 @@
 Where it sits: ``metrics._Scale.compare`` calls :func:`ssim_sums` once per colour
 plane and scale; ``metrics._Scale`` computes the baseline's side with
 :func:`ssim_stats`, by the same steps; ``signal.ink_cells`` sums the sparse-image
-metrics' ink per grid cell with :func:`ink_cells`; ``align.Aligner`` takes the shift's
+metrics' ink per grid cell with :func:`ink_cells`; ``psnr_local`` sums squared
+differences per cell with :func:`diff_cells`; ``align.Aligner`` takes the shift's
 normalised cross-power spectrum from :func:`cross_power`. Nothing else in the package
 imports numba, and this module is imported only by a process that computes metrics,
 so ``--help``, the reports and the history never pay for it.
@@ -53,6 +54,7 @@ from .embedding import cache_folder
 __all__ = [
     "block_means",
     "cross_power",
+    "diff_cells",
     "halve",
     "ink_cells",
     "ssim_stats",
@@ -547,6 +549,52 @@ def ink_cells(pixels, colour, dead, valid, rows, cols):
 
 
 @_compiled
+def _sq_row(x, y, r, acc):  # pragma: no cover - compiled
+    """Add each sample's squared difference in row ``r`` (all channels interleaved) to
+    ``acc``: int64 lanes, exact for 16-bit samples."""
+    for j in range(acc.shape[0]):
+        d = np.int64(x[r, j]) - np.int64(y[r, j])
+        acc[j] += d * d
+
+
+@_compiled
+def _diff_cells(x, y, channels, rows, cols, out):  # pragma: no cover - compiled
+    acc = np.zeros(x.shape[1], np.int64)  # each sample column's sum over one band of cells
+    for band in range(rows.shape[0] - 1):
+        acc[:] = 0
+        for r in range(rows[band], rows[band + 1]):
+            _sq_row(x, y, r, acc)
+        for c in range(cols.shape[0] - 1):
+            total = 0
+            for j in range(cols[c] * channels, cols[c + 1] * channels):
+                total += acc[j]
+            out[band, c] = total
+
+
+def diff_cells(x, y, rows, cols):
+    """The squared differences of two images of one shape and integer type (H x W or
+    H x W x C) summed per cell, over every channel, in one pass: cell (i, j) holds rows
+    ``rows[i]`` to ``rows[i + 1]`` and columns ``cols[j]`` to ``cols[j + 1]``. Integer
+    sums, exact (a 16-bit sample's square needs 32 bits), as float64; their total is
+    the whole images' squared distance.
+
+    What ``psnr_local`` needs, without the image-sized difference arrays OpenCV or numpy
+    would make: about 0.9 ms at 1024 x 1024 x 3."""
+    h, w = x.shape[:2]
+    channels = 1 if x.ndim == 2 else x.shape[2]
+    out = np.zeros((len(rows) - 1, len(cols) - 1), np.int64)
+    _diff_cells(
+        np.ascontiguousarray(x).reshape(h, w * channels),
+        np.ascontiguousarray(y).reshape(h, w * channels),
+        channels,
+        np.asarray(rows, np.int64),
+        np.asarray(cols, np.int64),
+        out,
+    )
+    return out.astype(np.float64)
+
+
+@_compiled
 def _cross_products(a, b, out, mag2):  # pragma: no cover - compiled
     """out = a * conj(b), and in mag2 each value's squared magnitude at its places."""
     h, w = a.shape
@@ -629,6 +677,7 @@ def warm(dtype: str = "uint8") -> None:
     edges = np.array([0, 8, 16])
     for channels in (1, 3):
         ink_cells(np.ones((16, 16, channels), pixels), [0] * channels, 0, None, edges, edges)
+        diff_cells(*[np.ones((16, 16, channels), pixels)] * 2, edges, edges)
     spectrum = np.ones((16, 16), np.float32)  # the shift's phase correlation
     cross_power(spectrum, spectrum)
     weights = np.ones((16, 16), np.float32)  # the share of valid pixels, at every level

@@ -28,6 +28,10 @@ Definitions (see README "Metrics"):
   difference from the baseline's background, its ink (``signal.py``): the
   relative change of the total ink, and the L1 distance between the ink on a
   16x16 grid over the baseline's total.
+* ``psnr_local`` is the PSNR of the cell of a 16x16 grid (the occupancy grid's
+  cells) whose mean squared difference is largest: a change confined to a small
+  region (a speck of dust, a scratch, a dead patch) moves it by the cell's share of
+  the picture, where the whole-picture averages dilute it 256 times more.
 * ``shift`` is the size of the whole-image translation ``align.Aligner`` measures.
 * ``ms_ssim`` is the multi-scale SSIM of Wang, Simoncelli & Bovik (2003) with the
   weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) and the 2x2-mean downsampling
@@ -65,6 +69,8 @@ __all__ = [
     "K1",
     "K2",
     "low_level",
+    "LOCAL_GRID",
+    "local_edges",
     "LOW_SIDE",
     "ms_ssim",
     "ms_ssim_scales",
@@ -72,6 +78,7 @@ __all__ = [
     "mse",
     "Pair",
     "psnr",
+    "psnr_local",
     "Reference",
     "SIGMA",
     "ssim",
@@ -88,6 +95,8 @@ CROP = WINDOW // 2  # skimage crops the filter radius from the SSIM map
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 COARSE_SIDE = 256  # ssim.m downsamples so that the smaller side is about this
 LOW_SIDE = 64  # ssim_64: the pyramid level whose smaller side is nearest this
+LOCAL_GRID = 16  # psnr_local: cells per side, as the occupancy grid's (signal.GRID)
+LOCAL_SHARE = 0.25  # psnr_local: the least share of a cell's pixels compared for it to count
 
 _DATA_RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 # The Gaussian's taps in the type of the data they blur: the baseline's statistics
@@ -120,6 +129,15 @@ def low_level(height: int, width: int) -> int:
     """The 2x2-mean pyramid level whose smaller side is nearest 64 px (0 for small images)."""
     side = min(height, width)
     return max(0, round(math.log2(side / LOW_SIDE))) if side > LOW_SIDE else 0
+
+
+def local_edges(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column edges of ``psnr_local``'s LOCAL_GRID x LOCAL_GRID cells (those of
+    ``signal.ink_cells``: the nearest whole pixels to equal shares; a side under
+    LOCAL_GRID px has empty cells, which count nothing)."""
+    rows = np.linspace(0, height, LOCAL_GRID + 1).round().astype(np.int64)
+    cols = np.linspace(0, width, LOCAL_GRID + 1).round().astype(np.int64)
+    return rows, cols
 
 
 def ms_ssim_scales(height: int, width: int) -> int:
@@ -545,7 +563,32 @@ class Pair:
 
     @cached_property
     def diff_sq(self) -> float:
-        return cv2.norm(self.ref.pixels, self.image, cv2.NORM_L2SQR)
+        """The squared distance between the image and the baseline: an exact integer sum."""
+        return float(self.diff_cells.sum())
+
+    @cached_property
+    def diff_cells(self) -> np.ndarray:
+        """The squared differences summed per cell of the local grid (``local_edges``),
+        over every channel; 0 wherever nothing is compared (``Reference.masked``)."""
+        from .kernels import diff_cells
+
+        rows, cols = local_edges(*self.image.shape[:2])
+        return diff_cells(self.ref.pixels, self.image, rows, cols)
+
+    def cell_mse(self) -> np.ndarray:
+        """The mean squared difference of each cell that counts (at least LOCAL_SHARE of
+        its pixels compared), flattened; every cell with a compared pixel when none does."""
+        rows, cols = local_edges(*self.image.shape[:2])
+        area = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
+        if self.valid is None:
+            counted = area
+        else:
+            by_rows = np.add.reduceat(self.valid, rows[:-1], axis=0, dtype=np.int64)
+            counted = np.add.reduceat(by_rows, cols[:-1], axis=1).astype(np.float64)
+        keep = (area > 0) & (counted >= LOCAL_SHARE * area)
+        if not keep.any():
+            keep = counted > 0
+        return self.diff_cells[keep] / (counted[keep] * self.ref.channels)
 
     @cached_property
     def hash_pair(self) -> tuple[np.ndarray, np.ndarray]:
@@ -653,6 +696,12 @@ def _psnr(p: Pair) -> float:
     return math.inf if mse == 0 else 10 * math.log10(p.ref.data_range**2 / mse)
 
 
+@computes("psnr_local")
+def _psnr_local(p: Pair) -> float:
+    mse = float(p.cell_mse().max())
+    return math.inf if mse == 0 else 10 * math.log10(p.ref.data_range**2 / mse)
+
+
 @computes("mse")
 def _mse(p: Pair) -> float:
     channels = 1 if p.image.ndim == 2 else p.image.shape[2]
@@ -729,6 +778,11 @@ def ms_ssim(baseline: np.ndarray, image: np.ndarray) -> float:
 def psnr(baseline: np.ndarray, image: np.ndarray) -> float:
     """PSNR in dB; ``math.inf`` for identical images."""
     return _one("psnr", baseline, image)
+
+
+def psnr_local(baseline: np.ndarray, image: np.ndarray) -> float:
+    """The lowest PSNR of the cells of a 16 x 16 grid, in dB; ``math.inf`` for identical images."""
+    return _one("psnr_local", baseline, image)
 
 
 def mse(baseline: np.ndarray, image: np.ndarray) -> float:

@@ -295,6 +295,7 @@ def test_every_metric_is_registered_with_a_definition():
         "ms_ssim",
         "ssim_64",
         "psnr",
+        "psnr_local",
         "mse",
         "ahash",
         "phash",

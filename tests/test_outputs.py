@@ -104,6 +104,7 @@ def test_json_has_metadata_and_the_same_rows(sample_run):
         "occupancy_change",
         "shift",
         "phash",
+        "psnr_local",
     ]
     assert sorted(Path(s["path"]).name for s in doc["skipped"]) == ["README.md", "make_samples.py"]
     assert [r["file"] for r in doc["rows"]] == list(sample_run.table[table.FILE])

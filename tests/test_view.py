@@ -112,8 +112,11 @@ def test_every_metric_has_its_digits_in_the_page_and_the_workbook(sample):
         metric = METRICS[name]
         cell = results.cell(row=3, column=heads[name])
         assert cell.number_format == view.excel_format(name)
-        if not metric.integer and name != "psnr":
-            first = cell.number_format.split(";")[0].lstrip("+").removeprefix("[=0]")
+        if metric.infinite:  # identical images' inf, stored huge, shown as ∞
+            assert cell.number_format.startswith('[>=1000]"\u221e";')
+        if not metric.integer:
+            first = cell.number_format.split(";")[-1 if metric.infinite else 0]
+            first = first.lstrip("+").removeprefix("[=0]")
             assert first == "0." + "0" * metric.digits
 
 

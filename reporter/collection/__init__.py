@@ -14,8 +14,8 @@ METHODS = {  # name -> (what its score is, whether higher is nearer)
 
 # Any of run's metrics ranks too (``search --by ssim``): the query is the baseline and every
 # image is compared with it as ``reporter run`` would (brought to its size, every metric).
-RUN_METRICS = ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "mse", "cosine",
-               "signal_change", "occupancy_change")  # fmt: skip
+RUN_METRICS = ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "psnr_local", "mse",
+               "cosine", "signal_change", "occupancy_change")  # fmt: skip
 
 
 def score_kind(method: str) -> tuple[str, bool]:

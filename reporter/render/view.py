@@ -176,7 +176,7 @@ def excel_format(name: str) -> str:
     if metric.integer:
         return "0"
     digits = "0." + "0" * metric.digits if metric.digits else "0"
-    if name == "psnr":  # identical images are stored as a huge number, shown as ∞
+    if metric.infinite:  # identical images are stored as a huge number, shown as ∞
         return f'[>=1000]"\u221e";{digits}'
     if metric.two_sided:  # signed: which way it went
         return f"+{digits};-{digits};{digits}"

@@ -1,0 +1,175 @@
+"""psnr_local: the worst cell's PSNR, and the local defect no whole-picture metric shows."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from reporter.config import Config, HistorySettings
+from reporter.metrics import Reference, local_edges, psnr, psnr_local
+from reporter.pipeline import run
+
+
+def worst_cell_psnr(x: np.ndarray, y: np.ndarray, valid=None, top=255.0) -> float:
+    """The definition, in plain numpy: the 16 x 16 cells of linspace edges, each cell's
+    MSE over its compared pixels, cells less than a quarter compared left out."""
+    d = (x.astype(np.int64) - y.astype(np.int64)) ** 2
+    channels = 1 if d.ndim == 2 else d.shape[2]
+    if d.ndim == 3:
+        d = d.sum(axis=2)
+    h, w = d.shape
+    valid = np.ones((h, w), bool) if valid is None else valid
+    rows = np.linspace(0, h, 17).round().astype(int)
+    cols = np.linspace(0, w, 17).round().astype(int)
+    cells = []
+    for i in range(16):
+        for j in range(16):
+            cell = (slice(rows[i], rows[i + 1]), slice(cols[j], cols[j + 1]))
+            n = valid[cell].sum()
+            if n:
+                mse = d[cell][valid[cell]].sum() / (n * channels)
+                cells.append((n >= d[cell].size / 4, mse))
+    counted = [mse for enough, mse in cells if enough] or [mse for _, mse in cells]
+    worst = max(counted)
+    return math.inf if worst == 0 else 10 * math.log10(top**2 / worst)
+
+
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((203, 317, 3), np.uint8), ((160, 96), np.uint16), ((11, 13, 3), np.uint8)],
+)
+def test_psnr_local_is_the_psnr_of_the_worst_cell(shape, dtype):
+    rng = np.random.default_rng(7)
+    top = np.iinfo(dtype).max
+    x = rng.integers(0, top + 1, shape, dtype=dtype)
+    y = np.clip(x.astype(np.int64) + rng.integers(-9, 10, shape), 0, top).astype(dtype)
+    h, w = shape[:2]
+    y[h // 3 : h // 3 + 4, w // 2 : w // 2 + 4] //= 2  # a small dark patch
+    got = psnr_local(x, y)
+    assert got == pytest.approx(worst_cell_psnr(x, y, top=top), abs=1e-9)
+    assert got < psnr(x, y)  # the worst cell is worse than the average
+    assert psnr_local(x, x) == math.inf
+    # the squared distance it shares with mse, cosine and psnr is an exact integer sum
+    exact = float(((x.astype(np.int64) - y.astype(np.int64)) ** 2).sum())
+    assert Reference(x).pair(y).diff_sq == exact
+
+
+def test_psnr_local_leaves_out_ignored_pixels_and_cells_mostly_ignored():
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, (160, 160), dtype=np.uint8)
+    y = x.copy()
+    y[:10, :10] = 255 - y[:10, :10]  # a change that only an ignored region holds
+    y[100:104, 100:104] ^= 0x20  # a smaller one in plain view
+    valid = np.ones(x.shape, bool)
+    valid[:8, :] = False  # covers 8 of the first cells' 10 rows: under a quarter left
+    valid[:, :3] = False
+    got = Reference(x, valid).compare(y, ["psnr_local"])["psnr_local"]
+    # the pixels of the ignored region take the baseline's values (Reference.masked)
+    want = worst_cell_psnr(x, np.where(valid, y, x), valid)
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got > worst_cell_psnr(x, y)  # the ignored change counted for nothing
+    # every cell under a quarter compared: the cells with any compared pixel count
+    sliver = np.zeros(x.shape, bool)
+    sliver[:, 5] = True
+    alone = Reference(x, sliver).compare(y, ["psnr_local"])["psnr_local"]
+    assert alone == pytest.approx(worst_cell_psnr(x, np.where(sliver, y, x), sliver), abs=1e-9)
+    assert math.isfinite(alone)  # the column crosses the first change
+
+
+def test_the_cells_are_the_occupancy_grids():
+    from reporter import signal
+
+    rows, cols = local_edges(1000, 777)
+    assert len(rows) == len(cols) == signal.GRID + 1
+    assert rows[0] == cols[0] == 0 and rows[-1] == 1000 and cols[-1] == 777
+
+
+# --- a speck of dust on a flat field ---------------------------------------------------
+
+H, W = 320, 400
+
+
+def flat_field(seed: int, speck: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """A camera's flat field: 25 % vignetting, noise of SD 3, and optionally a dark
+    square speck (top, left, side, depth)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    r2 = ((yy - H / 2) ** 2 + (xx - W / 2) ** 2) / ((H / 2) ** 2 + (W / 2) ** 2)
+    field = 180 * (1 - 0.25 * r2) + rng.normal(0, 3, (H, W))
+    if speck:
+        top, left, side, depth = speck
+        field[top : top + side, left : left + side] -= depth
+    grey = np.clip(field.round(), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+SPECK = (100, 150, 6, 40)  # 6 x 6 px, 40 levels dark: 0.03 % of the picture
+
+
+def write(path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def test_a_speck_on_a_flat_field_moves_no_whole_picture_metric():
+    """Why psnr_local exists: every whole-picture metric of the speck stays among the
+    healthy fields' values; the worst cell's PSNR falls by several dB."""
+    base = Reference(flat_field(0))
+    healthy = [base.compare(flat_field(s)) for s in range(1, 9)]
+    speck = base.compare(flat_field(9, SPECK))
+    for name in ("ssim", "ssim_coarse", "ms_ssim", "ssim_64", "psnr", "cosine"):
+        low = min(v[name] for v in healthy)
+        assert speck[name] > low - 0.01 * abs(low), name
+    worst_healthy = min(v["psnr_local"] for v in healthy)
+    assert speck["psnr_local"] < worst_healthy - 3
+
+
+def test_a_speck_on_a_flat_field_is_flagged_by_the_run(tmp_path):
+    for s in range(1, 10):
+        write(tmp_path / "in" / f"field_{s:02d}.png", flat_field(s))
+    write(tmp_path / "in" / "field_10.png", flat_field(10, SPECK))
+    write(tmp_path / "baseline.png", flat_field(0))
+    result = run(
+        Config(
+            inputs=(tmp_path / "in",),
+            baseline=tmp_path / "baseline.png",
+            out=tmp_path / "out",
+            formats=("csv",),
+            jobs=1,
+            progress=False,
+        )
+    )
+    rows = {r["file"]: r for r in result.table.to_dict("records")}
+    assert rows["field_10.png"]["status"] == "WARN"
+    assert rows["field_10.png"]["reasons"].startswith("psnr_local ")
+    assert "outlier of this run" in rows["field_10.png"]["reasons"]
+    assert {r["status"] for f, r in rows.items() if f != "field_10.png"} == {"PASS"}
+
+
+def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path):
+    """One field a day, so no run has the eight images the outlier rule needs: the
+    control rules of the series must see it."""
+    write(tmp_path / "baseline.png", flat_field(0))
+    config = dict(
+        baseline=tmp_path / "baseline.png",
+        series="flat field",
+        formats=("json",),
+        jobs=1,
+        progress=False,
+        reports_root=tmp_path / "reports",
+        history=HistorySettings(path=tmp_path / "history.sqlite", min_runs=12),
+    )
+    statuses = []
+    for day in range(1, 15):
+        image = flat_field(day, SPECK if day == 14 else None)
+        write(tmp_path / f"d{day}" / f"field_2026-03-{day:02d}.png", image)
+        result = run(Config(inputs=(tmp_path / f"d{day}",), out=tmp_path / f"o{day}", **config))
+        (row,) = result.table.to_dict("records")
+        statuses.append((row["status"], row["reasons"]))
+    assert {s for s, _ in statuses[:13]} == {"PASS"}
+    status, reasons = statuses[13]
+    assert status == "FAIL"
+    assert "psnr_local 1-3s" in reasons
