@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 import sqlite3
@@ -94,6 +95,17 @@ def test_any_run_metric_ranks_with_the_query_as_the_baseline(collection, tmp_pat
     assert [r["method"] for r in ranked] == ["ssim_64"] * 3
     scores = [float(r["score"]) for r in ranked]
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("metric", ["psnr", "psnr_local"])
+def test_an_identical_copy_ranks_first_by_psnr(collection, tmp_path, metric):
+    """An identical copy's PSNR is inf: the best score, ranked first, not left out."""
+    out = tmp_path / "o"
+    assert main(["search", str(collection / "coins.png"), str(collection), "--by", metric,
+                 "--top", "2", "--out", str(out), "-q", "-j", "1"]) == 1  # fmt: skip
+    ranked = [r for r in results(out) if r["rank"]]
+    assert ranked[0]["file"] == "'" + EVIL and float(ranked[0]["score"]) == math.inf
+    assert math.isfinite(float(ranked[1]["score"]))
 
 
 def test_the_embedding_finds_the_tight_crop_that_hashes_miss(collection, tmp_path):

@@ -376,7 +376,8 @@ def by_metric(
     scored = [
         (f, r.metrics[metric])
         for f, r in zip(pool, results, strict=True)
-        if r.metrics is not None and np.isfinite(r.metrics[metric])
+        # an identical copy's PSNR is inf, the best score there is; only NaN ranks nothing
+        if r.metrics is not None and not np.isnan(r.metrics[metric])
     ]
     higher = score_kind(metric)[1]
     from ..catalog import METRICS
