@@ -82,6 +82,7 @@ class ImageResult:
     error: str | None = None
     shift_x: float | None = None  # measured translation against the baseline, px (align.py)
     shift_y: float | None = None
+    local_cell: tuple[int, int, int, int] | None = None  # psnr_local's cell: x0, y0, x1, y1
     thumbnail: bytes | None = None  # JPEG, longest side Job.picture_side (visuals.py)
     diff_map: bytes | None = None  # JPEG, 1 - SSIM at thumbnail scale
     icon: bytes | None = None  # JPEG, longest side 48 px
@@ -199,10 +200,13 @@ def compare_file(job: Job, item: Input) -> ImageResult:
             if shift.found:
                 result.shift_x, result.shift_y = shift.dx, shift.dy
             if job.align and shift.found and shift.size > 0:
-                result.metrics, pixels, valid, note = aligned(ref, pixels, shift, pair.values())
+                result.metrics, moved, valid, note = aligned(ref, pixels, shift, pair.values())
                 result.notes.append(note)
+                if moved is not pixels:
+                    pixels, pair = moved, ref.pair(moved, valid)
             else:
                 result.metrics = pair.values()
+            result.local_cell = pair.worst_cell()
             # MSE in the data's own units: value_range's, or 12-bit values, not 16-bit steps
             if "mse" in result.metrics and job.mapped:
                 low, high = job.value_range

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import METRICS
-from .table import FLAGS, REASONS, SEPARATOR, STATUS, Status
+from .table import FLAGS, LOCAL_CELL, NOTES, REASONS, SEPARATOR, STATUS, Status
 
 __all__ = [
     "apply",
@@ -128,6 +128,13 @@ def ranked(flags: list[Flag]) -> list[Flag]:
     return sorted(flags, key=lambda f: -f.status.severity)
 
 
+def where_local(cell: tuple[int, int, int, int]) -> str:
+    """The note that says where a flagged ``psnr_local`` was measured, in the baseline's
+    pixels (0, 0 at the top left; both ends included)."""
+    x0, y0, x1, y1 = cell
+    return f"psnr_local's cell: x {x0}-{x1 - 1}, y {y0}-{y1 - 1} px"
+
+
 def apply(
     frame: pd.DataFrame,
     limits: Mapping,
@@ -142,6 +149,7 @@ def apply(
     out = frame.copy()
     batch = outlier_flags(out, outliers)
     statuses, reasons, found = [], [], []
+    notes = list(out[NOTES]) if NOTES in out else None
     for i, row in enumerate(out.itertuples(index=False)):
         current = Status(getattr(row, STATUS))
         if current is Status.ERROR:
@@ -162,7 +170,12 @@ def apply(
         statuses.append(worst.value)
         reasons.append(SEPARATOR.join(f.text for f in flags))
         found.append(tuple((f.status.value, f.text) for f in flags))
+        cell = getattr(row, LOCAL_CELL, None)
+        if notes is not None and cell and any(f.metric == "psnr_local" for f in flags):
+            notes[i] = SEPARATOR.join(filter(None, (notes[i], where_local(cell))))
     out[STATUS] = pd.Categorical(statuses, dtype=out[STATUS].dtype)
+    if notes is not None:
+        out[NOTES] = pd.Series(notes, index=out.index, dtype="str")
     out[REASONS] = pd.Series(reasons, index=out.index, dtype="str")
     out[FLAGS] = pd.Series(found, index=out.index, dtype="object")
     return out

@@ -575,9 +575,11 @@ class Pair:
         rows, cols = local_edges(*self.image.shape[:2])
         return diff_cells(self.ref.pixels, self.image, rows, cols)
 
+    @cached_property
     def cell_mse(self) -> np.ndarray:
-        """The mean squared difference of each cell that counts (at least LOCAL_SHARE of
-        its pixels compared), flattened; every cell with a compared pixel when none does."""
+        """The mean squared difference of each cell (LOCAL_GRID x LOCAL_GRID), NaN for a
+        cell that does not count: one less than LOCAL_SHARE compared (every cell with a
+        compared pixel counts when none is that full), or an empty one."""
         rows, cols = local_edges(*self.image.shape[:2])
         area = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
         if self.valid is None:
@@ -587,8 +589,21 @@ class Pair:
             counted = np.add.reduceat(by_rows, cols[:-1], axis=1).astype(np.float64)
         keep = (area > 0) & (counted >= LOCAL_SHARE * area)
         if not keep.any():
-            keep = counted > 0
-        return self.diff_cells[keep] / (counted[keep] * self.ref.channels)
+            keep = (area > 0) & (counted > 0)
+        out = np.full(area.shape, np.nan)
+        out[keep] = self.diff_cells[keep] / (counted[keep] * self.ref.channels)
+        return out
+
+    def worst_cell(self) -> tuple[int, int, int, int] | None:
+        """Where ``psnr_local`` was measured: the cell of the largest mean squared
+        difference as (x0, y0, x1, y1), pixels x0 to x1 - 1 of the baseline's; None when
+        no cell differs."""
+        mse = self.cell_mse
+        if not np.nanmax(mse) > 0:
+            return None
+        i, j = np.unravel_index(np.nanargmax(mse), mse.shape)
+        rows, cols = local_edges(*self.image.shape[:2])
+        return int(cols[j]), int(rows[i]), int(cols[j + 1]), int(rows[i + 1])
 
     @cached_property
     def hash_pair(self) -> tuple[np.ndarray, np.ndarray]:
@@ -698,7 +713,7 @@ def _psnr(p: Pair) -> float:
 
 @computes("psnr_local")
 def _psnr_local(p: Pair) -> float:
-    mse = float(p.cell_mse().max())
+    mse = float(np.nanmax(p.cell_mse))
     return math.inf if mse == 0 else 10 * math.log10(p.ref.data_range**2 / mse)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "FILE",
     "flagged",
     "FLAGS",
+    "LOCAL_CELL",
     "FOR_REPORTS",
     "HEIGHT",
     "ICON",
@@ -92,6 +93,7 @@ ICON = "icon"  # JPEG bytes, 48 px: the compact row of an image that passed
 LOOK = "look"  # JPEG bytes, 512 px: the closer look at a flagged image (pipeline.closer_looks)
 LOOK_DIFF = "look_diff"  # its diff map at the same size
 FLAGS = "flags"  # ((status, reason), ...) most severe first: the reasons with their levels
+LOCAL_CELL = "local_cell"  # (x0, y0, x1, y1): psnr_local's cell, named when psnr_local fires
 
 METRIC_COLUMNS = tuple(METRICS)
 COLUMNS = (
@@ -110,7 +112,7 @@ COLUMNS = (
 """The data columns: CSV and JSON hold exactly these."""
 PICTURES = (THUMBNAIL, DIFF_MAP, ICON, LOOK, LOOK_DIFF)
 """Encoded pictures for the reports, after the data columns."""
-FOR_REPORTS = (*PICTURES, FLAGS)
+FOR_REPORTS = (*PICTURES, FLAGS, LOCAL_CELL)
 """Columns for the renderers only (not in CSV or JSON)."""
 
 STATUS_DTYPE = pd.CategoricalDtype([s.value for s in Status], ordered=True)
@@ -132,6 +134,7 @@ DTYPES = {
     LOOK: "object",
     LOOK_DIFF: "object",
     FLAGS: "object",
+    LOCAL_CELL: "object",
 }
 
 SEPARATOR = "; "  # between several notes or reasons in one cell
@@ -165,6 +168,7 @@ def build(results: Iterable[ImageResult]) -> pd.DataFrame:
                 LOOK: None,
                 LOOK_DIFF: None,
                 FLAGS: (),
+                LOCAL_CELL: r.local_cell,
             }
         )
     frame = pd.DataFrame.from_records(records, columns=[*COLUMNS, *FOR_REPORTS])

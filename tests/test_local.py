@@ -107,6 +107,8 @@ def flat_field(seed: int, speck: tuple[int, int, int, int] | None = None) -> np.
 
 
 SPECK = (100, 150, 6, 40)  # 6 x 6 px, 40 levels dark: 0.03 % of the picture
+# its cell of the 16 x 16 grid: rows of 20 px, columns of 25
+WHERE = "psnr_local's cell: x 150-174, y 100-119 px"
 
 
 def write(path, image) -> None:
@@ -146,7 +148,10 @@ def test_a_speck_on_a_flat_field_is_flagged_by_the_run(tmp_path):
     assert rows["field_10.png"]["status"] == "WARN"
     assert rows["field_10.png"]["reasons"].startswith("psnr_local ")
     assert "outlier of this run" in rows["field_10.png"]["reasons"]
+    # where: the cell that holds the speck (rows 100-105, columns 150-155)
+    assert rows["field_10.png"]["notes"].endswith("; " + WHERE)  # after the shift's note
     assert {r["status"] for f, r in rows.items() if f != "field_10.png"} == {"PASS"}
+    assert not any("psnr_local" in r["notes"] for f, r in rows.items() if f != "field_10.png")
 
 
 def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path):
@@ -162,14 +167,16 @@ def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path)
         reports_root=tmp_path / "reports",
         history=HistorySettings(path=tmp_path / "history.sqlite", min_runs=12),
     )
-    statuses = []
+    statuses, notes = [], []
     for day in range(1, 15):
         image = flat_field(day, SPECK if day == 14 else None)
         write(tmp_path / f"d{day}" / f"field_2026-03-{day:02d}.png", image)
         result = run(Config(inputs=(tmp_path / f"d{day}",), out=tmp_path / f"o{day}", **config))
         (row,) = result.table.to_dict("records")
         statuses.append((row["status"], row["reasons"]))
+        notes.append(row["notes"])
     assert {s for s, _ in statuses[:13]} == {"PASS"}
     status, reasons = statuses[13]
     assert status == "FAIL"
     assert "psnr_local 1-3s" in reasons
+    assert WHERE in notes[13] and not any("psnr_local" in n for n in notes[:13])

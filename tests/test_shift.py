@@ -17,7 +17,7 @@ from reporter import pipeline
 from reporter.align import Aligner, compensate
 from reporter.cli import main
 from reporter.compare import NOT_JUDGES, aligned
-from reporter.config import Comparison, Config
+from reporter.config import Comparison, Config, Limit
 from reporter.metrics import METRICS, Reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -196,6 +196,33 @@ def test_with_align_a_shifted_copy_scores_like_the_original(moved, tmp_path):
     assert row["ssim"] > 0.999 and row["ssim_64"] > 0.999 and row["psnr"] > 40
     assert row["shift_x"] == pytest.approx(3, abs=0.1)  # the measured shift stays reported
     assert "aligned: moved back by +3.00, -2.00 px (whole pixels)" in row["notes"]
+
+
+def test_with_align_psnr_locals_cell_is_where_the_aligned_image_differs(tmp_path):
+    """psnr_local and the cell its note names come from the image moved back, in the
+    baseline's pixels: a 4 x 4 px spot at x 192, y 121 of the baseline, which the move
+    took into the next cell."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    base = photo()
+    write(tmp_path / "baseline.png", base)
+    spotted = base.copy()
+    spotted[121:125, 192:196] = 255 - spotted[121:125, 192:196]
+    write(folder / "moved.png", shifted(spotted, 8, -2))
+    config = Config(
+        inputs=(folder,),
+        baseline=tmp_path / "baseline.png",
+        out=tmp_path / "o",
+        jobs=1,
+        formats=("json",),
+        comparison=Comparison(align=True),
+        limits={"psnr_local": Limit(warn=40.0)},
+    )
+    row = pipeline.run(config).table.set_index("file").loc["moved.png"]
+    assert row["status"] == "WARN" and row["reasons"].startswith("psnr_local ")
+    # 300 x 400: cells of 18-19 rows and 25 columns; the spot is in row 6, column 7
+    assert "psnr_local's cell: x 175-199, y 112-130 px" in row["notes"]
+    assert "aligned: moved back by +8.00, -2.00 px (whole pixels)" in row["notes"]
 
 
 def test_align_prefers_the_sub_pixel_move_when_it_is_better(tmp_path):
