@@ -363,14 +363,19 @@ def test_reports_show_the_levey_jennings_charts(series_runs):
     result = results[FEW]
     page = result.outputs["html"].read_text(encoding="utf-8")
     charts = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="Levey-Jennings chart', page)
-    assert len(charts) == 4  # tubeA and tubeB, occupancy_change and signal_change
+    # tubeA and tubeB, occupancy_change and signal_change; and on tubeA, whose few events
+    # psnr_local's 1-3s flagged too, psnr_local's chart
+    titles = re.findall(r'alt="Levey-Jennings chart of ([^"]+)"', page)
+    assert len(charts) == len(titles) == 5, titles
+    assert sum("psnr_local" in t for t in titles) == 1
+    assert "psnr_local 1-3s" in result.table.set_index("file").loc[f"tubeA_{FEW}.png", "reasons"]
     img = cv2.imdecode(np.frombuffer(base64.b64decode(charts[0]), np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (270, 700) and img.std() > 10
     red = np.all(np.abs(img.astype(int) - (0x28, 0x28, 0xC6)) < 40, axis=2)
     assert red.sum() > 20  # the flagged point and the 3 SD lines
     assert f"{SERIES}, run {result.meta['history']['run_id']}" in page
     trend = load_workbook(result.outputs["xlsx"])["Trend"]
-    assert len(trend._charts) == 4
+    assert len(trend._charts) == 5
     assert all(
         len(c.series) == 8 and all(s.smooth is False for s in c.series) for c in trend._charts
     )

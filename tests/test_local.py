@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -171,7 +172,10 @@ def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path)
     for day in range(1, 15):
         image = flat_field(day, SPECK if day == 14 else None)
         write(tmp_path / f"d{day}" / f"field_2026-03-{day:02d}.png", image)
-        result = run(Config(inputs=(tmp_path / f"d{day}",), out=tmp_path / f"o{day}", **config))
+        inputs = (tmp_path / f"d{day}",)
+        if day == 14:
+            config["formats"] = ("json", "html")
+        result = run(Config(inputs=inputs, out=tmp_path / f"o{day}", **config))
         (row,) = result.table.to_dict("records")
         statuses.append((row["status"], row["reasons"]))
         notes.append(row["notes"])
@@ -180,3 +184,8 @@ def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path)
     assert status == "FAIL"
     assert "psnr_local 1-3s" in reasons
     assert WHERE in notes[13] and not any("psnr_local" in n for n in notes[:13])
+    # and its Levey-Jennings chart, though not a chart metric: the flag shows since when
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    charted = re.findall(r'alt="Levey-Jennings chart of ([^"]+)"', page)
+    assert any("psnr_local" in c for c in charted), charted
+    assert any("occupancy_change" in c for c in charted)  # the chart metrics stay

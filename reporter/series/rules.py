@@ -305,9 +305,11 @@ def evaluate(
                     )
                     flags[slot].append(Flag(metric, Rule.CONTROL, Status.FAIL, text))
 
+    # Charted: the chart metrics, and any metric a control rule flagged today (its chart
+    # shows since when it moved).
     points: dict[tuple[str, str], list[Point]] = {}
     for slot, values in today.items():
-        for metric in settings.chart_metrics:
+        for metric in dict.fromkeys((*settings.chart_metrics, *(f.metric for f in flags[slot]))):
             past = [
                 Point(
                     r["run_id"],
