@@ -219,10 +219,11 @@ _DECLARED = (
     Metric(
         "psnr_local",
         higher_is_better=True,
-        definition="the lowest PSNR of the cells of a 16x16 grid over the picture (each cell's "
-        "10 log10(L^2 / MSE) in dB, cells less than a quarter compared left out); identical "
-        "images give inf: a change confined to a small region (a speck of dust, a scratch, a "
-        "dead patch), which whole-picture averages dilute",
+        definition="the lowest PSNR of the cells of a grid over the picture (16 a side, more "
+        "on a side over 1024 px: cells of at most 64 px; each cell's 10 log10(L^2 / MSE) in "
+        "dB, cells less than a quarter compared left out); identical images give inf: a "
+        "change confined to a small region (a speck of dust, a scratch, a dead patch), which "
+        "whole-picture averages dilute",
         digits=2,
         infinite=True,
     ),

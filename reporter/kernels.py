@@ -579,7 +579,7 @@ def diff_cells(x, y, rows, cols):
     the whole images' squared distance.
 
     What ``psnr_local`` needs, without the image-sized difference arrays OpenCV or numpy
-    would make: about 0.9 ms at 1024 x 1024 x 3."""
+    would make: about 0.4 ms at 1024 x 1024 x 3."""
     h, w = x.shape[:2]
     channels = 1 if x.ndim == 2 else x.shape[2]
     out = np.zeros((len(rows) - 1, len(cols) - 1), np.int64)

@@ -28,10 +28,11 @@ Definitions (see README "Metrics"):
   difference from the baseline's background, its ink (``signal.py``): the
   relative change of the total ink, and the L1 distance between the ink on a
   16x16 grid over the baseline's total.
-* ``psnr_local`` is the PSNR of the cell of a 16x16 grid (the occupancy grid's
-  cells) whose mean squared difference is largest: a change confined to a small
-  region (a speck of dust, a scratch, a dead patch) moves it by the cell's share of
-  the picture, where the whole-picture averages dilute it 256 times more.
+* ``psnr_local`` is the PSNR of the cell whose mean squared difference is largest,
+  among the cells of a grid of 16 a side (the occupancy grid's cells), more on a
+  side over 1024 px so that no cell is over 64 px: a change confined to a small
+  region (a speck of dust, a scratch, a dead patch) moves it by its share of a
+  cell, where the whole-picture averages dilute it by its share of the picture.
 * ``shift`` is the size of the whole-image translation ``align.Aligner`` measures.
 * ``ms_ssim`` is the multi-scale SSIM of Wang, Simoncelli & Bovik (2003) with the
   weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333) and the 2x2-mean downsampling
@@ -70,6 +71,7 @@ __all__ = [
     "K2",
     "low_level",
     "LOCAL_GRID",
+    "LOCAL_SIDE",
     "local_edges",
     "LOW_SIDE",
     "ms_ssim",
@@ -95,7 +97,8 @@ CROP = WINDOW // 2  # skimage crops the filter radius from the SSIM map
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 COARSE_SIDE = 256  # ssim.m downsamples so that the smaller side is about this
 LOW_SIDE = 64  # ssim_64: the pyramid level whose smaller side is nearest this
-LOCAL_GRID = 16  # psnr_local: cells per side, as the occupancy grid's (signal.GRID)
+LOCAL_GRID = 16  # psnr_local: at least this many cells a side, as the occupancy grid's
+LOCAL_SIDE = 64  # psnr_local: and cells of at most this many px a side (larger images)
 LOCAL_SHARE = 0.25  # psnr_local: the least share of a cell's pixels compared for it to count
 
 _DATA_RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -132,12 +135,17 @@ def low_level(height: int, width: int) -> int:
 
 
 def local_edges(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The row and column edges of ``psnr_local``'s LOCAL_GRID x LOCAL_GRID cells (those of
-    ``signal.ink_cells``: the nearest whole pixels to equal shares; a side under
-    LOCAL_GRID px has empty cells, which count nothing)."""
-    rows = np.linspace(0, height, LOCAL_GRID + 1).round().astype(np.int64)
-    cols = np.linspace(0, width, LOCAL_GRID + 1).round().astype(np.int64)
-    return rows, cols
+    """The row and column edges of ``psnr_local``'s cells: LOCAL_GRID a side (the cells of
+    ``signal.ink_cells``) up to 1024 px, more on a longer side, so that no cell is over
+    LOCAL_SIDE px (a 12-megapixel picture has 63 x 47); edges at the nearest whole
+    pixels to equal shares. A side under LOCAL_GRID px has empty cells, which count
+    nothing."""
+
+    def edges(side: int) -> np.ndarray:
+        cells = max(LOCAL_GRID, -(-side // LOCAL_SIDE))
+        return np.linspace(0, side, cells + 1).round().astype(np.int64)
+
+    return edges(height), edges(width)
 
 
 def ms_ssim_scales(height: int, width: int) -> int:
@@ -796,7 +804,7 @@ def psnr(baseline: np.ndarray, image: np.ndarray) -> float:
 
 
 def psnr_local(baseline: np.ndarray, image: np.ndarray) -> float:
-    """The lowest PSNR of the cells of a 16 x 16 grid, in dB; ``math.inf`` for identical images."""
+    """The lowest PSNR of the cells (``local_edges``), in dB; ``math.inf`` for identical images."""
     return _one("psnr_local", baseline, image)
 
 
