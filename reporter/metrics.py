@@ -585,9 +585,9 @@ class Pair:
 
     @cached_property
     def cell_mse(self) -> np.ndarray:
-        """The mean squared difference of each cell (LOCAL_GRID x LOCAL_GRID), NaN for a
-        cell that does not count: one less than LOCAL_SHARE compared (every cell with a
-        compared pixel counts when none is that full), or an empty one."""
+        """The mean squared difference of each cell (``local_edges``), NaN for a cell that
+        does not count: one less than LOCAL_SHARE compared (every cell with a compared
+        pixel counts when none is that full), or an empty one."""
         rows, cols = local_edges(*self.image.shape[:2])
         area = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
         if self.valid is None:
