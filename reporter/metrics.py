@@ -575,12 +575,17 @@ class Pair:
         return float(self.diff_cells.sum())
 
     @cached_property
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """The row and column edges of ``psnr_local``'s cells (``local_edges``)."""
+        return local_edges(*self.image.shape[:2])
+
+    @cached_property
     def diff_cells(self) -> np.ndarray:
         """The squared differences summed per cell of the local grid (``local_edges``),
         over every channel; 0 wherever nothing is compared (``Reference.masked``)."""
         from .kernels import diff_cells
 
-        rows, cols = local_edges(*self.image.shape[:2])
+        rows, cols = self.edges
         return diff_cells(self.ref.pixels, self.image, rows, cols)
 
     @cached_property
@@ -588,7 +593,7 @@ class Pair:
         """The mean squared difference of each cell (``local_edges``), NaN for a cell that
         does not count: one less than LOCAL_SHARE compared (every cell with a compared
         pixel counts when none is that full), or an empty one."""
-        rows, cols = local_edges(*self.image.shape[:2])
+        rows, cols = self.edges
         area = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
         if self.valid is None:
             counted = area
@@ -610,7 +615,7 @@ class Pair:
         if not np.nanmax(mse) > 0:
             return None
         i, j = np.unravel_index(np.nanargmax(mse), mse.shape)
-        rows, cols = local_edges(*self.image.shape[:2])
+        rows, cols = self.edges
         return int(cols[j]), int(rows[i]), int(cols[j + 1]), int(rows[i + 1])
 
     @cached_property
