@@ -411,6 +411,7 @@ def _collection_options(parser, name: str) -> None:
         "--no-cache", action="store_true", help="neither read nor write the feature cache"
     )
     _setting_option(parser, ("timezone",), "timezone")
+    _setting_option(parser, ("time_limit",), "time_limit")
     _setting_option(parser, ("scheduler",), "scheduler")
     _setting_option(parser, ("scheduler_timeout",), "scheduler_timeout")
     _setting_option(parser, ("send_bytes",), "send_bytes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing.connection
 import os
 import select
 import signal
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -402,37 +403,105 @@ def _opencv_threads(n: int) -> Iterator[None]:
 
 MAX_WORKER_DEATHS = 5  # past this, something is wrong with the machine, not with an image
 
+_started = None
+"""In a worker of a pass with a time limit: when it began each item (``time.monotonic``,
+the same clock in every process of the machine), by item index, in memory it shares
+with the parent (``_pool_pass``); 0 until begun."""
+
+
+def _init_timed(started, init, initargs: tuple) -> None:
+    global _started
+    _started = started
+    init(*initargs)
+
+
+def _timed(work, i: int, item):
+    if _started is not None:
+        _started[i] = time.monotonic()
+    return work(item)
+
+
+def _finished(futures: dict, started, limit: float | None, workers: int, late: list[int]):
+    """The futures as they finish; with a ``limit``, until an item is past it (then its
+    index is added to ``late``, and the rest are left).
+
+    Items go to the workers in turn (the executor's call queue is first in, first out),
+    so the items begun are among the first 2 x workers + 1 unfinished ones: only those
+    are waited on and watched, which keeps each wait short at any number of items (a
+    wait on every pending future is quadratic: minutes at 10,000 images)."""
+    if not limit:
+        yield from as_completed(futures)
+        return
+    order, seen, head = list(futures), set(), 0
+    span, poll = 2 * workers + 2, min(1.0, limit / 10)
+    while head < len(order):
+        window, j = [], head
+        while j < len(order) and len(window) < span:
+            if order[j] not in seen:
+                window.append(order[j])
+            j += 1
+        finished, _ = wait(window, timeout=poll, return_when=FIRST_COMPLETED)
+        for future in finished:
+            seen.add(future)
+            yield future
+        while head < len(order) and order[head] in seen:
+            head += 1
+        now = time.monotonic()
+        late += sorted(
+            i
+            for f in window
+            if not f.done() and started[(i := futures[f])] and now - started[i] > limit
+        )
+        if late:
+            return
+
 
 def _pool_pass(
-    work, init, initargs: tuple, items: list, indices: list[int], workers: int, bar: tqdm
-) -> tuple[dict[int, object], list[int]]:
+    work,
+    init,
+    initargs: tuple,
+    items: list,
+    indices: list[int],
+    workers: int,
+    bar: tqdm,
+    limit: float | None = None,
+) -> tuple[dict[int, object], list[int], list[int]]:
     """``work(items[i])`` for ``indices`` in a fresh pool whose workers run ``init(*initargs)``
-    first: the results, and what a dead worker lost."""
+    first: the results, what a dead worker lost, and the items stopped at ``limit`` seconds
+    (each worker notes when it begins an item; the pool's workers are ended at the first
+    item past the limit, and the others they held are lost, to be tried again)."""
     done: dict[int, object] = {}
     lost: list[int] = []
+    context = pool_context()
+    started = context.RawArray("d", len(items)) if limit else None
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(indices)),
-        mp_context=pool_context(),
-        initializer=init,
-        initargs=initargs,
+        mp_context=context,
+        initializer=_init_timed,
+        initargs=(started, init, initargs),
     )
     try:
         futures: dict = {}
         try:
             for i in indices:
-                futures[pool.submit(work, items[i])] = i
+                futures[pool.submit(_timed, work, i, items[i])] = i
         except (OSError, EOFError) as exc:  # a worker (or the fork server) died as it started
             log.warning("a worker process died as it started (%s)", exc.__class__.__name__)
             _terminate(pool)
             pool.shutdown(wait=True, cancel_futures=True)
-            return done, list(indices)
-        for future in as_completed(futures):
+            return done, list(indices), []
+        late: list[int] = []
+        for future in _finished(futures, started, limit, workers, late):
             i = futures[future]
             try:
                 done[i] = future.result()
                 bar.update()
             except BrokenProcessPool:
                 lost.append(i)
+        if late:
+            _terminate(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+            return done, [i for i in indices if i not in done and i not in late], late
     except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop now, not after the queue
         _terminate(pool)
         pool.shutdown(wait=True, cancel_futures=True)
@@ -441,10 +510,19 @@ def _pool_pass(
     # hundred MB: 10-14 ms) while the run goes on to its table and reports; the pool's
     # own thread still joins them, and Python joins that thread before it exits.
     pool.shutdown(wait=bool(lost), cancel_futures=True)
-    return done, sorted(lost)
+    return done, sorted(lost), []
 
 
-def in_workers(work, init, initargs: tuple, items: list, workers: int, bar: tqdm, died) -> list:
+def in_workers(
+    work,
+    init,
+    initargs: tuple,
+    items: list,
+    workers: int,
+    bar: tqdm,
+    died,
+    limit: float | None = None,
+) -> list:
     """``work(item)`` of every item, in order, in ``workers`` processes that first run
     ``init(*initargs)``.
 
@@ -453,21 +531,34 @@ def in_workers(work, init, initargs: tuple, items: list, workers: int, bar: tqdm
     tried alone in a fresh worker: if that worker dies too, the item gets
     ``died(item)``; the others are tried again. One bad file costs its own row,
     not its neighbours'.
+
+    ``limit``: seconds an item may take in a worker (``time_limit``). An item past it
+    (a decoder that hangs) gets ``died(item, limit=limit)`` and is not tried again; the
+    workers are ended, and the other items they held are tried again.
     """
     results: dict[int, object] = {}
     pending = list(range(len(items)))
     deaths = 0
     while pending:
-        done, lost = _pool_pass(work, init, initargs, items, pending, workers, bar)
+        done, lost, late = _pool_pass(work, init, initargs, items, pending, workers, bar, limit)
         results.update(done)
+        for i in late:
+            results[i] = died(items[i], limit=limit)
+            bar.update()
+        if late:
+            pending = lost
+            continue
         if not lost:
             break
         deaths += 1
         log.warning("a worker process died; trying %d file(s) again", len(lost))
         first, pending = lost[0], lost[1:]
-        alone, again = _pool_pass(work, init, initargs, items, [first], 1, bar)
+        alone, again, late = _pool_pass(work, init, initargs, items, [first], 1, bar, limit)
         results.update(alone)
-        if again:
+        if late:
+            results[first] = died(items[first], limit=limit)
+            bar.update()
+        elif again:
             results[first] = died(items[first])
             bar.update()
         if deaths >= MAX_WORKER_DEATHS:
@@ -483,8 +574,19 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     ``_processes`` is the executor's own table of worker processes (CPython
     3.8-3.14); there is no public way to stop a running task.
     """
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         process.terminate()
+    # SIGTERM ends a worker even inside a decoder; one that outlives it (a read that
+    # sleeps in the kernel, of a network share that stopped answering) gets SIGKILL,
+    # which ends such a read where the kernel allows, rather than a pool that never ends.
+    alive = {process.sentinel: process for process in processes}
+    ended = multiprocessing.connection.wait(list(alive), timeout=KILL_AFTER) if alive else []
+    for sentinel in set(alive) - set(ended):
+        alive[sentinel].kill()
+
+
+KILL_AFTER = 2.0  # s after SIGTERM
 
 
 def progress_bar(total: int, progress: bool) -> tqdm:
@@ -507,7 +609,13 @@ def _on_terminal(stream) -> bool:
 
 
 def compare_all(
-    job: Job, items: list[Input], *, jobs: int, progress: bool, cluster=None
+    job: Job,
+    items: list[Input],
+    *,
+    jobs: int,
+    progress: bool,
+    cluster=None,
+    time_limit: float | None = None,
 ) -> list[ImageResult]:
     """Every item's result, in the order of ``items``: on ``cluster`` (a Dask cluster,
     ``executor.connect``) when given, else in this process or ``jobs`` local workers
@@ -523,14 +631,24 @@ def compare_all(
                     results[i] = compare_file(job, item)
                     bar.update()
             return [results[i] for i in range(len(items))]
-        return in_workers(_work, _init_worker, (job, os.getpid()), items, jobs, bar, _died)
+        return in_workers(
+            _work, _init_worker, (job, os.getpid()), items, jobs, bar, _died, time_limit
+        )
 
 
-def _died(item: Input, why: str = "") -> ImageResult:
+def _died(item: Input, why: str = "", *, limit: float | None = None) -> ImageResult:
+    return ImageResult(file=item.file, path=str(item.path), error=died_error(item.path, why, limit))
+
+
+def died_error(path, why: str = "", limit: float | None = None) -> str:
+    """The ERROR of a file whose worker died (``why``: when), or was stopped at ``limit``
+    seconds (``time_limit``); said in the log too."""
+    if limit is not None:
+        log.error("%s: stopped after %g s (time_limit)", path, limit)
+        return (
+            f"stopped after {limit:g} s (time_limit): reading and comparing it took longer "
+            "(a decoder that hangs, or an image too large for the limit)"
+        )
     reason = why or "while comparing this image"
-    log.error("%s: the worker process died %s", item.path, reason)
-    return ImageResult(
-        file=item.file,
-        path=str(item.path),
-        error=f"the worker process died {reason} (a crash in a decoder, or out of memory)",
-    )
+    log.error("%s: the worker process died %s", path, reason)
+    return f"the worker process died {reason} (a crash in a decoder, or out of memory)"

@@ -785,6 +785,17 @@ class Config:
         must="must be 0 (all cores) or more",
         json=lambda c: c.effective_jobs(),
     )
+    time_limit: float = setting(
+        600.0,
+        toml="run.time_limit",
+        kind="number",
+        help="seconds one image may take in a worker process; past it the image is an ERROR "
+        "row and the run goes on (0: no limit; default 600)",
+        flags=("--time-limit",),
+        metavar="S",
+        valid=lambda v: 0 <= v <= 86400,
+        must="must be 0 (no limit) or a number of seconds up to 86400",
+    )
     scheduler: str | None = setting(
         None,
         toml="run.scheduler",

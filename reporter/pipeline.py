@@ -150,7 +150,12 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         looks=_looks(config) if pictures and "html" in config.formats else None,
     )
     results = compare_all(
-        job, items, jobs=config.effective_jobs(), progress=config.progress, cluster=cluster
+        job,
+        items,
+        jobs=config.effective_jobs(),
+        progress=config.progress,
+        cluster=cluster,
+        time_limit=config.time_limit or None,
     )
     early = {i: (r.look, r.look_diff) for i, r in enumerate(results) if r.look is not None}
     results += [_unread(u) for u in unreadable]
@@ -161,7 +166,9 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
     for row in frame[frame[table.STATUS] == table.Status.ERROR.value].itertuples(index=False):
         log.warning("%s: ERROR %s", getattr(row, table.PATH), getattr(row, table.ERROR))
     if "html" in config.formats:
-        frame = closer_looks(job, frame, items, config.jobs, cluster, early)
+        frame = closer_looks(
+            job, frame, items, config.jobs, cluster, early, config.time_limit or None
+        )
 
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
@@ -245,6 +252,7 @@ def closer_looks(
     jobs: int,
     cluster=None,
     early: dict[int, tuple[bytes | None, bytes | None]] | None = None,
+    time_limit: float | None = None,
 ) -> pd.DataFrame:
     """``frame`` with the LOOK and LOOK_DIFF pictures of its flagged images (WARN and FAIL,
     most severe first, at most MAX_CLOSER_LOOKS): each is compared once more with
@@ -274,6 +282,7 @@ def closer_looks(
             jobs=workers,
             progress=False,
             cluster=cluster,
+            time_limit=time_limit,
         )
         if missing
         else []

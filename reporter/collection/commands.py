@@ -115,7 +115,16 @@ def search(args: argparse.Namespace) -> int:
                 raise ReporterError(f"query {item.path}: {query.error}")
             if index is None:  # a run metric: compared as reporter run would
                 rankings.append(
-                    by_metric(args.by, query, candidates, args.top, jobs, engine, args.max_pixels)
+                    by_metric(
+                        args.by,
+                        query,
+                        candidates,
+                        args.top,
+                        jobs,
+                        engine,
+                        args.max_pixels,
+                        args.time_limit or None,
+                    )  # fmt: skip
                 )
             else:
                 rankings.append(rank(args.by, query, candidates, args.top, index))
@@ -159,6 +168,7 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
             max_bytes=int(args.max_file_mb * 1e6),  # as Config.max_bytes
             cluster=engine,
             progress=not args.no_progress,
+            time_limit=args.time_limit or None,
         )
     finally:
         cache.close()

@@ -314,14 +314,9 @@ def _init_worker(parent: int) -> None:
     compare.worker_started(parent)
 
 
-def _died(work: tuple, why: str = "") -> Features:
-    reason = why or "while reading this file"
-    log.error("%s: the worker process died %s", work[0], reason)
-    return Features(
-        str(work[0]),
-        work[1],
-        error=f"the worker process died {reason} (a crash in a decoder, or out of memory)",
-    )
+def _died(work: tuple, why: str = "", *, limit: float | None = None) -> Features:
+    error = compare.died_error(work[0], why or "while reading this file", limit)
+    return Features(str(work[0]), work[1], error=error)
 
 
 def _init() -> None:
@@ -346,6 +341,7 @@ def gather(
     max_bytes: int | None = None,
     cluster=None,
     progress: bool = False,
+    time_limit: float | None = None,
 ) -> list[Features]:
     """Every item's features, in order: from the cache where the file is unchanged, else
     computed: on ``cluster`` (Dask, ``executor.connect``) when given, else in ``jobs``
@@ -370,7 +366,7 @@ def gather(
             done = cluster.features(work, embedding=embedding, bar=bar)
         elif jobs > 1 and len(work) >= 2 * jobs:  # a worker that dies costs only its file's row
             done = compare.in_workers(
-                _compute, _init_worker, (os.getpid(),), work, jobs, bar, _died
+                _compute, _init_worker, (os.getpid(),), work, jobs, bar, _died, time_limit
             )
         else:
             _init()

@@ -358,6 +358,7 @@ def by_metric(
     jobs: int,
     cluster=None,
     max_pixels: int = 100_000_000,
+    time_limit: float | None = None,
 ) -> Ranking:
     """``search --by ssim`` (any of RUN_METRICS): the query as the baseline of a run, every
     other readable image compared with it by run's own path (``compare.compare_all``:
@@ -372,7 +373,7 @@ def by_metric(
               max_pixels, strict_size=False, value_range=images.OWN_RANGE)  # fmt: skip
     pool = [f for f in items if f.error is None and f.path != query.path]
     results = compare_all(job, [Input(Path(f.path), f.file) for f in pool], jobs=jobs,
-                          progress=False, cluster=cluster)  # fmt: skip
+                          progress=False, cluster=cluster, time_limit=time_limit)  # fmt: skip
     scored = [
         (f, r.metrics[metric])
         for f, r in zip(pool, results, strict=True)

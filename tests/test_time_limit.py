@@ -1,0 +1,130 @@
+"""time_limit: an image that takes too long in a worker process is an ERROR row, and the
+run (or the collection command) goes on with every other image."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from conftest import noisy, write
+
+from reporter.cli import main
+
+LIMIT = 0.15  # s; a small image takes a few ms, the large one 0.6-0.7 s on the 2-core VM
+
+
+def _folder(folder: Path, count: int = 8) -> Path:
+    """A 64 x 64 grey baseline, ``count`` noisy copies, and ``slow.png``: 10,000 x 10,000
+    grey pixels in a 120 KB file, which a worker takes 0.6-0.7 s to read and bring to the
+    baseline's size (a real decode, as a decoder that hangs would be, only shorter)."""
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    base = rng.integers(60, 200, (64, 64), dtype=np.uint8)
+    write(folder / "baseline.png", base)
+    for i in range(count):
+        write(folder / f"img{i}.png", noisy(base, 0.02, seed=i))
+    cv2.imwrite(
+        str(folder / "slow.png"),
+        np.full((10_000, 10_000), 120, np.uint8),
+        [cv2.IMWRITE_PNG_COMPRESSION, 9],
+    )
+    return folder
+
+
+def test_an_image_past_the_time_limit_is_an_error_row_and_the_run_goes_on(tmp_path, caplog):
+    from reporter import pipeline
+    from reporter.config import Config
+
+    folder = _folder(tmp_path / "run")
+    run = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o", jobs=2, time_limit=LIMIT, progress=False)
+    )
+    df = run.table.set_index("file")
+    assert df.at["slow.png", "status"] == "ERROR"
+    assert df.at["slow.png", "error"].startswith(f"stopped after {LIMIT:g} s (time_limit)")
+    others = df.drop(index="slow.png")
+    assert len(others) == 8 and (others["status"] != "ERROR").all(), others["error"].tolist()
+    assert others["ssim"].notna().all()  # those the ended workers held were compared again
+    assert run.record.exit_status == 1
+    assert f"slow.png: stopped after {LIMIT:g} s (time_limit)" in caplog.text
+    with (tmp_path / "o" / "results.csv").open(encoding="utf-8") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(df.index) and rows["slow.png"]["status"] == "ERROR"
+
+    # Without a limit the same file is an image like any other: its row has metrics.
+    run = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o2", jobs=2, time_limit=0, progress=False)
+    )
+    slow = run.table.set_index("file").loc["slow.png"]
+    assert slow["status"] != "ERROR" and np.isfinite(slow["ssim"]), slow["error"]
+
+
+def test_the_collection_commands_stop_a_file_at_the_time_limit(tmp_path, capsys):
+    folder = _folder(tmp_path / "photos", count=5)
+    out = tmp_path / "o"
+    code = main(["duplicates", str(folder), "--out", str(out), "-j", "2", "--no-cache", "-q",
+                 "--time-limit", str(LIMIT)])  # fmt: skip
+    with (out / "groups.csv").open(encoding="utf-8") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert code == 1
+    assert rows["slow.png"]["error"].startswith(f"stopped after {LIMIT:g} s (time_limit)")
+    assert len(rows) == 7 and [f for f, r in rows.items() if r["error"]] == ["slow.png"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+WORK = """
+import signal
+import time
+
+
+def stubborn(seconds):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a read asleep in the kernel would
+    time.sleep(seconds)
+"""
+
+HANGS = """
+import os
+from reporter import compare
+from work import stubborn
+
+def stopped(item, why="", limit=None):
+    return f"stopped {item} at {limit}" if limit else f"died {item}"
+
+if __name__ == "__main__":
+    bar = compare.progress_bar(6, False)
+    items = [0, 0.01, 3600, 0, 0.01, 0]
+    # as the run's workers, each ends itself if this process dies (worker_started)
+    out = compare.in_workers(
+        stubborn, compare.worker_started, (os.getpid(),), items, 2, bar, stopped, 0.5
+    )
+    print("RESULTS", out)
+"""
+
+
+def test_a_worker_that_never_returns_is_ended_at_the_time_limit(tmp_path):
+    """A worker busy with an item for an hour, deaf to SIGTERM: at the limit the item gets
+    its row, the worker is ended (SIGKILL after SIGTERM), and the pass returns (here
+    within the subprocess's two minutes) with every other item's result."""
+    (tmp_path / "work.py").write_text(WORK, encoding="utf-8")
+    script = tmp_path / "hangs.py"
+    script.write_text(HANGS, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "RESULTS [None, None, 'stopped 3600 at 0.5', None, None, None]" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_time_limit_is_checked(tmp_path, capsys):
+    for bad in ("-1", "abc", "86401"):
+        assert main(["run", str(tmp_path), f"--time-limit={bad}"]) == 2
+        assert "reporter: error: argument --time-limit: " in capsys.readouterr().err
+    config = tmp_path / "c.toml"
+    config.write_text("[run]\ntime_limit = -5\n", encoding="utf-8")
+    assert main(["run", str(tmp_path), "--config", str(config)]) == 2
+    assert "time_limit" in capsys.readouterr().err
