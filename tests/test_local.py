@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 
 import cv2
 import numpy as np
@@ -219,3 +220,94 @@ def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path)
     charted = re.findall(r'alt="Levey-Jennings chart of ([^"]+)"', page)
     assert any("psnr_local" in c for c in charted), charted
     assert any("occupancy_change" in c for c in charted)  # the chart metrics stay
+
+
+# --- where: the cell outlined on the page's pictures -------------------------------------
+
+# SPECK's cell, x 150-174 and y 100-119 of 400 x 320, in percent of the picture's sides
+BOX = "left:37.500%;top:31.250%;width:6.250%;height:6.250%"
+
+
+def _speck_page(tmp_path):
+    for s in range(1, 10):
+        write(tmp_path / "in" / f"field_{s:02d}.png", flat_field(s))
+    write(tmp_path / "in" / "field_10.png", flat_field(10, SPECK))
+    write(tmp_path / "baseline.png", flat_field(0))
+    config = Config(
+        inputs=(tmp_path / "in",),
+        baseline=tmp_path / "baseline.png",
+        out=tmp_path / "out",
+        formats=("html",),
+        jobs=1,
+        progress=False,
+    )
+    return run(config).outputs["html"]
+
+
+def test_the_page_outlines_psnr_locals_cell_on_the_flagged_images_pictures(tmp_path):
+    page = _speck_page(tmp_path).read_text(encoding="utf-8")
+    boxes = re.findall(r'<i class="cell" style="([^"]+)"></i>', page)
+    assert boxes == [BOX, BOX]  # on the speck's picture and on its diff map, nowhere else
+    assert "outlined: the cell psnr_local flagged" in page
+
+
+def test_only_a_row_whose_psnr_local_fired_gets_the_box(tmp_path):
+    from conftest import SAMPLES
+
+    result = run(Config(inputs=(SAMPLES,), out=tmp_path / "o", jobs=1, formats=("html",)))
+    page = result.outputs["html"].read_text(encoding="utf-8")
+    rows = re.findall(r'<tr class="row" data-status="(?:WARN|FAIL)" data-file="([^"]+)".*?</tr>',
+                      page, re.S)  # fmt: skip
+    assert len(rows) == 4
+    table = result.table.set_index("file")
+    for file in rows:
+        row = re.search(rf'data-file="{re.escape(file)}".*?</tr>', page, re.S).group(0)
+        fired = "psnr_local" in table.at[file, "reasons"]
+        assert ('<i class="cell"' in row) == fired, file
+    assert any("psnr_local" in table.at[f, "reasons"] for f in rows)  # both kinds are here
+    assert not all("psnr_local" in table.at[f, "reasons"] for f in rows)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (.ci/run installs it)")
+def test_in_a_browser_the_closer_look_outlines_the_cell_where_the_speck_is(tmp_path):
+    """The box over the 512-px picture and diff map in the closer look lies on the cell's
+    pixels (x 150-174, y 100-119 of 400 x 320: x 192-223 and y 128-153 of the picture at
+    512 x 410 px), within the picture's 1 px border."""
+    from test_html import chromium
+
+    page = _speck_page(tmp_path)
+    probe = """<script>
+    window.addEventListener("load", function () {
+      document.querySelector("#results a.look").click();
+      setTimeout(function () {
+        var state = {};
+        [["image", "look-image", "look-cell"], ["diff", "look-diff", "look-cell-diff"]]
+          .forEach(function (p) {
+            var img = document.getElementById(p[1]).getBoundingClientRect();
+            var box = document.getElementById(p[2]);
+            var r = box.getBoundingClientRect();
+            state[p[0]] = [r.left - img.left, r.top - img.top, r.width, r.height,
+                           img.width, box.hidden, getComputedStyle(box).outlineStyle];
+          });
+        state.note = !document.getElementById("look-cell-note").hidden;
+        document.body.setAttribute("data-probe", JSON.stringify(state));
+      }, 300);
+    });
+    </script></body>"""
+    probed = tmp_path / "probe.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", probe), "utf-8")
+    dom = chromium(probed, tmp_path / "p", "--window-size=1700,1000", "--virtual-time-budget=5000",
+                   "--dump-dom").stdout  # fmt: skip
+    import html as markup
+    import json
+
+    state = json.loads(markup.unescape(re.search(r'data-probe="([^"]+)"', dom).group(1)))
+    for pane in ("image", "diff"):
+        left, top, width, height, side, hidden, outline = state[pane]
+        assert side == 512 and not hidden and outline == "solid", state
+        for got, want in ((left, 192), (top, 128), (width, 32), (height, 25.6)):
+            assert abs(got - want) <= 2, (pane, state[pane])
+    assert state["note"]

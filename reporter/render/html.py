@@ -32,6 +32,7 @@ from ..table import (
     FLAGS,
     HEIGHT,
     ICON,
+    LOCAL_CELL,
     LOOK,
     LOOK_DIFF,
     NOTES,
@@ -127,6 +128,7 @@ class Row:
     icon: str | None = None  # rows that passed: 48 px
     link: str | None = None  # the original file, relative to the report (view.link)
     large: bool = False  # thumbnail and diff map are the 512-px closer look
+    cell: str | None = None  # where psnr_local fired: its cell's box over the pictures (CSS)
 
     @property
     def passed(self) -> bool:
@@ -194,6 +196,20 @@ def png_uri(png: bytes) -> str:
 PASSES_OPEN = 50  # more PASS rows than this start folded (below the flagged ones)
 
 
+def _cell_box(cell, baseline: BaselineFacts) -> str | None:
+    """The CSS place of psnr_local's cell (x0, y0, x1, y1, in the baseline's pixels) over a
+    picture of the compared image, in percent of its sides: the pictures are the whole
+    image at the baseline's shape (``visuals.fit``), so the box needs no size of theirs."""
+    if not cell or not baseline.width or not baseline.height:
+        return None
+    x0, y0, x1, y1 = cell
+    w, h = baseline.width, baseline.height
+    return (
+        f"left:{100 * x0 / w:.3f}%;top:{100 * y0 / h:.3f}%;"
+        f"width:{100 * (x1 - x0) / w:.3f}%;height:{100 * (y1 - y0) / h:.3f}%"
+    )
+
+
 def view(
     frame: pd.DataFrame,
     record: RunRecord,
@@ -243,6 +259,9 @@ def view(
                 icon=picture(r.get(ICON)) if passed else None,
                 link=link(r[PATH], folder),
                 large=closer,
+                cell=_cell_box(r.get(LOCAL_CELL), record.baseline)
+                if "psnr_local" in fired and not passed
+                else None,
             )
         )
     metrics = [
