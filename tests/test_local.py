@@ -161,21 +161,25 @@ def test_a_speck_on_a_flat_field_moves_no_whole_picture_metric():
     assert speck["psnr_local"] < worst_healthy - 3
 
 
-def test_a_speck_on_a_flat_field_is_flagged_by_the_run(tmp_path):
+def speck_run(tmp_path, formats: tuple[str, ...]):
+    """A run of nine healthy flat fields and field_10.png with SPECK."""
     for s in range(1, 10):
         write(tmp_path / "in" / f"field_{s:02d}.png", flat_field(s))
     write(tmp_path / "in" / "field_10.png", flat_field(10, SPECK))
     write(tmp_path / "baseline.png", flat_field(0))
-    result = run(
-        Config(
-            inputs=(tmp_path / "in",),
-            baseline=tmp_path / "baseline.png",
-            out=tmp_path / "out",
-            formats=("csv",),
-            jobs=1,
-            progress=False,
-        )
+    config = Config(
+        inputs=(tmp_path / "in",),
+        baseline=tmp_path / "baseline.png",
+        out=tmp_path / "out",
+        formats=formats,
+        jobs=1,
+        progress=False,
     )
+    return run(config)
+
+
+def test_a_speck_on_a_flat_field_is_flagged_by_the_run(tmp_path):
+    result = speck_run(tmp_path, ("csv",))
     rows = {r["file"]: r for r in result.table.to_dict("records")}
     assert rows["field_10.png"]["status"] == "WARN"
     assert rows["field_10.png"]["reasons"].startswith("psnr_local ")
@@ -228,24 +232,8 @@ def test_a_speck_on_a_flat_field_is_caught_by_the_series_control_rules(tmp_path)
 BOX = "left:37.500%;top:31.250%;width:6.250%;height:6.250%"
 
 
-def _speck_page(tmp_path):
-    for s in range(1, 10):
-        write(tmp_path / "in" / f"field_{s:02d}.png", flat_field(s))
-    write(tmp_path / "in" / "field_10.png", flat_field(10, SPECK))
-    write(tmp_path / "baseline.png", flat_field(0))
-    config = Config(
-        inputs=(tmp_path / "in",),
-        baseline=tmp_path / "baseline.png",
-        out=tmp_path / "out",
-        formats=("html",),
-        jobs=1,
-        progress=False,
-    )
-    return run(config).outputs["html"]
-
-
 def test_the_page_outlines_psnr_locals_cell_on_the_flagged_images_pictures(tmp_path):
-    page = _speck_page(tmp_path).read_text(encoding="utf-8")
+    page = speck_run(tmp_path, ("html",)).outputs["html"].read_text(encoding="utf-8")
     boxes = re.findall(r'<i class="cell" style="([^"]+)"></i>', page)
     assert boxes == [BOX, BOX]  # on the speck's picture and on its diff map, nowhere else
     assert "outlined: the cell psnr_local flagged" in page
@@ -278,7 +266,7 @@ def test_in_a_browser_the_closer_look_outlines_the_cell_where_the_speck_is(tmp_p
     512 x 410 px), within the picture's 1 px border."""
     from test_html import chromium
 
-    page = _speck_page(tmp_path)
+    page = speck_run(tmp_path, ("html",)).outputs["html"]
     probe = """<script>
     window.addEventListener("load", function () {
       document.querySelector("#results a.look").click();
