@@ -626,14 +626,69 @@ def compare_all(
         if cluster is not None:
             return cluster.map(job, items, bar, died=_died)
         if jobs <= 1 or len(items) <= 1:
-            with _opencv_threads(1), heap.kept():
+            with _opencv_threads(1), heap.kept(), watched(time_limit) as begin:
                 for i, item in enumerate(items):
+                    begin(item.path)
                     results[i] = compare_file(job, item)
                     bar.update()
             return [results[i] for i in range(len(items))]
         return in_workers(
             _work, _init_worker, (job, os.getpid()), items, jobs, bar, _died, time_limit
         )
+
+
+STUCK_IN_PROCESS = 2
+"""The exit status of a run that compares in its own process when an image passes the time
+limit there: nothing can stop a decoder that hangs inside the process that waits for it,
+so the run ends (as one that could not be done), rather than never."""
+
+
+@contextmanager
+def watched(limit: float | None) -> Iterator:
+    """For items handled in this process: ``begin(name)`` marks the start of each; one
+    still going after ``limit`` seconds ends the process (STUCK_IN_PROCESS) with one
+    ERROR line naming it. Before any output is written (the reports are staged after
+    every image), so nothing is left half-written; the operating system releases the
+    series' lock. Worker processes are stopped at the limit instead (``in_workers``).
+
+    Only in the ``reporter`` command's own process (``cli.entry``): a program that calls
+    ``pipeline.run`` (a notebook, a service) is never ended by it."""
+    if not limit or not getattr(sys.modules.get("reporter.cli"), "_ONE_COMMAND", False):
+        yield lambda name: None
+        return
+    current: list = [None, 0.0]
+    done = threading.Event()
+    try:  # descriptor 2 as it is now: a decode points it at a file (``native.caught``)
+        stderr = os.dup(2)
+    except OSError:
+        stderr = None
+
+    def begin(name) -> None:
+        current[1] = time.monotonic()
+        current[0] = name
+
+    def watch() -> None:
+        while not done.wait(min(1.0, limit / 10)):
+            name, since = current
+            if name is not None and time.monotonic() - since > limit:
+                if stderr is not None:
+                    os.dup2(stderr, 2)  # the line goes where the log goes, not to the decode's file
+                log.error(
+                    "%s: still being read or compared after %g s (time_limit), in the run's "
+                    "own process, which cannot stop it: the run ends here without reports "
+                    "(workers, with --jobs 2 or more, would make it an ERROR row)",
+                    name,
+                    limit,
+                )
+                os._exit(STUCK_IN_PROCESS)
+        if stderr is not None:  # closed here, never while this thread may still use it
+            os.close(stderr)
+
+    threading.Thread(target=watch, name="reporter-time-limit", daemon=True).start()
+    try:
+        yield begin
+    finally:
+        done.set()
 
 
 def _died(item: Input, why: str = "", *, limit: float | None = None) -> ImageResult:

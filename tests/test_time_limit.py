@@ -128,3 +128,41 @@ def test_time_limit_is_checked(tmp_path, capsys):
     config.write_text("[run]\ntime_limit = -5\n", encoding="utf-8")
     assert main(["run", str(tmp_path), "--config", str(config)]) == 2
     assert "time_limit" in capsys.readouterr().err
+
+
+def test_in_the_commands_own_process_an_image_past_the_limit_ends_the_run_with_one_line(
+    tmp_path,
+):
+    """--jobs 1 compares in the command's own process, which cannot stop a decoder: at
+    the limit the run ends with exit status 2 and one ERROR line naming the file, written
+    to the real standard error although the decode had descriptor 2 pointed at a file
+    (``native.caught``), and leaves no outputs."""
+    folder = _folder(tmp_path / "run", count=2)
+    for argv in (
+        ["run", str(folder), "--out", str(tmp_path / "o"), "--jobs", "1"],
+        ["duplicates", str(folder), "--out", str(tmp_path / "d"), "--jobs", "1", "--no-cache"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "reporter", *argv, "--time-limit", str(LIMIT)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, (argv[0], done.stderr)
+        errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and "slow.png: still being read or compared after" in errors[0]
+        assert f"{LIMIT:g} s (time_limit)" in errors[0] and "Traceback" not in done.stderr
+        out = tmp_path / ("o" if argv[0] == "run" else "d")
+        assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_called_from_python_an_image_in_process_is_never_cut_off(tmp_path):
+    """A program that calls pipeline.run (a notebook) is not ended at the limit: the slow
+    image compared in its process is a row like any other."""
+    from reporter import pipeline
+    from reporter.config import Config
+
+    folder = _folder(tmp_path / "run", count=2)
+    config = Config(inputs=(folder,), out=tmp_path / "o", jobs=1, time_limit=LIMIT)
+    slow = pipeline.run(config).table.set_index("file").loc["slow.png"]
+    assert slow["status"] != "ERROR" and np.isfinite(slow["ssim"])

@@ -371,8 +371,9 @@ def gather(
         else:
             _init()
             done = []
-            with heap.kept():
+            with heap.kept(), compare.watched(time_limit) as begin:
                 for w in work:
+                    begin(w[0])
                     done.append(_compute(w))
                     bar.update()
     for i, features in zip(todo, done, strict=True):
