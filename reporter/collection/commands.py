@@ -124,7 +124,7 @@ def search(args: argparse.Namespace) -> int:
                         engine,
                         args.max_pixels,
                         args.time_limit or None,
-                    )  # fmt: skip
+                    )
                 )
             else:
                 rankings.append(rank(args.by, query, candidates, args.top, index))
