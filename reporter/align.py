@@ -208,8 +208,9 @@ class Aligner:
             return Shift(note="shift not measured: no clear correlation peak")
         if second > MAX_SECOND * response:
             return Shift(
-                note="no whole-image shift: the correlation has several peaks "
-                "(parts of the image moved differently)"
+                note="no whole-image shift: the correlation has several peaks of "
+                "similar height (parts of the image moved differently, or it has too "
+                "little detail to be located, as a flat field)"
             )
         smooth = cv2.GaussianBlur(small, (0, 0), 1.0)
         before = self._residual(smooth, 0, 0)

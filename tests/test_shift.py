@@ -120,6 +120,26 @@ def test_healthy_draws_with_gain_wobble_are_in_place():
     assert sum(s.found for s in shifts) >= 10  # most days are measured, at zero
 
 
+def test_a_flat_field_is_never_moved_and_its_notes_say_why():
+    """A vignetted flat field has nothing to locate: its correlation peaks are noise.
+    No day may read as moved, and a note on several peaks must not claim only that
+    parts moved (nothing did)."""
+    h, w = 512, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+    field = 180 * (1 - 0.25 * (((yy - h / 2) / h * 2) ** 2 + ((xx - w / 2) / w * 2) ** 2))
+
+    def draw(seed):
+        out = field + np.random.default_rng(seed).normal(0, 3, field.shape)
+        return np.clip(out.round(), 0, 255).astype(np.uint8)
+
+    aligner = Aligner(draw(0))
+    shifts = [aligner.measure(draw(s)) for s in range(1, 21)]
+    assert all(s.size == 0.0 for s in shifts if s.found), shifts
+    several = [s.note for s in shifts if "several peaks" in s.note]
+    assert several, shifts  # the case this test is about does occur
+    assert all("too little detail" in n for n in several), several
+
+
 def test_a_degraded_copy_has_no_clear_peak():
     plot = cv2.imread(str(SAMPLES / "baseline.png"))
     tiny = cv2.resize(plot, (32, 32), interpolation=cv2.INTER_AREA)
