@@ -698,13 +698,15 @@ def _died(item: Input, why: str = "", *, limit: float | None = None) -> ImageRes
 
 def died_error(path, why: str = "", limit: float | None = None) -> str:
     """The ERROR of a file whose worker died (``why``: when), or was stopped at ``limit``
-    seconds (``time_limit``); said in the log too."""
+    seconds (``time_limit``); said in the log too, as it happens, at WARNING: the file's
+    row, if the pass makes one, is said as ERROR by its caller (a closer look's pass
+    makes none: the row keeps its status, ``pipeline.closer_looks``)."""
     if limit is not None:
-        log.error("%s: stopped after %g s (time_limit)", path, limit)
+        log.warning("%s: stopped after %g s (time_limit)", path, limit)
         return (
             f"stopped after {limit:g} s (time_limit): reading and comparing it took longer "
             "(a decoder that hangs, or an image too large for the limit)"
         )
     reason = why or "while comparing this image"
-    log.error("%s: the worker process died %s", path, reason)
+    log.warning("%s: the worker process died %s", path, reason)
     return f"the worker process died {reason} (a crash in a decoder, or out of memory)"

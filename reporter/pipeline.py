@@ -294,6 +294,8 @@ def closer_looks(
             look[i], diff[i] = early[i]
     for i, result in zip(missing, looked, strict=True):
         look[i], diff[i] = result.thumbnail, result.diff_map
+        if result.error:  # the row keeps its status and its smaller pictures
+            log.warning("%s: no closer look: %s", result.path, result.error)
     out = frame.copy()
     out[table.LOOK] = pd.Series(look, index=frame.index, dtype=object)
     out[table.LOOK_DIFF] = pd.Series(diff, index=frame.index, dtype=object)

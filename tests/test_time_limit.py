@@ -166,3 +166,41 @@ def test_called_from_python_an_image_in_process_is_never_cut_off(tmp_path):
     config = Config(inputs=(folder,), out=tmp_path / "o", jobs=1, time_limit=LIMIT)
     slow = pipeline.run(config).table.set_index("file").loc["slow.png"]
     assert slow["status"] != "ERROR" and np.isfinite(slow["ssim"])
+
+
+def test_a_closer_look_past_the_limit_costs_only_the_look_and_says_so(
+    tmp_path, caplog, monkeypatch
+):
+    """The closer looks' second pass has the same limit. An image stopped there keeps its
+    row and its status: the log says it has no closer look, and says nothing at ERROR
+    level (the row is no ERROR). Here only that pass has the limit, so that the slow
+    images are compared in full and flagged first (two, so that their looks are made in
+    workers: one alone is made in the run's own process, where a limit is never armed
+    from Python)."""
+    import logging
+    import shutil
+
+    from reporter import pipeline
+    from reporter.compare import Looks
+    from reporter.config import Config
+
+    folder = _folder(tmp_path / "run")
+    shutil.copy(folder / "slow.png", folder / "slow2.png")
+    original = pipeline.compare_all
+
+    def second_pass_limited(job, items, **kw):
+        return original(job, items, **{**kw, "time_limit": LIMIT if job.pictures_only else None})
+
+    monkeypatch.setattr(pipeline, "compare_all", second_pass_limited)
+    monkeypatch.setattr(pipeline, "_looks", lambda config: Looks((), 0))  # all in pass two
+    monkeypatch.setattr(pipeline, "WORKERS_PAY_MPX", 0)  # the pass's cost is the baseline's
+    caplog.set_level(logging.INFO, logger="reporter")
+    run = pipeline.run(
+        Config(inputs=(folder,), out=tmp_path / "o", jobs=2, time_limit=0, progress=False)
+    )
+    df = run.table.set_index("file")
+    for name in ("slow.png", "slow2.png"):
+        assert df.at[name, "status"] == "FAIL" and np.isfinite(df.at[name, "ssim"])
+        assert df.at[name, "look"] is None and df.at[name, "thumbnail"] is not None
+        assert f"{name}: no closer look: stopped after {LIMIT:g} s (time_limit)" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
