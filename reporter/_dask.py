@@ -15,17 +15,28 @@ time, so neither the client nor the scheduler holds a million futures at once.
 ``KilledWorker``: its images are then tried one per task, and an image that kills
 workers alone becomes its ERROR row, so the retries are bounded and the run does not
 hang. A stopped command (Ctrl-C, SIGTERM) cancels its tasks on the cluster.
+
+**The time limit** (``time_limit``). Dask has no per-task timeout, and a thread cannot be
+stopped. Each task notes in its worker's memory (``_BUSY``) which of its images it is on
+and since when; the client asks the workers for images past the limit (``_late``) at
+most once a second, while it waits. Such an image becomes its ERROR row (the same as a
+local worker's), its task is cancelled, its other images go back in the queue, and its
+worker is restarted by its nanny, which frees the thread (a worker with no nanny keeps
+the busy thread, and the log says so).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import replace
+from queue import Empty, SimpleQueue
 
 import cv2
-from distributed import Client, LocalCluster, WorkerPlugin, as_completed
+from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.scheduler import KilledWorker
 
 from . import __version__, compare, images, native
@@ -41,6 +52,7 @@ IN_FLIGHT = 4  # tasks submitted per worker thread, ahead of the results
 SEND_BUDGET = 512 * 2**20  # --send-bytes: file bytes in flight at most (one task's always)
 
 _PREPARED: dict[str, object] = {}  # on a worker: what each command's plugin prepared
+_BUSY: dict[int, tuple[str, int, float]] = {}  # on a worker: thread -> (task, image, since)
 SETUPS = 0  # on a worker: how many times a plugin prepared its work (tests read it)
 
 
@@ -93,16 +105,35 @@ def _prepared(key: str):
     return _PREPARED[key]
 
 
-def _compare(key: str, items: list[compare.Input]) -> list[compare.ImageResult]:
+def _compare(key: str, items: list[compare.Input], task: str = "") -> list[compare.ImageResult]:
     job = _prepared(key)
-    return [compare.compare_file(job, item) for item in items]
+    return _each(lambda item: compare.compare_file(job, item), items, task)
 
 
-def _features(key: str, work: list[tuple]) -> list:
+def _features(key: str, work: list[tuple], task: str = "") -> list:
     from .collection.features import _compute
 
     _prepared(key)
-    return [_compute(w) for w in work]
+    return _each(_compute, work, task)
+
+
+def _each(one, items: list, task: str) -> list:
+    """``one`` of every item, each noted in ``_BUSY`` while it runs (``_late``)."""
+    me = threading.get_ident()
+    out = []
+    try:
+        for position, item in enumerate(items):
+            _BUSY[me] = (task, position, time.monotonic())
+            out.append(one(item))
+    finally:
+        _BUSY.pop(me, None)
+    return out
+
+
+def _late(limit: float) -> list[tuple[str, int]]:
+    """On a worker: (task, position) of each image begun more than ``limit`` s ago."""
+    now = time.monotonic()
+    return [(task, at) for task, at, since in list(_BUSY.values()) if now - since > limit]
 
 
 def _version() -> str:
@@ -196,8 +227,11 @@ class Cluster:
 
     # --- the work -------------------------------------------------------------------------
 
-    def map(self, job: compare.Job, items: list[compare.Input], bar, *, died) -> list:
-        """``compare_file(job, item)`` of every item, in order (``compare.compare_all``)."""
+    def map(
+        self, job: compare.Job, items: list[compare.Input], bar, *, died, limit: float | None = None
+    ) -> list:
+        """``compare_file(job, item)`` of every item, in order (``compare.compare_all``);
+        one past ``limit`` seconds is its ``died(item, limit=limit)`` row."""
 
         def packed(item: compare.Input):  # workers read by absolute path, or get the bytes
             if not self.send_bytes:
@@ -209,9 +243,11 @@ class Cluster:
             return compare.ImageResult(file=item.file, path=str(item.path), error=why)
 
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", job, job.reference.embedding)
-        return self._run(plugin, _compare, items, packed, failed, died, bar)
+        return self._run(plugin, _compare, items, packed, failed, died, bar, limit)
 
-    def features(self, work: list[tuple], *, embedding: bool, bar=None) -> list:
+    def features(
+        self, work: list[tuple], *, embedding: bool, bar=None, limit: float | None = None
+    ) -> list:
         """``features._compute`` of every work tuple, in order (``features.gather``)."""
         from .collection.features import Features, _died
 
@@ -227,21 +263,26 @@ class Cluster:
             return Features(str(one[0]), one[1], error=why)
 
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", None, embedding)
-        return self._run(plugin, _features, work, packed, failed, _died, bar)
+        return self._run(plugin, _features, work, packed, failed, _died, bar, limit)
 
-    def _run(self, plugin: Prepare, task, items: list, packed, failed, died, bar) -> list:
+    def _run(
+        self, plugin: Prepare, task, items: list, packed, failed, died, bar, limit=None
+    ) -> list:
         """Every item's result, in order: the plugin registered for the length of it, chunks
         submitted a window at a time, a chunk that kept killing workers split into single
         images; a single image that did is tried once more with no other task in flight
         (Dask blames every task a dying worker held), and becomes its ``died`` row if it
-        still kills workers alone."""
+        still kills workers alone. An image past ``limit`` seconds is its ``died`` row too,
+        and is not tried again (``stop_late``)."""
         results: dict[int, object] = {}
         threads = self.threads()
         size = _chunk(len(items), threads)
         queue = deque(list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size))
         running: dict = {}  # future -> (indices, bytes)
-        waiting = as_completed(loop=self.client.loop)
+        finished: SimpleQueue = SimpleQueue()  # futures, as they finish (a callback's thread)
         sent = 0
+        poll = min(1.0, limit / 10) if limit else None
+        asked = time.monotonic()
         suspects: deque[int] = deque()  # single images whose task kept killing workers
         alone: set[int] = set()  # those tried again with no other task in flight
         tries: dict[int, int] = {}  # submissions per first image of a task
@@ -276,46 +317,78 @@ class Cluster:
                 # hand back that failure instead of running the task again.
                 tries[indices[0]] = tries.get(indices[0], 0) + 1
                 key = f"{plugin.key}-{indices[0]}-{len(indices)}-{tries[indices[0]]}"
-                future = self.client.submit(task, plugin.key, args, pure=False, key=key)
+                future = self.client.submit(task, plugin.key, args, key, pure=False, key=key)
                 running[future] = ([i for i, _ in payload], weight)
                 sent += weight
-                waiting.add(future)
+                future.add_done_callback(finished.put)
+
+        def finish(future) -> None:
+            nonlocal sent
+            indices, weight = running.pop(future)
+            sent -= weight
+            try:
+                out = future.result()
+            except KilledWorker:  # this task, or one beside it on the same workers
+                if len(indices) > 1:
+                    log.warning(
+                        "a Dask task of %d image(s) kept killing workers; trying each alone",
+                        len(indices),
+                    )
+                    queue.extendleft([i] for i in reversed(indices))
+                elif indices[0] in alone:  # alone on the cluster, and still killing
+                    i = indices[0]
+                    done(i, died(items[i], "on every Dask worker that tried it"))
+                else:  # perhaps only beside the culprit: tried alone at the end
+                    suspects.append(indices[0])
+            except Exception as exc:
+                why = (str(exc).splitlines() or [""])[0]  # one line per row
+                if self.client.status != "running":
+                    raise ReporterError(
+                        f"lost the Dask scheduler at {self.address} during the run "
+                        f"({type(exc).__name__})"
+                    ) from None
+                for i in indices:
+                    done(
+                        i,
+                        failed(items[i], f"the Dask task failed: {type(exc).__name__}: {why}"),
+                    )
+            else:
+                for i, result in zip(indices, out, strict=True):
+                    done(i, result)
+
+        def stop_late() -> None:
+            nonlocal sent
+            keyed = {future.key: future for future in running}
+            for worker, task_, position in self._late(limit):
+                future = keyed.pop(task_, None)
+                if future is None:  # already stopped (a worker its nanny could not restart)
+                    continue
+                indices, weight = running.pop(future)
+                sent -= weight
+                i = indices[position]
+                done(i, died(items[i], limit=limit))
+                rest = [j for j in indices if j != i]
+                if rest:  # compared again, elsewhere or on the restarted worker
+                    queue.appendleft(rest)
+                self.client.cancel([future], force=True)
+                self._restart(worker, items[i])
 
         self.client.register_plugin(plugin, name=plugin.key)
         try:
             submit()
-            for future in waiting:
-                indices, weight = running.pop(future)
-                sent -= weight
+            while running:
                 try:
-                    out = future.result()
-                except KilledWorker:  # this task, or one beside it on the same workers
-                    if len(indices) > 1:
-                        log.warning(
-                            "a Dask task of %d image(s) kept killing workers; trying each alone",
-                            len(indices),
-                        )
-                        queue.extendleft([i] for i in reversed(indices))
-                    elif indices[0] in alone:  # alone on the cluster, and still killing
-                        i = indices[0]
-                        done(i, died(items[i], "on every Dask worker that tried it"))
-                    else:  # perhaps only beside the culprit: tried alone at the end
-                        suspects.append(indices[0])
-                except Exception as exc:
-                    why = (str(exc).splitlines() or [""])[0]  # one line per row
-                    if self.client.status != "running":
-                        raise ReporterError(
-                            f"lost the Dask scheduler at {self.address} during the run "
-                            f"({type(exc).__name__})"
-                        ) from None
-                    for i in indices:
-                        done(
-                            i,
-                            failed(items[i], f"the Dask task failed: {type(exc).__name__}: {why}"),
-                        )
-                else:
-                    for i, result in zip(indices, out, strict=True):
-                        done(i, result)
+                    batch = [finished.get(timeout=poll or 1.0)]  # a signal is heard
+                except Empty:  # nothing finished within ``poll``: look for late images
+                    batch = []
+                if poll is not None and time.monotonic() - asked >= poll:
+                    stop_late()
+                    asked = time.monotonic()
+                while not finished.empty():
+                    batch.append(finished.get())
+                for future in batch:
+                    if future in running:  # not one stop_late cancelled
+                        finish(future)
                 submit()
                 if not running and not queue and suspects:  # one at a time, nothing beside it
                     alone.add(suspects[0])
@@ -330,6 +403,33 @@ class Cluster:
             except Exception:  # the cluster is going away; nothing is left to undo
                 log.debug("could not unregister %s", plugin.key, exc_info=True)
         return [results[i] for i in range(len(items))]
+
+    def _late(self, limit: float) -> list[tuple[str, str, int]]:
+        """(worker, task, position) of every image a worker has been on for over ``limit``
+        seconds; a worker that does not answer (gone, restarting) has none."""
+        try:
+            found = self.client.run(_late, limit, on_error="ignore")
+        except Exception as exc:  # the scheduler is going: the next wait will say so
+            log.debug("could not ask the workers for late images: %s", exc)
+            return []
+        return [(w, task, at) for w, late in found.items() for task, at in late]
+
+    def _restart(self, worker: str, item) -> None:
+        """Frees the thread still busy with ``item``: its worker is restarted by its nanny
+        (the other tasks it held run again, as after a worker's death)."""
+        name = item.path if hasattr(item, "path") else item[0]
+        try:
+            status = self.client.restart_workers([worker], raise_for_error=False).get(worker)
+        except Exception as exc:  # no nanny, or the scheduler refused
+            status = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        if status != "OK":
+            log.warning(
+                "Dask worker %s could not be restarted (%s): one of its threads stays busy "
+                "with %s until that read ends",
+                worker,
+                status,
+                name,
+            )
 
 
 def _chunk(images: int, threads: int) -> int:

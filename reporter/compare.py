@@ -625,7 +625,7 @@ def compare_all(
     results: dict[int, ImageResult] = {}
     with bar:
         if cluster is not None:
-            return cluster.map(job, items, bar, died=_died)
+            return cluster.map(job, items, bar, died=_died, limit=time_limit)
         if jobs <= 1 or len(items) <= 1:
             with _opencv_threads(1), heap.kept(), watched(time_limit) as begin:
                 for i, item in enumerate(items):

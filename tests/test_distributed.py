@@ -224,6 +224,43 @@ def test_send_bytes_reads_here_and_guards_the_size(cluster, tmp_path):
                  "--no-cache", "-q"]) == 0  # fmt: skip
 
 
+def test_an_image_past_the_time_limit_on_a_cluster_is_its_error_row(cluster, tmp_path):
+    """Dask has no per-task timeout: the client asks the workers which image they have
+    been on too long. slow.png (0.6-0.7 s to read) past a 0.15 s limit is its ERROR row,
+    its worker is restarted by its nanny (a hung read would hold its thread for ever),
+    and every other image is compared, in run and in duplicates."""
+    import pandas as pd
+    from test_time_limit import LIMIT, _folder
+
+    address, watcher = cluster
+    folder = _folder(tmp_path / "run")
+    before = set(watcher.run(os.getpid).values())
+    code = main(["run", str(folder), "--out", str(tmp_path / "o"), "--scheduler", address,
+                 "--time-limit", str(LIMIT), "-q"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "o" / "results.csv").set_index("file")
+    assert code == 1 and len(table) == 9
+    assert table.at["slow.png", "status"] == "ERROR"
+    assert table.at["slow.png", "error"].startswith(f"stopped after {LIMIT:g} s (time_limit)")
+    others = table.drop(index="slow.png")
+    assert (others["status"] != "ERROR").all() and others["ssim"].notna().all()
+    watcher.wait_for_workers(2, timeout=60)
+    assert set(watcher.run(os.getpid).values()) != before  # a worker was restarted
+
+    code = main(["duplicates", str(folder), "--out", str(tmp_path / "d"), "--no-cache",
+                 "--scheduler", address, "--time-limit", str(LIMIT), "-q"])  # fmt: skip
+    groups = pd.read_csv(tmp_path / "d" / "groups.csv", keep_default_na=False).set_index("file")
+    assert code == 1 and len(groups) == 10
+    assert groups.at["slow.png", "error"].startswith(f"stopped after {LIMIT:g} s (time_limit)")
+    assert (groups.drop(index="slow.png")["error"] == "").all()
+    watcher.wait_for_workers(2, timeout=60)
+
+    # Without a limit, the same file is an image like any other.
+    code = main(["run", str(folder), "--out", str(tmp_path / "p"), "--scheduler", address,
+                 "--time-limit", "0", "-q"])  # fmt: skip
+    table = pd.read_csv(tmp_path / "p" / "results.csv").set_index("file")
+    assert table.at["slow.png", "status"] != "ERROR" and np.isfinite(table.at["slow.png", "ssim"])
+
+
 def test_ctrl_c_cancels_the_runs_tasks_on_the_cluster(cluster, tmp_path):
     address, watcher = cluster
     folder = noisy_run(tmp_path / "long", 60, (1024, 1024, 3), seed=2)

@@ -363,7 +363,7 @@ def gather(
     work = [(items[i].path, items[i].file, embedding, max_pixels, max_bytes, None) for i in todo]
     with compare.progress_bar(len(work), progress) as bar:
         if cluster is not None and work:
-            done = cluster.features(work, embedding=embedding, bar=bar)
+            done = cluster.features(work, embedding=embedding, bar=bar, limit=time_limit)
         elif jobs > 1 and len(work) >= 2 * jobs:  # a worker that dies costs only its file's row
             done = compare.in_workers(
                 _compute, _init_worker, (os.getpid(),), work, jobs, bar, _died, time_limit
