@@ -75,10 +75,22 @@ class Prepare(WorkerPlugin):
             shared()
         if self.job is not None:
             self.job.reference.prepare()  # the baseline's statistics, once per worker
+            _warm(str(self.job.reference.dtype))
         _PREPARED[self.key] = self.job
 
     def teardown(self, worker) -> None:
         _PREPARED.pop(self.key, None)
+
+
+def _warm(pixel_type: str) -> None:
+    """The compiled kernels, loaded here (0.14 s) as the local workers' fork server loads
+    them, not during the first image: its time limit counts from its reading."""
+    from . import kernels
+
+    try:
+        kernels.warm(pixel_type)
+    except Exception as exc:  # the first image loads them itself; the run goes on
+        log.warning("could not prepare the compiled kernels on this worker: %s", exc)
 
 
 def _roomy_malloc() -> None:

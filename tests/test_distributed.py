@@ -322,3 +322,24 @@ def test_which_addresses_are_taken():
         assert valid_address(good), good
     for bad in ("local:0", "local:x", "two words", "tcp://", "http://a/b", "[::1"):
         assert not valid_address(bad), bad
+
+
+def test_the_plugin_loads_the_compiled_kernels_before_the_first_image(monkeypatch):
+    """As the local workers' fork server does: a Dask worker's first image (and its time
+    limit) does not carry the kernels' loading, 0.14 s (or compiling, without a cache)."""
+    from reporter import _dask, compare, images, kernels, native
+    from reporter.metrics import Reference
+
+    warmed = []
+    monkeypatch.setattr(kernels, "warm", warmed.append)
+    # what else setup does to a worker process, not done to pytest's
+    monkeypatch.setattr(native, "python_stderr_apart", lambda: None)
+    monkeypatch.setattr(_dask, "_roomy_malloc", lambda: None)
+    monkeypatch.setattr(compare, "quiet_opencv", lambda: None)
+    monkeypatch.setattr(_dask.cv2, "setNumThreads", lambda n: None)
+    for pixels in (np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint16)):
+        job = compare.Job(Reference(pixels), images.Geometry.of(pixels), 10**8, False)
+        plugin = _dask.Prepare("reporter-test", job, embedding=False)
+        plugin.setup(None)
+        plugin.teardown(None)
+    assert warmed == ["uint8", "uint16"]
