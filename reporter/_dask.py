@@ -49,6 +49,7 @@ log = logging.getLogger("reporter")
 
 TASK_IMAGES = 16  # images per task at most: one task costs the scheduler about 1 ms
 IN_FLIGHT = 4  # tasks submitted per worker thread, ahead of the results
+ASK_TIMEOUT = 5.0  # s: the workers' answer to which images are past the time limit
 SEND_BUDGET = 512 * 2**20  # --send-bytes: file bytes in flight at most (one task's always)
 
 _PREPARED: dict[str, object] = {}  # on a worker: what each command's plugin prepared
@@ -418,10 +419,14 @@ class Cluster:
 
     def _late(self, limit: float) -> list[tuple[str, str, int]]:
         """(worker, task, position) of every image a worker has been on for over ``limit``
-        seconds; a worker that does not answer (gone, restarting) has none."""
+        seconds; a worker that does not answer (gone, restarting) has none. Asked for at
+        most ASK_TIMEOUT seconds: a worker whose event loop cannot run (a task that holds
+        the GIL) would hold the answer until Dask's worker-ttl removes it, and the run's
+        other results with it."""
         try:
-            found = self.client.run(_late, limit, on_error="ignore")
-        except Exception as exc:  # the scheduler is going: the next wait will say so
+            found = self.client.run(_late, limit, on_error="ignore", callback_timeout=ASK_TIMEOUT)
+        except Exception as exc:  # the scheduler is going (the next wait will say so), or
+            # a worker did not answer in time: asked again at the next poll
             log.debug("could not ask the workers for late images: %s", exc)
             return []
         return [(w, task, at) for w, late in found.items() for task, at in late]

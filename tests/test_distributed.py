@@ -343,3 +343,38 @@ def test_the_plugin_loads_the_compiled_kernels_before_the_first_image(monkeypatc
         plugin.setup(None)
         plugin.teardown(None)
     assert warmed == ["uint8", "uint16"]
+
+
+def test_asking_for_late_images_never_waits_on_a_worker_that_cannot_answer(cluster, monkeypatch):
+    """A task that holds the GIL stops its worker's event loop: asked which images are
+    late, that worker cannot answer. The question gives up after ASK_TIMEOUT, so the run
+    goes on collecting the other workers' results (without it the client waited until
+    Dask's worker-ttl, 5 minutes, removed the worker)."""
+    from reporter import _dask
+
+    def holds_the_gil(_):  # nested, so that the workers get it by value
+        import re
+
+        return re.match(r"(a+)+$", "a" * 40 + "b")  # backtracks for hours, never releasing it
+
+    address, watcher = cluster
+    monkeypatch.setattr(_dask, "ASK_TIMEOUT", 1.0)
+    hogged = sorted(watcher.scheduler_info()["workers"])[0]
+    pid = watcher.run(os.getpid, workers=[hogged])[hogged]
+    future = watcher.submit(holds_the_gil, 0, workers=[hogged], pure=False)
+    try:
+        deadline = time.monotonic() + 30
+        while not watcher.processing().get(hogged) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # inside re.match now
+        here = _dask.Cluster(watcher, None, address, False, None)
+        t = time.monotonic()
+        assert here._late(0.1) == []
+        assert time.monotonic() - t < 5
+    finally:
+        watcher.cancel(future, force=True)
+        os.kill(pid, signal.SIGKILL)  # its nanny starts another
+        deadline = time.monotonic() + 60
+        while hogged in watcher.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watcher.wait_for_workers(2, timeout=60)
