@@ -301,7 +301,7 @@ class Cluster:
         tries: dict[int, int] = {}  # submissions per first image of a task
 
         def done(i: int, result) -> None:
-            result.path = str(items[i].path if hasattr(items[i], "path") else items[i][0])
+            result.path = str(_path(items[i]))
             results[i] = result  # named as given, as a local run names it
             if bar is not None:
                 bar.update()
@@ -374,7 +374,9 @@ class Cluster:
             keyed = {future.key: future for future in running}
             for worker, task_, position in self._late(limit):
                 future = keyed.pop(task_, None)
-                if future is None:  # already stopped (a worker its nanny could not restart)
+                # None: already stopped (a worker its nanny could not restart); done: its
+                # result came in meanwhile, and is taken as it is
+                if future is None or future.done():
                     continue
                 indices, weight = running.pop(future)
                 sent -= weight
@@ -434,7 +436,6 @@ class Cluster:
     def _restart(self, worker: str, item) -> None:
         """Frees the thread still busy with ``item``: its worker is restarted by its nanny
         (the other tasks it held run again, as after a worker's death)."""
-        name = item.path if hasattr(item, "path") else item[0]
         try:
             status = self.client.restart_workers([worker], raise_for_error=False).get(worker)
         except Exception as exc:  # no nanny, or the scheduler refused
@@ -445,8 +446,13 @@ class Cluster:
                 "with %s until that read ends",
                 worker,
                 status,
-                name,
+                _path(item),
             )
+
+
+def _path(item):
+    """The file of a run's ``compare.Input`` or of a features work tuple."""
+    return item.path if hasattr(item, "path") else item[0]
 
 
 def _chunk(images: int, threads: int) -> int:
