@@ -55,6 +55,8 @@ MIN_RESPONSE = 0.05  # share of the correlation energy in the peak (healthy dot 
 MAX_SECOND = 0.5  # a second peak above half the first: not one whole-image move
 PEAK_GAP = 4  # px (at the measuring scale) between two peaks that are not the same one
 MIN_GAIN = 0.1  # moving the image back must cut the difference by 10 % at least
+UNMEASURED = ("shift not measured:", "no whole-image shift:")
+"""How the note of an image whose shift was not measured begins (``Aligner.measure``)."""
 
 
 @dataclass(frozen=True)

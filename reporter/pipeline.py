@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import executor, flags, images, machine, masks, outputs, pool, table, visuals
+from .align import UNMEASURED
 from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
@@ -158,6 +159,9 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         time_limit=config.time_limit or None,
     )
     early = {i: (r.look, r.look_diff) for i, r in enumerate(results) if r.look is not None}
+    unmeasured = shifts_said_once(results)
+    if unmeasured:
+        log.info("%s", unmeasured)
     results += [_unread(u) for u in unreadable]
     frame = table.build(results)
     if session is not None:
@@ -173,6 +177,10 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
     record = _record(
         config, frame, started, t0, baseline_path, baseline, reference, baseline_sha, skipped
     )
+    if unmeasured:  # a fact of this baseline against these images, said with it
+        record = replace(
+            record, baseline=replace(record.baseline, notes=(*record.baseline.notes, unmeasured))
+        )
     if session is not None and session.shown_as is not None:  # its own name, not the copy's
         record = replace(
             record, baseline=replace(record.baseline, file=shown(session.shown_as.name))
@@ -217,6 +225,35 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
         out_dir,
     )
     return RunResult(record, frame, out_dir, written, summary)
+
+
+SAID_ONCE_FROM = 3
+"""Images, at least, whose shift was not measured before that is said once for the run."""
+
+
+def shifts_said_once(results: list[ImageResult]) -> str:
+    """When the shift was not measured on at least half of the compared images (and on
+    SAID_ONCE_FROM or more), the sentence that says so for the run, and those images'
+    own shift notes taken out; else "" and every note left.
+
+    Against a baseline with too little detail to be located (a flat field: smooth
+    vignetting and noise), every day's correlation peak is noise, and each row carried
+    one of three notes (no clear peak, several peaks, a move that does not help) that
+    said the same thing twenty times in different words. A few such rows in a run
+    whose other images are measured keep theirs: there the note tells those images
+    apart."""
+    compared = [r for r in results if not r.error]
+    hit = [r for r in compared if any(n.startswith(UNMEASURED) for n in r.notes)]
+    if len(hit) < SAID_ONCE_FROM or 2 * len(hit) < len(compared):
+        return ""
+    for r in hit:
+        r.notes = [n for n in r.notes if not n.startswith(UNMEASURED)]
+    return (
+        f"shift not measured on {len(hit)} of {len(compared)} images: their correlation "
+        "with the baseline has no single clear peak, as when the baseline has too little "
+        "detail to be located (a flat field) or the images changed throughout; their rows "
+        "leave it blank, without a note each"
+    )
 
 
 MAX_CLOSER_LOOKS = 100

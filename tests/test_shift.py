@@ -3,6 +3,7 @@ and --align never makes an image less like the baseline."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -14,9 +15,9 @@ import pytest
 from conftest import SAMPLES, smooth_image, write
 
 from reporter import pipeline
-from reporter.align import Aligner, compensate
+from reporter.align import UNMEASURED, Aligner, compensate
 from reporter.cli import main
-from reporter.compare import NOT_JUDGES, aligned
+from reporter.compare import NOT_JUDGES, ImageResult, aligned
 from reporter.config import Comparison, Config, Limit
 from reporter.metrics import METRICS, Reference
 
@@ -138,6 +139,65 @@ def test_a_flat_field_is_never_moved_and_its_notes_say_why():
     several = [s.note for s in shifts if "several peaks" in s.note]
     assert several, shifts  # the case this test is about does occur
     assert all("too little detail" in n for n in several), several
+
+
+def flat_fields(folder: Path, days: int) -> None:
+    """A vignetted flat field as baseline, and ``days`` draws of its noise."""
+    h, w = 512, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+    field = 180 * (1 - 0.25 * (((yy - h / 2) / h * 2) ** 2 + ((xx - w / 2) / w * 2) ** 2))
+    for seed in range(days + 1):
+        out = field + np.random.default_rng(seed).normal(0, 3, field.shape)
+        name = "baseline.png" if seed == 0 else f"day{seed:02d}.png"
+        write(folder / name, np.clip(out.round(), 0, 255).astype(np.uint8))
+
+
+def test_a_flat_field_runs_unmeasured_shift_is_said_once_not_on_every_row(tmp_path):
+    """Against a flat field most days' shift cannot be measured: the run says so once,
+    with the baseline, and those rows leave the shift blank without a note each."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    flat_fields(folder, 10)
+    config = Config(inputs=(folder,), out=tmp_path / "o", jobs=1, formats=("csv", "html", "json"))
+    result = pipeline.run(config)
+    frame = result.table
+    unmeasured = int(frame["shift"].isna().sum())
+    assert unmeasured >= 5  # the case this test is about: most days
+    assert not any(n.startswith(UNMEASURED) for cell in frame["notes"] for n in cell.split("; "))
+    said = [n for n in result.record.baseline.notes if n.startswith("shift not measured")]
+    assert said == [
+        f"shift not measured on {unmeasured} of 10 images: their correlation with the "
+        "baseline has no single clear peak, as when the baseline has too little detail to "
+        "be located (a flat field) or the images changed throughout; their rows leave it "
+        "blank, without a note each"
+    ]
+    page = (result.out_dir / "report.html").read_text(encoding="utf-8")
+    assert f"shift not measured on {unmeasured} of 10 images" in page
+    document = json.loads((result.out_dir / "results.json").read_text(encoding="utf-8"))
+    assert document["baseline"]["notes"] == said
+
+
+def unmeasured_result(name: str, note: str = "shift not measured: no clear correlation peak"):
+    return ImageResult(file=name, path=name, notes=["resized", note] if note else ["resized"])
+
+
+def test_a_few_unmeasured_shifts_keep_their_notes():
+    """Only a run where most images are unmeasured says it once: a few among measured
+    images keep their own notes, as do fewer than three, and ERROR rows do not count."""
+    few = [unmeasured_result(f"u{i}") for i in range(3)] + [
+        unmeasured_result(f"m{i}", "") for i in range(4)
+    ]
+    assert pipeline.shifts_said_once(few) == ""
+    assert all(len(r.notes) == 2 for r in few[:3])
+    two = [unmeasured_result("a"), unmeasured_result("b")]
+    assert pipeline.shifts_said_once(two) == "" and all(len(r.notes) == 2 for r in two)
+    broken = [ImageResult(file=f"e{i}", path=f"e{i}", error="truncated") for i in range(5)]
+    half = [unmeasured_result(f"u{i}") for i in range(3)] + [
+        unmeasured_result(f"m{i}", "") for i in range(3)
+    ]
+    said = pipeline.shifts_said_once(half + broken)
+    assert said.startswith("shift not measured on 3 of 6 images: ")
+    assert all(r.notes == ["resized"] for r in half)  # the other notes stay
 
 
 def test_a_degraded_copy_has_no_clear_peak():
