@@ -13,6 +13,7 @@ import logging
 import math
 import multiprocessing.connection
 import os
+import queue
 import select
 import signal
 import sys
@@ -627,10 +628,12 @@ def compare_all(
         if cluster is not None:
             return cluster.map(job, items, bar, died=_died, limit=time_limit)
         if jobs <= 1 or len(items) <= 1:
-            with _opencv_threads(1), heap.kept(), watched(time_limit) as begin:
+            with _opencv_threads(1), heap.kept(), watched(time_limit) as call:
                 for i, item in enumerate(items):
-                    begin(item.path)
-                    results[i] = compare_file(job, item)
+                    try:
+                        results[i] = call(compare_file, job, item)
+                    except Stopped:
+                        results[i] = _died(item, limit=time_limit)
                     bar.update()
             return [results[i] for i in range(len(items))]
         return in_workers(
@@ -638,58 +641,88 @@ def compare_all(
         )
 
 
-STUCK_IN_PROCESS = 2
-"""The exit status of a run that compares in its own process when an image passes the time
-limit there: nothing can stop a decoder that hangs inside the process that waits for it,
-so the run ends (as one that could not be done), rather than never."""
+class Stopped(Exception):
+    """A call made through ``watched`` that was still going at the time limit."""
 
 
 @contextmanager
 def watched(limit: float | None) -> Iterator:
-    """For items handled in this process: ``begin(name)`` marks the start of each; one
-    still going after ``limit`` seconds ends the process (STUCK_IN_PROCESS) with one
-    ERROR line naming it. Before any output is written (the reports are staged after
-    every image), so nothing is left half-written; the operating system releases the
-    series' lock. Worker processes are stopped at the limit instead (``in_workers``).
+    """For items handled in this process: ``call(fn, *args)`` returns ``fn(*args)``, made
+    in a thread of this process (one, reused); one still going after ``limit`` seconds
+    raises Stopped, and is left to its thread, which goes on in the background (a
+    daemon thread: the process never waits for it) while the next call starts another.
+    Nothing can stop a decoder inside the process that waits for it, but the run need
+    not wait: the image is its ERROR row, and the run writes its reports. A decode left
+    running gives descriptor 2 back (``native.abandon``); the command ends with
+    ``os._exit`` (``cli.exit_now``), so no C library's exit code runs beside it.
 
     Only in the ``reporter`` command's own process (``cli.entry``): a program that calls
-    ``pipeline.run`` (a notebook, a service) is never ended by it."""
+    ``pipeline.run`` (a notebook, a service) gets plain calls, each as long as it takes,
+    and no thread left behind in it."""
     if not limit or not getattr(sys.modules.get("reporter.cli"), "_ONE_COMMAND", False):
-        yield lambda name: None
+        yield lambda fn, *args: fn(*args)
         return
-    current: list = [None, 0.0]
-    done = threading.Event()
-    try:  # descriptor 2 as it is now: a decode points it at a file (``native.caught``)
-        stderr = os.dup(2)
-    except OSError:
-        stderr = None
-
-    def begin(name) -> None:
-        current[1] = time.monotonic()
-        current[0] = name
-
-    def watch() -> None:
-        while not done.wait(min(1.0, limit / 10)):
-            name, since = current
-            if name is not None and time.monotonic() - since > limit:
-                if stderr is not None:
-                    os.dup2(stderr, 2)  # the line goes where the log goes, not to the decode's file
-                log.error(
-                    "%s: still being read or compared after %g s (time_limit), in the run's "
-                    "own process, which cannot stop it: the run ends here without reports "
-                    "(workers, with --jobs 2 or more, would make it an ERROR row)",
-                    name,
-                    limit,
-                )
-                os._exit(STUCK_IN_PROCESS)
-        if stderr is not None:  # closed here, never while this thread may still use it
-            os.close(stderr)
-
-    threading.Thread(target=watch, name="reporter-time-limit", daemon=True).start()
+    runner = _Runner(limit)
     try:
-        yield begin
+        yield runner.call
     finally:
-        done.set()
+        runner.close()
+
+
+class _Runner:
+    """One thread that makes the calls of ``watched``, replaced when one is left behind."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._thread: threading.Thread | None = None
+        self._tasks = None
+
+    @staticmethod
+    def _serve(tasks) -> None:
+        while (task := tasks.get()) is not None:
+            fn, args, box, done = task
+            try:
+                box.append((True, fn(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                box.append((False, exc))
+            finally:
+                done.set()
+
+    def call(self, fn, *args):
+        if self._thread is None:
+            self._tasks = queue.SimpleQueue()
+            self._thread = threading.Thread(
+                target=self._serve, args=(self._tasks,), name="reporter-in-process", daemon=True
+            )
+            self._thread.start()
+        box: list = []
+        done = threading.Event()
+        self._tasks.put((fn, args, box, done))
+        try:
+            finished = done.wait(self.limit)
+        except BaseException:  # Ctrl-C, SIGTERM: their log line must reach descriptor 2
+            self._leave()
+            raise
+        if not finished:
+            self._leave()
+            raise Stopped
+        ok, value = box[0]
+        if ok:
+            return value
+        raise value
+
+    def _leave(self) -> None:
+        """Leave the call in progress to its thread, which ends should the call ever end."""
+        from . import native
+
+        self._tasks.put(None)
+        native.abandon(self._thread.ident)
+        self._thread = self._tasks = None
+
+    def close(self) -> None:
+        if self._tasks is not None:
+            self._tasks.put(None)
+            self._thread = self._tasks = None
 
 
 def _died(item: Input, why: str = "", *, limit: float | None = None) -> ImageResult:

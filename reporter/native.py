@@ -30,8 +30,10 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 __all__ = [
+    "abandon",
     "caught",
     "python_stderr_apart",
     "MAX_BYTES",
@@ -59,31 +61,63 @@ def _sink_fd() -> int:
     return _sink
 
 
+@dataclass
+class _Capture:
+    thread: int  # threading.get_ident() of the decoding thread
+    saved: int  # descriptor 2 as it was before
+
+
+_current: _Capture | None = None  # the capture in progress, if any
+_state = threading.Lock()  # guards _current and the lock's release (caught, abandon)
+
+
 @contextmanager
 def caught() -> Iterator[list[str]]:
     """Within, descriptor 2 is caught; the list gets the distinct lines written, after.
     Another thread's ``caught`` waits until this one ends, so that no line goes to the
     wrong image."""
+    global _current
     lines: list[str] = []
-    with _one:
-        try:
-            sink = _sink_fd()
-            saved = os.dup(2)
-        except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
-            yield lines
+    _one.acquire()
+    try:
+        sink = _sink_fd()
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
+        _one.release()
+        yield lines
+        return
+    os.lseek(sink, 0, os.SEEK_SET)
+    os.ftruncate(sink, 0)
+    os.dup2(sink, 2)
+    mine = _current = _Capture(threading.get_ident(), saved)
+    try:
+        yield lines
+    finally:
+        with _state:
+            if _current is mine:  # else abandoned: descriptor 2 and the lock were given back
+                _current = None
+                os.dup2(saved, 2)
+                os.close(saved)
+                size = os.lseek(sink, 0, os.SEEK_CUR)
+                if size:
+                    os.lseek(sink, 0, os.SEEK_SET)
+                    lines.extend(tidy(os.read(sink, min(size, MAX_BYTES))))
+                _one.release()
+
+
+def abandon(thread: int | None) -> None:
+    """Give back what ``thread``'s capture holds, if it is in one: a decode left running
+    past the time limit (``compare.watched``) must not keep descriptor 2 pointed at its
+    file (the log would go there) nor the lock (every later decode would wait for it).
+    What that decoder may still write goes where descriptor 2 points at the time."""
+    global _current
+    with _state:
+        if _current is None or _current.thread != thread:
             return
-        os.lseek(sink, 0, os.SEEK_SET)
-        os.ftruncate(sink, 0)
-        os.dup2(sink, 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            size = os.lseek(sink, 0, os.SEEK_CUR)
-            if size:
-                os.lseek(sink, 0, os.SEEK_SET)
-                lines.extend(tidy(os.read(sink, min(size, MAX_BYTES))))
+        os.dup2(_current.saved, 2)
+        os.close(_current.saved)
+        _current = None
+        _one.release()
 
 
 def python_stderr_apart() -> None:

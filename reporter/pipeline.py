@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import pandas as pd
 
 from . import executor, flags, images, machine, masks, outputs, pool, table, visuals
 from .align import UNMEASURED
-from .compare import ImageResult, Job, Looks, compare_all, quiet_opencv
+from .compare import ImageResult, Job, Looks, Stopped, compare_all, quiet_opencv, watched
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
 from .inputs import choose_baseline, discover
@@ -354,15 +355,22 @@ def _prepare(
     The workers' fork server, when the run is large enough to want workers, starts
     right after the decode, so that it imports while the run goes on.
     """
+    load = partial(
+        images.load,
+        path,
+        max_pixels=config.max_pixels,
+        max_bytes=config.max_bytes,
+        value_range=config.value_range,
+    )
     try:
-        baseline = images.load(
-            path,
-            max_pixels=config.max_pixels,
-            max_bytes=config.max_bytes,
-            value_range=config.value_range,
-        )
+        with watched(config.time_limit or None) as call:
+            baseline = call(load)
     except images.ImageLoadError as exc:
         raise ReporterError(f"baseline {path}: {exc}") from None
+    except Stopped:
+        raise ReporterError(
+            f"baseline {path}: still being read after {config.time_limit:g} s (time_limit)"
+        ) from None
     if baseline.mapped_from:  # said once, for the run (and as its depth), not on every row
         low, high = config.value_range
         log.info(

@@ -4,12 +4,16 @@ run (or the collection command) goes on with every other image."""
 from __future__ import annotations
 
 import csv
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from conftest import noisy, write
 
 from reporter.cli import main
@@ -130,13 +134,10 @@ def test_time_limit_is_checked(tmp_path, capsys):
     assert "time_limit" in capsys.readouterr().err
 
 
-def test_in_the_commands_own_process_an_image_past_the_limit_ends_the_run_with_one_line(
-    tmp_path,
-):
-    """--jobs 1 compares in the command's own process, which cannot stop a decoder: at
-    the limit the run ends with exit status 2 and one ERROR line naming the file, written
-    to the real standard error although the decode had descriptor 2 pointed at a file
-    (``native.caught``), and leaves no outputs."""
+def test_in_the_commands_own_process_an_image_past_the_limit_is_its_error_row(tmp_path):
+    """--jobs 1 compares in the command's own process, in a thread of its own: at the
+    limit the image is its ERROR row, the run goes on with the others and writes its
+    reports (its decode, left to its thread, ends later or never)."""
     folder = _folder(tmp_path / "run", count=2)
     for argv in (
         ["run", str(folder), "--out", str(tmp_path / "o"), "--jobs", "1"],
@@ -148,12 +149,78 @@ def test_in_the_commands_own_process_an_image_past_the_limit_ends_the_run_with_o
             text=True,
             timeout=120,
         )
-        assert done.returncode == 2, (argv[0], done.stderr)
-        errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
-        assert len(errors) == 1 and "slow.png: still being read or compared after" in errors[0]
-        assert f"{LIMIT:g} s (time_limit)" in errors[0] and "Traceback" not in done.stderr
+        assert done.returncode == 1, (argv[0], done.stderr)
+        assert f"slow.png: stopped after {LIMIT:g} s (time_limit)" in done.stderr
+        assert "Traceback" not in done.stderr
         out = tmp_path / ("o" if argv[0] == "run" else "d")
-        assert not out.exists() or not any(out.iterdir())  # nothing written
+        table = out / ("results.csv" if argv[0] == "run" else "groups.csv")
+        rows = list(csv.DictReader(table.read_text(encoding="utf-8").splitlines()))
+        errors = {r["file"]: r["error"] for r in rows if r.get("error")}
+        assert list(errors) == ["slow.png"] and errors["slow.png"].startswith("stopped after")
+        assert (out / "report.html").exists()
+
+
+HANG = """
+import os, sys, time
+from reporter import cli, images, native
+
+loaded = images.load
+
+
+def load(path, *args, **kwargs):
+    if "hang" in str(path):  # a decoder that never returns, with descriptor 2 caught
+        with native.caught():
+            os.write(2, b"libfoo: still decoding\\n")
+            time.sleep(3600)
+    return loaded(path, *args, **kwargs)
+
+
+images.load = load
+sys.argv = ["reporter", *sys.argv[1:]]
+sys.exit(cli.entry())
+"""
+
+
+def test_a_decode_that_never_returns_in_the_commands_own_process(tmp_path):
+    """A read that never returns, in the command's own process: the image is its ERROR
+    row, the images after it are read (the decoder's hold on descriptor 2 and its lock
+    are given back), the log goes on to standard error, and the command exits with its
+    status at once, leaving the read behind. A baseline that never returns is exit
+    status 2 with one line."""
+    folder = _folder(tmp_path / "run", count=3)
+    (folder / "slow.png").unlink()
+    shutil.copy(folder / "img0.png", folder / "hang.png")
+    script = tmp_path / "hang.py"
+    script.write_text(HANG, encoding="utf-8")
+    for command in ("run", "duplicates"):
+        out = tmp_path / command
+        argv = [command, str(folder), "--out", str(out), "--jobs", "1", "--time-limit", "0.5"]
+        done = subprocess.run(
+            [sys.executable, str(script), *argv, "--no-progress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, (command, done.stderr)
+        assert "hang.png: stopped after 0.5 s (time_limit)" in done.stderr
+        assert "libfoo" not in done.stderr and "Traceback" not in done.stderr
+        if command == "run":
+            rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
+            status = {r["file"]: r["status"] for r in rows}
+            assert status == {"hang.png": "ERROR", "img0.png": "PASS", "img1.png": "PASS",
+                              "img2.png": "PASS"}  # fmt: skip
+            assert "results in" in done.stderr.splitlines()[-1]  # the log's last line
+    shutil.move(folder / "hang.png", folder / "baseline_hang.png")
+    done = subprocess.run(
+        [sys.executable, str(script), "run", str(folder), "--baseline",
+         str(folder / "baseline_hang.png"), "--out", str(tmp_path / "b"), "--time-limit", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "baseline_hang.png: still being read after 0.5 s (time_limit)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "b").exists()
 
 
 def test_called_from_python_an_image_in_process_is_never_cut_off(tmp_path):
@@ -204,3 +271,30 @@ def test_a_closer_look_past_the_limit_costs_only_the_look_and_says_so(
         assert df.at[name, "look"] is None and df.at[name, "thumbnail"] is not None
         assert f"{name}: no closer look: stopped after {LIMIT:g} s (time_limit)" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_run_stopped_while_its_own_process_decodes_says_so(tmp_path, signum, status):
+    """Stopped (a scheduler's SIGTERM, Ctrl-C) while the command's own process decodes an
+    image in its thread, whose decoder has descriptor 2 pointed at a file: the run's last
+    log line still reaches standard error, and nothing is written."""
+    folder = _folder(tmp_path / "run", count=1)
+    (folder / "slow.png").unlink()
+    shutil.copy(folder / "img0.png", folder / "hang.png")
+    script = tmp_path / "hang.py"
+    script.write_text(HANG, encoding="utf-8")
+    argv = ["run", str(folder), "--out", str(tmp_path / "o"), "--jobs", "1", "--no-progress"]
+    with subprocess.Popen(
+        [sys.executable, str(script), *argv], stderr=subprocess.PIPE, text=True
+    ) as proc:
+        for line in proc.stderr:  # the pass has begun: hang.png is its first image
+            if "comparing 2 image(s)" in line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == status
+    stopped = [line for line in rest.splitlines() if "stopped by" in line]
+    assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0], rest
+    assert "Traceback" not in rest
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

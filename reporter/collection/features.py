@@ -371,10 +371,12 @@ def gather(
         else:
             _init()
             done = []
-            with heap.kept(), compare.watched(time_limit) as begin:
+            with heap.kept(), compare.watched(time_limit) as call:
                 for w in work:
-                    begin(w[0])
-                    done.append(_compute(w))
+                    try:
+                        done.append(call(_compute, w))
+                    except compare.Stopped:
+                        done.append(_died(w, limit=time_limit))
                     bar.update()
     for i, features in zip(todo, done, strict=True):
         out[i] = features
