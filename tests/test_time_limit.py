@@ -298,3 +298,46 @@ def test_a_run_stopped_while_its_own_process_decodes_says_so(tmp_path, signum, s
     assert len(stopped) == 1 and signal.Signals(signum).name in stopped[0], rest
     assert "Traceback" not in rest
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+LOOK_HANGS = """
+import sys, time
+from reporter import cli, images, pipeline
+from reporter.compare import Looks
+
+loaded, calls = images.load, []
+
+
+def load(path, *args, **kwargs):
+    calls.append(str(path))
+    if "bad" in str(path) and calls.count(str(path)) > 1:  # its closer look's read
+        time.sleep(3600)
+    return loaded(path, *args, **kwargs)
+
+
+images.load = load
+pipeline._looks = lambda config: Looks((), 0)  # every closer look in the second pass
+sys.argv = ["reporter", *sys.argv[1:]]
+sys.exit(cli.entry())
+"""
+
+
+def test_a_closer_look_that_never_returns_in_the_commands_own_process(tmp_path):
+    """The closer looks' pass of a single image runs in the command's own process: its
+    read hanging there costs only the look; the flagged row keeps its status and the
+    reports are written."""
+    folder = _folder(tmp_path / "run", count=3)
+    (folder / "slow.png").unlink()
+    write(folder / "bad.png", np.zeros((64, 64), np.uint8))
+    script = tmp_path / "look.py"
+    script.write_text(LOOK_HANGS, encoding="utf-8")
+    out = tmp_path / "o"
+    argv = ["run", str(folder), "--out", str(out), "--jobs", "1", "--time-limit", "0.5"]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    assert "bad.png: no closer look: stopped after 0.5 s (time_limit)" in done.stderr
+    rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
+    assert {r["file"]: r["status"] for r in rows}["bad.png"] == "FAIL"
+    assert (out / "report.html").exists() and "Traceback" not in done.stderr
