@@ -716,7 +716,7 @@ class _Runner:
         from . import native
 
         self._tasks.put(None)
-        native.abandon(self._thread.ident)
+        native.abandon(self._thread)
         self._thread = self._tasks = None
 
     def close(self) -> None:

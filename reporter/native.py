@@ -63,12 +63,13 @@ def _sink_fd() -> int:
 
 @dataclass
 class _Capture:
-    thread: int  # threading.get_ident() of the decoding thread
+    thread: threading.Thread  # the decoding thread
     saved: int  # descriptor 2 as it was before
 
 
 _current: _Capture | None = None  # the capture in progress, if any
-_state = threading.Lock()  # guards _current and the lock's release (caught, abandon)
+_abandoned: set[threading.Thread] = set()  # threads whose call was left behind: no capture
+_state = threading.Lock()  # guards _current, _abandoned and the lock's release
 
 
 @contextmanager
@@ -78,18 +79,29 @@ def caught() -> Iterator[list[str]]:
     wrong image."""
     global _current
     lines: list[str] = []
+    me = threading.current_thread()
     _one.acquire()
     try:
         sink = _sink_fd()
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
-        _one.release()
+    except OSError:  # no descriptor to spare
+        sink = None
+    with _state:
+        mine = None
+        if sink is not None and me not in _abandoned:  # else left behind before it got here
+            try:
+                saved = os.dup(2)
+            except OSError:  # no descriptor 2 (a job started with 2>&-), or none to spare
+                pass
+            else:
+                os.lseek(sink, 0, os.SEEK_SET)
+                os.ftruncate(sink, 0)
+                os.dup2(sink, 2)
+                mine = _current = _Capture(me, saved)
+        if mine is None:
+            _one.release()
+    if mine is None:
         yield lines
         return
-    os.lseek(sink, 0, os.SEEK_SET)
-    os.ftruncate(sink, 0)
-    os.dup2(sink, 2)
-    mine = _current = _Capture(threading.get_ident(), saved)
     try:
         yield lines
     finally:
@@ -105,14 +117,17 @@ def caught() -> Iterator[list[str]]:
                 _one.release()
 
 
-def abandon(thread: int | None) -> None:
+def abandon(thread: threading.Thread) -> None:
     """Give back what ``thread``'s capture holds, if it is in one: a decode left running
     past the time limit (``compare.watched``) must not keep descriptor 2 pointed at its
     file (the log would go there) nor the lock (every later decode would wait for it).
-    What that decoder may still write goes where descriptor 2 points at the time."""
+    Nor does that thread capture again, should it reach ``caught`` only now (the thread
+    itself is kept, not its id, which a later thread may be given). What that decoder
+    may still write goes where descriptor 2 points at the time."""
     global _current
     with _state:
-        if _current is None or _current.thread != thread:
+        _abandoned.add(thread)
+        if _current is None or _current.thread is not thread:
             return
         os.dup2(_current.saved, 2)
         os.close(_current.saved)

@@ -341,3 +341,67 @@ def test_a_closer_look_that_never_returns_in_the_commands_own_process(tmp_path):
     rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
     assert {r["file"]: r["status"] for r in rows}["bad.png"] == "FAIL"
     assert (out / "report.html").exists() and "Traceback" not in done.stderr
+
+
+GIVEN_BACK = """
+import os, threading
+from reporter import native
+
+
+def target():
+    return os.fstat(2).st_ino
+
+
+real, seen = target(), []
+inside, go_on = threading.Event(), threading.Event()
+
+
+def left_in_a_decode():
+    with native.caught():
+        inside.set()
+        go_on.wait()
+
+
+one = threading.Thread(target=left_in_a_decode)
+one.start()
+inside.wait()
+seen.append(target() != real)  # caught: descriptor 2 points at the capture's file
+native.abandon(one)
+seen.append(target() == real)  # given back at once
+with native.caught() as lines:  # the lock is free: this does not wait
+    os.write(2, b"mine\\n")
+seen.append(lines == ["mine"])
+go_on.set()
+one.join()
+seen.append(target() == real)  # the left decode's late end touches nothing
+
+start = threading.Event()
+
+
+def left_before_its_decode():
+    start.wait()
+    with native.caught():
+        seen.append(target() == real)  # a thread left behind captures no more
+
+
+two = threading.Thread(target=left_before_its_decode)
+two.start()
+native.abandon(two)
+start.set()
+two.join()
+with native.caught() as lines:
+    os.write(2, b"next\\n")
+seen.append(lines == ["next"])
+print(seen)
+"""
+
+
+def test_a_decode_left_behind_gives_back_descriptor_2_and_the_lock(tmp_path):
+    """native.abandon, as compare.watched calls it at the limit: a thread inside a capture
+    gives descriptor 2 and the lock back at once, and its late end touches neither; a
+    thread left behind before it reaches a decode captures nothing."""
+    script = tmp_path / "given_back.py"
+    script.write_text(GIVEN_BACK, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True, True, True, True, True, True]", done.stdout
