@@ -75,9 +75,11 @@ class LoadedImage:
     # (width, height) of the file's picture, upright, when it was decoded reduced
     # (``load``'s ``reduced_side``); None when the pixels are at the file's own size.
     full_size: tuple[int, int] | None = None
+    # the significant bits of a 16-bit file whose values are on the 16-bit scale already:
     # a TIFF packed at 10, 12 or 14 bits per sample (BitsPerSample), which OpenCV returns
-    # on the 16-bit scale (v << 16 - b): ``widen`` leaves it as it is
-    packed_bits: int = 0
+    # as v << 16 - b, or a PNG whose sBIT chunk gives fewer than 16 (the PNG standard
+    # has such values scaled to the full range); ``widen`` leaves it as it is
+    scaled_bits: int = 0
 
     @property
     def width(self) -> int:
@@ -115,6 +117,25 @@ def _header(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
         return png
     except (OSError, SyntaxError, RuntimeError) as exc:  # RuntimeError: libavif's, libheif's
         raise ImageLoadError(f"corrupt image header: {exc}") from None
+
+
+def _png_significant_bits(data: bytes) -> int:
+    """The significant bits that a 16-bit PNG's sBIT chunk gives its colour samples (the
+    most of them), when fewer than 16; else 0. The chunk comes before the pixel data; its
+    one to four bytes follow IHDR's colour type (grey; grey, alpha; red, green, blue;
+    those and alpha), and an alpha byte is not counted (alpha is composited away)."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return 0
+        if kind == b"sBIT":
+            given = data[at + 8 : at + 8 + min(length, 4)]
+            colour = given[:3] if len(given) > 2 else given[:1]
+            bits = max(colour, default=0)
+            return bits if 0 < bits < 16 else 0
+        at += 12 + length
+    return 0
 
 
 def _png_ihdr(data: bytes) -> tuple[str, int, int, int, bool, int] | None:
@@ -644,10 +665,12 @@ def load(
     # a decoder that recovered (libjpeg's "Corrupt JPEG data: premature end of data
     # segment") may have filled part of the picture with grey: the row says so
     notes = [f"the decoder warned: {'; '.join(said)}"] if said else []
-    packed_bits = 0
+    scaled_bits = 0
+    if fmt == "PNG" and pixels.dtype == np.uint16:
+        scaled_bits = _png_significant_bits(data)
     if tags:
         depth = tags.get(258, (8,))[0]
-        packed_bits = depth if 8 < depth < 16 and pixels.dtype == np.uint16 else 0
+        scaled_bits = depth if 8 < depth < 16 and pixels.dtype == np.uint16 else 0
         pixels = _white_is_zero(tags, pixels)
         pixels, dropped = _extra_sample(tags, pixels)
         if dropped:
@@ -677,7 +700,7 @@ def load(
     full_size = None
     if reduce > 1:  # a JPEG's: OpenCV decoded it
         full_size = (width, height) if orientation not in (5, 6, 7, 8) else (height, width)
-    return LoadedImage(pixels, tuple(notes), fmt, mapped_from, full_size, packed_bits)
+    return LoadedImage(pixels, tuple(notes), fmt, mapped_from, full_size, scaled_bits)
 
 
 OWN_RANGE = "own"
@@ -800,16 +823,20 @@ def widen(image: LoadedImage, bits: int) -> LoadedImage:
     PSNR, whose L is the type's range, measure it against its own range (L = 4095 for 12
     bits, to within 0.02 %), and its pictures are not black. A value over the range is
     clipped to it first, and the notes say how many. 8-bit images, and ``bits`` 16, are
-    returned as they are; so is a TIFF packed at fewer than 16 bits per sample, which
-    OpenCV returns on the 16-bit scale already, with a note saying so."""
+    returned as they are; so are a TIFF packed at fewer than 16 bits per sample, which
+    OpenCV returns on the 16-bit scale already, and a PNG whose sBIT chunk gives fewer
+    than 16 significant bits, whose values the PNG standard has on that scale, each with
+    a note saying so."""
     pixels = image.pixels
     if bits >= 16 or pixels.dtype != np.uint16 or image.mapped_from:  # value_range's: all 16
         return image
-    if image.packed_bits:
-        said = (
-            f"a TIFF packed at {image.packed_bits} bits per sample, read on the 16-bit scale: "
-            f"bits = {bits} not applied to it",
+    if image.scaled_bits:
+        kind = (
+            f"a PNG of {image.scaled_bits} significant bits (its sBIT chunk), stored"
+            if image.format == "PNG"
+            else f"a TIFF packed at {image.scaled_bits} bits per sample, read"
         )
+        said = (f"{kind} on the 16-bit scale: bits = {bits} not applied to it",)
         return replace(image, notes=image.notes + said)
     top = (1 << bits) - 1
     notes = image.notes

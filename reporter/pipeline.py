@@ -453,8 +453,9 @@ def _say_bits(path: Path, baseline: images.LoadedImage, bits: int) -> None:
     """What the baseline's 16-bit values say about ``bits``: a 12-bit camera's TIFF uses
     12 of its 16 bits, and compared at L = 65535 its SSIM stays near 1 whatever changes.
     L is never taken from the data; the log says which setting would give it. A TIFF
-    packed at fewer bits is on the 16-bit scale already (``LoadedImage.packed_bits``)."""
-    if baseline.pixels.dtype.name != "uint16" or baseline.packed_bits:
+    packed at fewer bits, and a PNG whose sBIT chunk gives fewer, are on the 16-bit scale
+    already (``LoadedImage.scaled_bits``)."""
+    if baseline.pixels.dtype.name != "uint16" or baseline.scaled_bits:
         return
     used = int(baseline.pixels.max()).bit_length()
     if bits == 16 and used <= 14:
