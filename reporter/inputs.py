@@ -3,7 +3,9 @@
 Where it sits: the first step of ``pipeline.run``. Folders are listed (with
 ``--recursive``, walked without following links to folders); a folder that
 cannot be read is reported, never skipped in silence; files that are not
-images are listed as skipped with a reason. :func:`choose_baseline` picks the
+images are listed as skipped with a reason; reporter's own folders met on the
+walk (the reports, the history's baseline copies and locks, the duplicates
+moved aside) are left out with a log line. :func:`choose_baseline` picks the
 baseline among them (``--baseline``, ``first``, or the file named baseline).
 """
 
@@ -19,14 +21,34 @@ from .errors import ReporterError
 from .names import IMAGE_EXTENSIONS, is_image, shown
 from .record import SkippedFile
 
-__all__ = ["choose_baseline", "discover"]
+__all__ = ["choose_baseline", "discover", "own_folders"]
 
 log = logging.getLogger("reporter")
 
 
-def _listing(folder: Path, recursive: bool, unreadable: list[SkippedFile]) -> list[Path]:
+def own_folders(*folders: tuple[Path, str]) -> dict[tuple[int, int], str]:
+    """reporter's own folders, as ``discover`` leaves them out: by their device and
+    inode (one stat per folder met, whatever links or spellings lead to it), each with
+    what it holds. Folders that do not exist yet are left out of the map."""
+    own = {}
+    for folder, what in folders:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            continue
+        own.setdefault((st.st_dev, st.st_ino), what)
+    return own
+
+
+def _listing(
+    folder: Path,
+    recursive: bool,
+    unreadable: list[SkippedFile],
+    own: dict[tuple[int, int], str] | None = None,
+) -> list[Path]:
     """Every entry below ``folder`` (one level, or all with ``recursive``), sorted by its
-    path relative to the folder; folders that cannot be read go to ``unreadable``.
+    path relative to the folder; folders that cannot be read go to ``unreadable``, and
+    the walk does not enter ``own`` folders (:func:`own_folders`).
 
     os.walk with an onerror hook, not Path.glob: glob passes over an unreadable
     sub-folder without a word, and a run would then report PASS on images it never saw.
@@ -41,7 +63,7 @@ def _listing(folder: Path, recursive: bool, unreadable: list[SkippedFile]) -> li
     paths: list[Path] = []
     if recursive:
         for root, dirs, files in os.walk(folder, onerror=failed):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not _own(root, d, own)]
             paths += [Path(root) / name for name in (*dirs, *files)]
     else:
         try:
@@ -52,11 +74,31 @@ def _listing(folder: Path, recursive: bool, unreadable: list[SkippedFile]) -> li
     return sorted(paths, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def _own(root: str, name: str, own: dict[tuple[int, int], str] | None) -> bool:
+    """Whether root/name is one of reporter's ``own`` folders, which the walk leaves out
+    (with a log line): a run under ``-r`` met its history's copy of the baseline as an
+    image to compare, and a second ``duplicates --move-duplicates`` moved the moved
+    files again."""
+    if not own:
+        return False
+    path = os.path.join(root, name)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False  # the walk reports what it cannot read
+    what = own.get((st.st_dev, st.st_ino))
+    if what is not None:
+        log.info("left out %s: %s", path, what)
+    return what is not None
+
+
 def discover(
-    inputs: tuple[Path, ...], *, recursive: bool
+    inputs: tuple[Path, ...], *, recursive: bool, own: dict[tuple[int, int], str] | None = None
 ) -> tuple[list[Input], list[SkippedFile], list[SkippedFile]]:
     """Image files from files and folders, sorted within each folder, each once; the
-    files skipped; and the folders that could not be read."""
+    files skipped; and the folders that could not be read. With ``recursive``, the
+    ``own`` folders (:func:`own_folders`) found below a given folder are not entered;
+    a folder given as an input is listed whatever it is."""
     found: list[Input] = []
     skipped: list[SkippedFile] = []
     unreadable: list[SkippedFile] = []
@@ -76,7 +118,7 @@ def discover(
         elif given.exists() and not given.is_dir():
             raise ReporterError(f"{given} is not a regular file (a pipe or a device?)")
         elif given.is_dir():
-            for path in _listing(given, recursive, unreadable):
+            for path in _listing(given, recursive, unreadable, own):
                 rel = path.relative_to(given)
                 if any(part.startswith(".") for part in rel.parts):
                     continue  # hidden files and folders (.DS_Store, ._x.png, .git)

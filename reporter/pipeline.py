@@ -39,7 +39,7 @@ from .align import UNMEASURED
 from .compare import ImageResult, Job, Looks, Stopped, compare_all, quiet_opencv, watched
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
-from .inputs import choose_baseline, discover
+from .inputs import choose_baseline, discover, own_folders
 from .metrics import Reference
 from .names import shown, stored
 from .record import BaselineFacts, RunRecord, SignalFacts, SkippedFile, Tool
@@ -105,11 +105,26 @@ def run(config: Config, *, early: bool = False) -> RunResult:
         return _run(config, session, cluster, early)
 
 
+def _own_folders(config: Config) -> dict | None:
+    """The folders a recursive walk of the inputs leaves out: this run's reports, and the
+    series history's copies of its baselines and its locks (``inputs.own_folders``)."""
+    if not config.recursive:
+        return None
+    history = config.history_path().parent
+    return own_folders(
+        (config.out or config.reports_root, "reporter's reports (out)"),
+        (history / "baselines", "the series history's copies of its baselines"),
+        (history / "locks", "the series' lock files"),
+    )
+
+
 def _run(config: Config, session: Session | None, cluster=None, early: bool = False) -> RunResult:
     quiet_opencv()
     started = datetime.now(UTC)
     t0 = time.perf_counter()
-    found, skipped, unreadable = discover(config.inputs, recursive=config.recursive)
+    found, skipped, unreadable = discover(
+        config.inputs, recursive=config.recursive, own=_own_folders(config)
+    )
     try:
         if session is not None:
             baseline_path, items = session.baseline(config, found)

@@ -807,6 +807,28 @@ def test_an_unreadable_sub_folder_is_an_error_row_not_a_silent_pass(
     assert {r["file"] for r in meta["rows"] if r["status"] != "ERROR"} == {"same.png", "noisy.png"}
 
 
+def test_a_recursive_run_leaves_out_reporters_own_folders(capsys, run_dir, monkeypatch):
+    """Run from inside the folder it compares, as a cron line 'cd /data/qc && reporter run
+    . -r --series X' does, the history (./reports/history.sqlite) keeps a copy of the
+    baseline under ./reports/baselines: the next run found it as an image, gave it a row
+    (PSNR inf) and recorded it in the series as a slot of its own. Its reports, the
+    history's copies and locks, and an --out folder inside the inputs are now left out,
+    each with a log line; a folder of them given as an input is still compared."""
+    monkeypatch.chdir(run_dir)
+    for n in (1, 2):
+        code, _, err = call(capsys, "run", ".", "-r", "--series", "X", "--out", f"o{n}")
+        assert code == 0, err
+    rows = json.loads((run_dir / "o2" / "results.json").read_text())["rows"]
+    assert sorted(r["file"] for r in rows) == ["noisy.png", "same.png"]
+    assert "INFO left out ./reports/baselines: the series history's copies of its baselines" in err
+    assert "INFO left out ./o1" not in err  # not this run's --out: it holds no images
+    code, _, err = call(capsys, "run", ".", "-r", "--out", "o1")  # no series: reports as out
+    assert "INFO left out ./o1: reporter's reports (out)" in err
+    copies = run_dir / "reports" / "baselines"
+    code, _, err = call(capsys, "run", copies, "-r", "--baseline", "baseline.png", "--out", "o3")
+    assert code == 0 and len(json.loads((run_dir / "o3" / "results.json").read_text())["rows"]) == 1
+
+
 def test_an_unreadable_folder_named_directly(capsys, run_dir, tmp_path, monkeypatch):
     locked = tmp_path / "today"
     locked.mkdir()

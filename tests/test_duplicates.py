@@ -338,6 +338,26 @@ def test_move_duplicates_moves_all_but_the_kept_and_logs_each(photos, tmp_path, 
     assert len(moves) == sum(len(rows) - 1 for rows in groups_csv(out).values())
 
 
+def test_a_second_move_into_the_collection_moves_nothing_again(photos, capsys, monkeypatch):
+    """--move-duplicates into a folder inside the collection, then the same command again
+    (with -r): the moved files were found again, grouped with the images they had been
+    moved from, and each moved again within the folder (coffee_small.jpg became
+    coffee_small-2.jpg). The folder, and the reports under the collection, are now left
+    out of the walk."""
+    argv = ["duplicates", ".", "-r", "--move-duplicates", "dupes", "--out", "o"]
+    monkeypatch.chdir(photos)
+    assert main(argv) == 1  # the collection's broken.png
+    moved = sorted(p.name for p in (photos / "dupes").iterdir())
+    assert moved
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert sorted(p.name for p in (photos / "dupes").iterdir()) == moved
+    err = capsys.readouterr().err
+    assert "INFO left out ./dupes: the duplicates moved aside (--move-duplicates)" in err
+    assert "INFO left out ./o: reporter's reports (out)" in err
+    assert " INFO moved " not in err and groups_csv(photos / "o") == {}
+
+
 def test_thresholds_and_reports(photos, tmp_path):
     out = tmp_path / "o"
     main(["duplicates", str(photos), "--by", "phash", "--threshold", "0", "--out", str(out), "-q"])

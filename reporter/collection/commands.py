@@ -17,7 +17,7 @@ import numpy as np
 from .. import clock, executor, machine, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
-from ..inputs import discover
+from ..inputs import discover, own_folders
 from ..names import printable
 from ..outputs import STAGE_PREFIX
 from . import reports, score_kind
@@ -40,6 +40,18 @@ def _queries(args: argparse.Namespace) -> list[Path]:
     if not queries:
         raise ReporterError("no query: give QUERY or --queries FILE")
     return queries
+
+
+def _own(args: argparse.Namespace) -> dict | None:
+    """The folders a recursive walk of the collection leaves out: the reports, and the
+    duplicates moved aside (a second ``--move-duplicates`` run moved them again)."""
+    if not args.recursive:
+        return None
+    moved = getattr(args, "move_duplicates", None)
+    return own_folders(
+        (args.out or Path("reports"), "reporter's reports (out)"),
+        *([(moved, "the duplicates moved aside (--move-duplicates)")] if moved else []),
+    )
 
 
 def _out_dir(args: argparse.Namespace, started: datetime, kind: str) -> Path:
@@ -88,7 +100,7 @@ def search(args: argparse.Namespace) -> int:
             raise ReporterError("--index hnsw is for --by embedding only")
         require_faiss()  # before any work
     queries = _queries(args)
-    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive, own=_own(args))
     if not found:
         raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
     known = {item.path.resolve(): item for item in found}
@@ -177,7 +189,7 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
 def _collection(args: argparse.Namespace, *, embedding: bool):
     """The images under args.paths and their features (cache, workers), and what could
     not be read."""
-    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive)
+    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive, own=_own(args))
     if not found:
         raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
     for u in unreadable:
