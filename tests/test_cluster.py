@@ -76,6 +76,22 @@ def test_copy_to_makes_a_folder_per_cluster_and_moves_nothing(photos, tmp_path):
         assert len({p.name.split("_")[0].split(".")[0] for p in folder.iterdir()}) == 1
 
 
+def test_a_second_copy_into_the_collection_clusters_the_originals_only(photos, monkeypatch, capsys):
+    """--copy-to a folder inside the collection, then the same command again (with -r):
+    the copies were clustered too, each beside its original (24 rows for 12 images), and
+    copied again with them (36 files). The folder is now left out of the walk: the
+    second run clusters the 12 images and copies each once more (never overwriting)."""
+    monkeypatch.chdir(photos)
+    argv = ["cluster", ".", "-r", "--k", "3", "--copy-to", "sorted", "--out", "o"]
+    assert main(argv) == 0
+    assert len(list((photos / "sorted").rglob("*.*"))) == 12
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert sum(1 for _ in (photos / "o" / "clusters.csv").open()) == 1 + 12
+    assert len(list((photos / "sorted").rglob("*.*"))) == 24
+    assert "INFO left out ./sorted: the clusters' copies (--copy-to)" in capsys.readouterr().err
+
+
 def test_too_few_images_and_bad_k_say_so(photos, tmp_path, capsys):
     one = tmp_path / "one"
     one.mkdir()

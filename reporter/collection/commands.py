@@ -43,14 +43,16 @@ def _queries(args: argparse.Namespace) -> list[Path]:
 
 
 def _own(args: argparse.Namespace) -> dict | None:
-    """The folders a recursive walk of the collection leaves out: the reports, and the
-    duplicates moved aside (a second ``--move-duplicates`` run moved them again)."""
+    """The folders a recursive walk of the collection leaves out: the reports, the
+    duplicates moved aside (a second ``--move-duplicates`` run moved them again) and the
+    clusters' copies (a second ``--copy-to`` run clustered each image with its copy)."""
     if not args.recursive:
         return None
-    moved = getattr(args, "move_duplicates", None)
+    moved, copied = getattr(args, "move_duplicates", None), getattr(args, "copy_to", None)
     return own_folders(
         (args.out or Path("reports"), "reporter's reports (out)"),
         *([(moved, "the duplicates moved aside (--move-duplicates)")] if moved else []),
+        *([(copied, "the clusters' copies (--copy-to)")] if copied else []),
     )
 
 
