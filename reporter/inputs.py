@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from .compare import Input
@@ -131,17 +132,37 @@ def discover(
                     log.warning("skipped %s: %s", path, why)
                     continue
                 if not is_image(path):
-                    skipped.append(SkippedFile(str(path), "not an image file extension"))
-                    log.info(
-                        "skipped %s: not an image (%s)",
-                        path,
-                        ", ".join(sorted(IMAGE_EXTENSIONS)),
-                    )
+                    skipped.append(SkippedFile(str(path), NOT_AN_IMAGE))
+                    log.debug("skipped %s: %s", path, NOT_AN_IMAGE)
                     continue
                 add(path, rel.as_posix())
         else:
             raise ReporterError(f"no such file or folder: {given}")
+    _say_not_images([Path(f.path) for f in skipped if f.reason == NOT_AN_IMAGE])
     return found, skipped, unreadable
+
+
+NOT_AN_IMAGE = "not an image file extension"
+NAMED = 5  # the skipped files the log line names; the rest are counted
+
+
+def _say_not_images(paths: list[Path]) -> None:
+    """One log line for the files skipped by their extension, not one each: a folder of
+    5,000 raw data files beside its exports wrote 5,000 lines of 200 characters into a
+    cron log every day. It counts them by extension and names the first few; each is
+    in the debug log and in the reports' list of files not compared."""
+    if not paths:
+        return
+    kinds = Counter(p.suffix.lower() or "no extension" for p in paths)
+    counted = ", ".join(
+        f"{k} {n:,}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    named = ", ".join(str(p) for p in paths[:NAMED])
+    more = f" and {len(paths) - NAMED:,} more" if len(paths) > NAMED else ""
+    log.info(
+        "skipped %s file(s) not named as images (%s): %s%s; images are %s",
+        f"{len(paths):,}", counted, named, more, " ".join(sorted(IMAGE_EXTENSIONS)),
+    )  # fmt: skip
 
 
 def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:

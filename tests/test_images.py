@@ -84,6 +84,35 @@ def test_skipped_files_are_listed_in_the_metadata(junk_dir: Path):
     assert [Path(s["path"]).name for s in result.meta["skipped"]] == ["notes.txt"]
 
 
+def test_files_skipped_by_their_extension_take_one_log_line(run_dir: Path, tmp_path, caplog):
+    """A folder of raw data files beside its exports (a cytometer's .fcs files) logged one
+    INFO line of about 200 characters per file, every run. One line now counts them by
+    extension and names the first five; each is still in the debug log and in the
+    metadata's list of skipped files."""
+    for i in range(7):
+        (run_dir / f"tube{i}.fcs").write_bytes(b"FCS3.1")
+    (run_dir / "notes.txt").write_text("x", encoding="utf-8")
+    (run_dir / "README").write_text("x", encoding="utf-8")
+    caplog.set_level("DEBUG", logger="reporter")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    assert len(result.meta["skipped"]) == 9
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "INFO" and r.getMessage().startswith("skipped ")
+    ]
+    named = ", ".join(
+        str(run_dir / n) for n in ("README", "notes.txt", "tube0.fcs", "tube1.fcs", "tube2.fcs")
+    )
+    assert said == [
+        f"skipped 9 file(s) not named as images (.fcs 7, .txt 1, no extension 1): {named} "
+        "and 4 more; images are .avif .bmp .gif .heic .heif .j2k .jfif .jp2 .jpe .jpeg .jpg "
+        ".pbm .pgm .png .pnm .ppm .tif .tiff .webp"
+    ]
+    debug = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+    assert f"skipped {run_dir / 'tube6.fcs'}: not an image file extension" in debug
+
+
 def test_a_non_image_named_explicitly_is_an_error_row(run_dir: Path, tmp_path: Path):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello", encoding="utf-8")
