@@ -177,6 +177,12 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
     if config.baseline is not None:
         baseline = config.baseline.resolve() if ".." in config.baseline.parts else config.baseline
         if not baseline.is_file():
+            if baseline.is_dir():
+                raise ReporterError(f"baseline {baseline} is a folder: give one image file")
+            if baseline.exists():  # reading a pipe would wait for a writer for ever
+                raise ReporterError(
+                    f"baseline {baseline} is not a regular file (a pipe or a device?)"
+                )
             raise ReporterError(f"baseline not found: {baseline}")
     else:
         named = [i for i in found if i.path.stem.lower() == "baseline"]

@@ -284,6 +284,8 @@ def start_early(config) -> bool:
     if config.scheduler or config.jobs == 1:
         return False
     try:
+        # Regular files only: opening a pipe named .png to read its header waits for a
+        # writer for ever (a run with --baseline first, or none named baseline, hung)
         files = []
         for given in config.inputs:
             if given.is_file():
@@ -293,9 +295,10 @@ def start_early(config) -> bool:
                     for n, entry in enumerate(entries):
                         if n >= EARLY_LOOK:
                             break
-                        if not entry.name.startswith(".") and is_image(Path(entry.name)):
+                        name = entry.name
+                        if not name.startswith(".") and is_image(Path(name)) and entry.is_file():
                             files.append(Path(entry.path))
-        if not files:
+        if not files or (config.baseline is not None and not config.baseline.is_file()):
             return False
         named = [f for f in files if f.stem.lower() == "baseline"]  # as choose_baseline
         width, height, mode = peek(config.baseline or (named or sorted(files))[0])

@@ -884,6 +884,38 @@ def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path)
         )
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_never_holds_the_command_before_its_run(run_dir: Path, tmp_path: Path):
+    """Before its heavy imports, the command reads the header of the image it guesses is
+    the baseline, to start the workers' server early. With --baseline first (or none
+    named baseline) that guess was the first image file by name, a pipe here: opening it
+    waited for a writer, and the run hung for ever. A pipe given as --baseline did the
+    same. Now the guess reads regular files only: the first run compares the rest, and
+    the second says in one line what the baseline is; a folder as the baseline too."""
+    import os
+    import subprocess
+
+    day = tmp_path / "day"  # no file named baseline: the guess is the first by name
+    day.mkdir()
+    for name in ("same.png", "noisy.png"):
+        (day / name).write_bytes((run_dir / name).read_bytes())
+    os.mkfifo(day / "a_stream.png")
+    command = [sys.executable, "-m", "reporter", "run", str(day), "--jobs", "2", "-q"]
+    for n, (extra, code, said) in enumerate(
+        (
+            (["--baseline", "first"], 0, "WARNING skipped"),
+            (["--baseline", str(day / "a_stream.png")], 2, "is not a regular file (a pipe or"),
+            (["--baseline", str(day)], 2, "is a folder: give one image file"),
+        )
+    ):
+        done = subprocess.run(
+            [*command, "--out", str(tmp_path / f"o{n}"), *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == code, done.stderr
+        assert said in done.stderr and "Traceback" not in done.stderr
+
+
 def test_exif_orientation_of_a_camera_jpeg(run_dir, baseline_img):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated a quarter turn anticlockwise; EXIF says turn it back

@@ -109,7 +109,8 @@ def search(args: argparse.Namespace) -> int:
     asked = []
     for q in queries:
         if not q.is_file():
-            raise ReporterError(f"query {q}: no such file")
+            why = "a folder: the query is one image file" if q.is_dir() else "no such file"
+            raise ReporterError(f"query {q}: {why}")
         asked.append(known.get(q.resolve()) or Input(q, q.name))
     extra = [a for a in asked if a.path.resolve() not in known]
     with _engine(args) as engine:
