@@ -101,19 +101,23 @@ exit statuses: 0 done; 1 (history --missing-after) the series has been silent to
   2 the command could not be done (no such series or run, no history file)"""
 
 
-def _jobs(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _jobs(text: str) -> int:
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
     return value
 
 
 def _positive(text: str) -> int:
-    value = _jobs(text)
-    if value == 0:
+    value = _whole(text)
+    if value < 1:  # --top -3 was told 'must be 0 (all cores) or more', --jobs' words
         raise argparse.ArgumentTypeError("must be positive")
     return value
 

@@ -1120,8 +1120,11 @@ def check(config: Config) -> Config:
             )
     for name in (*(h.metrics or ()), *(h.chart_metrics or ()), *h.min_sd):
         _metric_name(name, "history")
-    if config.comparison.mask is not None and not config.comparison.mask.is_file():
-        raise ConfigError(f"mask file not found: {config.comparison.mask}")
+    mask = config.comparison.mask
+    if mask is not None and not mask.is_file():
+        if mask.exists():  # a folder, a pipe (reading it would wait for ever), a device
+            raise ConfigError(f"mask {mask} is not a regular file: give one image file")
+        raise ConfigError(f"mask file not found: {mask}")
     return config
 
 

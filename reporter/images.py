@@ -21,6 +21,7 @@ import itertools
 import logging
 import math
 import re
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -564,9 +565,13 @@ def _mb(n: float) -> str:
 
 def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """The file's bytes; ``max_bytes``: a larger file is refused before it is read (a 2 GB
-    file named .png would otherwise be read whole). Raises ImageLoadError."""
+    file named .png would otherwise be read whole). A pipe or a device is refused unread:
+    reading a pipe waits for a writer for ever. Raises ImageLoadError."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageLoadError("not a regular file (a pipe or a device?): not read")
+        size = st.st_size
         if max_bytes is not None and size > max_bytes:
             raise ImageLoadError(
                 f"the file is {_mb(size)} MB, over the limit of {_mb(max_bytes)} MB "

@@ -110,6 +110,8 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{run}", "--warn", "ssim=high"], "'high' is not a number"),
         (["run", "{run}", "--warn", "ssim=0.5", "--fail", "ssim=0.9"], "must be at or below"),
         (["run", "{run}", "--max-pixels", "0"], "must be positive"),
+        (["search", "{run}/same.png", "{run}", "--top=-3"], "argument --top: must be positive"),
+        (["history", "X", "--last", "0"], "argument --last: must be positive"),
         (["run", "{run}", "--max-file-mb", "inf"], "'inf' is not a finite number"),
         (["duplicates", "{run}", "--max-file-mb=-inf"], "'-inf' is not a finite number"),
         (["run", "{run}", "--lock-wait", "nan"], "'nan' is not a finite number"),

@@ -916,6 +916,36 @@ def test_a_pipe_never_holds_the_command_before_its_run(run_dir: Path, tmp_path: 
         assert said in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_where_one_image_file_is_asked_for_is_one_line(run_dir: Path, tmp_path: Path):
+    """'reporter baseline set' read the file it was given to check it is an image: a pipe
+    waited for a writer for ever. Every read of an image now refuses a pipe or a device
+    unread (``images.read_bytes``). A pipe as search's query or as the mask was 'no such
+    file' or 'not found': each now says what it is. Exit status 2, nothing recorded."""
+    import os
+    import subprocess
+
+    pipe = tmp_path / "stream.png"
+    os.mkfifo(pipe)
+    history = tmp_path / "h.sqlite"
+    for argv, said in (
+        (["baseline", "set", "X", str(pipe), "--reason", "r", "--history", str(history)],
+         f"baseline {pipe}: not a regular file (a pipe or a device?): not read; nothing was "
+         "recorded"),
+        (["search", str(pipe), str(run_dir), "--out", str(tmp_path / "s")],
+         f"query {pipe}: not a regular file (a pipe or a device?)"),
+        (["run", str(run_dir), "--mask", str(pipe), "--out", str(tmp_path / "m")],
+         f"mask {pipe} is not a regular file: give one image file"),
+    ):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "reporter", *argv, "-q"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"reporter: error: {said}\n"
+    assert not history.exists()
+
+
 def test_exif_orientation_of_a_camera_jpeg(run_dir, baseline_img):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated a quarter turn anticlockwise; EXIF says turn it back

@@ -109,7 +109,11 @@ def search(args: argparse.Namespace) -> int:
     asked = []
     for q in queries:
         if not q.is_file():
-            why = "a folder: the query is one image file" if q.is_dir() else "no such file"
+            why = (
+                "no such file" if not q.exists()
+                else "a folder: the query is one image file" if q.is_dir()
+                else "not a regular file (a pipe or a device?)"
+            )  # fmt: skip
             raise ReporterError(f"query {q}: {why}")
         asked.append(known.get(q.resolve()) or Input(q, q.name))
     extra = [a for a in asked if a.path.resolve() not in known]
