@@ -25,6 +25,7 @@ from typing import Any
 from . import clock, executor, machine
 from .catalog import METRICS
 from .errors import ConfigError
+from .names import not_a_file
 
 __all__ = [
     "AUTO",
@@ -1121,10 +1122,11 @@ def check(config: Config) -> Config:
     for name in (*(h.metrics or ()), *(h.chart_metrics or ()), *h.min_sd):
         _metric_name(name, "history")
     mask = config.comparison.mask
-    if mask is not None and not mask.is_file():
-        if mask.exists():  # a folder, a pipe (reading it would wait for ever), a device
-            raise ConfigError(f"mask {mask} is not a regular file: give one image file")
+    kind = not_a_file(mask) if mask is not None else None
+    if kind == "not found":
         raise ConfigError(f"mask file not found: {mask}")
+    if kind:  # a folder, a pipe (reading it would wait for ever), a device
+        raise ConfigError(f"mask {mask} is {kind}: give one image file")
     return config
 
 

@@ -21,7 +21,6 @@ import itertools
 import logging
 import math
 import re
-import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import native
+from .names import not_a_file
 from .pool import GREY_MODES
 
 __all__ = [
@@ -569,8 +569,9 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     reading a pipe waits for a writer for ever. Raises ImageLoadError."""
     try:
         st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageLoadError("not a regular file (a pipe or a device?): not read")
+        kind = not_a_file(path, st)
+        if kind:
+            raise ImageLoadError(f"{kind}, not an image file: not read")
         size = st.st_size
         if max_bytes is not None and size > max_bytes:
             raise ImageLoadError(

@@ -19,7 +19,7 @@ from pathlib import Path
 from .compare import Input
 from .config import Config
 from .errors import ReporterError
-from .names import IMAGE_EXTENSIONS, is_image, shown
+from .names import IMAGE_EXTENSIONS, is_image, not_a_file, shown
 from .record import SkippedFile
 
 __all__ = ["choose_baseline", "discover", "own_folders"]
@@ -116,8 +116,8 @@ def discover(
             given = given.resolve()
         if given.is_file():
             add(given, given.name)  # named explicitly: compared even with an odd extension
-        elif given.exists() and not given.is_dir():
-            raise ReporterError(f"{given} is not a regular file (a pipe or a device?)")
+        elif given.exists() and not given.is_dir():  # reading a pipe would wait for ever
+            raise ReporterError(f"{given} is {not_a_file(given)}: give image files or folders")
         elif given.is_dir():
             for path in _listing(given, recursive, unreadable, own):
                 rel = path.relative_to(given)
@@ -176,14 +176,11 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
         return found[0].path, found[1:]
     if config.baseline is not None:
         baseline = config.baseline.resolve() if ".." in config.baseline.parts else config.baseline
-        if not baseline.is_file():
-            if baseline.is_dir():
-                raise ReporterError(f"baseline {baseline} is a folder: give one image file")
-            if baseline.exists():  # reading a pipe would wait for a writer for ever
-                raise ReporterError(
-                    f"baseline {baseline} is not a regular file (a pipe or a device?)"
-                )
+        kind = not_a_file(baseline)  # reading a pipe would wait for a writer for ever
+        if kind == "not found":
             raise ReporterError(f"baseline not found: {baseline}")
+        if kind:
+            raise ReporterError(f"baseline {baseline} is {kind}: give one image file")
     else:
         named = [i for i in found if i.path.stem.lower() == "baseline"]
         if not named:

@@ -10,12 +10,15 @@ UTF-8 output can encode. It is shown with U+FFFD (``Probe_M\ufffdller.png``, the
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import PurePath
 
 __all__ = [
     "FORMULA_STARTS",
     "IMAGE_EXTENSIONS",
     "is_image",
+    "not_a_file",
     "printable",
     "shown",
     "stored",
@@ -35,6 +38,37 @@ IMAGE_EXTENSIONS = frozenset(
 
 def is_image(path: PurePath) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def not_a_file(path, st: os.stat_result | None = None) -> str | None:
+    """What ``path`` is when it is not a regular file (links followed), in a person's
+    words: "a folder", "a pipe", "a device", "a socket", "a broken link", "not found";
+    None for a regular file. ``st``: its ``os.stat``, when the caller has made it.
+
+    Every place that wants one file from a person (an image, the baseline, a query, the
+    mask, the history) asks this before opening it: opening a pipe for reading waits for
+    a writer for ever, and a folder or a device is never what was meant."""
+    if st is None:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "a broken link" if os.path.islink(path) else "not found"
+        except NotADirectoryError:  # a path through a file: x.png/y.png
+            return "not found"
+        except OSError as exc:  # a loop of links, a name too long
+            return exc.strerror or str(exc)
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 def _raw(text: str) -> bytes:

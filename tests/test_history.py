@@ -29,7 +29,7 @@ from reporter.errors import ReporterError
 from reporter.pipeline import run
 from reporter.series import store as history_module
 from reporter.series.rules import evaluate, prediction_factor
-from reporter.series.store import History, series_lock
+from reporter.series.store import SCHEMA_VERSION, History, series_lock
 
 # --- the rules, on numbers -------------------------------------------------------------------
 
@@ -716,6 +716,31 @@ def test_a_newer_or_broken_database_is_one_line_and_status_2(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "history" in err and "Traceback" not in err
+
+
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """An SQLite file of something else given as the history (a lab's LIMS export, whose
+    table named runs met reporter's own) was 'table runs already exists'; one with other
+    tables only would have had reporter's tables added to it. Now it is one line, exit
+    status 2, and the file is left as it was."""
+    other = tmp_path / "lims.sqlite"
+    db = sqlite3.connect(other)
+    db.executescript("CREATE TABLE samples (id, name); INSERT INTO samples VALUES (1, 'a');")
+    db.close()
+    before = other.read_bytes()
+    out = tmp_path / "o"
+    code = main(["run", str(SAMPLES), "--series", "S", "--history", str(other), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        f"reporter: error: history {other} is an SQLite database of something else (its "
+        "tables: samples): give reporter a file of its own\n"
+    )
+    assert other.read_bytes() == before and not out.exists()
+    empty = tmp_path / "empty.sqlite"  # an empty database file is a new history
+    sqlite3.connect(empty).close()
+    with History(empty) as history:
+        assert history.version() == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

@@ -874,7 +874,7 @@ def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path)
     assert {"path": str(run_dir / "stream.png"), "reason": "not a regular file"} in result.meta[
         "skipped"
     ]
-    with pytest.raises(pipeline.ReporterError, match="not a regular file"):
+    with pytest.raises(pipeline.ReporterError, match="is a pipe: give image files or folders"):
         pipeline.run(
             Config(
                 inputs=(run_dir / "stream.png",),
@@ -904,7 +904,7 @@ def test_a_pipe_never_holds_the_command_before_its_run(run_dir: Path, tmp_path: 
     for n, (extra, code, said) in enumerate(
         (
             (["--baseline", "first"], 0, "WARNING skipped"),
-            (["--baseline", str(day / "a_stream.png")], 2, "is not a regular file (a pipe or"),
+            (["--baseline", str(day / "a_stream.png")], 2, "is a pipe: give one image file"),
             (["--baseline", str(day)], 2, "is a folder: give one image file"),
         )
     ):
@@ -921,21 +921,34 @@ def test_a_pipe_where_one_image_file_is_asked_for_is_one_line(run_dir: Path, tmp
     """'reporter baseline set' read the file it was given to check it is an image: a pipe
     waited for a writer for ever. Every read of an image now refuses a pipe or a device
     unread (``images.read_bytes``). A pipe as search's query or as the mask was 'no such
-    file' or 'not found': each now says what it is. Exit status 2, nothing recorded."""
+    file' or 'not found': each now says what it is (``names.not_a_file``), as does a
+    history that is a pipe, a folder or a broken link, where SQLite's words were 'disk
+    I/O error' and 'unable to open database file'. Exit status 2, nothing recorded."""
     import os
     import subprocess
 
     pipe = tmp_path / "stream.png"
     os.mkfifo(pipe)
     history = tmp_path / "h.sqlite"
+    broken = tmp_path / "gone.sqlite"
+    broken.symlink_to(tmp_path / "nowhere" / "h.sqlite")
     for argv, said in (
         (["baseline", "set", "X", str(pipe), "--reason", "r", "--history", str(history)],
-         f"baseline {pipe}: not a regular file (a pipe or a device?): not read; nothing was "
-         "recorded"),
+         f"baseline {pipe}: a pipe, not an image file: not read; nothing was recorded"),
         (["search", str(pipe), str(run_dir), "--out", str(tmp_path / "s")],
-         f"query {pipe}: not a regular file (a pipe or a device?)"),
+         f"query {pipe} is a pipe: give one image file"),
+        (["search", str(run_dir), str(run_dir), "--out", str(tmp_path / "s")],
+         f"query {run_dir} is a folder: give one image file"),
         (["run", str(run_dir), "--mask", str(pipe), "--out", str(tmp_path / "m")],
-         f"mask {pipe} is not a regular file: give one image file"),
+         f"mask {pipe} is a pipe: give one image file"),
+        (["run", str(pipe), str(run_dir), "--out", str(tmp_path / "i")],
+         f"{pipe} is a pipe: give image files or folders"),
+        (["run", str(run_dir), "--series", "X", "--history", str(pipe)],
+         f"history {pipe} is a pipe: give the database's file name"),
+        (["history", "X", "--history", str(tmp_path)],
+         f"history {tmp_path} is a folder: give the database's file name"),
+        (["run", str(run_dir), "--series", "X", "--history", str(broken)],
+         f"history {broken} is a broken link: give the database's file name"),
     ):  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-m", "reporter", *argv, "-q"],

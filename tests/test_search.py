@@ -211,7 +211,7 @@ def test_bad_queries_and_arguments_say_so_in_one_line(collection, tmp_path, caps
     assert "query" in err and "no such file" in err
     assert main(["search", str(collection), str(collection), *args]) == 2  # a folder as query
     err = capsys.readouterr().err
-    assert f"query {collection}: a folder: the query is one image file" in err
+    assert f"query {collection} is a folder: give one image file" in err
 
 
 def test_past_index_from_the_bounds_give_exactly_every_images_top(monkeypatch):

@@ -18,7 +18,7 @@ from .. import clock, executor, machine, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
 from ..inputs import discover, own_folders
-from ..names import printable
+from ..names import not_a_file, printable
 from ..outputs import STAGE_PREFIX
 from . import reports, score_kind
 from .features import FeatureCache, default_cache, gather
@@ -108,13 +108,11 @@ def search(args: argparse.Namespace) -> int:
     known = {item.path.resolve(): item for item in found}
     asked = []
     for q in queries:
-        if not q.is_file():
-            why = (
-                "no such file" if not q.exists()
-                else "a folder: the query is one image file" if q.is_dir()
-                else "not a regular file (a pipe or a device?)"
-            )  # fmt: skip
-            raise ReporterError(f"query {q}: {why}")
+        kind = not_a_file(q)
+        if kind == "not found":
+            raise ReporterError(f"query {q}: no such file")
+        if kind:
+            raise ReporterError(f"query {q} is {kind}: give one image file")
         asked.append(known.get(q.resolve()) or Input(q, q.name))
     extra = [a for a in asked if a.path.resolve() not in known]
     with _engine(args) as engine:

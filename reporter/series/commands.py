@@ -64,7 +64,7 @@ def command(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> int:
     path = _path(args)
     reading = args.command != "baseline" or args.verb != "set"
-    if reading and not path.is_file():  # do not create an empty database by mistake
+    if reading and not path.is_file() and not path.exists():  # create no empty database
         print(f"reporter: error: no history at {path} (pass --history PATH)", file=sys.stderr)
         return 2
     if not reading:  # a baseline every later run can read, or nothing recorded

@@ -196,6 +196,9 @@ class History:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        kind = names.not_a_file(self.path)
+        if kind not in (None, "not found"):  # SQLite's words were "disk I/O error" for a pipe
+            raise ReporterError(f"history {self.path} is {kind}: give the database's file name")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
@@ -238,6 +241,16 @@ class History:
             return
         with self.transaction() as db:
             found = self.version()  # again, inside the lock: another process may have done it
+            tables = [
+                name
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not name.startswith("sqlite_")
+            ]
+            if found == 0 and tables:  # never migrate into another program's database
+                raise ReporterError(
+                    f"history {self.path} is an SQLite database of something else (its "
+                    f"tables: {', '.join(sorted(tables)[:5])}): give reporter a file of its own"
+                )
             if found > SCHEMA_VERSION:
                 raise ReporterError(
                     f"history {self.path} has schema version {found}, newer than this "
