@@ -14,6 +14,7 @@ The per-metric ``[limits]`` and the checks between settings are written out.
 
 from __future__ import annotations
 
+import codecs
 import math
 import tomllib
 from collections.abc import Mapping
@@ -1141,7 +1142,10 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
     where = str(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read()
+        # A byte order mark, as Windows' Notepad saved UTF-8 until 2019: TOML has none,
+        # and tomllib's "Invalid statement (at line 1, column 1)" hid it. Dropped.
+        data = tomllib.loads(raw.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
@@ -1255,7 +1259,11 @@ def _limits_table(table: Any, limits: Mapping[str, Limit], where: str) -> Mappin
             _number(spec, f"{where} limits.{name}")  # refuses anything but "off"
             limits = MappingProxyType({k: v for k, v in limits.items() if k != name})
             continue
-        _check_type(spec, dict, f"{where} limits.{name}")
+        if not isinstance(spec, dict):  # ssim = 0.9: say the form, not "expected dict"
+            raise ConfigError(
+                f"{where} limits.{name}: expected {{ warn = ..., fail = ... }} (either or "
+                f'both) or "off", got {spec!r}'
+            )
         _only(spec, {"warn", "fail"}, f"{where} limits.{name}")
         for kind, value in spec.items():
             limits = with_limit(limits, name, kind, value, where)

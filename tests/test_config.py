@@ -64,6 +64,8 @@ def test_limits_merge_with_the_defaults_and_off_removes(tmp_path):
         ("[outliers]\nmetrics = ['ssim', 'nope']\n", "unknown metric 'nope'"),
         ("[outlier]\n", "unknown key 'outlier'"),
         ("not toml at all", "not valid TOML"),
+        ("[limits]\nssim = 0.9\n", 'or "off", got 0.9'),
+        ("[limits]\nssim = nan\n", "limits.ssim: expected { warn = ..., fail = ... }"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path, text, message):
@@ -98,6 +100,15 @@ def test_a_utf16_or_binary_config_is_one_line(tmp_path):
     path.write_bytes(bytes(range(256)))
     with pytest.raises(ConfigError, match="not a UTF-8 text file|not valid TOML"):
         load_toml(path)
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows' Notepad saved UTF-8 with a byte order mark until 2019; tomllib refused it
+    as 'Invalid statement (at line 1, column 1)', which names nothing a person can see."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf[run]\njobs = 3\n[limits]\nssim = { warn = 0.91 }\n")
+    config = load_toml(path)
+    assert config.jobs == 3 and config.limits["ssim"].warn == 0.91
 
 
 def test_every_setting_is_declared_once_and_reaches_the_file_the_flags_and_the_docs():
