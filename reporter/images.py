@@ -897,8 +897,16 @@ def conform(
         notes.append(f"resized from {w}x{h} to the baseline's {target.width}x{target.height}")
     if pixels.dtype != target.dtype:
         if target.dtype == np.uint8:
-            pixels = (pixels >> 8).astype(np.uint8)
             notes.append("16-bit image compared at the baseline's 8-bit depth (top 8 bits)")
+            used = int(pixels.max()).bit_length()
+            if 0 < used <= 14 and not image.scaled_bits:  # a camera's 8-14 bits, unwidened
+                depth = min(d for d in (8, 10, 12, 14) if d >= used)
+                camera = f"{'an' if depth == 8 else 'a'} {depth}-bit camera"
+                notes[-1] += (
+                    f"; its values use {used} of the 16 bits (at most {(1 << used) - 1}), "
+                    f"which leaves the top 8 nearly black: for {camera} set bits = {depth}"
+                )
+            pixels = (pixels >> 8).astype(np.uint8)
         else:
             pixels = pixels.astype(np.uint16) * np.uint16(257)
             notes.append("8-bit image compared at the baseline's 16-bit depth (x 257)")

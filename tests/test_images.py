@@ -747,6 +747,35 @@ def test_a_png_whose_sbit_gives_12_bits_is_not_widened_again_by_bits(tmp_path, c
     )
 
 
+def test_a_16_bit_image_of_a_camera_of_fewer_bits_says_which_bits_to_set(tmp_path):
+    """Against an 8-bit baseline a 16-bit image is compared by its top 8 bits. An image
+    whose values use only 8 or 12 of its 16 bits (Pillow's convert("I;16") keeps 0-255;
+    a 12-bit camera writes 0-4095 without sBIT) is then nearly black: FAIL, SSIM near 0,
+    with a note that did not say why. The note now names its bits and the setting; with
+    that setting the image matches. A 16-bit image using all 16 bits gets no such advice."""
+    grey = smooth_image(0, shape=(48, 64))
+    folder = tmp_path / "day"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "baseline.png"), grey)
+    cv2.imwrite(str(folder / "eight.png"), grey.astype(np.uint16))  # 0-255 of 65535
+    cv2.imwrite(str(folder / "twelve.png"), grey.astype(np.uint16) << 4)  # 0-4080
+    cv2.imwrite(str(folder / "full.png"), grey.astype(np.uint16) * 257)  # all 16 bits
+    df = run(folder)
+    assert df.loc["eight.png", "status"] == "FAIL"
+    assert df.loc["eight.png", "notes"].startswith(
+        "16-bit image compared at the baseline's 8-bit depth (top 8 bits); its values use 8 "
+        "of the 16 bits (at most 255), which leaves the top 8 nearly black: for an 8-bit "
+        "camera set bits = 8"
+    )
+    assert (
+        "at most 4095), which leaves the top 8 nearly black: for a 12-bit camera set bits = 12"
+        in df.loc["twelve.png", "notes"]
+    )
+    assert df.loc["full.png", "psnr"] == np.inf and "set bits" not in df.loc["full.png", "notes"]
+    assert run(folder, bits=8).loc["eight.png", "psnr"] == np.inf
+    assert run(folder, bits=12).loc["twelve.png", "psnr"] == np.inf
+
+
 def test_a_white_is_zero_tiff_is_read_as_the_picture_it_shows(tmp_path):
     """In a WhiteIsZero TIFF 0 is white. OpenCV inverts an 8-bit one but returned a 16-bit
     one's stored values, a negative: compared with the same picture stored BlackIsZero
