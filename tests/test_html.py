@@ -78,6 +78,20 @@ def test_outside_text_is_escaped(report: Path):
     assert not [img for img in Page(text).all("img") if "onerror" in img]
 
 
+def test_a_long_file_name_wraps_at_its_own_separators(report: Path):
+    """A name wider than its column broke wherever the column ended (overflow-wrap:
+    anywhere): fault_shifted_population.p / ng. Each _ - . / now offers a break, and
+    the text a browser reads from the page (and copies) is the name, escaped."""
+    from reporter.render.templates import breaks
+
+    assert breaks("fault_shifted-population.png") == ("fault_<wbr>shifted-<wbr>population.<wbr>png")
+    assert breaks("a_<b>.png") == "a_<wbr>&lt;b&gt;.<wbr>png"
+    assert breaks("plain") == "plain" and breaks("end_") == "end_"
+    text = report.read_text(encoding="utf-8")
+    assert "&lt;img src=x onerror=alert(1)&gt;.<wbr>png" in text
+    assert ">other.<wbr>png<" in text
+
+
 def test_errors_and_skipped_files_are_listed_and_failures_come_first(report: Path):
     text = report.read_text(encoding="utf-8")
     statuses = [attrs["data-status"] for attrs in Page(text).all("tr") if "data-status" in attrs]
@@ -418,7 +432,7 @@ def test_fail_level_reasons_come_first_and_are_marked(run_dir, tmp_path):
     )
     result = pipeline.run(config)
     text = result.outputs["html"].read_text(encoding="utf-8")
-    row = text[re.search(r'<div class="file">(<a [^>]*>)?other.png<', text).start() :]
+    row = text[re.search(r'<div class="file">(<a [^>]*>)?other\.<wbr>png<', text).start() :]
     items = re.findall(r'<li class="(\w+)">(.*?)</li>', row[: row.index("</ul>")])
     classes = [c for c, _ in items]
     assert classes[0] == "fail" and classes == sorted(classes, key=["fail", "warn"].index)

@@ -263,7 +263,7 @@ def cluster(args: argparse.Namespace) -> int:
         copy_clusters(items, result, args.copy_to)
     if not args.quiet:
         sizes = np.bincount(result.labels, minlength=result.k)
-        print(f"{len(items)} images in {result.k} clusters by {args.features}")
+        print(f"{len(items)} images in {result.k} cluster(s) by {args.features}")
         if result.kept_variance is not None:
             print(
                 f"  PCA: {result.components} components keep "

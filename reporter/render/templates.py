@@ -16,11 +16,13 @@ Compiled templates are cached in the reporter cache folder (``jinja/``, and
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 import jinja2.sandbox
+import markupsafe
 
 from ..names import printable
 
@@ -90,4 +92,17 @@ def environment(user_dir: Path | None = None) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["printable"] = printable
+    env.filters["breaks"] = breaks
     return env
+
+
+_AFTER_SEPARATORS = re.compile(r"(?<=[_\-./\\])(?=.)")
+
+
+def breaks(text: object) -> markupsafe.Markup:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``_ - . / \\``:
+    a long file name wraps at its own separators (``fault_shifted_`` / ``population.png``)
+    rather than wherever the column ends (``fault_shifted_population.p`` / ``ng``). The
+    page's ``overflow-wrap: anywhere`` still breaks a name that has no separator."""
+    parts = _AFTER_SEPARATORS.split(str(text))
+    return markupsafe.Markup("<wbr>").join(markupsafe.escape(p) for p in parts)
