@@ -663,6 +663,20 @@ def _imported() -> None:
         gc.enable()
 
 
+def _no_bare_separator_values(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse ``--by=--`` and ``-j--``: argparse (3.11-3.12) drops a value of ``--`` given
+    that way and stores an empty list, skipping the option's type and choices, so
+    ``--jobs=--`` and ``--out=--`` were silently their defaults and ``duplicates --by=--``
+    ended in a traceback. ``--`` on its own still ends the options."""
+    for token in argv:
+        if token == "--":
+            return
+        name, _, value = token.partition("=")
+        attached = not token.startswith("--") and len(token) > 2 and token[2:] == "--"
+        if token.startswith("-") and (value == "--" and "=" in token or attached):
+            parser.error(f"argument {name if value else token[:2]}: expected one argument")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reporter`` command; returns the exit status."""
     from .stopping import Stopped, handled
@@ -676,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PREFIX}choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
                 return ExitStatus.NOT_DONE
             try:
+                _no_bare_separator_values(parser, given)
                 args = parser.parse_args(argv)
             except SystemExit as exc:  # --help, --version and usage errors
                 return int(exc.code or 0)

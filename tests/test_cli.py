@@ -112,6 +112,12 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{run}", "--max-pixels", "0"], "must be positive"),
         (["search", "{run}/same.png", "{run}", "--top=-3"], "argument --top: must be positive"),
         (["history", "X", "--last", "0"], "argument --last: must be positive"),
+        # argparse stored [] for a value of -- given with = or attached: --by=-- was a
+        # traceback, --jobs=-- and --out=-- silently their defaults
+        (["duplicates", "{run}", "--by=--"], "argument --by: expected one argument"),
+        (["run", "{run}", "--jobs=--"], "argument --jobs: expected one argument"),
+        (["run", "{run}", "-j--"], "argument -j: expected one argument"),
+        (["run", "{run}", "--out=--"], "argument --out: expected one argument"),
         (["run", "{run}", "--max-file-mb", "inf"], "'inf' is not a finite number"),
         (["duplicates", "{run}", "--max-file-mb=-inf"], "'-inf' is not a finite number"),
         (["run", "{run}", "--lock-wait", "nan"], "'nan' is not a finite number"),
