@@ -189,6 +189,14 @@ class Cluster:
             raise ReporterError(
                 f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({first})"
             ) from None
+        except (ValueError, TypeError, ImportError) as exc:  # the client refused the address:
+            # tls:// without Dask's TLS settings, ucx:// without UCX-Py
+            if local is not None:
+                local.close()
+            first = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            raise ReporterError(
+                f"cannot connect to the Dask scheduler at {address}: {first}"
+            ) from None
         cluster = cls(client, local, address, send_bytes, max_bytes)
         try:
             cluster._check(timeout)

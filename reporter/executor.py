@@ -26,8 +26,9 @@ ENVIRONMENT = "REPORTER_SCHEDULER"
 LOCAL = "local:"  # local:N, a LocalCluster of N worker processes on this machine
 
 _ADDRESS = re.compile(
-    r"^(?:(?:tcp|tls|ws|wss|inproc|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(?::\d{1,5})?/?$"
-)  # [IPv6] or a host name or IPv4, then an optional port
+    r"^(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d{1,5})/?$"
+)  # [IPv6] or a host name or IPv4, then the port, which Dask's client needs (it has no
+# default: 'sched' alone was a ValueError traceback); inproc:// is one process's own
 
 
 def valid_address(text: str) -> bool:
@@ -35,7 +36,8 @@ def valid_address(text: str) -> bool:
     if text.startswith(LOCAL):
         count = text[len(LOCAL) :]
         return count.isdigit() and 0 < int(count) <= 1024
-    return bool(_ADDRESS.match(text))
+    found = _ADDRESS.match(text)
+    return bool(found) and 0 < int(found.group(1)) < 65536
 
 
 def address(given: str | None) -> str | None:

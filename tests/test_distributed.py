@@ -318,10 +318,28 @@ def test_without_a_scheduler_dask_is_not_imported(tmp_path):
 def test_which_addresses_are_taken():
     from reporter.executor import valid_address
 
-    for good in ("tcp://10.0.0.5:8786", "qc-cluster:8786", "tls://[::1]:8786", "local:4", "sched"):
+    for good in ("tcp://10.0.0.5:8786", "qc-cluster:8786", "tls://[::1]:8786", "local:4"):
         assert valid_address(good), good
-    for bad in ("local:0", "local:x", "two words", "tcp://", "http://a/b", "[::1"):
+    # Dask's client needs the port ('sched' alone, 'tcp://host' were ValueError tracebacks)
+    # and cannot reach another process's inproc:// scheduler
+    for bad in ("local:0", "local:x", "two words", "tcp://", "http://a/b", "[::1", "sched",
+                "tcp://host", "-0", "inproc://x", "host:0", "host:99999"):  # fmt: skip
         assert not valid_address(bad), bad
+
+
+def test_an_address_the_client_refuses_is_one_line(capsys, tmp_path):
+    """tls:// without Dask's TLS settings was a TypeError traceback ('TLS expects a
+    ssl_context argument'), marked an internal error: now one line and exit status 2."""
+    from reporter.cli import main
+
+    argv = ["run", str(SAMPLES), "--scheduler", "tls://127.0.0.1:1", "--out", str(tmp_path)]
+    code = main([*argv, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith(
+        "reporter: error: cannot connect to the Dask scheduler at tls://127.0.0.1:1: TLS expects"
+    )
+    assert len(err.splitlines()) == 1
 
 
 def test_the_plugin_loads_the_compiled_kernels_before_the_first_image(monkeypatch):
