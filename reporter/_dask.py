@@ -27,6 +27,7 @@ the busy thread, and the log says so).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ from queue import Empty, SimpleQueue
 
 import cv2
 from distributed import Client, LocalCluster, WorkerPlugin
+from distributed.comm import connect
 from distributed.scheduler import KilledWorker
 
 from . import __version__, compare, images, native
@@ -153,6 +155,49 @@ def _version() -> str:
     return __version__
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Connect to ``address`` once, with Dask's handshake, and close: within ``timeout``
+    seconds (and a second), or a ReporterError line.
+
+    Dask's client given a listener that is not a scheduler can wait for ever whatever
+    its timeout (dask/distributed#8071, open: the dashboard's port, 8787, for the
+    scheduler's 8786, hung a cron run past an hour), and a server that answers with
+    other bytes (an SSH banner) made it allocate exabytes: a MemoryError traceback. The
+    probe runs in a thread of its own with its own event loop, so the wait is
+    cancelled at the deadline wherever the caller is (a notebook runs a loop)."""
+    failure: list[BaseException] = []
+
+    async def once() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout + 1)
+        await comm.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(once())
+        except BaseException as exc:  # noqa: BLE001 - said below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="reporter-dask-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if thread.is_alive() or (
+        failure and isinstance(failure[0], TimeoutError) and not str(failure[0])
+    ):
+        raise ReporterError(
+            f"the Dask scheduler at {address} did not answer within {timeout:g} s: is it a "
+            "Dask scheduler's port (8786 by default; 8787 is its dashboard)?"
+        )
+    if not failure:
+        return
+    exc = failure[0]
+    if isinstance(exc, (OSError, ValueError, TypeError, ImportError)):  # said by the caller:
+        raise exc  # refused, unreachable, Dask's connect timeout; tls:// without its settings
+    raise ReporterError(
+        f"the Dask scheduler at {address} did not answer as one ({type(exc).__name__} "
+        "reading its reply): is it a Dask scheduler's port (8786 by default)?"
+    )
+
+
 class Cluster:
     """A Dask client for one command, and the LocalCluster it started for ``local:N``."""
 
@@ -181,6 +226,7 @@ class Cluster:
                     raise ReporterError(f"cannot start a Dask cluster {address}: {exc}") from None
                 client = Client(local, timeout=timeout, set_as_default=False)
             else:
+                _probe(address, timeout)
                 client = Client(address, timeout=timeout, set_as_default=False)
         except OSError as exc:  # TimeoutError included
             if local is not None:

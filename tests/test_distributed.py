@@ -327,6 +327,47 @@ def test_which_addresses_are_taken():
         assert not valid_address(bad), bad
 
 
+def test_a_listener_that_is_no_scheduler_is_one_line_within_the_timeout(tmp_path):
+    """Dask's client given the dashboard's port (an HTTP server) waited for ever whatever
+    its timeout (dask/distributed#8071): a cron run hung. A server that answers with
+    other bytes (an SSH banner) was a MemoryError traceback. Each is now one line, exit
+    status 2, within --scheduler-timeout (here 2 s; the subprocess's 120 s only keeps a
+    regression from holding the suite)."""
+    import http.server
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    banner = socket.create_server(("127.0.0.1", 0))
+
+    def greet() -> None:
+        while True:
+            try:
+                conn, _ = banner.accept()
+            except OSError:
+                return
+            conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    threading.Thread(target=greet, daemon=True).start()
+    try:
+        for port, said in (
+            (web.server_address[1], "did not answer within 2 s: is it a Dask scheduler's port"),
+            (banner.getsockname()[1], "did not answer as one (MemoryError reading its reply)"),
+        ):
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-m", "reporter", "run", str(SAMPLES), "-q",
+                 "--scheduler", f"127.0.0.1:{port}", "--scheduler-timeout", "2",
+                 "--out", str(tmp_path / str(port))],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert said in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+            assert time.monotonic() - started < 60
+    finally:
+        web.shutdown()
+        banner.close()
+
+
 def test_an_address_the_client_refuses_is_one_line(capsys, tmp_path):
     """tls:// without Dask's TLS settings was a TypeError traceback ('TLS expects a
     ssl_context argument'), marked an internal error: now one line and exit status 2."""
