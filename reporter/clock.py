@@ -28,8 +28,8 @@ def known_zone(name: str) -> bool:
     """Whether ``name`` is an IANA zone this machine knows (tzdata is a dependency)."""
     try:
         zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a
+        return False  # file name (ENAMETOOLONG), which zoneinfo does not turn into its own
     return True
 
 
