@@ -50,7 +50,9 @@ PREFIX = "reporter: error: "  # every error that ends a command starts with this
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's own errors: one line and exit 2
-        self.exit(2, f"{PREFIX}{message} (see '{self.prog} --help')\n")
+        from .names import printable  # an argument's newline or ESC shown, not obeyed
+
+        self.exit(2, f"{PREFIX}{printable(message)} (see '{self.prog} --help')\n")
 
 
 def _fail(exc: ReporterError) -> int:

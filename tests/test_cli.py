@@ -118,6 +118,8 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{run}", "--jobs=--"], "argument --jobs: expected one argument"),
         (["run", "{run}", "-j--"], "argument -j: expected one argument"),
         (["run", "{run}", "--out=--"], "argument --out: expected one argument"),
+        # an argument's newline was printed as one: the line split in two in a cron log
+        (["history", "X", "\n", "--csv"], "unrecognized arguments: \\n"),
         (["run", "{run}", "--max-file-mb", "inf"], "'inf' is not a finite number"),
         (["duplicates", "{run}", "--max-file-mb=-inf"], "'-inf' is not a finite number"),
         (["run", "{run}", "--lock-wait", "nan"], "'nan' is not a finite number"),
