@@ -76,6 +76,27 @@ def test_copy_to_makes_a_folder_per_cluster_and_moves_nothing(photos, tmp_path):
         assert len({p.name.split("_")[0].split(".")[0] for p in folder.iterdir()}) == 1
 
 
+def test_a_copy_to_that_cannot_be_a_folder_is_one_line_before_any_work(photos, tmp_path, capsys):
+    """--copy-to given an existing file clustered the whole collection, wrote the reports,
+    then ended in a NotADirectoryError traceback. Now one line first, exit status 2."""
+    target = sorted(photos.iterdir())[0]  # an image of the collection
+    argv = [
+        "cluster",
+        str(photos),
+        "--k",
+        "2",
+        "--copy-to",
+        str(target),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"reporter: error: --copy-to {target} is a file: give a folder (made if missing)\n"
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_second_copy_into_the_collection_clusters_the_originals_only(photos, monkeypatch, capsys):
     """--copy-to a folder inside the collection, then the same command again (with -r):
     the copies were clustered too, each beside its original (24 rows for 12 images), and

@@ -358,6 +358,43 @@ def test_a_second_move_into_the_collection_moves_nothing_again(photos, capsys, m
     assert " INFO moved " not in err and groups_csv(photos / "o") == {}
 
 
+def test_a_folder_to_move_into_that_cannot_be_one_is_one_line_before_any_work(
+    photos, tmp_path, capsys, monkeypatch
+):
+    """--move-duplicates given an existing file (a name typed by mistake) read the whole
+    collection, wrote the reports, then ended in a FileExistsError traceback (found by
+    the command-line fuzzer). It is now refused first, in one line, exit status 2, and
+    nothing is written or moved. A move that fails part-way (here the folder made
+    read-only under it, as a full disk or a share's permissions would) is one line too,
+    after the reports."""
+    out = tmp_path / "o"
+    kept = sorted(p.name for p in photos.iterdir())
+    for target, said in (
+        (photos / "chelsea.png", f"--move-duplicates {photos / 'chelsea.png'} is a file: "
+         "give a folder (made if missing)"),
+        (photos / "chelsea.png" / "dupes", f"--move-duplicates {photos / 'chelsea.png' / 'dupes'}"
+         f" cannot be made: {photos / 'chelsea.png'} is a file"),
+    ):  # fmt: skip
+        argv = ["duplicates", str(photos), "--move-duplicates", str(target), "--out", str(out)]
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"reporter: error: {said}\n"
+        assert not out.exists() and sorted(p.name for p in photos.iterdir()) == kept
+
+    def refuse(source, dest):
+        raise PermissionError(13, "Permission denied", str(dest))
+
+    monkeypatch.setattr(shutil, "move", refuse)
+    target = tmp_path / "dupes"
+    assert (
+        main(["duplicates", str(photos), "--move-duplicates", str(target), "--out", str(out)]) == 2
+    )
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"reporter: error: cannot move duplicates into {target}: {target}/")
+    assert err.endswith(": Permission denied; the reports are written, and the log names each "
+                        "file placed before it")  # fmt: skip
+    assert (out / "groups.csv").exists()
+
+
 def test_thresholds_and_reports(photos, tmp_path):
     out = tmp_path / "o"
     main(["duplicates", str(photos), "--by", "phash", "--threshold", "0", "--out", str(out), "-q"])

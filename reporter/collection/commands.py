@@ -207,12 +207,43 @@ def _collection(args: argparse.Namespace, *, embedding: bool):
     return features, errors, unreadable
 
 
+def _folder_to_make(path: Path | None, option: str) -> None:
+    """Refuse, before any work, a folder to move or copy images into that cannot be one:
+    an existing file (a name given by mistake), a pipe or a device, or a path through a
+    file. ``duplicates --move-duplicates x.png`` and ``cluster --copy-to x.png`` ended in
+    a traceback after the whole collection was read."""
+    if path is None:
+        return
+    for at in (path, *path.parents):
+        if at.is_dir():
+            return
+        if at.exists() or at.is_symlink():
+            what = "a file" if at.is_file() else not_a_file(at)
+            if at == path:
+                raise ReporterError(f"{option} {path} is {what}: give a folder (made if missing)")
+            raise ReporterError(f"{option} {path} cannot be made: {at} is {what}")
+
+
+def _placing(what: str, target: Path, place, *args):
+    """``place(*args)`` (the moves or copies into ``target``), a failure one line: the
+    reports are written by then, and the log has each file placed before it."""
+    try:
+        return place(*args)
+    except OSError as exc:
+        where = exc.filename or target
+        raise ReporterError(
+            f"cannot {what} into {target}: {where}: {exc.strerror or exc}; the reports are "
+            "written, and the log names each file placed before it"
+        ) from None
+
+
 def duplicates(args: argparse.Namespace) -> int:
     from .duplicates import THRESHOLDS, group, move_duplicates
 
     started = datetime.now(UTC)
     if not set(args.formats) & {"csv", "html", "xlsx"}:
         raise ReporterError("duplicates writes csv, html and xlsx: --formats names none of them")
+    _folder_to_make(args.move_duplicates, "--move-duplicates")
     threshold = THRESHOLDS[args.by] if args.threshold is None else args.threshold
     features, errors, unreadable = _collection(args, embedding=args.by == "embedding")
     groups = group(features, args.by, threshold)
@@ -221,7 +252,8 @@ def duplicates(args: argparse.Namespace) -> int:
         groups, errors, args.by, threshold, clock.shown(started, args.timezone)
     )
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
-    moved = move_duplicates(groups, args.move_duplicates) if args.move_duplicates else []
+    target = args.move_duplicates
+    moved = _placing("move duplicates", target, move_duplicates, groups, target) if target else []
     if not args.quiet:
         extra = sum(len(g.members) - 1 for g in groups)
         print(
@@ -247,6 +279,7 @@ def cluster(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     if not set(args.formats) & {"csv", "html", "xlsx"}:
         raise ReporterError("cluster writes csv, html and xlsx: --formats names none of them")
+    _folder_to_make(args.copy_to, "--copy-to")
     features, errors, unreadable = _collection(args, embedding=args.features == "embedding")
     items = [f for f in features if f.error is None]
     k = None if args.k == "auto" else int(args.k)
@@ -260,7 +293,7 @@ def cluster(args: argparse.Namespace) -> int:
     out_dir = _out_dir(args, started, "cluster")
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     if args.copy_to is not None:
-        copy_clusters(items, result, args.copy_to)
+        _placing("copy the clusters", args.copy_to, copy_clusters, items, result, args.copy_to)
     if not args.quiet:
         sizes = np.bincount(result.labels, minlength=result.k)
         print(f"{len(items)} images in {result.k} cluster(s) by {args.features}")
