@@ -55,6 +55,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PREFIX}{printable(message)} (see '{self.prog} --help')\n")
 
 
+def _path_error(exc: OSError) -> int:
+    """A file system's refusal of a path that no check before it caught (a name longer
+    than the system allows: ENAMETOOLONG, which pathlib's is_file() and is_dir() raise
+    rather than answer): one line naming the path, exit status 2. Without a path it is
+    not the input's fault, and goes on up (a broken pipe has its own handling)."""
+    if not exc.filename:
+        raise exc
+    return _fail(ReporterError(f"{exc.filename}: {exc.strerror or exc}"))
+
+
 def _fail(exc: ReporterError) -> int:
     """The one line of an error that ends the command, and its status."""
     from .names import printable
@@ -746,6 +756,8 @@ def _command(args: argparse.Namespace) -> int:
             return search(args)
         except ReporterError as exc:
             return _fail(exc)
+        except OSError as exc:
+            return _path_error(exc)
     if args.command in ("duplicates", "cluster"):
         from .collection import commands
 
@@ -754,6 +766,8 @@ def _command(args: argparse.Namespace) -> int:
             return getattr(commands, args.command)(args)
         except ReporterError as exc:
             return _fail(exc)
+        except OSError as exc:
+            return _path_error(exc)
     if args.command != "run":
         from .series.commands import command
 
@@ -762,6 +776,8 @@ def _command(args: argparse.Namespace) -> int:
             return command(args)
         except ReporterError as exc:
             return _fail(exc)
+        except OSError as exc:
+            return _path_error(exc)
     try:
         config = config_from_args(args)
         early = pool.start_early(config)  # before the pipeline's imports: it starts meanwhile
@@ -771,6 +787,8 @@ def _command(args: argparse.Namespace) -> int:
         result = run(config, early=early)
     except ReporterError as exc:
         return _fail(exc)
+    except OSError as exc:
+        return _path_error(exc)
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
         return ExitStatus.NOT_DONE

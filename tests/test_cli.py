@@ -180,6 +180,23 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, run_dir, argv, mes
     assert not (tmp_path / "o" / "results.csv").exists()
 
 
+def test_a_name_longer_than_the_system_allows_is_one_line_everywhere(capsys, tmp_path, run_dir):
+    """pathlib's is_file() and is_dir() raise OSError for a name over 255 bytes
+    (ENAMETOOLONG) instead of answering False: 'reporter run' given such an input, the
+    history commands given such a --history, and --move-duplicates given such a folder
+    ended in tracebacks (found by benchmarks/cli_fuzz.py). Each is one line, exit 2."""
+    long = "x" * 300
+    for argv, said in (
+        (["run", long], f"{long}: File name too long"),
+        (["run", str(run_dir / long)], f"{run_dir / long}: File name too long"),
+        (["history", "X", "--history", long], f"{long}: File name too long"),
+        (["duplicates", str(run_dir), "--move-duplicates", long, "--out", str(tmp_path / "d")],
+         f"--move-duplicates {long}: File name too long"),
+    ):  # fmt: skip
+        code, _, err = call(capsys, *argv)
+        assert code == 2 and err == f"reporter: error: {said}\n", err
+
+
 def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert "reporter" in capsys.readouterr().out

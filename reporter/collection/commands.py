@@ -214,14 +214,18 @@ def _folder_to_make(path: Path | None, option: str) -> None:
     a traceback after the whole collection was read."""
     if path is None:
         return
-    for at in (path, *path.parents):
-        if at.is_dir():
-            return
-        if at.exists() or at.is_symlink():
-            what = "a file" if at.is_file() else not_a_file(at)
-            if at == path:
-                raise ReporterError(f"{option} {path} is {what}: give a folder (made if missing)")
-            raise ReporterError(f"{option} {path} cannot be made: {at} is {what}")
+    try:
+        for at in (path, *path.parents):
+            if at.is_dir():
+                return
+            if at.exists() or at.is_symlink():
+                what = "a file" if at.is_file() else not_a_file(at)
+                if at == path:
+                    made = "give a folder (made if missing)"
+                    raise ReporterError(f"{option} {path} is {what}: {made}")
+                raise ReporterError(f"{option} {path} cannot be made: {at} is {what}")
+    except OSError as exc:  # a name too long (ENAMETOOLONG), which pathlib does not swallow
+        raise ReporterError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
 def _placing(what: str, target: Path, place, *args):
