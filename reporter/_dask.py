@@ -160,8 +160,9 @@ def _probe(address: str, timeout: float) -> None:
     seconds (and a second), or a ReporterError line.
 
     Dask's client given a listener that is not a scheduler can wait for ever whatever
-    its timeout (dask/distributed#8071, open: the dashboard's port, 8787, for the
-    scheduler's 8786, hung a cron run past an hour), and a server that answers with
+    its timeout (dask/distributed#8071, open: given the dashboard's port, 8787, for the
+    scheduler's 8786, a run still waited when killed after 60 s, and cron would have
+    waited for good), and a server that answers with
     other bytes (an SSH banner) made it allocate exabytes: a MemoryError traceback. The
     probe runs in a thread of its own with its own event loop, so the wait is
     cancelled at the deadline wherever the caller is (a notebook runs a loop)."""
