@@ -120,6 +120,7 @@ def test_explicit_baseline_outside_the_inputs(capsys, tmp_path, baseline_img):
         (["run", "{run}", "--out=--"], "argument --out: expected one argument"),
         # an argument's newline was printed as one: the line split in two in a cron log
         (["history", "X", "\n", "--csv"], "unrecognized arguments: \\n"),
+        (["history", "X", "--history", "\n"], "no history at \\n (pass --history PATH)"),
         (["run", "{run}", "--max-file-mb", "inf"], "'inf' is not a finite number"),
         (["duplicates", "{run}", "--max-file-mb=-inf"], "'-inf' is not a finite number"),
         (["run", "{run}", "--lock-wait", "nan"], "'nan' is not a finite number"),

@@ -65,8 +65,7 @@ def _command(args: argparse.Namespace) -> int:
     path = _path(args)
     reading = args.command != "baseline" or args.verb != "set"
     if reading and not path.is_file() and not path.exists():  # create no empty database
-        print(f"reporter: error: no history at {path} (pass --history PATH)", file=sys.stderr)
-        return 2
+        raise ReporterError(f"no history at {path} (pass --history PATH)")  # one line, escaped
     if not reading:  # a baseline every later run can read, or nothing recorded
         _check_image(args.file)
     with History(path) as store:
