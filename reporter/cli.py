@@ -788,7 +788,10 @@ def _command(args: argparse.Namespace) -> int:
     except ReporterError as exc:
         return _fail(exc)
     except OSError as exc:
-        return _path_error(exc)
+        if exc.filename or isinstance(exc, BrokenPipeError):  # the latter: main's to handle
+            return _path_error(exc)
+        log.exception("internal error: the run could not be done; please report this traceback")
+        return ExitStatus.NOT_DONE
     except Exception:  # a bug: the run could not be done, and the log says where
         log.exception("internal error: the run could not be done; please report this traceback")
         return ExitStatus.NOT_DONE

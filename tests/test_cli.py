@@ -198,6 +198,23 @@ def test_a_name_longer_than_the_system_allows_is_one_line_everywhere(capsys, tmp
         assert code == 2 and err == f"reporter: error: {said}\n", err
 
 
+def test_an_os_error_without_a_path_in_a_run_is_still_an_internal_error(
+    capsys, tmp_path, run_dir, monkeypatch
+):
+    """Only an OSError that names a path is the input's one line; one without (a fork
+    refused, a connection reset) is still the run's internal error, logged with its
+    traceback, exit status 2, never an exception out of main."""
+    from reporter import pipeline
+
+    def fail(config, early=False):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(pipeline, "run", fail)
+    assert main(["run", str(run_dir), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "internal error: the run could not be done" in err and "Cannot allocate" in err
+
+
 def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert "reporter" in capsys.readouterr().out
