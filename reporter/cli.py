@@ -737,64 +737,19 @@ def _by_run_metric(args: argparse.Namespace) -> bool:
 
 
 def _command(args: argparse.Namespace) -> int:
-    if args.command in ("search", "duplicates", "cluster"):
-        if args.command == "search":
-            if args.queries is None:
-                args.query, args.paths = args.items[0], args.items[1:]
-                if not args.paths:
-                    return _fail(ReporterError("give the query and at least one PATH to search"))
-            else:
-                args.query, args.paths = None, args.items
-        if not (args.scheduler or os.environ.get("REPORTER_SCHEDULER")):
-            # before the command's imports, so that the workers' fork server starts meanwhile
-            pool.start_for_collection(args.paths, args.jobs, _by_run_metric(args), args.recursive)
-    if args.command == "search":
-        from .collection.commands import search
-
-        _imported()
-        try:
-            return search(args)
-        except ReporterError as exc:
-            return _fail(exc)
-        except OSError as exc:
-            return _path_error(exc)
-    if args.command in ("duplicates", "cluster"):
-        from .collection import commands
-
-        _imported()
-        try:
-            return getattr(commands, args.command)(args)
-        except ReporterError as exc:
-            return _fail(exc)
-        except OSError as exc:
-            return _path_error(exc)
-    if args.command != "run":
-        from .series.commands import command
-
-        _imported()
-        try:
-            return command(args)
-        except ReporterError as exc:
-            return _fail(exc)
-        except OSError as exc:
-            return _path_error(exc)
     try:
-        config = config_from_args(args)
-        early = pool.start_early(config)  # before the pipeline's imports: it starts meanwhile
-        from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
-
-        _imported()
-        result = run(config, early=early)
+        if args.command == "run":
+            result = _run(args)
+        else:
+            return _other(args)
     except ReporterError as exc:
         return _fail(exc)
     except OSError as exc:
         if exc.filename or isinstance(exc, BrokenPipeError):  # the latter: main's to handle
             return _path_error(exc)
-        log.exception("internal error: the run could not be done; please report this traceback")
-        return ExitStatus.NOT_DONE
-    except Exception:  # a bug: the run could not be done, and the log says where
-        log.exception("internal error: the run could not be done; please report this traceback")
-        return ExitStatus.NOT_DONE
+        return _internal(args)
+    except Exception:  # a bug: the command could not be done, and the log says where
+        return _internal(args)
     if not args.quiet and sys.stdout is None:  # started with it closed (`>&-`)
         log.warning("no standard output; the summary was not printed")
     elif not args.quiet:
@@ -805,6 +760,50 @@ def _command(args: argparse.Namespace) -> int:
             _stdout_gone()
             log.warning("standard output was closed by its reader; the summary was not printed")
     return result.exit_code
+
+
+def _run(args: argparse.Namespace):
+    config = config_from_args(args)
+    early = pool.start_early(config)  # before the pipeline's imports: it starts meanwhile
+    from .pipeline import run  # after logging: importing the pipeline loads OpenCV and pandas
+
+    _imported()
+    return run(config, early=early)
+
+
+def _other(args: argparse.Namespace) -> int:
+    """A collection command or a series command; returns its exit status."""
+    if args.command in ("search", "duplicates", "cluster"):
+        if args.command == "search":
+            if args.queries is None:
+                args.query, args.paths = args.items[0], args.items[1:]
+                if not args.paths:
+                    raise ReporterError("give the query and at least one PATH to search")
+            else:
+                args.query, args.paths = None, args.items
+        if not (args.scheduler or os.environ.get("REPORTER_SCHEDULER")):
+            # before the command's imports, so that the workers' fork server starts meanwhile
+            pool.start_for_collection(args.paths, args.jobs, _by_run_metric(args), args.recursive)
+    if args.command == "search":
+        from .collection.commands import search as command
+    elif args.command in ("duplicates", "cluster"):
+        from .collection import commands
+
+        command = getattr(commands, args.command)
+    else:
+        from .series.commands import command
+    _imported()
+    return command(args)
+
+
+def _internal(args: argparse.Namespace) -> int:
+    """An exception no check foresaw (a bug, or an OSError that names no path: a fork
+    refused, a connection reset): its traceback in the log, exit status 2, the same for
+    every command. Nothing was written under a final name (each output is renamed into
+    place only once whole)."""
+    what = "run" if args.command == "run" else f"{args.command} command"
+    log.exception("internal error: the %s could not be done; please report this traceback", what)
+    return ExitStatus.NOT_DONE
 
 
 def _stdout_has_no_reader() -> bool:

@@ -215,6 +215,35 @@ def test_an_os_error_without_a_path_in_a_run_is_still_an_internal_error(
     assert "internal error: the run could not be done" in err and "Cannot allocate" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "module", "name"),
+    [
+        (["search", "q.png", "."], "reporter.collection.commands", "search"),
+        (["duplicates", "."], "reporter.collection.commands", "duplicates"),
+        (["cluster", "."], "reporter.collection.commands", "cluster"),
+        (["history", "s"], "reporter.series.commands", "command"),
+    ],
+)
+@pytest.mark.parametrize("error", [OSError(12, "Cannot allocate memory"), KeyError("bug")])
+def test_every_command_logs_an_unforeseen_error_as_internal(
+    capsys, monkeypatch, tmp_path, argv, module, name, error
+):
+    """A bug, or an OSError that names no path, in a collection or series command is
+    the same as in a run: its traceback in the log under one 'internal error' line,
+    exit status 2. It used to leave main as an exception: Python's traceback, status 1."""
+    import importlib
+
+    def fail(args):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module(module), name, fail)
+    assert main([*argv, "--jobs", "1"] if argv[0] != "history" else argv) == 2
+    err = capsys.readouterr().err
+    assert f"internal error: the {argv[0]} command could not be done" in err
+    assert "Traceback" in err and type(error).__name__ in err
+
+
 def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert "reporter" in capsys.readouterr().out
