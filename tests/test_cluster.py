@@ -99,18 +99,36 @@ def test_a_copy_to_that_cannot_be_a_folder_is_one_line_before_any_work(photos, t
 
 def test_a_second_copy_into_the_collection_clusters_the_originals_only(photos, monkeypatch, capsys):
     """--copy-to a folder inside the collection, then the same command again (with -r):
-    the copies were clustered too, each beside its original (24 rows for 12 images), and
-    copied again with them (36 files). The folder is now left out of the walk: the
-    second run clusters the 12 images and copies each once more (never overwriting)."""
+    the copies were clustered too, each beside its original (24 rows for 12 images). The
+    folder is now left out of the walk: a run clusters the 12 images only, whatever the
+    folder already holds besides an earlier run's clusters."""
     monkeypatch.chdir(photos)
+    (photos / "sorted" / "mine").mkdir(parents=True)
+    (photos / "sorted" / "mine" / "x.png").write_bytes((photos / "coffee.png").read_bytes())
     argv = ["cluster", ".", "-r", "--k", "3", "--copy-to", "sorted", "--out", "o"]
     assert main(argv) == 0
-    assert len(list((photos / "sorted").rglob("*.*"))) == 12
-    capsys.readouterr()
-    assert main(argv) == 0
     assert sum(1 for _ in (photos / "o" / "clusters.csv").open()) == 1 + 12
-    assert len(list((photos / "sorted").rglob("*.*"))) == 24
+    assert len(list((photos / "sorted").glob("cluster-*/*"))) == 12
     assert "INFO left out ./sorted: the clusters' copies (--copy-to)" in capsys.readouterr().err
+
+
+def test_a_copy_to_holding_an_earlier_runs_clusters_is_refused_before_any_work(
+    photos, tmp_path, capsys
+):
+    """The same --copy-to twice copied each image again as name-2.png beside the first
+    run's copy, mixing two runs' clusters (whose numbers need not mean the same groups).
+    Now the second run is one line and exit status 2 before any work; nothing is added."""
+    target = tmp_path / "sorted"
+    argv = ["cluster", str(photos), "--k", "3", "-q", "--copy-to", str(target), "--out"]
+    assert main([*argv, str(tmp_path / "o1")]) == 0
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    assert main([*argv, str(tmp_path / "o2")]) == 2
+    assert capsys.readouterr().err == (
+        f"reporter: error: --copy-to {target} already holds an earlier run's clusters "
+        "(cluster-01, cluster-02, cluster-03): give a new or empty folder, or remove them first\n"
+    )
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert not (tmp_path / "o2").exists()
 
 
 def test_too_few_images_and_bad_k_say_so(photos, tmp_path, capsys):

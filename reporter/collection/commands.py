@@ -228,6 +228,25 @@ def _folder_to_make(path: Path | None, option: str) -> None:
         raise ReporterError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
+def _no_earlier_clusters(path: Path | None) -> None:
+    """Refuse, before any work, a ``--copy-to`` folder that holds an earlier run's cluster
+    folders. A second run's ``cluster-01`` is not the first's (its images, k and order
+    differ), and copying into both made ``name-2.png`` beside each earlier copy: two runs'
+    clusters mixed, each image twice."""
+    if path is None or not path.is_dir():
+        return
+    try:
+        earlier = sorted(p.name for p in path.iterdir() if p.name.startswith("cluster-"))
+    except OSError as exc:
+        raise ReporterError(f"--copy-to {path}: {exc.strerror or exc}") from None
+    if earlier:
+        shown = ", ".join(earlier[:3]) + (" ..." if len(earlier) > 3 else "")
+        raise ReporterError(
+            f"--copy-to {path} already holds an earlier run's clusters ({shown}): "
+            "give a new or empty folder, or remove them first"
+        )
+
+
 def _placing(what: str, target: Path, place, *args):
     """``place(*args)`` (the moves or copies into ``target``), a failure one line: the
     reports are written by then, and the log has each file placed before it."""
@@ -284,6 +303,7 @@ def cluster(args: argparse.Namespace) -> int:
     if not set(args.formats) & {"csv", "html", "xlsx"}:
         raise ReporterError("cluster writes csv, html and xlsx: --formats names none of them")
     _folder_to_make(args.copy_to, "--copy-to")
+    _no_earlier_clusters(args.copy_to)
     features, errors, unreadable = _collection(args, embedding=args.features == "embedding")
     items = [f for f in features if f.error is None]
     k = None if args.k == "auto" else int(args.k)
