@@ -89,6 +89,20 @@ def _work_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log():
+    """main() points reporter's logger at the standard error of its moment (a test's
+    captured one, closed when that test ends): each test starts without that handler, so
+    that a run called without main() is logged as pytest's own logging sees it."""
+    import logging
+
+    yield
+    logger = logging.getLogger("reporter")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
 def photo(name: str):
     """One of scikit-image's bundled photos as OpenCV holds images (BGR, or grey)."""
     import cv2

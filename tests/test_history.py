@@ -718,6 +718,34 @@ def test_a_newer_or_broken_database_is_one_line_and_status_2(tmp_path, capsys):
     assert code == 2 and "history" in err and "Traceback" not in err
 
 
+def test_a_history_that_is_no_database_or_is_damaged_says_what_to_do(tmp_path, capsys):
+    """SQLite's words alone ('file is not a database', 'database disk image is
+    malformed') said what was wrong but not what to do about it."""
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(b"not a database at all" * 100)
+    argv = ["run", str(SAMPLES / "normal_day01.png"), "--baseline", str(SAMPLES / "baseline.png"),
+            "--series", "S", "-q", "--jobs", "1", "--out", str(tmp_path / "o"),
+            "--history"]  # fmt: skip
+    assert main([*argv, str(broken)]) == 2
+    assert capsys.readouterr().err == (
+        f"reporter: error: history {broken} is not an SQLite database (SQLite: file is not a "
+        "database): give reporter's history file, or the name of a new one\n"
+    )
+    damaged = tmp_path / "damaged.sqlite"
+    assert main([*argv, str(damaged)]) == 0  # a real history of one run
+    data = bytearray(damaged.read_bytes())
+    data[4096:] = b"\x0d" + b"\xff" * (len(data) - 4097)  # every page but the schema's
+    damaged.write_bytes(data)
+    said = (
+        f"reporter: error: history {damaged} is damaged (SQLite: database disk image is "
+        "malformed): restore it from a backup, or start a new history\n"
+    )
+    for command in ([*argv, str(damaged)], ["history", "S", "--history", str(damaged)]):
+        capsys.readouterr()
+        assert main(command) == 2
+        assert capsys.readouterr().err == said
+
+
 def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, capsys):
     """An SQLite file of something else given as the history (a lab's LIMS export, whose
     table named runs met reporter's own) was 'table runs already exists'; one with other

@@ -20,7 +20,7 @@ from .. import clock
 from ..config import Config, load_toml
 from ..errors import ReporterError
 from .session import gap_hours
-from .store import History, series_lock
+from .store import History, said_of, series_lock
 
 __all__ = [
     "command",
@@ -58,7 +58,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         return _command(args)
     except sqlite3.Error as exc:  # a damaged or locked database: one line, status 2
-        raise ReporterError(f"history {_path(args)}: {exc}") from None
+        raise ReporterError(said_of(_path(args), exc)) from None
 
 
 def _command(args: argparse.Namespace) -> int:

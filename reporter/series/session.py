@@ -35,7 +35,7 @@ from ..record import LimitFacts, PeriodFacts, RunRecord, SeriesFacts
 from .charts import Chart
 from .rules import Control, evaluate
 from .slots import slots
-from .store import Baseline, History, series_lock
+from .store import Baseline, History, said_of, series_lock
 
 __all__ = [
     "gap_hours",
@@ -303,7 +303,7 @@ class Session:
             with series_lock(locks, config.series, config.history.lock_wait):
                 yield cls(config, store)
         except sqlite3.Error as exc:  # locked too long, disk full, a damaged table: one line
-            raise ReporterError(f"history {config.history_path()}: {exc}") from None
+            raise ReporterError(said_of(config.history_path(), exc)) from None
         finally:
             store.close()
 

@@ -191,6 +191,24 @@ def sha256_of(path: Path) -> str:
 # --- the store ------------------------------------------------------------------------------
 
 
+_SAID = {  # SQLite's own words say what is wrong, not what to do
+    "SQLITE_NOTADB": (
+        "is not an SQLite database (SQLite: file is not a database): give reporter's history "
+        "file, or the name of a new one"
+    ),
+    "SQLITE_CORRUPT": (
+        "is damaged (SQLite: database disk image is malformed): restore it from a backup, or "
+        "start a new history"
+    ),
+}
+
+
+def said_of(path: Path, exc: sqlite3.Error) -> str:
+    """One line for an SQLite error of the history at ``path``."""
+    said = _SAID.get(getattr(exc, "sqlite_errorname", ""))  # Python 3.11+
+    return f"history {path} {said}" if said else f"history {path}: {exc}"
+
+
 class History:
     """One history database. Use as a context manager, or call :meth:`close`."""
 
@@ -206,7 +224,7 @@ class History:
             self.db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.Error as exc:
-            raise ReporterError(f"history {self.path}: {exc}") from None
+            raise ReporterError(said_of(self.path, exc)) from None
         except OSError as exc:
             raise ReporterError(f"history {self.path}: {exc.strerror or exc}") from None
 
