@@ -689,6 +689,32 @@ def _no_bare_separator_values(parser: argparse.ArgumentParser, argv: list[str]) 
             parser.error(f"argument {name if value else token[:2]}: expected one argument")
 
 
+_LISTS = {"run": "paths", "search": "items", "duplicates": "paths", "cluster": "paths"}
+
+
+def _intermixed(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> argparse.Namespace:
+    """Paths given after an option join the command's other paths, as ``cp`` and ``grep``
+    take them: ``reporter search q.png --top 5 photos/`` and ``reporter run a.png
+    --baseline b.png c.png``. argparse takes a list of positionals in one piece, so the
+    later ones were 'unrecognized arguments'. (Its parse_intermixed_args does not take
+    subcommands.) An unknown option is still refused, by the command's own parser."""
+    if not extra:
+        return args
+    command = next(
+        a.choices[args.command]
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)
+    )
+    cut = extra.index("--") if "--" in extra else len(extra)  # after it: paths, whatever
+    options = [t for t in extra[:cut] if t.startswith("-") and t != "-"]
+    if options or args.command not in _LISTS:
+        command.error(f"unrecognized arguments: {' '.join(options or extra)}")
+    getattr(args, _LISTS[args.command]).extend(Path(t) for t in extra[:cut] + extra[cut + 1 :])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reporter`` command; returns the exit status."""
     from .stopping import Stopped, handled
@@ -703,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                 return ExitStatus.NOT_DONE
             try:
                 _no_bare_separator_values(parser, given)
-                args = parser.parse_args(argv)
+                args = _intermixed(parser, *parser.parse_known_args(argv))
             except SystemExit as exc:  # --help, --version and usage errors
                 return int(exc.code or 0)
             _setup_logging(args)

@@ -244,6 +244,33 @@ def test_every_command_logs_an_unforeseen_error_as_internal(
     assert "Traceback" in err and type(error).__name__ in err
 
 
+def test_paths_after_options_join_the_command_s_paths(capsys, run_dir, tmp_path):
+    """argparse takes a list of positionals in one piece: `reporter run a.png --baseline
+    b.png c.png` and `reporter search q.png --top 3 photos/` were 'unrecognized
+    arguments', and a path after `--` was refused once an option came before it."""
+    base, same, noisy = (run_dir / n for n in ("baseline.png", "same.png", "noisy.png"))
+    dash = run_dir / "-dash.png"
+    dash.write_bytes(same.read_bytes())
+    out = tmp_path / "o"
+    code, _, _ = call(capsys, "run", same, "--baseline", base, noisy, "--out", out, "-q",
+                      "--jobs", "1", "--", dash)  # fmt: skip
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert sorted(r["file"] for r in rows) == ["-dash.png", "noisy.png", "same.png"]
+    code, _, _ = call(capsys, "search", base, "--top", "2", "--by", "phash", run_dir,
+                      "--out", tmp_path / "s", "--jobs", "1", "--no-cache", "-q")  # fmt: skip
+    assert code == 0
+    assert len((tmp_path / "s" / "results.csv").read_text().splitlines()) == 1 + 1 + 2
+    for argv, said in (
+        (["duplicates", run_dir, "--bogus", "x"], "unrecognized arguments: --bogus "
+         "(see 'reporter duplicates --help')"),
+        (["history", "S", "extra"], "unrecognized arguments: extra "
+         "(see 'reporter history --help')"),
+    ):  # fmt: skip
+        code, _, err = call(capsys, *argv)
+        assert code == 2 and err == f"reporter: error: {said}\n", err
+
+
 def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert "reporter" in capsys.readouterr().out
