@@ -16,6 +16,7 @@ docs/reliability.md quotes its output; tests/test_fuzz.py runs a small version.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import random
@@ -121,6 +122,41 @@ def run(folder: Path, out: Path, jobs: int = 2) -> tuple[int, list[str], list[di
     return done.returncode, stray, rows, seconds
 
 
+COLLECTION = {  # the collection commands, each with its table's name
+    "search": "results.csv",
+    "duplicates": "groups.csv",
+    "cluster": "clusters.csv",
+}
+
+
+def run_collection(
+    command: str, folder: Path, out: Path, jobs: int = 2
+) -> tuple[int, list[str], dict[str, str | None], float]:
+    """``reporter search|duplicates|cluster`` over the same files: exit status, stderr
+    lines that are not reporter's log, each file's error in its table (None when it was
+    read), seconds. search ranks every file against the clean one; duplicates lists
+    only the files of a group and the unreadable ones."""
+    argv = [sys.executable, "-m", "reporter", command]
+    if command == "search":
+        argv += [str(folder / "baseline.png"), str(folder), "--top", "1000000"]
+    else:
+        argv += [str(folder)]
+    argv += ["--out", str(out), "-j", str(jobs), "--no-cache"]
+    if command == "cluster":
+        argv = [a for a in argv if a != "--no-cache"]
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - t0
+    stray = [line for line in done.stderr.splitlines() if not LOG_LINE.match(line)]
+    table = out / COLLECTION[command]
+    rows = {}
+    if table.is_file():
+        with table.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                rows[row["file"]] = row["error"] or None
+    return done.returncode, stray, rows, seconds
+
+
 def kind_of_error(message: str) -> str:
     """The message without its particulars (sizes, the decoder's words)."""
     message = message.split(" (the decoder:")[0]
@@ -135,12 +171,21 @@ def main() -> int:
     parser.add_argument(
         "--keep", type=Path, help="write the files here instead of a temporary folder"
     )
+    parser.add_argument(
+        "--collections",
+        action="store_true",
+        help="also run search, duplicates and cluster over the same files",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "fuzz"
         folder.mkdir(parents=True, exist_ok=True)
         made = make(folder, args.per_format, args.seed)
         status, stray, rows, seconds = run(folder, Path(tmp) / "out")
+        others = {
+            command: run_collection(command, folder, Path(tmp) / command)
+            for command in (COLLECTION if args.collections else ())
+        }
     statuses = Counter(r["status"] for r in rows)
     errors = Counter(kind_of_error(r["error"]) for r in rows if r["status"] == "ERROR")
     said = sum("the decoder" in (r["error"] or "") + (r.get("notes") or "") for r in rows)
@@ -162,7 +207,33 @@ def main() -> int:
     for line in stray[:10]:
         print(f"stray: {line}")
     ok = status in (0, 1) and len(rows) == len(made) and not stray
+    if others:
+        ok = collections_agree(rows, others) and ok
     return 0 if ok else 1
+
+
+def collections_agree(rows: list[dict], others: dict) -> bool:
+    """The collection commands' table of each run over the same files, against the run:
+    the same files unreadable (the same reader), each of them an ERROR row, and for
+    search and cluster every readable file its row. Prints a table; True when all hold."""
+    unreadable = {r["file"] for r in rows if r["status"] == "ERROR"}
+    files = {r["file"] for r in rows} | {"baseline.png"}
+    print("\n| command | exit status | rows | ERROR rows | same files unreadable as run's | "
+          "every file its row | stray stderr lines | seconds |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    ok = True
+    for command, (status, stray, table, seconds) in others.items():
+        errors = {f for f, e in table.items() if e}
+        same = errors == unreadable
+        every = set(table) == files if command != "duplicates" else set(table) <= files
+        print(f"| {command} | {status} | {len(table)} | {len(errors)} | {'yes' if same else 'NO'} "
+              f"| {'yes' if every else 'NO'} | {len(stray)} | {seconds:.1f} |")  # fmt: skip
+        for line in stray[:5]:
+            print(f"stray ({command}): {line}")
+        for f in sorted(errors ^ unreadable)[:5]:
+            print(f"differs ({command}): {f}: {table.get(f)!r}")
+        ok = ok and status in (0, 1) and same and every and not stray
+    return ok
 
 
 if __name__ == "__main__":

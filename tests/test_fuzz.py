@@ -35,3 +35,17 @@ def test_mutated_files_each_get_a_row_and_the_log_stays_clean(tmp_path):
     # the decoders' own words reached the rows that caused them
     said = [r for r in rows if "the decoder" in (r["error"] or "") + (r.get("notes") or "")]
     assert len(said) > 20
+
+
+def test_the_collection_commands_read_the_mutated_files_as_the_run_does(tmp_path, capsys):
+    """search, duplicates and cluster over the same mutated files: exit status 0 or 1,
+    no stderr line outside the log, the same files unreadable as in the run, each an
+    ERROR row in the command's table, and every other file its row (search, cluster)."""
+    folder = tmp_path / "fuzz"
+    folder.mkdir()
+    made = fuzz.make(folder, per_format=20, seed=2000)
+    _, _, rows, _ = fuzz.run(folder, tmp_path / "out")
+    assert len(rows) == len(made)
+    assert sum(r["status"] == "ERROR" for r in rows) > 60, "too gentle to test anything"
+    others = {c: fuzz.run_collection(c, folder, tmp_path / c) for c in fuzz.COLLECTION}
+    assert fuzz.collections_agree(rows, others), capsys.readouterr().out
