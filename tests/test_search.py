@@ -214,6 +214,47 @@ def test_bad_queries_and_arguments_say_so_in_one_line(collection, tmp_path, caps
     assert f"query {collection} is a folder: give one image file" in err
 
 
+def test_a_query_of_a_file_that_cannot_be_read_is_its_row_and_the_others_are_answered(
+    collection, tmp_path, capsys
+):
+    """One missing or unreadable query of a --queries file ended the whole search (exit
+    status 2, no report for the queries that could be answered). Each is now an ERROR
+    row naming it, the others are answered, and the status is 1. The file may carry a
+    byte order mark (its first path was not found) and comment lines."""
+    queries = tmp_path / "q.txt"
+    lines = ["# today's queries", str(collection / "rocket.png"), str(tmp_path / "gone.png"),
+             str(collection / "broken.png"), "/dev/null",
+             str(collection / "coffee.png")]  # fmt: skip
+    queries.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    out = tmp_path / "o"
+    argv = ["search", "--queries", str(queries), str(collection), "--by", "phash", "--top", "2"]
+    assert main([*argv, "--out", str(out), "-q", "--no-cache", "--jobs", "1"]) == 1
+    with (out / "results.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["query"] for r in rows if r["rank"] == "1"] == ["rocket.png", "coffee.png"]
+    errors = {r["file"]: r["error"] for r in rows if r["error"]}
+    assert errors[str(tmp_path / "gone.png")] == f"query {tmp_path / 'gone.png'}: no such file"
+    assert errors["/dev/null"] == "query /dev/null is a device: give one image file"
+    assert errors["broken.png"].startswith(f"query {collection / 'broken.png'}: ")
+    assert len(errors) == 3  # broken.png once, as the query, not again as a file
+    capsys.readouterr()
+    none = tmp_path / "none.txt"
+    none.write_text(f"{tmp_path / 'gone.png'}\n{collection / 'broken.png'}\n", "utf-8")
+    assert main(["search", "--queries", str(none), str(collection), "-q", "--no-cache"]) == 2
+    assert capsys.readouterr().err == (
+        f"reporter: error: none of the 2 queries can be read; the first: query "
+        f"{tmp_path / 'gone.png'}: no such file\n"
+    )
+    for text, said in (
+        ("# nothing\n\n", f"the queries file {none} names no query"),
+        (b"\xff\xfeq\x00", f"the queries file {none} is not UTF-8 text (byte 0): give one "
+         "query path per line"),
+    ):  # fmt: skip
+        none.write_bytes(text if isinstance(text, bytes) else text.encode())
+        assert main(["search", "--queries", str(none), str(collection), "-q"]) == 2
+        assert capsys.readouterr().err == f"reporter: error: {said}\n"
+
+
 def test_past_index_from_the_bounds_give_exactly_every_images_top(monkeypatch):
     """Pools of INDEX_FROM images or more are searched through bounds on the cosine from the
     pool's principal axes: on 6,000 vectors spread as real embeddings are, the top 10 are

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..inputs import discover, own_folders
 from ..names import not_a_file, printable
 from ..outputs import STAGE_PREFIX
 from . import reports, score_kind
-from .features import FeatureCache, default_cache, gather
+from .features import FeatureCache, Features, default_cache, gather
 from .search import METHODS, Index, by_metric, rank, require_faiss, table
 
 __all__ = ["cluster", "duplicates", "publish", "search"]
@@ -32,14 +33,38 @@ log = logging.getLogger("reporter")
 def _queries(args: argparse.Namespace) -> list[Path]:
     queries = [args.query] if args.query else []
     if args.queries is not None:
-        try:
-            text = args.queries.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        kind = not_a_file(args.queries)
+        if kind:
+            raise ReporterError(f"--queries {args.queries} is {kind}: give a text file")
+        try:  # utf-8-sig: Notepad's byte order mark is not part of the first path
+            text = args.queries.read_text(encoding="utf-8-sig")
+        except OSError as exc:
             raise ReporterError(f"cannot read the queries file {args.queries}: {exc}") from None
-        queries += [Path(line.strip()) for line in text.splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise ReporterError(
+                f"the queries file {args.queries} is not UTF-8 text (byte {exc.start}): "
+                "give one query path per line"
+            ) from None
+        lines = (line.strip() for line in text.splitlines())
+        queries += [Path(line) for line in lines if line and not line.startswith("#")]
+        if not queries:
+            raise ReporterError(f"the queries file {args.queries} names no query")
     if not queries:
         raise ReporterError("no query: give QUERY or --queries FILE")
     return queries
+
+
+def _some_query(queries: list[Path], lost: list[Features], answerable: bool) -> None:
+    """Go on while a query can still be answered: each one that cannot is an ERROR row
+    of the table, as an unreadable file of the collection is. When none can (one query
+    given, or every one of the file's lost), the command could not be done: one line."""
+    if answerable:
+        return
+    if len(queries) == 1:
+        raise ReporterError(lost[0].error)
+    raise ReporterError(
+        f"none of the {len(queries)} queries can be read; the first: {lost[0].error}"
+    )
 
 
 def _own(args: argparse.Namespace) -> dict | None:
@@ -106,14 +131,17 @@ def search(args: argparse.Namespace) -> int:
     if not found:
         raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
     known = {item.path.resolve(): item for item in found}
-    asked = []
+    asked, lost = [], []  # lost: queries that cannot be answered, each an ERROR row
     for q in queries:
         kind = not_a_file(q)
-        if kind == "not found":
-            raise ReporterError(f"query {q}: no such file")
         if kind:
-            raise ReporterError(f"query {q} is {kind}: give one image file")
+            why = f"query {q}: no such file" if kind == "not found" else (
+                f"query {q} is {kind}: give one image file"
+            )  # fmt: skip
+            lost.append(Features(str(q), str(q), error=why))
+            continue
         asked.append(known.get(q.resolve()) or Input(q, q.name))
+    _some_query(queries, lost, answerable=bool(asked))
     extra = [a for a in asked if a.path.resolve() not in known]
     with _engine(args) as engine:
         features = _gathered(args, found + extra, args.by == "embedding", engine)
@@ -129,7 +157,9 @@ def search(args: argparse.Namespace) -> int:
         for item in asked:
             query = by_path[item.path.resolve()]
             if query.error:
-                raise ReporterError(f"query {item.path}: {query.error}")
+                lost.append(replace(query, error=f"query {item.path}: {query.error}"))
+                _some_query(queries, lost, answerable=len(lost) < len(queries))
+                continue
             if index is None:  # a run metric: compared as reporter run would
                 rankings.append(
                     by_metric(
@@ -145,7 +175,8 @@ def search(args: argparse.Namespace) -> int:
                 )
             else:
                 rankings.append(rank(args.by, query, candidates, args.top, index))
-    errors = [f for f in candidates if f.error]
+    queried = {Path(q.path).resolve() for q in lost}  # listed once, as the query
+    errors = [f for f in candidates if f.error and Path(f.path).resolve() not in queried] + lost
     for e in errors:
         log.warning("%s: ERROR %s", e.path, e.error)
     for u in unreadable:
