@@ -237,6 +237,18 @@ def test_a_query_of_a_file_that_cannot_be_read_is_its_row_and_the_others_are_ans
     assert errors["/dev/null"] == "query /dev/null is a device: give one image file"
     assert errors["broken.png"].startswith(f"query {collection / 'broken.png'}: ")
     assert len(errors) == 3  # broken.png once, as the query, not again as a file
+    assert "Search by phash: 2 of 5 queries answered" in (out / "report.html").read_text("utf-8")
+    from openpyxl import load_workbook
+
+    ws = load_workbook(out / "report.xlsx")["Results"]
+    heads = [c.value for c in ws[2]]
+    assert heads[-1] == "error" and heads.index("score") != len(heads) - 1
+    row = next(r for r in ws.iter_rows(min_row=3) if r[3].value == "broken.png")
+    # the message in a wrapped column of its own, its row as tall as its lines; in the
+    # score's column, 22 characters wide, it was cut by the path beside it
+    assert row[-1].value == errors["broken.png"] and row[-1].alignment.wrap_text
+    assert row[4].value is None
+    assert ws.row_dimensions[row[0].row].height >= 15 * math.ceil(len(row[-1].value) / 60)
     capsys.readouterr()
     none = tmp_path / "none.txt"
     none.write_text(f"{tmp_path / 'gone.png'}\n{collection / 'broken.png'}\n", "utf-8")

@@ -182,7 +182,9 @@ def search(args: argparse.Namespace) -> int:
     for u in unreadable:
         log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
     out_dir = _out_dir(args, started, "search")
-    found_table = table(rankings, errors, args.by, clock.shown(started, args.timezone))
+    found_table = table(
+        rankings, errors, args.by, clock.shown(started, args.timezone), asked=len(queries)
+    )
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     if not args.quiet:
         name = score_kind(args.by)[0]

@@ -117,6 +117,8 @@ def _workbook(table: Table, path: Path) -> Path:
     widths = (30, 8, 18, 36, 22, 60)
     if notes:  # what the page writes under each picture: a size, whose bytes a copy has
         heads, widths = (*heads, "note"), (*widths, 40)
+    if table.errors:  # why a file could not be read: a column of its own, wrapped
+        heads, widths = (*heads, "error"), (*widths, 60)
     for c, head in enumerate(heads, 1):
         excel.put_text(ws, 2, c, head, font=excel.BOLD, fill=excel.HEADER_FILL)
     for c, width in enumerate(widths, 1):
@@ -140,11 +142,13 @@ def _workbook(table: Table, path: Path) -> Path:
                 ws.add_image(excel.picture(item.features.thumbnail, row, 3, side=100))
             ws.row_dimensions[row].height = 82
             row += 1
-    for e in table.errors:
-        excel.put_text(ws, row, 2, "ERROR", font=excel.BOLD)
-        excel.put_text(ws, row, 4, e.file)
-        excel.put_text(ws, row, 5, e.error)
-        excel.put_text(ws, row, 6, e.path)
+    for e in table.errors:  # the message was in the score's narrow column, cut by the path
+        excel.put_text(ws, row, 2, "ERROR", font=excel.BOLD, alignment=excel.TOP)
+        excel.put_text(ws, row, 4, e.file, alignment=excel.WRAP_TOP)
+        excel.put_text(ws, row, 6, e.path, alignment=excel.WRAP_TOP)
+        excel.put_text(ws, row, len(heads), e.error, alignment=excel.WRAP_TOP)
+        longest = max(excel.text_height(e.error or "", widths[-1]), excel.text_height(e.path, 60))
+        ws.row_dimensions[row].height = min(longest, excel.MAX_ROW_POINTS)
         row += 1
     ws.freeze_panes = "A3"
     ws.print_title_rows = "2:2"

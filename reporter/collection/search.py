@@ -317,8 +317,11 @@ def _shown(method: str, score: float) -> str:
     return f"{score:.1f}" if method == "colour" else f"{score:.0f}"
 
 
-def table(rankings: list[Ranking], errors: list[Features], method: str, when: str) -> Table:
-    """The rankings as the collection commands' table: a section per query."""
+def table(
+    rankings: list[Ranking], errors: list[Features], method: str, when: str, asked: int = 0
+) -> Table:
+    """The rankings as the collection commands' table: a section per query. ``asked``:
+    how many queries were given, when some of them could not be read (error rows)."""
     name, higher = score_kind(method)
     sections = []
     for r in rankings:
@@ -336,8 +339,11 @@ def table(rankings: list[Ranking], errors: list[Features], method: str, when: st
     for s in sections:  # the CSV lists the hits only; the query leads the gallery
         s.items[0].values = {"query": s.heading, "rank": "", "method": method, "score": ""}
     count = len(rankings)
+    queries = f"{count} quer{'y' if count == 1 else 'ies'}"
+    if asked > count:
+        queries = f"{count} of {asked} queries answered"
     return Table(
-        title=f"Search by {method}: {count} quer{'y' if count == 1 else 'ies'} \u00b7 {when}",
+        title=f"Search by {method}: {queries} \u00b7 {when}",
         subtitle=f"Score: {method} {name}, {'higher' if higher else 'lower'} is nearer. "
         "The query's own file is left out of its results.",
         columns=("query", "rank", "file", "path", "method", "score"),
