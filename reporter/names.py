@@ -80,9 +80,19 @@ def _raw(text: str) -> bytes:
         return cleaned.encode("utf-8", "surrogateescape")
 
 
+_BIDI_CONTROLS = {  # as visible escapes: U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069
+    c: f"\\u{c:04x}"
+    for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
 def shown(text: str) -> str:
-    """For people: bytes that are not UTF-8 as U+FFFD."""
-    return _raw(text).decode("utf-8", "replace")
+    """For people: bytes that are not UTF-8 as U+FFFD, and Unicode's bidirectional
+    controls as visible escapes (``\\u202e``). A name holding RIGHT-TO-LEFT OVERRIDE
+    (``scan\\u202egnp.exe``) is drawn as ``scanexe.png``, and reorders whatever follows
+    it on its line (the verdict, the metrics of a log line or of a table's row): the
+    "Trojan Source" trick (CVE-2021-42574). ``stored`` keeps the character."""
+    return _raw(text).decode("utf-8", "replace").translate(_BIDI_CONTROLS)
 
 
 def stored(text: str) -> str:

@@ -6,9 +6,11 @@ Refresh the golden files after an intended change with
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -222,6 +224,46 @@ def test_a_name_that_is_not_utf8_gets_a_normal_row_in_every_output(tmp_path):
     assert "Probe_M\ufffdller.png" in result.outputs["html"].read_text(encoding="utf-8")
     assert "Probe_M\ufffdller.png" in result.outputs["csv"].read_text(encoding="utf-8")
     assert result.meta["history"]["slots"] == {"Probe_M\ufffdller.png": "Probe_M\ufffdller.png"}
+
+
+def test_a_name_with_bidirectional_controls_cannot_reorder_what_people_read(tmp_path, capsys):
+    """RIGHT-TO-LEFT OVERRIDE in a name (`scan<U+202E>gnp.exe.png`) is drawn as
+    `scanexe.png...` and reverses the rest of its line: the verdict and the metrics in
+    the summary, the log, the page and the workbook ("Trojan Source", CVE-2021-42574).
+    Everywhere a person reads it, it is now a visible escape; the path keeps the
+    character, so it still names the file."""
+    import shutil
+
+    from openpyxl import load_workbook
+
+    from reporter.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "baseline.png", folder / "baseline.png")
+    name = "scan\u202egnp.exe.png"
+    shutil.copy(SAMPLES / "fault_debris.png", folder / name)
+    shutil.copy(SAMPLES / "normal_day01.png", folder / "b\u2067x\u200f.png")
+    shutil.copy(SAMPLES / "fault_debris.png", folder / "c.png")  # its duplicate: a group
+    out = tmp_path / "o"
+    assert main(["run", str(folder), "--out", str(out), "--jobs", "1"]) == 1
+    said, log = capsys.readouterr()
+    controls = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+    assert "scan\\u202egnp.exe.png" in said and not controls.search(said + log)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "scan\\u202egnp.exe.png" in page.replace("<wbr>", "") and not controls.search(page)
+    ws = load_workbook(out / "report.xlsx")["Results"]
+    texts = [c.value for row in ws.iter_rows() for c in row if isinstance(c.value, str)]
+    shown = [t for t in texts if not t.startswith(str(folder))]  # the path column keeps it
+    assert "scan\\u202egnp.exe.png" in texts and not any(controls.search(t) for t in shown)
+    rows = {r["file"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
+    assert set(rows) == {"scan\\u202egnp.exe.png", "b\\u2067x\\u200f.png", "c.png"}
+    assert rows["scan\\u202egnp.exe.png"]["path"].endswith(name)  # the file's own name
+    assert main(["duplicates", str(folder), "--out", str(tmp_path / "d"), "--jobs", "1"]) == 0
+    said, log = capsys.readouterr()
+    assert not controls.search(said + log)
+    page = (tmp_path / "d" / "report.html").read_text(encoding="utf-8")
+    assert "scan\\u202egnp.exe.png" in page.replace("<wbr>", "") and not controls.search(page)
 
 
 def test_a_failed_run_leaves_the_run_folder_as_it_was(tmp_path, monkeypatch, capsys):
