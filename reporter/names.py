@@ -17,6 +17,7 @@ from pathlib import PurePath
 __all__ = [
     "FORMULA_STARTS",
     "IMAGE_EXTENSIONS",
+    "defused",
     "is_image",
     "not_a_file",
     "printable",
@@ -27,6 +28,12 @@ __all__ = [
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 """Text a spreadsheet may run as a formula when a cell starts with it (OWASP)."""
+
+
+def defused(text: str) -> str:
+    """A CSV cell a spreadsheet reads as text, never as a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".webp", ".gif"}

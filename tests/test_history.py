@@ -827,6 +827,32 @@ def test_the_mail_shows_since_when_for_a_flagged_slot(tmp_path):
     assert all(p.get_payload(decode=True).startswith(b"\x89PNG") for p in pngs)
 
 
+def test_texts_in_the_history_are_shown_escaped_and_written_as_text(tmp_path, capsys):
+    """A reason or a name in the history came from whoever wrote it. `baseline set
+    --reason` took ESC sequences, which `baseline show` and `history` then sent to the
+    next person's terminal (ESC [2J clears it), and `history --csv` wrote
+    `=HYPERLINK(...)` and `@me` as formulas for a spreadsheet to run."""
+    config, _ = small_series(tmp_path, runs=1)
+    db = str(config.history_path())
+    reason = "swap\x1b[2J\u202eedoc"
+    argv = ["baseline", "set", "S", str(SAMPLES / "baseline.png"), "--history", db]
+    assert main([*argv, "--reason", reason, "--by", "=me"]) == 0
+    assert main(["accept", "S", "1", "--history", db, "--by", "@me",
+                 "--reason", '=HYPERLINK("http://x")\x07']) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["baseline", "show", "S", "--history", db]) == 0
+    shown = capsys.readouterr().out
+    assert "by =me: swap\\x1b[2J\\u202eedoc" in shown
+    assert main(["history", "S", "--history", db]) == 0
+    listed = capsys.readouterr().out
+    assert '(accepted by @me: =HYPERLINK("http://x")\\x07)' in listed
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f\u202a-\u202e]", shown + listed)
+    assert main(["history", "S", "--history", db, "--csv"]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert row["accepted_by"] == "'@me"
+    assert row["accepted_reason"] == '\'=HYPERLINK("http://x")\x07'  # the text, as text
+
+
 def test_a_damaged_history_is_one_line_and_status_2(tmp_path, capsys):
     config, _ = small_series(tmp_path, runs=1)
     db = config.history_path()

@@ -3,7 +3,7 @@
 Where it sits: ``search`` and ``duplicates`` describe their results as a :class:`Table`
 (rows in sections: a query and its nearest, a group of duplicates); this module writes
 it three ways with run's own building blocks: CSV text defused for spreadsheets
-(``render.data.defused``), the jinja2 environment with autoescaping, and the
+(``names.defused``), the jinja2 environment with autoescaping, and the
 workbook's text, picture and print helpers (``render.excel``).
 """
 
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic, write_text
-from ..names import shown, stored
-from ..render.data import defused
+from ..names import defused, shown, stored
 from ..render.html import data_uri
 from ..render.templates import environment
 from .features import Features

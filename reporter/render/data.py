@@ -27,7 +27,6 @@ from ..record import RunRecord
 from ..table import COLUMNS, ERROR, FILE, NOTES, PATH, REASONS
 
 __all__ = [
-    "defused",
     "rows",
     "TEXT_COLUMNS",
     "write_csv",
@@ -37,15 +36,10 @@ __all__ = [
 TEXT_COLUMNS = (FILE, NOTES, REASONS, ERROR, PATH)
 
 
-def defused(text: str) -> str:
-    """A text cell a spreadsheet reads as text, never as a formula."""
-    return "'" + text if text.startswith(names.FORMULA_STARTS) else text
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     data = frame[list(COLUMNS)].copy()
     for name in TEXT_COLUMNS:
-        data[name] = data[name].map(lambda v: defused(v) if isinstance(v, str) else v)
+        data[name] = data[name].map(lambda v: names.defused(v) if isinstance(v, str) else v)
     return write_atomic(
         path,
         lambda tmp: data.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\r\n"),

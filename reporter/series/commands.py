@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import clock
 from ..config import Config, load_toml
 from ..errors import ReporterError
+from ..names import defused, printable
 from .session import gap_hours
 from .store import History, said_of, series_lock
 
@@ -72,22 +73,28 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "baseline" and args.verb == "set":
             with series_lock(path.parent / "locks", args.series, 30.0):
                 b = store.set_baseline(args.series, args.file, reason=args.reason, by=_by(args))
-            print(
-                f"series {args.series}: baseline {b.sha256[:12]} ({args.file}) set by {b.set_by};"
-            )
-            print(f"a new control period starts; copy kept at {b.stored}")
+            _say(f"series {args.series}: baseline {b.sha256[:12]} ({args.file}) set by {b.set_by};")
+            _say(f"a new control period starts; copy kept at {b.stored}")
             return 0
         if args.command == "baseline":
             return show_baselines(store, args.series, _zone(args))
         if args.command == "history":
             return show_history(store, args)
         run = store.accept(args.series, args.run_id, reason=args.reason, by=_by(args))
-        print(
+        _say(
             f"run {run.id} of {run.series} ({clock.shown(run.started, _zone(args))}, "
             f"{run.verdict}) accepted by "
             f"{run.accepted_by}: its values now count for the control limits"
         )
         return 0
+
+
+def _say(line: str, file=None) -> None:
+    """One line for a person: its control characters and bidirectional controls escaped
+    (names.printable). A reason, a name or a path in the history came from whoever wrote
+    it, and ``baseline set --reason`` took ESC sequences that cleared the screen of the
+    next person to list the series."""
+    print(printable(line), file=file)
 
 
 def _check_image(file: Path) -> None:
@@ -103,19 +110,19 @@ def _check_image(file: Path) -> None:
 def show_baselines(store: History, series: str, zone: str | None = None) -> int:
     records = store.baselines(series)
     if not records:
-        print(f"series {series}: no baseline recorded yet")
+        _say(f"series {series}: no baseline recorded yet")
         return 0
     current = records[-1]
     runs = [r for r in store.runs(series) if r.baseline_id == current.id]
-    print(f"series {series}: current baseline {current.sha256}")
-    print(f"  copy   {current.stored}")
-    print(f"  from   {current.source}")
-    print(f"  set    {clock.shown(current.set_at, zone)} by {current.set_by}: {current.reason}")
-    print(f"  period {len(runs)} run(s) against it so far")
+    _say(f"series {series}: current baseline {current.sha256}")
+    _say(f"  copy   {current.stored}")
+    _say(f"  from   {current.source}")
+    _say(f"  set    {clock.shown(current.set_at, zone)} by {current.set_by}: {current.reason}")
+    _say(f"  period {len(runs)} run(s) against it so far")
     if len(records) > 1:
-        print("earlier baselines (newest first):")
+        _say("earlier baselines (newest first):")
         for b in reversed(records[:-1]):
-            print(f"  {clock.shown(b.set_at, zone)}  {b.sha256[:12]}  by {b.set_by}: {b.reason}")
+            _say(f"  {clock.shown(b.set_at, zone)}  {b.sha256[:12]}  by {b.set_by}: {b.reason}")
     return 0
 
 
@@ -149,31 +156,21 @@ def show_history(store: History, args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(HISTORY_COLUMNS)
         for r in runs:
-            writer.writerow(
-                (
-                    r.id,
-                    r.started,
-                    r.verdict,
-                    r.exit_code,
-                    r.images,
-                    r.failed,
-                    r.baseline_sha256,
-                    r.accepted_by or "",
-                    r.accepted_reason or "",
-                    r.out_dir or "",
-                    "; ".join(fired[r.id]),
-                )
+            text = (r.accepted_by or "", r.accepted_reason or "", r.out_dir or "")
+            writer.writerow(  # the texts as text to a spreadsheet, never a formula
+                (r.id, r.started, r.verdict, r.exit_code, r.images, r.failed, r.baseline_sha256)
+                + tuple(defused(t) for t in (*text, "; ".join(fired[r.id])))
             )
     elif not runs:
-        print(f"series {args.series}: no runs recorded")
+        _say(f"series {args.series}: no runs recorded")
     else:
-        print(HISTORY_HEAD)
+        _say(HISTORY_HEAD)
         for r in runs:
             rules = ", ".join(fired[r.id]) or "-"
             accepted = (
                 f"  (accepted by {r.accepted_by}: {r.accepted_reason})" if r.accepted_by else ""
             )
-            print(
+            _say(
                 f"{r.id:>6}  {clock.shown(r.started, zone):<23}  {r.verdict:<7}  "
                 f"{r.images:>6}  {r.failed:>4}  {r.exit_code:>4}  {r.baseline_sha256[:8]:<8}  "
                 f"{rules}{accepted}"
@@ -187,7 +184,7 @@ def show_history(store: History, args: argparse.Namespace) -> int:
                 if gap is None
                 else f"for {gap:.1f} h (last {clock.shown(last[0].started, zone)})"
             )
-            print(
+            _say(
                 f"MISSING: no run of series {args.series} {since}; more than "
                 f"{args.missing_after:g} h: is its scheduled job still running?",
                 file=sys.stderr,
