@@ -825,8 +825,8 @@ def _other(args: argparse.Namespace) -> int:
 def _internal(args: argparse.Namespace) -> int:
     """An exception no check foresaw (a bug, or an OSError that names no path: a fork
     refused, a connection reset): its traceback in the log, exit status 2, the same for
-    every command. Nothing was written under a final name (each output is renamed into
-    place only once whole)."""
+    every command. No report is left half-written: each is renamed into place only once
+    whole."""
     what = "run" if args.command == "run" else f"{args.command} command"
     log.exception("internal error: the %s could not be done; please report this traceback", what)
     return ExitStatus.NOT_DONE
