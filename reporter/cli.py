@@ -12,6 +12,7 @@ the e-mail could not be sent. Usage errors never print a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import math
@@ -715,10 +716,21 @@ def _intermixed(
     return args
 
 
+def _tolerant_stdout() -> None:
+    """Standard output keeps its encoding, but a character it cannot encode is written
+    as an escape (``\u65e5``), as Python already does on standard error. A name such as
+    ``日本.png`` in a run's summary, under ``PYTHONIOENCODING=ascii`` or a Latin-1
+    locale (a Windows console's cp1252, a cron job's ISO-8859-1), ended the command in a
+    UnicodeEncodeError traceback after its reports were written."""
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # none, or not io's
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``reporter`` command; returns the exit status."""
     from .stopping import Stopped, handled
 
+    _tolerant_stdout()
     try:
         with handled():  # first: a scheduler may stop the run while it starts
             parser = build_parser()

@@ -271,6 +271,28 @@ def test_paths_after_options_join_the_command_s_paths(capsys, run_dir, tmp_path)
         assert code == 2 and err == f"reporter: error: {said}\n", err
 
 
+def test_names_standard_output_cannot_encode_are_escaped_not_a_traceback(tmp_path):
+    """Under PYTHONIOENCODING=ascii (or a Latin-1 locale: a Windows console's cp1252, a
+    cron job's ISO-8859-1), a run's summary naming 日本.png ended in a UnicodeEncodeError
+    traceback after the reports were written; so did the collection commands' lines."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "baseline.png").write_bytes((SAMPLES / "baseline.png").read_bytes())
+    (folder / "日本.png").write_bytes((SAMPLES / "fault_debris.png").read_bytes())
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    said = {}
+    commands = ((["run", str(folder), "--out", str(tmp_path / "o")], 1),
+                (["duplicates", str(folder), "--out", str(tmp_path / "d")], 0))  # fmt: skip
+    for argv, status in commands:
+        done = subprocess.run([sys.executable, "-m", "reporter", *argv, "--jobs", "1"],
+                              capture_output=True, env=env, timeout=300)  # fmt: skip
+        err = done.stderr.decode("ascii")
+        assert done.returncode == status and "Traceback" not in err, err
+        said[argv[0]] = done.stdout.decode("ascii")
+    assert "FAIL  \\u65e5\\u672c.png:" in said["run"]
+    assert "Results:" in said["duplicates"]
+
+
 def test_help_and_version_exit_0(capsys):
     assert main(["--version"]) == 0
     assert "reporter" in capsys.readouterr().out
