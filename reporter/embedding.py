@@ -404,6 +404,13 @@ class Embedder:
         self.backend = backend
         if backend in ("auto", "onnxruntime"):
             try:
+                # onnxruntime 1.32 on Linux persists a device ID and a telemetry database
+                # under ~/.cache/Microsoft and uploads its events: a lab's QC tool must not
+                # call out, nor write outside its own folders. ORT_DISABLE_TELEMETRY is its
+                # full opt-out, read once as it initialises (a user's own setting is kept).
+                # Without a writable home it also printed "Failed to persist telemetry
+                # device ID" on descriptor 2, outside the log.
+                os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
                 import onnxruntime as ort
 
                 options = ort.SessionOptions()

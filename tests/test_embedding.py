@@ -191,3 +191,31 @@ def test_run_computes_the_embedding_only_when_asked(tmp_path):
     assert np.allclose(results[1], results[2].loc[results[1].index], atol=1e-5)
     page = (tmp_path / "on1" / "report.html").read_text(encoding="utf-8")
     assert "embedding" in page.split("<h2>")[1]  # a column of the table
+
+
+def test_onnxruntime_sends_and_keeps_no_telemetry(tmp_path, own_cache):
+    """onnxruntime 1.32 on Linux wrote a persistent device ID and a telemetry database
+    under ~/.cache/Microsoft and queued its events for upload; with a home it could not
+    write it printed 'Failed to persist telemetry device ID' on stderr, outside the log.
+    A search by embedding in a process of its own, with a home of the test's and no
+    opt-out in its environment, leaves nothing in that home and says nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        cv2.imwrite(str(folder / f"{name}.png"), photo(name))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORT_", "XDG_"))}
+    env |= {"HOME": str(home), "REPORTER_CACHE": str(own_cache)}
+    argv = [sys.executable, "-m", "reporter", "search", str(folder / "coffee.png"), str(folder),
+            "--out", str(tmp_path / "o"), "--jobs", "1", "--no-cache", "-q"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert not list(home.rglob("*")), list(home.rglob("*"))
+    env["HOME"] = "/proc"  # a home no one can write, root included: nothing on stderr
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
