@@ -267,6 +267,28 @@ def test_a_query_of_a_file_that_cannot_be_read_is_its_row_and_the_others_are_ans
         assert capsys.readouterr().err == f"reporter: error: {said}\n"
 
 
+def test_a_cache_folder_that_cannot_be_one_costs_the_cache_not_the_command(
+    collection, tmp_path, monkeypatch, capsys
+):
+    """REPORTER_CACHE naming a file (or a home under /proc) ended search and duplicates
+    in 'reporter: error: ...: Not a directory' before any work, and search --index hnsw
+    after it: the cache is an optimisation. Each command now warns once and does its work
+    without it."""
+    where = tmp_path / "a-file"
+    where.write_text("not a folder", "utf-8")
+    monkeypatch.setenv("REPORTER_CACHE", str(where))
+    query = str(collection / "rocket.png")
+    for argv in (["search", query, str(collection), "--by", "phash"],
+                 ["search", query, str(collection), "--index", "hnsw"],
+                 ["duplicates", str(collection)]):  # fmt: skip
+        code = main([*argv, "--out", str(tmp_path / argv[0]), "--jobs", "1", "-q"])
+        err = capsys.readouterr().err
+        assert code == 1, err  # broken.png is an ERROR row: the work was done
+        assert f"WARNING feature cache {where}/features.sqlite not used" in err
+        assert "reporter: error" not in err
+        assert ("search index not saved in" in err) == ("hnsw" in argv)
+
+
 def test_past_index_from_the_bounds_give_exactly_every_images_top(monkeypatch):
     """Pools of INDEX_FROM images or more are searched through bounds on the cosine from the
     pool's principal axes: on 6,000 vectors spread as real embeddings are, the top 10 are

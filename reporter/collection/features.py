@@ -219,8 +219,9 @@ class FeatureCache:
                     embedding BLOB, thumbnail BLOB, format TEXT, channels INTEGER,
                     tone BLOB, schema INTEGER)"""
             )
-        except sqlite3.Error as exc:  # a damaged or read-only cache: compute everything
-            log.warning("feature cache %s not used: %s", path, exc)
+        except (OSError, sqlite3.Error) as exc:  # damaged, read-only, no folder: compute all
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            log.warning("feature cache %s not used: %s", path, why)
             self._db = None
             return
         try:

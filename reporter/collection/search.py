@@ -17,6 +17,7 @@ Methods (how alike two images are):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -266,7 +267,8 @@ def _save(faiss, graph, path: Path) -> None:
         for old in saved[HNSW_KEPT:]:
             old.unlink(missing_ok=True)
     except (RuntimeError, OSError) as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a cache "folder" that is a file: ENOTDIR here too
+            temporary.unlink(missing_ok=True)
         log.warning("search index not saved in %s: %s", path.parent, str(exc).splitlines()[0])
 
 
