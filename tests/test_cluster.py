@@ -105,6 +105,7 @@ def test_a_second_copy_into_the_collection_clusters_the_originals_only(photos, m
     monkeypatch.chdir(photos)
     (photos / "sorted" / "mine").mkdir(parents=True)
     (photos / "sorted" / "mine" / "x.png").write_bytes((photos / "coffee.png").read_bytes())
+    (photos / "sorted" / "cluster-notes.txt").write_text("mine too", "utf-8")  # not a run's
     argv = ["cluster", ".", "-r", "--k", "3", "--copy-to", "sorted", "--out", "o"]
     assert main(argv) == 0
     assert sum(1 for _ in (photos / "o" / "clusters.csv").open()) == 1 + 12

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import replace
@@ -269,7 +270,9 @@ def _no_earlier_clusters(path: Path | None) -> None:
     if path is None or not path.is_dir():
         return
     try:
-        earlier = sorted(p.name for p in path.iterdir() if p.name.startswith("cluster-"))
+        earlier = sorted(
+            p.name for p in path.iterdir() if re.fullmatch(r"cluster-\d+", p.name) and p.is_dir()
+        )  # a file of the user's own named cluster-notes.txt is not a run's cluster
     except OSError as exc:
         raise ReporterError(f"--copy-to {path}: {exc.strerror or exc}") from None
     if earlier:

@@ -205,7 +205,8 @@ _SAID = {  # SQLite's own words say what is wrong, not what to do
 
 def said_of(path: Path, exc: sqlite3.Error) -> str:
     """One line for an SQLite error of the history at ``path``."""
-    said = _SAID.get(getattr(exc, "sqlite_errorname", ""))  # Python 3.11+
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; extended: SQLITE_CORRUPT_INDEX
+    said = next((text for code, text in _SAID.items() if name.startswith(code)), None)
     return f"history {path} {said}" if said else f"history {path}: {exc}"
 
 
