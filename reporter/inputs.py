@@ -22,7 +22,7 @@ from .errors import ReporterError
 from .names import IMAGE_EXTENSIONS, is_image, not_a_file, shown
 from .record import SkippedFile
 
-__all__ = ["choose_baseline", "discover", "own_folders"]
+__all__ = ["baseline_aliases", "choose_baseline", "discover", "own_folders"]
 
 log = logging.getLogger("reporter")
 
@@ -103,13 +103,16 @@ def discover(
     found: list[Input] = []
     skipped: list[SkippedFile] = []
     unreadable: list[SkippedFile] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}  # each file's real path: the name it was first listed by
 
     def add(path: Path, file: str) -> None:
         key = path.resolve()
-        if key not in seen:
-            seen.add(key)
+        first = seen.setdefault(key, path)
+        if first is path:
             found.append(Input(path, file))
+        elif os.path.abspath(first) != os.path.abspath(path):  # a link, another spelling
+            skipped.append(SkippedFile(str(path), ANOTHER_NAME))
+            log.info("skipped %s: %s, %s", shown(str(path)), ANOTHER_NAME, shown(str(first)))
 
     for given in inputs:
         if ".." in given.parts:  # /x/w1/../days: shown as the folder it is (links followed)
@@ -143,6 +146,27 @@ def discover(
 
 
 NOT_AN_IMAGE = "not an image file extension"
+ANOTHER_NAME = "another name for a file already listed"
+BASELINE_NAME = "another name for the baseline"
+
+
+def baseline_aliases(baseline: Path, found: list[Input], items: list[Input]) -> list[SkippedFile]:
+    """The inputs that ``choose_baseline`` left out as the baseline's own file under
+    another name (a link to it in the folder, ``--baseline`` naming a file the folder
+    holds by a link): each a file not compared, listed with its reason, so that the
+    files the summary counts add up to the folder's."""
+    kept = {id(i) for i in items}
+    same = os.path.abspath(baseline)
+    aliases = [
+        SkippedFile(str(i.path), BASELINE_NAME)
+        for i in found
+        if id(i) not in kept and os.path.abspath(i.path) != same
+    ]
+    for alias in aliases:
+        log.info("skipped %s: %s, %s", shown(alias.path), BASELINE_NAME, shown(str(baseline)))
+    return aliases
+
+
 NAMED = 5  # the skipped files the log line names; the rest are counted
 
 

@@ -39,7 +39,7 @@ from .align import UNMEASURED
 from .compare import ImageResult, Job, Looks, Stopped, compare_all, quiet_opencv, watched
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
-from .inputs import choose_baseline, discover, own_folders
+from .inputs import baseline_aliases, choose_baseline, discover, own_folders
 from .metrics import Reference
 from .names import shown, stored
 from .record import BaselineFacts, RunRecord, SignalFacts, SkippedFile, Tool
@@ -135,6 +135,7 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
             first = unreadable[0]
             raise ReporterError(f"cannot read the folder {first.path}: {first.reason}") from None
         raise
+    skipped += baseline_aliases(baseline_path, found, items)
     if not items and not unreadable:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"

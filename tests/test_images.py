@@ -892,6 +892,53 @@ def test_the_summary_says_why_files_were_skipped(run_dir: Path, tmp_path: Path):
     )
 
 
+def test_another_name_for_a_file_is_told_not_dropped_in_silence(
+    run_dir: Path, tmp_path: Path, monkeypatch, caplog
+):
+    """A link in the folder to an image it holds, or to the baseline, names a file
+    already compared: it is compared once, and listed as skipped with its reason, so
+    the files the summary counts add up to the folder's. The same file named twice in
+    the same spelling, or the baseline given by an absolute path, is no other name."""
+    (run_dir / "zz_latest.png").symlink_to("noisy.png")
+    (run_dir / "reference.png").symlink_to(run_dir / "baseline.png")
+    with caplog.at_level("INFO", logger="reporter"):
+        result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    assert sorted(result.table[table.FILE]) == ["noisy.png", "same.png"]
+    why = {s["path"]: s["reason"] for s in result.meta["skipped"]}
+    assert why == {
+        str(run_dir / "zz_latest.png"): "another name for a file already listed",
+        str(run_dir / "reference.png"): "another name for a file already listed",
+    }
+    assert f"another name for a file already listed, {run_dir / 'noisy.png'}" in caplog.text
+    assert f"another name for a file already listed, {run_dir / 'baseline.png'}" in caplog.text
+    assert "2 files skipped (another name for a file already listed: 2)" in result.summary
+    # --baseline outside the folder, which holds a link to it
+    ref = tmp_path / "ref.png"
+    (run_dir / "baseline.png").rename(ref)
+    (run_dir / "reference.png").unlink()
+    (run_dir / "reference.png").symlink_to(ref)
+    result = pipeline.run(Config(inputs=(run_dir,), baseline=ref, out=tmp_path / "o1", jobs=1))
+    assert sorted(result.table[table.FILE]) == ["noisy.png", "same.png"]
+    why = {s["path"]: s["reason"] for s in result.meta["skipped"]}
+    assert why[str(run_dir / "reference.png")] == "another name for the baseline"
+    assert "another name for the baseline: 1" in result.summary
+    # the same spelling twice, and the baseline by another spelling of its own path
+    monkeypatch.chdir(tmp_path)
+    for link in ("zz_latest.png", "reference.png"):
+        (run_dir / link).unlink()
+    ref.rename(run_dir / "baseline.png")
+    result = pipeline.run(
+        Config(
+            inputs=(Path("run"), Path("run/noisy.png")),
+            baseline=run_dir / "baseline.png",
+            out=tmp_path / "o2",
+            jobs=1,
+        )
+    )
+    assert sorted(result.table[table.FILE]) == ["noisy.png", "same.png"]
+    assert result.meta["skipped"] == []
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_in_the_folder_is_skipped_not_read(run_dir: Path, tmp_path: Path):
     """Reading a FIFO blocks until someone writes to it: a scheduled run would hang."""
@@ -1394,3 +1441,4 @@ def test_netpbm_and_jpeg2000_files_in_a_folder_are_compared(tmp_path):
     assert df.loc["ink.PBM", table.STATUS] != "ERROR"
     loaded = images.load(tmp_path / "deep.pgm", max_pixels=10**8)
     assert loaded.pixels.dtype == np.uint16 and np.array_equal(loaded.pixels, deep)
+
