@@ -87,19 +87,30 @@ def _raw(text: str) -> bytes:
         return cleaned.encode("utf-8", "surrogateescape")
 
 
-_BIDI_CONTROLS = {  # as visible escapes: U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069
+_HIDDEN = {  # as visible escapes
     c: f"\\u{c:04x}"
-    for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    for c in (
+        *(0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)),  # bidi
+        *(0x00AD, 0x180E, 0x200B, *range(0x2060, 0x2065), *range(0x206A, 0x2070), 0xFEFF),
+        *(0x2028, 0x2029),  # line and paragraph separators
+    )
 }
+"""Characters that reorder a line or draw as nothing. Left as they are: the zero-width
+joiner and non-joiner (U+200C, U+200D), which Persian, the Indic scripts and emoji
+sequences need, and the variation selectors."""
 
 
 def shown(text: str) -> str:
-    """For people: bytes that are not UTF-8 as U+FFFD, and Unicode's bidirectional
-    controls as visible escapes (``\\u202e``). A name holding RIGHT-TO-LEFT OVERRIDE
-    (``scan\\u202egnp.exe``) is drawn as ``scanexe.png``, and reorders whatever follows
-    it on its line (the verdict, the metrics of a log line or of a table's row): the
-    "Trojan Source" trick (CVE-2021-42574). ``stored`` keeps the character."""
-    return _raw(text).decode("utf-8", "replace").translate(_BIDI_CONTROLS)
+    """For people: bytes that are not UTF-8 as U+FFFD; Unicode's bidirectional controls,
+    and the characters that draw as nothing, as visible escapes (``\\u202e``).
+
+    A name holding RIGHT-TO-LEFT OVERRIDE (``scan\\u202egnp.exe``) is drawn as
+    ``scanexe.png``, and reorders whatever follows it on its line (the verdict, the
+    metrics of a log line or of a table's row): the "Trojan Source" trick
+    (CVE-2021-42574). A zero-width space or a soft hyphen makes two files look like one
+    (``a.png`` and ``a\\u200b.png``) in a duplicates report, where one of them is to be
+    deleted. ``stored`` keeps the character."""
+    return _raw(text).decode("utf-8", "replace").translate(_HIDDEN)
 
 
 def stored(text: str) -> str:

@@ -245,10 +245,12 @@ def test_a_name_with_bidirectional_controls_cannot_reorder_what_people_read(tmp_
     shutil.copy(SAMPLES / "fault_debris.png", folder / name)
     shutil.copy(SAMPLES / "normal_day01.png", folder / "b\u2067x\u200f.png")
     shutil.copy(SAMPLES / "fault_debris.png", folder / "c.png")  # its duplicate: a group
+    shutil.copy(SAMPLES / "fault_debris.png", folder / "c\u200b.png")  # looks like c.png
+    shutil.copy(SAMPLES / "normal_day02.png", folder / "d\u00ad\ufeff\u2028.png")
     out = tmp_path / "o"
     assert main(["run", str(folder), "--out", str(out), "--jobs", "1"]) == 1
     said, log = capsys.readouterr()
-    controls = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+    controls = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u00ad\u200b\ufeff\u2028]")
     assert "scan\\u202egnp.exe.png" in said and not controls.search(said + log)
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "scan\\u202egnp.exe.png" in page.replace("<wbr>", "") and not controls.search(page)
@@ -257,7 +259,13 @@ def test_a_name_with_bidirectional_controls_cannot_reorder_what_people_read(tmp_
     shown = [t for t in texts if not t.startswith(str(folder))]  # the path column keeps it
     assert "scan\\u202egnp.exe.png" in texts and not any(controls.search(t) for t in shown)
     rows = {r["file"]: r for r in csv.DictReader((out / "results.csv").open(encoding="utf-8"))}
-    assert set(rows) == {"scan\\u202egnp.exe.png", "b\\u2067x\\u200f.png", "c.png"}
+    assert set(rows) == {
+        "scan\\u202egnp.exe.png",
+        "b\\u2067x\\u200f.png",
+        "c.png",
+        "c\\u200b.png",
+        "d\\u00ad\\ufeff\\u2028.png",
+    }
     assert rows["scan\\u202egnp.exe.png"]["path"].endswith(name)  # the file's own name
     assert main(["duplicates", str(folder), "--out", str(tmp_path / "d"), "--jobs", "1"]) == 0
     said, log = capsys.readouterr()
