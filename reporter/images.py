@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import struct
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import native
-from .names import not_a_file
+from .names import not_a_file, shown
 from .pool import GREY_MODES
 
 __all__ = [
@@ -567,6 +568,55 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """The file's bytes; ``max_bytes``: a larger file is refused before it is read (a 2 GB
     file named .png would otherwise be read whole). A pipe or a device is refused unread:
     reading a pipe waits for a writer for ever. Raises ImageLoadError."""
+    return read_with_stat(path, max_bytes)[0]
+
+
+SETTLE_S = 1.0
+"""A file that has changed while it was read is read again once it has stayed as it is
+(its size, modification time and inode) for this long: it was still being written."""
+SETTLE_MAX_S = 60.0
+"""How long a file that keeps changing is waited for before it is an ERROR row."""
+WRITTEN_AGAIN = "read again: the file changed as it was first read (it was still being written)"
+
+
+def _state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # gone or renamed away: what was read is all there is
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def changed_since(path: Path, st) -> bool:
+    """Whether ``path`` is no longer the file ``st`` (its ``os.stat`` before it was read)
+    described: a writer (an instrument's export, a copy to the share) was still at it,
+    so the bytes read may be a part of the picture. A file gone since is not changed."""
+    now = _state(path)
+    return now is not None and now != (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def settle(path: Path) -> None:
+    """Wait until ``path`` has stayed as it is for :data:`SETTLE_S` (at most
+    :data:`SETTLE_MAX_S`); ImageLoadError if it keeps changing."""
+    clock = time.monotonic
+    start = last_change = clock()
+    state = _state(path)
+    while clock() - last_change < SETTLE_S:
+        if clock() - start > SETTLE_MAX_S:
+            raise ImageLoadError(
+                f"the file kept changing for {SETTLE_MAX_S:g} s while it was read (still "
+                "being written?): not compared"
+            )
+        time.sleep(0.1)
+        now = _state(path)
+        if now != state:
+            state, last_change = now, clock()
+    waited = clock() - start
+    log.info("%s changed as it was read; read again after %.1f s", shown(str(path)), waited)
+
+
+def read_with_stat(path: Path, max_bytes: int | None):
+    """``read_bytes``, and the file's ``os.stat`` from before it was read."""
     try:
         st = path.stat()
         kind = not_a_file(path, st)
@@ -578,7 +628,7 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
                 f"the file is {_mb(size)} MB, over the limit of {_mb(max_bytes)} MB "
                 "(max_file_mb): not read"
             )
-        return path.read_bytes()  # bytes, then decode: cv2.imread fails on non-ASCII paths
+        return path.read_bytes(), st  # bytes, then decode: cv2.imread fails on non-ASCII paths
     except OSError as exc:
         raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
 
@@ -606,6 +656,11 @@ def load(
     collection commands use (hashes, colour moments, an embedding, a thumbnail: none
     of them looks closer than 512 px); a run's metrics never.
 
+    A file read here (``data`` None) that has changed by the time it is decoded was
+    still being written: it is read again once it has settled (:func:`settle`), and its
+    notes say so. Before, a cron run that met an instrument's export half-written made
+    it an ERROR row ("truncated or corrupt"), and the run's exit status 1 an alarm.
+
     Raises
     ------
     ImageLoadError
@@ -613,8 +668,32 @@ def load(
         the pixel limit, truncated or corrupt, or an unsupported pixel type.
     """
     path = Path(path)
-    if data is None:
-        data = read_bytes(path, max_bytes)
+    kw = dict(max_pixels=max_pixels, value_range=value_range, reduced_side=reduced_side)
+    if data is not None:
+        return _load(path, data, **kw)
+    data, st = read_with_stat(path, max_bytes)
+    try:
+        loaded = _load(path, data, **kw)
+    except ImageLoadError:
+        if not changed_since(path, st):
+            raise
+    else:
+        if not changed_since(path, st):
+            return loaded
+    settle(path)
+    loaded = _load(path, read_bytes(path, max_bytes), **kw)
+    return replace(loaded, notes=(*loaded.notes, WRITTEN_AGAIN))
+
+
+def _load(
+    path: Path,
+    data: bytes,
+    *,
+    max_pixels: int,
+    value_range: tuple[float, float] | str | None,
+    reduced_side: int | None,
+) -> LoadedImage:
+    """``load`` of bytes read."""
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
     scans, one_pass = _jpeg_scans(data)

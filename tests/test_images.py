@@ -1442,3 +1442,85 @@ def test_netpbm_and_jpeg2000_files_in_a_folder_are_compared(tmp_path):
     loaded = images.load(tmp_path / "deep.pgm", max_pixels=10**8)
     assert loaded.pixels.dtype == np.uint16 and np.array_equal(loaded.pixels, deep)
 
+
+def _written_as_read(monkeypatch, files: dict[Path, bytes]) -> None:
+    """Each of ``files`` holds only half of its bytes, and a writer finishes it just after
+    the reader has read it: an instrument's export that a cron run meets half-written."""
+    for path, full in files.items():
+        path.write_bytes(full[: len(full) // 2])
+    real = Path.read_bytes
+    pending = dict(files)
+
+    def reading(path):
+        data = real(path)
+        full = pending.pop(path, None)
+        if full is not None:
+            path.write_bytes(full)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", reading)
+    monkeypatch.setattr(images, "SETTLE_S", 0.2, raising=False)
+
+
+def test_a_file_still_being_written_is_read_again_once_it_has_settled(
+    run_dir: Path, tmp_path: Path, baseline_img, monkeypatch
+):
+    """Read half-written, a PNG or a JPEG was an ERROR row ("truncated or corrupt"), and
+    the run an alarm. A file that changed as it was read is now read again once it has
+    stayed as it is, and its notes say so; a complete file is read once."""
+    png = cv2.imencode(".png", baseline_img)[1].tobytes()
+    jpg = cv2.imencode(".jpg", baseline_img, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
+    _written_as_read(monkeypatch, {run_dir / "late.png": png, run_dir / "late.jpg": jpg})
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    df = result.table.set_index(table.FILE)
+    assert set(df[table.STATUS]) == {"PASS"}, df[[table.STATUS, "notes"]]
+    assert df.loc["late.png", "ssim"] == 1.0
+    assert df.loc["late.jpg", "ssim"] > 0.99
+    for name in ("late.png", "late.jpg"):
+        assert images.WRITTEN_AGAIN in df.loc[name, "notes"]
+        assert "decoder warned" not in df.loc[name, "notes"]
+    assert images.WRITTEN_AGAIN not in " ".join(df.loc[["same.png", "noisy.png"], "notes"])
+
+
+def test_a_file_that_keeps_changing_is_an_error_row_in_time(
+    run_dir: Path, tmp_path: Path, monkeypatch
+):
+    """A file that never settles (a log someone named .png, a writer that never ends) is
+    waited for SETTLE_MAX_S, then is an ERROR row that says so; the others are compared."""
+    ticks = iter(range(10**6))
+    real = getattr(images, "_state", None)
+    monkeypatch.setattr(
+        images,
+        "_state",
+        lambda p: (next(ticks), 0, 0) if p.name == "busy.png" else real(p),
+        raising=False,
+    )
+    monkeypatch.setattr(images, "SETTLE_MAX_S", 0.5, raising=False)
+    (run_dir / "busy.png").write_bytes((run_dir / "same.png").read_bytes())
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    df = result.table.set_index(table.FILE)
+    assert df.loc["busy.png", table.STATUS] == "ERROR"
+    assert df.loc["busy.png", "error"] == (
+        "the file kept changing for 0.5 s while it was read (still being written?): not compared"
+    )
+    assert df.loc["same.png", table.STATUS] == "PASS"
+
+
+def test_the_collection_commands_read_a_file_still_being_written_again(
+    tmp_path: Path, baseline_img, monkeypatch
+):
+    """The collection commands read a file's bytes themselves (for its hash and the cache):
+    a half-written file's features are computed again once it has settled, and the cache
+    keeps the finished file's."""
+    from reporter.collection import features
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    png = cv2.imencode(".png", baseline_img)[1].tobytes()
+    _written_as_read(monkeypatch, {folder / "late.png": png})
+    found = features.compute(
+        folder / "late.png", "late.png", embedding=False, max_pixels=10**8, max_bytes=None
+    )
+    assert found.error is None
+    assert found.sha256 == __import__("hashlib").sha256(png).hexdigest()
+    assert found.size == len(png)

@@ -86,16 +86,19 @@ def compute(
     max_pixels: int,
     max_bytes: int | None,
     sent: tuple[int, int, bytes] | None = None,
+    again: bool = False,
 ) -> Features:
     """The features of one file; a file that cannot be read gets ``error``, never raises.
     ``sent``: its size, modification time and bytes, read by a cluster's client
-    (``--send-bytes``); ``path`` then only names it."""
+    (``--send-bytes``); ``path`` then only names it. A file that changed as it was read
+    was still being written: its features are computed again once it has settled, as
+    ``images.load`` reads it again (``again``: that second time)."""
     found = Features(str(path), file)
+    stat = None
     try:
         if sent is None:
-            stat = path.stat()
+            data, stat = images.read_with_stat(path, max_bytes)
             found.size, found.mtime_ns = stat.st_size, stat.st_mtime_ns
-            data = images.read_bytes(path, max_bytes)
         else:
             found.size, found.mtime_ns, data = sent
         loaded = images.load(  # a float image by its own range: each stands alone here
@@ -125,6 +128,14 @@ def compute(
     except Exception as exc:  # one bad file must not cost the others
         log.debug("unexpected error on %s", path, exc_info=True)
         found.error = f"unexpected {type(exc).__name__}: {exc}"
+    if stat is not None and not again and images.changed_since(path, stat):
+        try:
+            images.settle(path)
+        except images.ImageLoadError as exc:
+            return Features(str(path), file, error=str(exc))
+        return compute(
+            path, file, embedding=embedding, max_pixels=max_pixels, max_bytes=max_bytes, again=True
+        )
     return found
 
 
