@@ -808,7 +808,7 @@ class Config:
         flags=("--scheduler",),
         metavar="ADDRESS",
         valid=lambda v: executor.valid_address(v),
-        must="must be an address such as tcp://host:8786, or local:N",
+        must=executor.ADDRESS_MUST,
     )
     scheduler_timeout: float = setting(
         10.0,

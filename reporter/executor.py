@@ -31,6 +31,12 @@ _ADDRESS = re.compile(
 # default: 'sched' alone was a ValueError traceback); inproc:// is one process's own
 
 
+ADDRESS_MUST = (
+    "must be a scheduler's address with its port (tcp://host:8786, host:8786; a port "
+    "from 1 to 65535), or local:N for N worker processes on this machine (1 to 1024)"
+)
+
+
 def valid_address(text: str) -> bool:
     """``local:N`` (N at least 1), or a scheduler's address: ``tcp://host:8786``, ``host:8786``."""
     if text.startswith(LOCAL):
@@ -47,7 +53,7 @@ def address(given: str | None) -> str | None:
     if chosen is not None and not valid_address(chosen):
         raise ReporterError(
             f"scheduler {chosen!r} (from {ENVIRONMENT if not given else 'the settings'}): "
-            "must be an address such as tcp://host:8786, or local:N"
+            + ADDRESS_MUST
         )
     return chosen
 

@@ -299,6 +299,14 @@ def test_an_unreachable_scheduler_is_one_line_and_status_2(tmp_path):
                          env=os.environ | {"REPORTER_SCHEDULER": "two words"},
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "from REPORTER_SCHEDULER" in bad.stderr
+    # what a good one is, also for a number out of range, which looked like the form asked
+    for given in ("local:0", "local:5000", "qc:99999"):
+        bad = subprocess.run(
+            [sys.executable, "-m", "reporter", "duplicates", str(SAMPLES), "--scheduler", given],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert bad.returncode == 2, bad.stderr
+        assert "or local:N for N worker processes on this machine (1 to 1024)" in bad.stderr
 
 
 def test_without_a_scheduler_dask_is_not_imported(tmp_path):
