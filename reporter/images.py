@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import native
-from .names import not_a_file, shown
+from .names import not_a_file
 from .pool import GREY_MODES
 
 __all__ = [
@@ -572,11 +572,16 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
 
 
 SETTLE_S = 1.0
-"""A file that has changed while it was read is read again once it has stayed as it is
-(its size, modification time and inode) for this long: it was still being written."""
+"""A file that was still being written is read again once it has stayed as it is (its
+size, modification time and inode) for this long."""
 SETTLE_MAX_S = 60.0
 """How long a file that keeps changing is waited for before it is an ERROR row."""
-WRITTEN_AGAIN = "read again: the file changed as it was first read (it was still being written)"
+RECENT_S = 2.0
+WATCH_S = 0.3
+"""A file that cannot be decoded and was modified in the last RECENT_S seconds is
+watched for WATCH_S: a writer that writes in bursts (an instrument's export, a copy to a
+share) may have paused between two of them just as the file was read."""
+WRITTEN_AGAIN = "the file changed as it was first read (it was still being written)"
 
 
 def _state(path: Path) -> tuple[int, int, int] | None:
@@ -595,9 +600,28 @@ def changed_since(path: Path, st) -> bool:
     return now is not None and now != (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def settle(path: Path) -> None:
+def being_written(path: Path, st, failed: bool) -> bool:
+    """Whether the file ``st`` described (its ``os.stat`` before it was read) was still
+    being written: it has changed since, or, when its bytes could not be decoded
+    (``failed``) and it was modified in the last :data:`RECENT_S` seconds, it changes
+    within :data:`WATCH_S`. A broken file that nobody writes costs that wait only when
+    it is that new."""
+    if changed_since(path, st):
+        return True
+    if not failed or abs(time.time() - st.st_mtime) > RECENT_S:
+        return False
+    deadline = time.monotonic() + WATCH_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if changed_since(path, st):
+            return True
+    return False
+
+
+def settle(path: Path) -> float:
     """Wait until ``path`` has stayed as it is for :data:`SETTLE_S` (at most
-    :data:`SETTLE_MAX_S`); ImageLoadError if it keeps changing."""
+    :data:`SETTLE_MAX_S`), and say how long that took; ImageLoadError if it keeps
+    changing."""
     clock = time.monotonic
     start = last_change = clock()
     state = _state(path)
@@ -611,8 +635,7 @@ def settle(path: Path) -> None:
         now = _state(path)
         if now != state:
             state, last_change = now, clock()
-    waited = clock() - start
-    log.info("%s changed as it was read; read again after %.1f s", shown(str(path)), waited)
+    return clock() - start
 
 
 def read_with_stat(path: Path, max_bytes: int | None):
@@ -656,9 +679,10 @@ def load(
     collection commands use (hashes, colour moments, an embedding, a thumbnail: none
     of them looks closer than 512 px); a run's metrics never.
 
-    A file read here (``data`` None) that has changed by the time it is decoded was
-    still being written: it is read again once it has settled (:func:`settle`), and its
-    notes say so. Before, a cron run that met an instrument's export half-written made
+    A file read here (``data`` None) that has changed by the time it is decoded, or
+    that could not be decoded and changes soon after (:func:`being_written`), was still
+    being written: it is read again once it has settled (:func:`settle`), and its notes
+    say so. Before, a cron run that met an instrument's export half-written made
     it an ERROR row ("truncated or corrupt"), and the run's exit status 1 an alarm.
 
     Raises
@@ -675,14 +699,16 @@ def load(
     try:
         loaded = _load(path, data, **kw)
     except ImageLoadError:
-        if not changed_since(path, st):
+        if not being_written(path, st, failed=True):
             raise
     else:
-        if not changed_since(path, st):
+        if not being_written(path, st, failed=False):
             return loaded
-    settle(path)
+    waited = settle(path)
     loaded = _load(path, read_bytes(path, max_bytes), **kw)
-    return replace(loaded, notes=(*loaded.notes, WRITTEN_AGAIN))
+    return replace(
+        loaded, notes=(*loaded.notes, f"read again after {waited:.1f} s: {WRITTEN_AGAIN}")
+    )
 
 
 def _load(

@@ -3,9 +3,12 @@ comparison in a documented common space with a note; the other rows are unaffect
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import sys
+import threading
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -1443,23 +1446,39 @@ def test_netpbm_and_jpeg2000_files_in_a_folder_are_compared(tmp_path):
     assert loaded.pixels.dtype == np.uint16 and np.array_equal(loaded.pixels, deep)
 
 
-def _written_as_read(monkeypatch, files: dict[Path, bytes]) -> None:
-    """Each of ``files`` holds only half of its bytes, and a writer finishes it just after
-    the reader has read it: an instrument's export that a cron run meets half-written."""
+def _written_as_read(monkeypatch, files: dict[Path, bytes], gap: float = 0.0) -> None:
+    """Each of ``files`` holds only half of its bytes when the reader reads it, and a
+    writer finishes it after that read: at once (``gap`` 0), or in 20 bursts ``gap``
+    seconds apart, as an instrument's export or a copy to a share writes. What a cron
+    run meets when it starts while the export is going on."""
     for path, full in files.items():
         path.write_bytes(full[: len(full) // 2])
     real = Path.read_bytes
     pending = dict(files)
 
+    def finish(path: Path, full: bytes) -> None:
+        half, step = len(full) // 2, max(1, len(full) // 40)
+        with path.open("r+b") as f:
+            for at in range(half, len(full), step):
+                time.sleep(gap)
+                f.seek(at)
+                f.write(full[at : at + step])
+                f.flush()
+
     def reading(path):
         data = real(path)
         full = pending.pop(path, None)
-        if full is not None:
+        if full is not None and gap:
+            threading.Thread(target=finish, args=(path, full), daemon=True).start()
+        elif full is not None:
             path.write_bytes(full)
         return data
 
     monkeypatch.setattr(Path, "read_bytes", reading)
     monkeypatch.setattr(images, "SETTLE_S", 0.2, raising=False)
+
+
+WRITTEN = "the file changed as it was first read (it was still being written)"
 
 
 def test_a_file_still_being_written_is_read_again_once_it_has_settled(
@@ -1470,16 +1489,23 @@ def test_a_file_still_being_written_is_read_again_once_it_has_settled(
     stayed as it is, and its notes say so; a complete file is read once."""
     png = cv2.imencode(".png", baseline_img)[1].tobytes()
     jpg = cv2.imencode(".jpg", baseline_img, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
-    _written_as_read(monkeypatch, {run_dir / "late.png": png, run_dir / "late.jpg": jpg})
-    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
-    df = result.table.set_index(table.FILE)
-    assert set(df[table.STATUS]) == {"PASS"}, df[[table.STATUS, "notes"]]
-    assert df.loc["late.png", "ssim"] == 1.0
-    assert df.loc["late.jpg", "ssim"] > 0.99
-    for name in ("late.png", "late.jpg"):
-        assert images.WRITTEN_AGAIN in df.loc[name, "notes"]
-        assert "decoder warned" not in df.loc[name, "notes"]
-    assert images.WRITTEN_AGAIN not in " ".join(df.loc[["same.png", "noisy.png"], "notes"])
+    for gap in (0.0, 0.02):  # finished during the read; in bursts, paused as it was read
+        _written_as_read(monkeypatch, {run_dir / "late.png": png, run_dir / "late.jpg": jpg}, gap)
+        result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / f"o{gap}", jobs=1))
+        df = result.table.set_index(table.FILE)
+        assert set(df[table.STATUS]) == {"PASS"}, df[[table.STATUS, "notes", "error"]]
+        assert df.loc["late.png", "ssim"] == 1.0
+        assert df.loc["late.jpg", "ssim"] > 0.99
+        for name in ("late.png", "late.jpg"):
+            assert f"s: {WRITTEN}" in df.loc[name, "notes"]
+            assert df.loc[name, "notes"].startswith("read again after ")
+        assert WRITTEN not in " ".join(df.loc[["same.png", "noisy.png"], "notes"])
+        monkeypatch.undo()
+    # a broken file as new as these costs the short watch, and is the ERROR row it was
+    (run_dir / "broken.png").write_bytes(png[: len(png) // 2])
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o3", jobs=1))
+    broken = result.table.set_index(table.FILE).loc["broken.png"]
+    assert broken[table.STATUS] == "ERROR" and "truncated or corrupt PNG" in broken["error"]
 
 
 def test_a_file_that_keeps_changing_is_an_error_row_in_time(
@@ -1522,5 +1548,5 @@ def test_the_collection_commands_read_a_file_still_being_written_again(
         folder / "late.png", "late.png", embedding=False, max_pixels=10**8, max_bytes=None
     )
     assert found.error is None
-    assert found.sha256 == __import__("hashlib").sha256(png).hexdigest()
+    assert found.sha256 == hashlib.sha256(png).hexdigest()
     assert found.size == len(png)

@@ -128,7 +128,7 @@ def compute(
     except Exception as exc:  # one bad file must not cost the others
         log.debug("unexpected error on %s", path, exc_info=True)
         found.error = f"unexpected {type(exc).__name__}: {exc}"
-    if stat is not None and not again and images.changed_since(path, stat):
+    if stat is not None and not again and images.being_written(path, stat, bool(found.error)):
         try:
             images.settle(path)
         except images.ImageLoadError as exc:
