@@ -652,8 +652,13 @@ def read_with_stat(path: Path, max_bytes: int | None):
                 "(max_file_mb): not read"
             )
         return path.read_bytes(), st  # bytes, then decode: cv2.imread fails on non-ASCII paths
+    except FileNotFoundError:  # it was there when the run listed its folder
+        raise ImageLoadError(GONE) from None
     except OSError as exc:
         raise ImageLoadError(f"cannot read the file: {exc.strerror or exc}") from None
+
+
+GONE = "no such file: it was removed or renamed after the run listed it"
 
 
 def load(

@@ -1550,3 +1550,21 @@ def test_the_collection_commands_read_a_file_still_being_written_again(
     assert found.error is None
     assert found.sha256 == hashlib.sha256(png).hexdigest()
     assert found.size == len(png)
+
+
+def test_a_file_removed_after_the_run_listed_it_says_so(run_dir: Path, tmp_path: Path, monkeypatch):
+    """An instrument's software that clears its temporary exports while the run goes on:
+    the file listed and gone is an ERROR row that says what happened, not a bare
+    "cannot read the file: No such file or directory"."""
+    real = pipeline.discover
+
+    def listed_then_removed(*args, **kwargs):
+        found = real(*args, **kwargs)
+        (run_dir / "noisy.png").unlink()
+        return found
+
+    monkeypatch.setattr(pipeline, "discover", listed_then_removed)
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o", jobs=1))
+    row = result.table.set_index(table.FILE).loc["noisy.png"]
+    assert row[table.STATUS] == "ERROR"
+    assert row["error"] == "no such file: it was removed or renamed after the run listed it"
