@@ -103,16 +103,21 @@ def discover(
     found: list[Input] = []
     skipped: list[SkippedFile] = []
     unreadable: list[SkippedFile] = []
-    seen: dict[Path, Path] = {}  # each file's real path: the name it was first listed by
+    seen: dict[Path, int] = {}  # each file's real path: where it is in found
 
     def add(path: Path, file: str) -> None:
         key = path.resolve()
-        first = seen.setdefault(key, path)
-        if first is path:
+        at = seen.setdefault(key, len(found))
+        if at == len(found):
             found.append(Input(path, file))
-        elif os.path.abspath(first) != os.path.abspath(path):  # a link, another spelling
-            skipped.append(SkippedFile(str(path), ANOTHER_NAME))
-            log.info("skipped %s: %s, %s", shown(str(path)), ANOTHER_NAME, shown(str(first)))
+            return
+        first = found[at].path
+        if os.path.abspath(first) == os.path.abspath(path):  # the same name twice
+            return
+        if _baseline_named(path) and not _baseline_named(first):  # the name a run looks for
+            found[at], path, first = Input(path, file), first, path
+        skipped.append(SkippedFile(str(path), ANOTHER_NAME))  # a link, another spelling
+        log.info("skipped %s: %s, %s", shown(str(path)), ANOTHER_NAME, shown(str(first)))
 
     for given in inputs:
         if ".." in given.parts:  # /x/w1/../days: shown as the folder it is (links followed)
@@ -146,6 +151,12 @@ def discover(
 
 
 NOT_AN_IMAGE = "not an image file extension"
+
+
+def _baseline_named(path: Path) -> bool:
+    return path.stem.lower() == "baseline"  # as choose_baseline finds it
+
+
 ANOTHER_NAME = "another name for a file already listed"
 BASELINE_NAME = "another name for the baseline"
 
@@ -206,7 +217,7 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
         if kind:
             raise ReporterError(f"baseline {baseline} is {kind}: give one image file")
     else:
-        named = [i for i in found if i.path.stem.lower() == "baseline"]
+        named = [i for i in found if _baseline_named(i.path)]
         if not named:
             raise ReporterError(
                 "no baseline: pass --baseline FILE, or name the reference image "

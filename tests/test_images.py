@@ -915,6 +915,14 @@ def test_another_name_for_a_file_is_told_not_dropped_in_silence(
     assert f"another name for a file already listed, {run_dir / 'noisy.png'}" in caplog.text
     assert f"another name for a file already listed, {run_dir / 'baseline.png'}" in caplog.text
     assert "2 files skipped (another name for a file already listed: 2)" in result.summary
+    # a link whose name sorts before baseline.png: the baseline is still found by its name
+    (run_dir / "reference.png").rename(run_dir / "a_reference.png")
+    result = pipeline.run(Config(inputs=(run_dir,), out=tmp_path / "o0", jobs=1))
+    assert result.meta["baseline"]["file"] == "baseline.png"
+    assert sorted(result.table[table.FILE]) == ["noisy.png", "same.png"]
+    why = {s["path"]: s["reason"] for s in result.meta["skipped"]}
+    assert why[str(run_dir / "a_reference.png")] == "another name for a file already listed"
+    (run_dir / "a_reference.png").rename(run_dir / "reference.png")
     # --baseline outside the folder, which holds a link to it
     ref = tmp_path / "ref.png"
     (run_dir / "baseline.png").rename(ref)
