@@ -22,7 +22,7 @@ from .errors import ReporterError
 from .names import IMAGE_EXTENSIONS, is_image, not_a_file, shown
 from .record import SkippedFile
 
-__all__ = ["baseline_aliases", "choose_baseline", "discover", "own_folders"]
+__all__ = ["baseline_aliases", "baseline_named", "choose_baseline", "discover", "own_folders"]
 
 log = logging.getLogger("reporter")
 
@@ -114,7 +114,7 @@ def discover(
         first = found[at].path
         if os.path.abspath(first) == os.path.abspath(path):  # the same name twice
             return
-        if _baseline_named(path) and not _baseline_named(first):  # the name a run looks for
+        if baseline_named(path) and not baseline_named(first):  # the name a run looks for
             found[at], path, first = Input(path, file), first, path
         skipped.append(SkippedFile(str(path), ANOTHER_NAME))  # a link, another spelling
         log.info("skipped %s: %s, %s", shown(str(path)), ANOTHER_NAME, shown(str(first)))
@@ -153,7 +153,7 @@ def discover(
 NOT_AN_IMAGE = "not an image file extension"
 
 
-def _baseline_named(path: Path) -> bool:
+def baseline_named(path: Path) -> bool:
     return path.stem.lower() == "baseline"  # as choose_baseline finds it
 
 
@@ -217,7 +217,7 @@ def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Inpu
         if kind:
             raise ReporterError(f"baseline {baseline} is {kind}: give one image file")
     else:
-        named = [i for i in found if _baseline_named(i.path)]
+        named = [i for i in found if baseline_named(i.path)]
         if not named:
             raise ReporterError(
                 "no baseline: pass --baseline FILE, or name the reference image "

@@ -30,7 +30,7 @@ from ..compare import Input
 from ..config import Config
 from ..errors import ReporterError
 from ..flags import Flag, Rule
-from ..inputs import choose_baseline
+from ..inputs import baseline_named, choose_baseline
 from ..record import LimitFacts, PeriodFacts, RunRecord, SeriesFacts
 from .charts import Chart
 from .rules import Control, evaluate
@@ -317,7 +317,7 @@ class Session:
         """
         self.recorded = self.store.baseline(config.series)
         if self.recorded is not None and config.baseline is None and not config.first_as_baseline:
-            named = [i for i in found if i.path.stem.lower() == "baseline"]
+            named = [i for i in found if baseline_named(i.path)]
             if not named:  # the series' own copy
                 copy = Path(self.recorded.stored)
                 if not copy.is_file():
