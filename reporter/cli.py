@@ -121,13 +121,6 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _jobs(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
-    return value
-
-
 def _positive(text: str) -> int:
     value = _whole(text)
     if value < 1:  # --top -3 was told 'must be 0 (all cores) or more', --jobs' words

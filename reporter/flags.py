@@ -32,25 +32,11 @@ __all__ = [
 class Rule(StrEnum):
     """Which kind of rule fired."""
 
-    WARN_LIMIT = "warn limit"
+    WARN_LIMIT = "warn limit"  # a fixed limit of the configuration
     FAIL_LIMIT = "fail limit"
-    OUTLIER = "outlier"
-    CONTROL = "control rule"
-    SERIES = "series"
-
-    @property
-    def meaning(self) -> str:
-        """What firing it means, in words."""
-        return _RULE_MEANINGS[self.value]
-
-
-_RULE_MEANINGS = {
-    "warn limit": "a fixed WARN limit of the configuration",
-    "fail limit": "a fixed FAIL limit of the configuration",
-    "outlier": "far from the run's own median (robust z-score on median and MAD)",
-    "control rule": "a Westgard or EWMA rule against the series' control limits",
-    "series": "the run does not fit its series: another baseline, or slots it never had",
-}
+    OUTLIER = "outlier"  # far from the run's own median (robust z-score on median and MAD)
+    CONTROL = "control rule"  # a Westgard or EWMA rule against the series' control limits
+    SERIES = "series"  # the run does not fit its series: another baseline, a new slot
 
 
 @dataclass(frozen=True)

@@ -54,27 +54,14 @@ __all__ = [
 class Status(StrEnum):
     """The verdict on one image, in order of severity."""
 
-    PASS = "PASS"
-    WARN = "WARN"
-    FAIL = "FAIL"
-    ERROR = "ERROR"
+    PASS = "PASS"  # no rule fired
+    WARN = "WARN"  # a warn limit, the outlier rule, 1-2s, a series' new slot or baseline
+    FAIL = "FAIL"  # a fail limit, a control rule but 1-2s (the outlier rule, if so set)
+    ERROR = "ERROR"  # the file could not be compared; the error column says why
 
     @property
     def severity(self) -> int:
         return list(Status).index(self)
-
-    @property
-    def meaning(self) -> str:
-        """What the status says, in words (the report's legend and tooltips)."""
-        return _STATUS_MEANINGS[self.value]
-
-
-_STATUS_MEANINGS = {
-    "PASS": "every rule passed: the image looks like the baseline",
-    "WARN": "a warn limit fired, or the image stands out from its run or its series: look at it",
-    "FAIL": "a fail limit or a control rule fired: the image does not look like the baseline",
-    "ERROR": "the file could not be compared; the error column says why",
-}
 
 
 FILE = "file"  # path relative to the input it came from, POSIX separators
