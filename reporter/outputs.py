@@ -11,6 +11,7 @@ keep the reports root tidy. Every renderer reads the run's record
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -222,29 +223,49 @@ def _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts
             size / 1e6,
             email.max_attachment_mb,
         )
-    msg = mail.build(
-        frame,
-        record,
-        where=os.fspath(out_dir.absolute()),
-        sender=sender,
-        recipients=email.to,
-        baseline_thumbnail=baseline_thumbnail,
-        attachments=attachments,
-        omitted=tuple(out_dir / path.name for path, _ in omitted),
-        charts=tuple(charts),
-        templates=config.templates,
-    )
-    if email.eml is not None:
-        outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
+    folder = out_dir.absolute()  # the message names where the reports are on this host
+    budget_left = [folder / path.name for path, _ in omitted]
+
+    def message(attached: tuple[Path, ...]):
+        return mail.build(
+            frame,
+            record,
+            where=os.fspath(folder),
+            sender=sender,
+            recipients=email.to,
+            baseline_thumbnail=baseline_thumbnail,
+            attachments=attached,
+            omitted=(*budget_left, *(folder / p.name for p in attachments if p not in attached)),
+            charts=tuple(charts),
+            templates=config.templates,
+        )
+
+    # Built one at a time, as the server asks for fewer attachments.
+    messages = (message(attached) for attached in mail.fewer(attachments))
+    msg = next(messages)
     delivery = Delivery(tuple(email.to), str(msg["Subject"]))
     if email.to:
         try:
-            mail.send(msg, email.to, email.smtp)
+            sent = mail.send(itertools.chain([msg], messages), email.to, email.smtp)
         except DeliveryError as exc:
             log.error("%s; the reports are in %s", exc, out_dir)
-            return replace(delivery, error=str(exc))
-        log.info("e-mailed the report to %s", ", ".join(email.to))
-        return replace(delivery, sent=True)
+            delivery = replace(delivery, error=str(exc))
+        else:
+            msg = sent.message
+            names = {part.get_filename() for part in msg.iter_attachments()}
+            dropped = tuple(p.name for p in attachments if p.name not in names)
+            for name in dropped:
+                log.warning(
+                    "%s not attached: too large for the server at %s (%s); it is in %s",
+                    name,
+                    email.smtp.host,
+                    sent.too_large,
+                    out_dir,
+                )
+            log.info("e-mailed the report to %s", ", ".join(email.to))
+            delivery = replace(delivery, sent=True, not_attached=dropped)
+    if email.eml is not None:  # the message sent, if one was
+        outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
     return delivery
 
 

@@ -172,6 +172,7 @@ class Delivery:
     subject: str
     sent: bool = False
     error: str | None = None
+    not_attached: tuple[str, ...] = ()  # reports the server would not take with the message
 
 
 @dataclass(frozen=True)

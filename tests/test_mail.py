@@ -4,6 +4,7 @@ SMTP server on loopback (aiosmtpd), including a failed delivery."""
 from __future__ import annotations
 
 import email
+import json
 import re
 import socket
 from email import policy
@@ -249,6 +250,71 @@ def test_wrong_credentials_and_unreachable_servers_exit_3_and_keep_the_reports(
     assert code == 3
     assert "Connection refused" in capsys.readouterr().err
     assert (tmp_path / "b" / "results.csv").is_file()
+
+
+class SizedInbox(Inbox):
+    """A server that refuses a message over ``limit`` bytes after its DATA (552), as a
+    server does that gives no SIZE in its EHLO answer."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.refused = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(envelope.original_content) > self.limit:
+            self.refused += 1
+            return "552 5.3.4 Message size exceeds fixed maximum message size"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("told", ["SIZE", "552"])
+def test_a_server_that_takes_less_than_the_reports_gets_the_message_without_them(
+    tmp_path, monkeypatch, capsys, told
+):
+    """Postfix takes 10 MB by default, under the attachments' own budget of 15: the
+    message goes without the reports that do not fit, and names them with their folder
+    (absolute, as the reader is elsewhere). A server too small even for the body is
+    exit status 3, with the size in the line."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", str(SAMPLES), "--email-to", "lab@example.org", "--smtp-host", "127.0.0.1"]
+    argv += ["--no-progress"]
+    html = workbook = None
+    for limit in (250_000, 20_000):
+        inbox = Inbox() if told == "SIZE" else SizedInbox(limit)
+        options = {"data_size_limit": limit if told == "SIZE" else None}
+        controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **options)
+        controller.start()
+        out = f"o{limit}"
+        try:
+            code = main(
+                [*argv, "--smtp-port", str(controller.port), "--out", out, "--eml", "m.eml"]
+            )
+        finally:
+            controller.stop()
+        err = capsys.readouterr().err
+        meta = json.loads((tmp_path / out / "results.json").read_text(encoding="utf-8"))["email"]
+        html = (tmp_path / out / "report.html").stat().st_size
+        workbook = (tmp_path / out / "report.xlsx").stat().st_size
+        if limit == 250_000:
+            assert code == 1  # the verdict: the message went
+            [(_, _, data)] = inbox.messages
+            msg = parse(data)
+            assert [a.get_filename() for a in msg.iter_attachments()] == ["report.xlsx"]
+            line = f"Not attached (too large for e-mail): report.html, in {tmp_path / out}"
+            assert line in msg.get_body(("plain",)).get_content()
+            assert line in msg.get_body(("html",)).get_content()
+            assert meta["sent"] is True and meta["not_attached"] == ["report.html"]
+            assert "report.html not attached: too large for the server at 127.0.0.1" in err
+            assert parse((tmp_path / "m.eml").read_bytes())["Message-ID"] == msg["Message-ID"]
+            if told == "552":
+                assert inbox.refused == 2  # both reports, then the page alone
+        else:
+            assert code == 3 and not inbox.messages
+            assert "even without attachments: it " in err and "Traceback" not in err
+            assert meta["sent"] is False and "even without attachments" in meta["error"]
+            assert (tmp_path / out / "report.html").is_file()
+    assert html > 250_000 > workbook  # the sizes the limits above were chosen between
 
 
 def test_no_password_option_on_the_command_line(capsys):

@@ -22,11 +22,15 @@ over about 102 KB, hence a body of the flagged images only, within
 from __future__ import annotations
 
 import contextlib
+import io
+import itertools
 import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -46,12 +50,15 @@ __all__ = [
     "ATTACHMENT_TYPES",
     "BODY_LIMIT",
     "build",
+    "fewer",
     "Files",
     "MAX_BODY_CHARTS",
     "MAX_BODY_ROWS",
     "MAX_TEXT_ROWS",
     "send",
+    "Sent",
     "text",
+    "wire_size",
 ]
 
 BODY_LIMIT = 100_000  # bytes of HTML in the body
@@ -186,9 +193,37 @@ def build(
     return msg
 
 
-def send(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp) -> None:
-    """Hand the message to the SMTP server within ``smtp.timeout`` seconds in all, or raise
-    DeliveryError saying why.
+def fewer(paths: tuple[Path, ...]) -> list[tuple[Path, ...]]:
+    """Each choice of attachments, most first, an earlier report before a later one:
+    (html, xlsx), (html,), (xlsx,), (). The message is sent with the first that the
+    server takes."""
+    choices = itertools.product((True, False), repeat=len(paths))
+    return [tuple(p for p, keep in zip(paths, c, strict=True) if keep) for c in choices]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What reached the server, and why a message with more attachments did not."""
+
+    message: EmailMessage
+    too_large: str = ""  # the server's word on the last larger message; "" if none
+
+
+def wire_size(msg: EmailMessage) -> int:
+    """The message's size as smtplib sends it (CRLF line ends) and as SIZE counts it."""
+    with io.BytesIO() as buffer:
+        BytesGenerator(buffer).flatten(msg, linesep="\r\n")
+        return buffer.tell()
+
+
+def send(messages: Iterable[EmailMessage], recipients: tuple[str, ...], smtp: Smtp) -> Sent:
+    """Hand the first of ``messages`` that the server takes to it within ``smtp.timeout``
+    seconds in all, or raise DeliveryError saying why.
+
+    ``messages`` are one message with fewer attachments each time: a message over the
+    size the server gives in its EHLO answer (SIZE) is not offered, and one it refuses
+    for its size (552, which a server may say without a SIZE) is followed by the next.
+    Postfix takes 10 MB by default, under the attachments' own budget.
 
     smtplib's timeout holds for each socket operation: a server that trickles its
     greeting a byte at a time would hold the run (and its series' lock) for ever.
@@ -199,7 +234,7 @@ def send(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp) -> None:
 
     def deliver() -> None:
         try:
-            _deliver(msg, recipients, smtp, held)
+            held["sent"] = _deliver(iter(messages), recipients, smtp, held)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
             held["error"] = exc
 
@@ -218,9 +253,15 @@ def send(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp) -> None:
         )
     if "error" in held:
         raise held["error"]
+    return held["sent"]
 
 
-def _deliver(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp, held: dict) -> None:
+TOO_LARGE = 552  # "exceeded storage allocation": the message's size, at MAIL or after DATA
+
+
+def _deliver(
+    messages: Iterator[EmailMessage], recipients: tuple[str, ...], smtp: Smtp, held: dict
+) -> Sent:
     port = smtp.effective_port()
     where = f"{smtp.host}:{port}"
     try:
@@ -237,8 +278,43 @@ def _deliver(msg: EmailMessage, recipients: tuple[str, ...], smtp: Smtp, held: d
                 client.starttls(context=ssl.create_default_context())
             if smtp.user:
                 client.login(smtp.user, smtp.password or "")
-            refused = client.send_message(msg, to_addrs=list(recipients))
-        if refused:
-            raise DeliveryError(f"the server at {where} refused {', '.join(sorted(refused))}")
+            client.ehlo_or_helo_if_needed()
+            limit = _size_limit(client.esmtp_features.get("size", ""))
+            too_large = ""
+            for msg in messages:
+                size = wire_size(msg)
+                if limit and size > limit:
+                    too_large = f"it takes messages up to {_mb(limit)}, and this one is {_mb(size)}"
+                    continue
+                try:
+                    refused = client.send_message(msg, to_addrs=list(recipients))
+                except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+                    if exc.smtp_code != TOO_LARGE:
+                        raise
+                    said = exc.smtp_error
+                    if isinstance(said, bytes):
+                        said = said.decode("utf-8", "replace")
+                    too_large = f"it refused this one, of {_mb(size)}, for its size ({said})"
+                    continue  # smtplib has reset the transaction
+                if refused:
+                    raise DeliveryError(
+                        f"the server at {where} refused {', '.join(sorted(refused))}"
+                    )
+                return Sent(msg, too_large)
+            raise DeliveryError(
+                f"could not send the e-mail through {where}, even without attachments: " + too_large
+            )
     except (OSError, smtplib.SMTPException) as exc:  # timeouts are OSErrors
         raise DeliveryError(f"could not send the e-mail through {where}: {exc}") from None
+
+
+def _size_limit(text: str) -> int | None:
+    """The server's SIZE in bytes; None when it gives none, or 0 (no limit)."""
+    try:
+        return int(text) or None
+    except ValueError:
+        return None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} KB"
