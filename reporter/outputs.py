@@ -262,8 +262,16 @@ def _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts
                     sent.too_large,
                     out_dir,
                 )
-            log.info("e-mailed the report to %s", ", ".join(email.to))
             delivery = replace(delivery, sent=True, not_attached=dropped)
+            if sent.refused:  # the others have it; those refused are a failed delivery
+                where = f"{email.smtp.host}:{email.smtp.effective_port()}"
+                said = ", ".join(f"{a} ({why})" for a, why in sorted(sent.refused.items()))
+                error = f"the server at {where} refused {said}"
+                reached = ", ".join(a for a in email.to if a not in sent.refused)
+                log.error("%s; the report went to %s only", error, reached)
+                delivery = replace(delivery, error=error)
+            else:
+                log.info("e-mailed the report to %s", ", ".join(email.to))
     if email.eml is not None:  # the message sent, if one was
         outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
     return delivery

@@ -7,7 +7,9 @@ import email
 import json
 import re
 import socket
+import ssl
 from email import policy
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -315,6 +317,133 @@ def test_a_server_that_takes_less_than_the_reports_gets_the_message_without_them
             assert meta["sent"] is False and "even without attachments" in meta["error"]
             assert (tmp_path / out / "report.html").is_file()
     assert html > 250_000 > workbook  # the sizes the limits above were chosen between
+
+
+class PickyInbox(Inbox):
+    """A server that knows one of the two recipients (550 for the other)."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address != "lab@example.org":
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_recipient_the_server_refuses_is_a_failed_delivery_that_says_who_has_it(tmp_path, capsys):
+    """The message reached one recipient of two: exit status 3 (someone lacks it), but
+    not "could not send": the log and results.json say who has it and who was refused."""
+    inbox = PickyInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    out = tmp_path / "o"
+    argv = ["run", str(SAMPLES), "--out", str(out), "--smtp-host", "127.0.0.1", "-q"]
+    argv += ["--email-to", "lab@example.org", "--email-to", "gone@example.org"]
+    try:
+        code = main([*argv, "--smtp-port", str(controller.port)])
+    finally:
+        controller.stop()
+    err = capsys.readouterr().err
+    assert code == 3
+    [(_, recipients, _)] = inbox.messages
+    assert recipients == ["lab@example.org"]
+    said = f"the server at 127.0.0.1:{controller.port} refused gone@example.org (550 5.1.1 no"
+    assert said in err and "the report went to lab@example.org only" in err
+    meta = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert meta["email"]["sent"] is True and said in meta["email"]["error"]
+    assert meta["exit_code"] == 3
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class TlsInbox(Inbox):
+    async def handle_DATA(self, server, session, envelope):
+        self.tls = session.ssl is not None or server.transport.get_extra_info("sslcontext")
+        return await super().handle_DATA(server, session, envelope)
+
+
+def tls_server(mode: str, certificate: str = "smtp-localhost.pem", **options) -> tuple:
+    """A real server on loopback with TLS from the start ("ssl") or after STARTTLS, which
+    it asks for before any mail ("starttls"), holding a certificate no public authority
+    signed, as a lab's own server does."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(FIXTURES / certificate)
+    tls = {"ssl_context": context} if mode == "ssl" else {"tls_context": context}
+    if mode == "starttls":
+        tls["require_starttls"] = True
+    inbox = TlsInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **tls, **options)
+    controller.start()
+    return inbox, controller
+
+
+def test_tls_with_a_labs_own_certificate_and_what_to_change_when_it_fails(
+    tmp_path, monkeypatch, capsys
+):
+    """STARTTLS and TLS from the start reach a server whose certificate the lab signed,
+    given its authority with SSL_CERT_FILE. Each way of getting it wrong is one line that
+    says what to change: no STARTTLS where the server asks for it, an authority this
+    machine does not know, a certificate for another name."""
+    argv = ["run", str(SAMPLES), "--out", str(tmp_path / "o"), "--smtp-host", "127.0.0.1"]
+    argv += ["--email-to", "lab@example.org", "-q"]
+
+    def send(controller, *options, authority=None):
+        if authority:
+            monkeypatch.setenv("SSL_CERT_FILE", str(FIXTURES / authority))
+        else:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        code = main([*argv, "--smtp-port", str(controller.port), *options])
+        return code, capsys.readouterr().err
+
+    inbox, controller = tls_server("starttls", auth_require_tls=True, authenticator=accept_qc)
+    try:
+        code, err = send(controller)
+        assert code == 3 and "set [email] starttls, or --smtp-starttls)" in err
+        code, err = send(controller, "--smtp-starttls")
+        assert code == 3 and "self-signed certificate" in err
+        assert "give that authority's certificate with SSL_CERT_FILE=" in err
+        assert not inbox.messages
+        monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
+        monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
+        code, err = send(controller, "--smtp-starttls", authority="smtp-localhost.pem")
+        assert code == 1 and len(inbox.messages) == 1 and inbox.tls
+        assert "unencrypted" not in err  # over TLS, and to this machine
+    finally:
+        controller.stop()
+    monkeypatch.delenv("REPORTER_SMTP_USER")
+    for certificate in ("smtp-localhost.pem", "smtp-elsewhere.pem"):
+        inbox, controller = tls_server("ssl", certificate)
+        try:
+            code, err = send(controller, "--smtp-ssl", authority=certificate)
+        finally:
+            controller.stop()
+        if certificate == "smtp-localhost.pem":
+            assert code == 1 and len(inbox.messages) == 1 and inbox.tls
+        else:
+            assert code == 3 and not inbox.messages and "mismatch" in err
+            assert "(give --smtp-host as a name the server's certificate holds" in err
+    assert "Traceback" not in err
+
+
+def test_a_password_sent_unencrypted_to_another_machine_is_a_warning(
+    smtp_server, monkeypatch, capsys, tmp_path
+):
+    """Without TLS, AUTH sends the password as base64 that anyone on the way can read.
+    The server here is on loopback; the check that tells this machine from another is
+    made to say "another" to show the warning, and is tried on its own."""
+    from reporter.render import mail
+
+    assert all(map(mail._loopback, ["127.0.0.1", "::1", "localhost", "127.0.1.1"]))
+    assert not any(map(mail._loopback, ["mail.example.org", "10.0.0.5", "2001:db8::1"]))
+    inbox, port = smtp_server
+    monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
+    monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setattr(mail, "_loopback", lambda host: False)
+    argv = ["run", str(SAMPLES), "--out", str(tmp_path / "o"), "--smtp-host", "127.0.0.1"]
+    code = main([*argv, "--smtp-port", str(port), "--email-to", "lab@example.org", "-q"])
+    assert code == 1 and len(inbox.messages) == 1
+    said = f"WARNING the SMTP password goes to 127.0.0.1:{port} unencrypted: set [email]"
+    assert said in capsys.readouterr().err
 
 
 def test_no_password_option_on_the_command_line(capsys):

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import ipaddress
 import itertools
+import logging
 import smtplib
 import socket
 import ssl
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -60,6 +62,8 @@ __all__ = [
     "text",
     "wire_size",
 ]
+
+log = logging.getLogger("reporter")
 
 BODY_LIMIT = 100_000  # bytes of HTML in the body
 ATTACHMENT_TYPES = {
@@ -207,6 +211,8 @@ class Sent:
 
     message: EmailMessage
     too_large: str = ""  # the server's word on the last larger message; "" if none
+    # The recipients the server refused while it took the others, with its answer.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def wire_size(msg: EmailMessage) -> int:
@@ -277,6 +283,11 @@ def _deliver(
             if smtp.starttls:
                 client.starttls(context=ssl.create_default_context())
             if smtp.user:
+                if not (smtp.starttls or smtp.ssl or _loopback(smtp.host)):
+                    log.warning(
+                        "the SMTP password goes to %s unencrypted: set [email] starttls or ssl",
+                        where,
+                    )
                 client.login(smtp.user, smtp.password or "")
             client.ehlo_or_helo_if_needed()
             limit = _size_limit(client.esmtp_features.get("size", ""))
@@ -296,16 +307,51 @@ def _deliver(
                         said = said.decode("utf-8", "replace")
                     too_large = f"it refused this one, of {_mb(size)}, for its size ({said})"
                     continue  # smtplib has reset the transaction
-                if refused:
-                    raise DeliveryError(
-                        f"the server at {where} refused {', '.join(sorted(refused))}"
-                    )
-                return Sent(msg, too_large)
+                return Sent(msg, too_large, _refusals(refused))
             raise DeliveryError(
                 f"could not send the e-mail through {where}, even without attachments: " + too_large
             )
     except (OSError, smtplib.SMTPException) as exc:  # timeouts are OSErrors
-        raise DeliveryError(f"could not send the e-mail through {where}: {exc}") from None
+        raise DeliveryError(
+            f"could not send the e-mail through {where}: {exc}{_hint(exc, smtp, held)}"
+        ) from None
+
+
+def _hint(exc: BaseException, smtp: Smtp, held: dict) -> str:
+    """What to change, for the failures a lab's own mail server gives most."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if "mismatch" in (exc.verify_message or ""):
+            return f" (give --smtp-host as a name the server's certificate holds, not {smtp.host})"
+        return (
+            " (a certificate of the lab's own authority: give that authority's certificate"
+            " with SSL_CERT_FILE=/path/to/ca.pem)"
+        )
+    said = str(exc).lower()
+    client = held.get("client")
+    offers_tls = client is not None and client.has_extn("starttls")
+    if not (smtp.starttls or smtp.ssl) and (
+        "starttls" in said or "encryption required" in said or offers_tls and "auth" in said
+    ):
+        return " (the server asks for TLS first: set [email] starttls, or --smtp-starttls)"
+    return ""
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine, where a password cannot be overheard."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _refusals(refused: dict) -> dict[str, str]:
+    """smtplib's refused recipients, address -> "550 no such user"."""
+    said = {}
+    for address, (code, text) in refused.items():
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        said[address] = f"{code} {text}"
+    return said
 
 
 def _size_limit(text: str) -> int | None:
