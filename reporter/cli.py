@@ -21,7 +21,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__, pool
+from . import __version__, console, pool
 from .catalog import METRICS
 from .config import (
     BASELINE_FIRST,
@@ -746,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return exc.exit_code
     except BrokenPipeError as exc:  # `reporter history ... | head`: the rest has no reader
-        if not _stdout_has_no_reader():  # another pipe or socket: not the output's reader
+        if not console.stdout_has_no_reader():  # another pipe or socket: not the output's reader
             why = exc.strerror or str(exc)
             print(
                 f"{PREFIX}a pipe or connection was closed by its other end ({why}); "
@@ -754,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return ExitStatus.NOT_DONE
-        _stdout_gone()
+        console.stdout_gone()
         print(f"{PREFIX}standard output was closed before all of it was written", file=sys.stderr)
         return ExitStatus.NOT_DONE
 
@@ -781,15 +781,9 @@ def _command(args: argparse.Namespace) -> int:
         return _internal(args)
     except Exception:  # a bug: the command could not be done, and the log says where
         return _internal(args)
-    if not args.quiet and sys.stdout is None:  # started with it closed (`>&-`)
-        log.warning("no standard output; the summary was not printed")
-    elif not args.quiet:
-        try:
-            sys.stdout.write(result.summary)
-            sys.stdout.flush()
-        except BrokenPipeError:  # `reporter run ... | head`: the run itself is done
-            _stdout_gone()
-            log.warning("standard output was closed by its reader; the summary was not printed")
+    if not args.quiet:
+        with console.summary():
+            print(result.summary, end="")
     return result.exit_code
 
 
@@ -835,34 +829,6 @@ def _internal(args: argparse.Namespace) -> int:
     what = "run" if args.command == "run" else f"{args.command} command"
     log.exception("internal error: the %s could not be done; please report this traceback", what)
     return ExitStatus.NOT_DONE
-
-
-def _stdout_has_no_reader() -> bool:
-    """Whether standard output is a pipe or socket whose reader has gone: poll says so,
-    with POLLERR for a pipe and POLLHUP for a socket. A BrokenPipeError may come from
-    another pipe or socket too (a worker's, a server's). Without ``poll`` (Windows) a
-    broken pipe is taken to be standard output's, the likeliest."""
-    import select
-
-    if not hasattr(select, "poll"):
-        return True
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
-    except (AttributeError, OSError, ValueError):  # none, or not a descriptor (a test's)
-        return False
-
-
-def _stdout_gone() -> None:
-    """Standard output's reader has gone: what is still to be written goes nowhere, so
-    that no later write or flush (Python's own, at exit) fails again with a traceback."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # no standard output at all: nothing to write to
-        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -472,6 +472,41 @@ def test_a_closed_standard_output_costs_the_summary_not_the_run(run_dir, tmp_pat
     assert json.loads((out / "results.json").read_text())["rows"]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_standard_output_on_a_full_disk_costs_the_summary_not_the_status(run_dir, tmp_path):
+    """``reporter run ... >> /var/log/qc.log`` in a crontab, on a full disk: writing the
+    summary fails with ENOSPC. It was a traceback and exit status 1 (flagged) for a run
+    that passed; the summary of a collection command, the same. Now the status is the
+    run's, and one WARNING says the summary was lost. A command whose printing is its
+    product (``history``, ``baseline show``) is not done: one line, status 2."""
+
+    def command(*argv):
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [sys.executable, "-m", "reporter", *argv],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+                cwd=tmp_path,
+            )
+
+    for argv in (["run", str(run_dir), "--series", "S"], ["duplicates", str(run_dir)]):
+        done = command(*argv, "--out", str(tmp_path / argv[0]), "--no-progress")
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[-1].endswith(
+            "WARNING the summary could not be written to standard output (No space left on device)"
+        )
+        assert (tmp_path / argv[0] / "report.html").is_file()
+    for argv in (["history", "S"], ["history", "S", "--csv"], ["baseline", "show", "S"]):
+        done = command(*argv)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr == (
+            "reporter: error: standard output could not be written (No space left on device)\n"
+        )
+
+
 def _closing(*fds: int):
     """A child's start that closes these descriptors, as a shell's ``>&-`` does."""
 
@@ -544,26 +579,37 @@ def test_a_closed_standard_descriptor_is_never_a_file_of_the_run(tmp_path):
 
 
 def test_any_command_whose_output_has_no_reader_says_so_in_one_line(run_dir, tmp_path):
-    """Any other command (``duplicates``, ``search``, ``history``) whose standard output
-    is closed before it is all written ends with one line and status 2, never a
-    traceback; the rest of its output goes nowhere."""
-    read, write_end = os.pipe()
-    os.close(read)  # the reader has gone before the command writes
-    out = tmp_path / "d"
-    with subprocess.Popen(
-        [sys.executable, "-m", "reporter", "duplicates", str(run_dir), "--out", str(out),
-         "--jobs", "1"],
-        stdout=write_end,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as done:  # fmt: skip
-        os.close(write_end)
-        err = done.stderr.read()
-    assert done.returncode == 2, err
-    assert "Traceback" not in err
-    assert err.splitlines()[-1] == (
-        "reporter: error: standard output was closed before all of it was written"
+    """A collection command's reports are written before its summary, as a run's: with
+    its standard output closed it keeps its status, and one warning says the summary
+    was lost (it was status 2, "not done", for reports that were done). A command whose
+    printing is its product (``history``) ends with one line and status 2. Neither
+    prints a traceback; the rest of the output goes nowhere."""
+
+    def command(*argv):
+        read, write_end = os.pipe()
+        os.close(read)  # the reader has gone before the command writes
+        with subprocess.Popen(
+            [sys.executable, "-m", "reporter", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        ) as done:
+            os.close(write_end)
+            err = done.stderr.read()
+        assert "Traceback" not in err
+        return done.returncode, err.splitlines()[-1]
+
+    out = str(tmp_path / "d")
+    code, last = command("duplicates", str(run_dir), "--out", out, "--jobs", "1")
+    assert code == 0 and last.endswith(
+        "WARNING standard output was closed by its reader; the summary was not printed"
     )
+    assert (tmp_path / "d" / "groups.csv").is_file()
+    assert main(["run", str(run_dir), "--series", "S", "--out", str(tmp_path / "o"), "-q"]) == 0
+    code, last = command("history", "S")
+    assert code == 2
+    assert last == "reporter: error: standard output was closed before all of it was written"
 
 
 def test_a_broken_pipe_that_is_not_standard_outputs_is_not_called_so(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import clock, executor, machine, stopping
+from .. import clock, console, executor, machine, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
 from ..inputs import discover, own_folders
@@ -119,6 +119,11 @@ def publish(out_dir: Path, write) -> dict[str, Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def _results(out_dir: Path, written: dict) -> str:
+    """The summary's last line: where the outputs are, and which they are."""
+    return f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})"
+
+
 def search(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     if not set(args.formats) & {"csv", "html", "xlsx"}:
@@ -188,14 +193,15 @@ def search(args: argparse.Namespace) -> int:
     )
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     if not args.quiet:
-        name = score_kind(args.by)[0]
-        for r in rankings:
-            print(f"{printable(r.query.file)}: nearest by {args.by} ({name})")
-            for hit in r.hits[:5]:
-                print(f"  {hit.rank:>3}  {hit.score:10.4f}  {printable(hit.item.file)}")
-        if errors:
-            print(f"{len(errors)} file(s) could not be read; see results.csv")
-        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+        with console.summary():
+            name = score_kind(args.by)[0]
+            for r in rankings:
+                print(f"{printable(r.query.file)}: nearest by {args.by} ({name})")
+                for hit in r.hits[:5]:
+                    print(f"  {hit.rank:>3}  {hit.score:10.4f}  {printable(hit.item.file)}")
+            if errors:
+                print(f"{len(errors)} file(s) could not be read; see results.csv")
+            print(_results(out_dir, written))
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
 
 
@@ -314,20 +320,21 @@ def duplicates(args: argparse.Namespace) -> int:
     target = args.move_duplicates
     moved = _placing("move duplicates", target, move_duplicates, groups, target) if target else []
     if not args.quiet:
-        extra = sum(len(g.members) - 1 for g in groups)
-        print(
-            f"{len(groups)} group(s) of duplicates by {args.by} (distance <= {threshold:g}): "
-            f"{extra} image(s) besides the ones to keep"
-        )
-        for g in groups[:10]:
-            others = ", ".join(printable(m.item.file) for m in g.members[1:4])
-            more = f" and {len(g.members) - 4} more" if len(g.members) > 4 else ""
-            print(f"  keep {printable(g.kept.file)}: {others}{more}")
-        if moved:
-            print(f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}")
-        if errors:
-            print(f"{len(errors)} file(s) could not be read; see groups.csv")
-        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+        with console.summary():
+            extra = sum(len(g.members) - 1 for g in groups)
+            print(
+                f"{len(groups)} group(s) of duplicates by {args.by} (distance <= {threshold:g}): "
+                f"{extra} image(s) besides the ones to keep"
+            )
+            for g in groups[:10]:
+                others = ", ".join(printable(m.item.file) for m in g.members[1:4])
+                more = f" and {len(g.members) - 4} more" if len(g.members) > 4 else ""
+                print(f"  keep {printable(g.kept.file)}: {others}{more}")
+            if moved:
+                print(f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}")
+            if errors:
+                print(f"{len(errors)} file(s) could not be read; see groups.csv")
+            print(_results(out_dir, written))
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
 
 
@@ -355,20 +362,21 @@ def cluster(args: argparse.Namespace) -> int:
     if args.copy_to is not None:
         _placing("copy the clusters", args.copy_to, copy_clusters, items, result, args.copy_to)
     if not args.quiet:
-        sizes = np.bincount(result.labels, minlength=result.k)
-        print(f"{len(items)} images in {result.k} cluster(s) by {args.features}")
-        if result.kept_variance is not None:
-            print(
-                f"  PCA: {result.components} components keep "
-                f"{100 * result.kept_variance:.1f} % of the variance"
-            )
-        if result.silhouettes:
-            scores = ", ".join(f"{k}: {s:.3f}" for k, s in sorted(result.silhouettes.items()))
-            print(f"  silhouette by k: {scores}")
-        for c, section in enumerate(found_table.sections):
-            print(f"  cluster {c + 1}: {sizes[c]} image(s), typical "
-                  f"{printable(section.items[0].features.file)}")  # fmt: skip
-        if errors:
-            print(f"{len(errors)} file(s) could not be read; see clusters.csv")
-        print(f"Results: {printable(str(out_dir))} ({', '.join(p.name for p in written.values())})")
+        with console.summary():
+            sizes = np.bincount(result.labels, minlength=result.k)
+            print(f"{len(items)} images in {result.k} cluster(s) by {args.features}")
+            if result.kept_variance is not None:
+                print(
+                    f"  PCA: {result.components} components keep "
+                    f"{100 * result.kept_variance:.1f} % of the variance"
+                )
+            if result.silhouettes:
+                scores = ", ".join(f"{k}: {s:.3f}" for k, s in sorted(result.silhouettes.items()))
+                print(f"  silhouette by k: {scores}")
+            for c, section in enumerate(found_table.sections):
+                print(f"  cluster {c + 1}: {sizes[c]} image(s), typical "
+                      f"{printable(section.items[0].features.file)}")  # fmt: skip
+            if errors:
+                print(f"{len(errors)} file(s) could not be read; see clusters.csv")
+            print(_results(out_dir, written))
     return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK

@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import clock
+from .. import clock, console
 from ..config import Config, load_toml
 from ..errors import ReporterError
 from ..names import defused, printable
@@ -94,7 +94,8 @@ def _say(line: str, file=None) -> None:
     (names.printable). A reason, a name or a path in the history came from whoever wrote
     it, and ``baseline set --reason`` took ESC sequences that cleared the screen of the
     next person to list the series."""
-    print(printable(line), file=file)
+    with console.printed():
+        print(printable(line), file=file)
 
 
 def _check_image(file: Path) -> None:
@@ -153,14 +154,16 @@ def show_history(store: History, args: argparse.Namespace) -> int:
     runs = store.runs(args.series, last=None if args.csv else args.last)
     fired = store.rules_fired([r.id for r in runs])
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(HISTORY_COLUMNS)
-        for r in runs:
-            text = (r.accepted_by or "", r.accepted_reason or "", r.out_dir or "")
-            writer.writerow(  # the texts as text to a spreadsheet, never a formula
-                (r.id, r.started, r.verdict, r.exit_code, r.images, r.failed, r.baseline_sha256)
-                + tuple(defused(t) for t in (*text, "; ".join(fired[r.id])))
-            )
+        with console.printed():
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(HISTORY_COLUMNS)
+            for r in runs:
+                text = (r.accepted_by or "", r.accepted_reason or "", r.out_dir or "")
+                row = (r.id, r.started, r.verdict, r.exit_code, r.images, r.failed)
+                writer.writerow(  # the texts as text to a spreadsheet, never a formula
+                    (*row, r.baseline_sha256)
+                    + tuple(defused(t) for t in (*text, "; ".join(fired[r.id])))
+                )
     elif not runs:
         _say(f"series {args.series}: no runs recorded")
     else:
