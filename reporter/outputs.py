@@ -244,6 +244,8 @@ def _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts
     messages = (message(attached) for attached in mail.fewer(attachments))
     msg = next(messages)
     delivery = Delivery(tuple(email.to), str(msg["Subject"]))
+    if email.eml is not None:  # before sending: a file that cannot be written stops the run
+        outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
     if email.to:
         try:
             sent = mail.send(itertools.chain([msg], messages), email.to, email.smtp)
@@ -272,8 +274,9 @@ def _deliver(config, frame, record, baseline_thumbnail, outputs, out_dir, charts
                 delivery = replace(delivery, error=error)
             else:
                 log.info("e-mailed the report to %s", ", ".join(email.to))
-    if email.eml is not None:  # the message sent, if one was
-        outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(msg.as_bytes()))
+            if dropped and email.eml is not None:  # the message as sent
+                sent_bytes = msg.as_bytes()
+                outputs["eml"] = write_atomic(email.eml, lambda tmp: tmp.write_bytes(sent_bytes))
     return delivery
 
 

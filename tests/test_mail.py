@@ -446,6 +446,21 @@ def test_a_password_sent_unencrypted_to_another_machine_is_a_warning(
     assert said in capsys.readouterr().err
 
 
+def test_an_eml_that_cannot_be_written_stops_the_run_before_anything_is_sent(
+    smtp_server, tmp_path, capsys
+):
+    """The message says where the reports are; a run that then stops on its --eml file
+    leaves none there. So the file is written first, and the message is not sent."""
+    inbox, port = smtp_server
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    argv = ["run", str(SAMPLES), "--out", str(tmp_path / "o"), "--smtp-host", "127.0.0.1"]
+    argv += ["--smtp-port", str(port), "--email-to", "lab@example.org", "-q"]
+    code = main([*argv, "--eml", str(tmp_path / "file" / "m.eml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
+    assert not inbox.messages and not (tmp_path / "o" / "report.html").exists()
+
+
 def test_no_password_option_on_the_command_line(capsys):
     assert main(["run", "x", "--smtp-password", "p"]) == 2
     assert "unrecognized arguments: --smtp-password" in capsys.readouterr().err
