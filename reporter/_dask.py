@@ -40,6 +40,7 @@ import cv2
 from distributed import Client, LocalCluster, WorkerPlugin
 from distributed.comm import connect
 from distributed.scheduler import KilledWorker
+from distributed.security import Security
 
 from . import __version__, compare, images, native
 from .errors import ReporterError
@@ -167,9 +168,12 @@ def _probe(address: str, timeout: float) -> None:
     probe runs in a thread of its own with its own event loop, so the wait is
     cancelled at the deadline wherever the caller is (a notebook runs a loop)."""
     failure: list[BaseException] = []
+    # TLS as the client will have it: Dask's distributed.comm.tls settings (the client's
+    # own Security() reads them too). Without them a tls:// probe failed whatever was set.
+    tls = Security().get_connection_args("client")
 
     async def once() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout + 1)
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **tls), timeout + 1)
         await comm.close()
 
     def run() -> None:
@@ -241,6 +245,12 @@ class Cluster:
             if local is not None:
                 local.close()
             first = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+            if address.startswith("tls://") and "ssl_context" in first:
+                first = (
+                    "TLS needs Dask's distributed.comm.tls settings: ca-file, client.cert and "
+                    "client.key (in ~/.config/dask/, or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and ..._KEY)"
+                )
             raise ReporterError(
                 f"cannot connect to the Dask scheduler at {address}: {first}"
             ) from None

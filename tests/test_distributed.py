@@ -386,9 +386,53 @@ def test_an_address_the_client_refuses_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith(
-        "reporter: error: cannot connect to the Dask scheduler at tls://127.0.0.1:1: TLS expects"
+        "reporter: error: cannot connect to the Dask scheduler at tls://127.0.0.1:1: TLS needs "
+        "Dask's distributed.comm.tls settings: ca-file, client.cert and client.key"
     )
     assert len(err.splitlines()) == 1
+
+
+def test_a_cluster_that_speaks_tls_gives_the_local_rows(tmp_path, capsys):
+    """A scheduler and a worker started with TLS, as Dask's documentation has them, and
+    the client's TLS in Dask's settings, as the README says: the run's rows are the local
+    run's. The first probe of the scheduler (reporter's own, before the client's) spoke
+    plain TCP to it whatever the settings: "TLS expects a ssl_context argument". An
+    authority that did not sign the scheduler's certificate is one line, status 2."""
+    import dask
+
+    pem = str(Path(__file__).parent / "fixtures" / "tls-localhost.pem")  # its own authority
+    tls = ["--tls-ca-file", pem, "--tls-cert", pem, "--tls-key", pem, "--no-dashboard"]
+    address = f"tls://127.0.0.1:{free_port()}"
+    log = (tmp_path / "dask.log").open("wb")
+    procs = [
+        subprocess.Popen([dask_command(), *command, *tls], stdout=log, stderr=subprocess.STDOUT)
+        for command in (
+            ["scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]],
+            ["worker", address, "--nthreads", "1", "--memory-limit", WORKER_MEMORY],
+        )
+    ]
+    settings = {
+        "distributed.comm.tls.ca-file": pem,
+        "distributed.comm.tls.client.cert": pem,
+        "distributed.comm.tls.client.key": pem,
+    }
+    argv = ["run", str(SAMPLES), "--scheduler", address, "--scheduler-timeout", "30", "-q"]
+    try:
+        with dask.config.set(settings):
+            assert main([*argv, "--out", str(tmp_path / "tls")]) == 1, capsys.readouterr().err
+            other = str(Path(__file__).parent / "fixtures" / "tls-elsewhere.pem")
+            with dask.config.set({"distributed.comm.tls.ca-file": other}):
+                code = main([*argv, "--out", str(tmp_path / "x"), "--scheduler-timeout", "5"])
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+            p.wait(timeout=20)
+        log.close()
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"reporter: error: cannot reach the Dask scheduler at {address}" in err
+    assert main(["run", str(SAMPLES), "--out", str(tmp_path / "plain"), "-j", "1", "-q"]) == 1
+    assert rows(tmp_path / "tls") == rows(tmp_path / "plain")
 
 
 def test_the_plugin_loads_the_compiled_kernels_before_the_first_image(monkeypatch):

@@ -362,7 +362,7 @@ class TlsInbox(Inbox):
         return await super().handle_DATA(server, session, envelope)
 
 
-def tls_server(mode: str, certificate: str = "smtp-localhost.pem", **options) -> tuple:
+def tls_server(mode: str, certificate: str = "tls-localhost.pem", **options) -> tuple:
     """A real server on loopback with TLS from the start ("ssl") or after STARTTLS, which
     it asks for before any mail ("starttls"), holding a certificate no public authority
     signed, as a lab's own server does."""
@@ -405,19 +405,19 @@ def test_tls_with_a_labs_own_certificate_and_what_to_change_when_it_fails(
         assert not inbox.messages
         monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
         monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
-        code, err = send(controller, "--smtp-starttls", authority="smtp-localhost.pem")
+        code, err = send(controller, "--smtp-starttls", authority="tls-localhost.pem")
         assert code == 1 and len(inbox.messages) == 1 and inbox.tls
         assert "unencrypted" not in err  # over TLS, and to this machine
     finally:
         controller.stop()
     monkeypatch.delenv("REPORTER_SMTP_USER")
-    for certificate in ("smtp-localhost.pem", "smtp-elsewhere.pem"):
+    for certificate in ("tls-localhost.pem", "tls-elsewhere.pem"):
         inbox, controller = tls_server("ssl", certificate)
         try:
             code, err = send(controller, "--smtp-ssl", authority=certificate)
         finally:
             controller.stop()
-        if certificate == "smtp-localhost.pem":
+        if certificate == "tls-localhost.pem":
             assert code == 1 and len(inbox.messages) == 1 and inbox.tls
         else:
             assert code == 3 and not inbox.messages and "mismatch" in err
