@@ -8,6 +8,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -851,6 +852,82 @@ def test_texts_in_the_history_are_shown_escaped_and_written_as_text(tmp_path, ca
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert row["accepted_by"] == "'@me"
     assert row["accepted_reason"] == '\'=HYPERLINK("http://x")\x07'  # the text, as text
+
+
+NOBODY = 65534  # the unprivileged user of Debian and most Linux systems
+
+
+def _as_nobody(*argv: str, home: Path) -> subprocess.CompletedProcess:
+    """``python -m reporter ARGV`` as the user nobody: through util-linux's setpriv where
+    there is one (an interpreter behind a folder of root's, as pyenv's under /root, runs
+    through it and not through ``subprocess``'s own ``user``), else through the latter."""
+    env = {"PATH": os.defpath, "HOME": str(home), "NUMBA_CACHE_DIR": str(home / "nc")}
+    command = [sys.executable, "-m", "reporter", *argv]
+    as_nobody: dict = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
+        as_nobody = {}
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, cwd=home, **as_nobody
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_history_that_another_user_made_says_whose_it_is():
+    """The first run of a series made by hand as root, the cron job as a service user: its
+    runs failed on the lock (``hroot/locks/qc.lock: Permission denied``), then, the lock
+    made writable, on the database (``attempt to write a readonly database``), and one in
+    a folder it cannot search said ``is Permission denied``. Each is one line that says
+    whose the file is, who the run is, and what must be writable. (Root may write any
+    file, so the run as another user is a real one: ``subprocess``'s ``user``.)"""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="reporter-user-", dir="/tmp"))  # not under 0700
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        home.mkdir(mode=0o777)
+        home.chmod(0o777)
+        try:
+            runs = _as_nobody("--version", home=home).returncode == 0
+        except OSError:
+            runs = False
+        if not runs:
+            pytest.skip("this interpreter cannot be run as another user")
+        images = base / "s"
+        shutil.copytree(SAMPLES, images)
+        history = base / "h" / "h.sqlite"
+        argv = ["run", str(images), "--series", "qc", "-q", "-j", "1", "--history"]
+        assert main([*argv, str(history), "--out", str(base / "o0")]) == 1  # as root
+        said = {}
+        for case in ("lock", "database", "folder"):
+            if case == "database":  # the lock made writable, the database still root's
+                (history.parent / "locks").chmod(0o777)
+                for lock in (history.parent / "locks").iterdir():
+                    lock.chmod(0o666)
+            where = str(history) if case != "folder" else "/root/qc/h.sqlite"
+            done = _as_nobody(*argv, where, "--out", str(home / case), home=home)
+            assert done.returncode == 2 and "Traceback" not in done.stderr
+            [said[case]] = done.stderr.splitlines()
+        end = "must be writable by the user the runs run as"
+        assert said["lock"].startswith(
+            f"reporter: error: cannot take the series' lock {history.parent}/locks/"
+        )
+        assert "(Permission denied; " in said["lock"] and said["lock"].endswith(end)
+        assert said["database"] == (
+            f"reporter: error: history {history} cannot be written (SQLite: attempt to write "
+            f"a readonly database; {history} is root's, and this run runs as nobody): the "
+            f"history, its folder and locks/ {end}"
+        )
+        assert said["folder"].startswith(
+            "reporter: error: history /root/qc/h.sqlite cannot be reached (Permission denied; "
+            "/root is root's, and this run runs as nobody)"
+        )
+        assert all("is root's, and this run runs as nobody" in line for line in said.values())
+        assert not (home / "database" / "results.csv").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_damaged_history_is_one_line_and_status_2(tmp_path, capsys):

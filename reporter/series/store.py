@@ -19,6 +19,7 @@ open, in a transaction, by the steps in ``MIGRATIONS``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -203,11 +204,44 @@ _SAID = {  # SQLite's own words say what is wrong, not what to do
 }
 
 
+WRITABLE = "the history, its folder and locks/ must be writable by the user the runs run as"
+
+
 def said_of(path: Path, exc: sqlite3.Error) -> str:
     """One line for an SQLite error of the history at ``path``."""
     name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; extended: SQLITE_CORRUPT_INDEX
+    if name.startswith("SQLITE_READONLY"):
+        return f"history {path} cannot be written (SQLite: {exc}{whose(path)}): {WRITABLE}"
     said = next((text for code, text in _SAID.items() if name.startswith(code)), None)
     return f"history {path} {said}" if said else f"history {path}: {exc}"
+
+
+def whose(path: Path) -> str:
+    """ " (h.sqlite is root's; this run runs as qc)" when ``path`` (or, if it is missing, the
+    nearest folder above it) belongs to another user than this run's; else "". The usual
+    cause of a history that a cron job cannot write: its first run made by hand as
+    another user."""
+    try:
+        import pwd
+    except ImportError:  # pragma: no cover - Windows
+        return ""
+    there = Path(path)
+    while not os.path.exists(there) and there != there.parent:  # False where it cannot look
+        there = there.parent
+    try:
+        uid, me = there.stat().st_uid, os.geteuid()
+    except OSError:
+        return ""
+    if uid == me:
+        return ""
+
+    def name(n: int) -> str:
+        try:
+            return pwd.getpwuid(n).pw_name
+        except KeyError:
+            return f"user {n}"
+
+    return f"; {there} is {name(uid)}'s, and this run runs as {name(me)}"
 
 
 class History:
@@ -216,6 +250,10 @@ class History:
     def __init__(self, path: Path):
         self.path = Path(path)
         kind = names.not_a_file(self.path)
+        if kind == os.strerror(errno.EACCES):  # a folder on the way this user cannot search
+            raise ReporterError(
+                f"history {self.path} cannot be reached ({kind}{whose(self.path)}): {WRITABLE}"
+            )
         if kind not in (None, "not found"):  # SQLite's words were "disk I/O error" for a pipe
             raise ReporterError(f"history {self.path} is {kind}: give the database's file name")
         try:
@@ -478,9 +516,14 @@ def series_lock(folder: Path, series: str, wait: float) -> Iterator[Path]:
     The operating system releases the lock when the process ends, killed or
     not, so a crashed run never leaves a stale lock behind.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{slug(series)}.lock"
-    fh = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+b")  # noqa: SIM115 - held for the whole block
+    except PermissionError as exc:
+        raise ReporterError(
+            f"cannot take the series' lock {path} ({exc.strerror}{whose(path)}): {WRITABLE}"
+        ) from None
     deadline = time.monotonic() + wait
     try:
         while not _try_lock(fh):
