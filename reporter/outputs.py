@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import replace
@@ -35,7 +36,7 @@ from .render import data, mail, view
 from .render.excel import write_xlsx
 from .render.html import write_html
 from .render.templates import environment
-from .series.store import slug
+from .series.store import slug, whose
 
 __all__ = ["point_latest", "prune", "render_summary", "run_folder", "write"]
 
@@ -89,6 +90,16 @@ def point_latest(out: Path) -> Path:
         return note
 
 
+def _rmtree(path: Path) -> list[OSError]:
+    """Remove ``path`` and everything in it as far as possible; what could not be removed."""
+    failed: list[OSError] = []
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=lambda _f, _p, exc: failed.append(exc))
+    else:  # onerror: deprecated from 3.12
+        shutil.rmtree(path, onerror=lambda _f, _p, info: failed.append(info[1]))
+    return failed
+
+
 def prune(out: Path, keep: int) -> list[Path]:
     """Delete the oldest run folders beside ``out`` so that ``keep`` remain (0: keep all).
 
@@ -102,10 +113,22 @@ def prune(out: Path, keep: int) -> list[Path]:
         if p.is_dir() and not p.is_symlink() and RUN_FOLDER.match(p.name)
     )
     old = [p for p in runs if p != out][: max(0, len(runs) - keep)]
+    removed = []
     for path in old:
-        shutil.rmtree(path, ignore_errors=True)
-        log.info("removed old run folder %s (keeping %d)", path, keep)
-    return old
+        failed = _rmtree(path)
+        if not failed:
+            log.info("removed old run folder %s (keeping %d)", path, keep)
+            removed.append(path)
+            continue
+        first = failed[0]
+        log.warning(  # it was "removed" in the log while it stayed
+            "could not remove old run folder %s (%s%s): it stays; %d file(s) left",
+            path,
+            first.strerror or first,
+            whose(path),  # removing its files needs its folder's write permission
+            sum(1 for p in path.rglob("*") if not p.is_dir()) if path.exists() else 0,
+        )
+    return removed
 
 
 def write(

@@ -857,7 +857,25 @@ def test_texts_in_the_history_are_shown_escaped_and_written_as_text(tmp_path, ca
 NOBODY = 65534  # the unprivileged user of Debian and most Linux systems
 
 
-def _as_nobody(*argv: str, home: Path) -> subprocess.CompletedProcess:
+def _nobody_home(base: Path) -> Path:
+    """A home for the user nobody, with a copy of this process's compiled kernels (the
+    cache folder is this user's): the run then loads them rather than compiling (20 s)."""
+    import numba
+
+    from reporter import kernels  # noqa: F401 - sets the cache folder
+
+    home = base / "home"
+    home.mkdir()
+    if Path(numba.config.CACHE_DIR).is_dir():
+        shutil.copytree(numba.config.CACHE_DIR, home / "nc")
+    for folder in [home, *(p for p in home.rglob("*") if p.is_dir())]:
+        folder.chmod(0o777)
+    for file in (p for p in home.rglob("*") if p.is_file()):
+        file.chmod(0o666)
+    return home
+
+
+def _as_nobody(*argv: str, home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python -m reporter ARGV`` as the user nobody: through util-linux's setpriv where
     there is one (an interpreter behind a folder of root's, as pyenv's under /root, runs
     through it and not through ``subprocess``'s own ``user``), else through the latter."""
@@ -869,7 +887,7 @@ def _as_nobody(*argv: str, home: Path) -> subprocess.CompletedProcess:
         command = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
         as_nobody = {}
     return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=120, cwd=home, **as_nobody
+        command, env=env, capture_output=True, text=True, timeout=120, cwd=cwd or home, **as_nobody
     )
 
 
@@ -886,9 +904,7 @@ def test_a_history_that_another_user_made_says_whose_it_is():
     base = Path(tempfile.mkdtemp(prefix="reporter-user-", dir="/tmp"))  # not under 0700
     try:
         base.chmod(0o755)
-        home = base / "home"
-        home.mkdir(mode=0o777)
-        home.chmod(0o777)
+        home = _nobody_home(base)
         try:
             runs = _as_nobody("--version", home=home).returncode == 0
         except OSError:
@@ -926,6 +942,51 @@ def test_a_history_that_another_user_made_says_whose_it_is():
         )
         assert all("is root's, and this run runs as nobody" in line for line in said.values())
         assert not (home / "database" / "results.csv").exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_old_run_folders_that_cannot_be_removed_are_said_to_stay(monkeypatch):
+    """--keep N as a service user, with older run folders of root's: the log said
+    "removed old run folder ..." for each while every one stayed (rmtree's errors were
+    ignored). Now a WARNING says it stays, why and whose it is; the run's status is
+    its verdict's."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="reporter-user-", dir="/tmp"))
+    try:
+        base.chmod(0o777)
+        home = _nobody_home(base)
+        try:
+            runs = _as_nobody("--version", home=home).returncode == 0
+        except OSError:
+            runs = False
+        if not runs:
+            pytest.skip("this interpreter cannot be run as another user")
+        images = base / "s"
+        shutil.copytree(SAMPLES, images)
+        reports = base / "reports"
+        argv = ["run", str(images), "--series", "qc", "-j", "1", "--no-progress"]
+        monkeypatch.chdir(base)  # the run folders go under ./reports/qc
+        for _ in range(2):
+            assert main([*argv, "-q"]) == 1  # as root: folders of root's, 0755
+            time.sleep(1.1)  # run folders are named by the second
+        old = sorted(p for p in (reports / "qc").iterdir() if not p.is_symlink())
+        for folder in (reports, reports / "qc", reports / "locks"):
+            folder.chmod(0o777)
+        for file in [reports / "history.sqlite", *(reports / "locks").iterdir()]:
+            file.chmod(0o666)
+        done = _as_nobody(*argv, "--keep", "1", home=home, cwd=base)
+        assert done.returncode == 1, done.stderr
+        assert "removed old run folder" not in done.stderr
+        for folder in old:
+            assert folder.is_dir()
+            shown = folder.relative_to(base)
+            assert (
+                f"WARNING could not remove old run folder {shown} (Permission denied; "
+                f"{shown} is root's, and this run runs as nobody): it stays"
+            ) in done.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
