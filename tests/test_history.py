@@ -891,70 +891,16 @@ def _as_nobody(*argv: str, home: Path, cwd: Path | None = None) -> subprocess.Co
     )
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
-def test_a_history_that_another_user_made_says_whose_it_is():
-    """The first run of a series made by hand as root, the cron job as a service user: its
-    runs failed on the lock (``hroot/locks/qc.lock: Permission denied``), then, the lock
-    made writable, on the database (``attempt to write a readonly database``), and one in
-    a folder it cannot search said ``is Permission denied``. Each is one line that says
-    whose the file is, who the run is, and what must be writable. (Root may write any
-    file, so the run as another user is a real one: ``subprocess``'s ``user``.)"""
+@pytest.fixture
+def nobody():
+    """(a folder under /tmp that the user nobody may use, with the sample images in s/;
+    nobody's home in it): for a run as another user, which needs root (root may write any
+    file, so only a real other user meets a permission)."""
     import tempfile
 
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("needs root, to run a command as another user")
     base = Path(tempfile.mkdtemp(prefix="reporter-user-", dir="/tmp"))  # not under 0700
-    try:
-        base.chmod(0o755)
-        home = _nobody_home(base)
-        try:
-            runs = _as_nobody("--version", home=home).returncode == 0
-        except OSError:
-            runs = False
-        if not runs:
-            pytest.skip("this interpreter cannot be run as another user")
-        images = base / "s"
-        shutil.copytree(SAMPLES, images)
-        history = base / "h" / "h.sqlite"
-        argv = ["run", str(images), "--series", "qc", "-q", "-j", "1", "--history"]
-        assert main([*argv, str(history), "--out", str(base / "o0")]) == 1  # as root
-        said = {}
-        for case in ("lock", "database", "folder"):
-            if case == "database":  # the lock made writable, the database still root's
-                (history.parent / "locks").chmod(0o777)
-                for lock in (history.parent / "locks").iterdir():
-                    lock.chmod(0o666)
-            where = str(history) if case != "folder" else "/root/qc/h.sqlite"
-            done = _as_nobody(*argv, where, "--out", str(home / case), home=home)
-            assert done.returncode == 2 and "Traceback" not in done.stderr
-            [said[case]] = done.stderr.splitlines()
-        end = "must be writable by the user the runs run as"
-        assert said["lock"].startswith(
-            f"reporter: error: cannot take the series' lock {history.parent}/locks/"
-        )
-        assert "(Permission denied; " in said["lock"] and said["lock"].endswith(end)
-        assert said["database"] == (
-            f"reporter: error: history {history} cannot be written (SQLite: attempt to write "
-            f"a readonly database; {history} is root's, and this run runs as nobody): the "
-            f"history, its folder and locks/ {end}"
-        )
-        assert said["folder"].startswith(
-            "reporter: error: history /root/qc/h.sqlite cannot be reached (Permission denied; "
-            "/root is root's, and this run runs as nobody)"
-        )
-        assert all("is root's, and this run runs as nobody" in line for line in said.values())
-        assert not (home / "database" / "results.csv").exists()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
-def test_old_run_folders_that_cannot_be_removed_are_said_to_stay(monkeypatch):
-    """--keep N as a service user, with older run folders of root's: the log said
-    "removed old run folder ..." for each while every one stayed (rmtree's errors were
-    ignored). Now a WARNING says it stays, why and whose it is; the run's status is
-    its verdict's."""
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="reporter-user-", dir="/tmp"))
     try:
         base.chmod(0o777)
         home = _nobody_home(base)
@@ -964,31 +910,80 @@ def test_old_run_folders_that_cannot_be_removed_are_said_to_stay(monkeypatch):
             runs = False
         if not runs:
             pytest.skip("this interpreter cannot be run as another user")
-        images = base / "s"
-        shutil.copytree(SAMPLES, images)
-        reports = base / "reports"
-        argv = ["run", str(images), "--series", "qc", "-j", "1", "--no-progress"]
-        monkeypatch.chdir(base)  # the run folders go under ./reports/qc
-        for _ in range(2):
-            assert main([*argv, "-q"]) == 1  # as root: folders of root's, 0755
-            time.sleep(1.1)  # run folders are named by the second
-        old = sorted(p for p in (reports / "qc").iterdir() if not p.is_symlink())
-        for folder in (reports, reports / "qc", reports / "locks"):
-            folder.chmod(0o777)
-        for file in [reports / "history.sqlite", *(reports / "locks").iterdir()]:
-            file.chmod(0o666)
-        done = _as_nobody(*argv, "--keep", "1", home=home, cwd=base)
-        assert done.returncode == 1, done.stderr
-        assert "removed old run folder" not in done.stderr
-        for folder in old:
-            assert folder.is_dir()
-            shown = folder.relative_to(base)
-            assert (
-                f"WARNING could not remove old run folder {shown} (Permission denied; "
-                f"{shown} is root's, and this run runs as nobody): it stays"
-            ) in done.stderr
+        shutil.copytree(SAMPLES, base / "s")
+        yield base, home
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_history_that_another_user_made_says_whose_it_is(nobody):
+    """The first run of a series made by hand as root, the cron job as a service user: its
+    runs failed on the lock (``hroot/locks/qc.lock: Permission denied``), then, the lock
+    made writable, on the database (``attempt to write a readonly database``), and one in
+    a folder it cannot search said ``is Permission denied``. Each is one line that says
+    whose the file is, who the run is, and what must be writable. (Root may write any
+    file, so the run as another user is a real one.)"""
+    base, home = nobody
+    images = base / "s"
+    history = base / "h" / "h.sqlite"
+    argv = ["run", str(images), "--series", "qc", "-q", "-j", "1", "--history"]
+    assert main([*argv, str(history), "--out", str(base / "o0")]) == 1  # as root
+    said = {}
+    for case in ("lock", "database", "folder"):
+        if case == "database":  # the lock made writable, the database still root's
+            (history.parent / "locks").chmod(0o777)
+            for lock in (history.parent / "locks").iterdir():
+                lock.chmod(0o666)
+        where = str(history) if case != "folder" else "/root/qc/h.sqlite"
+        done = _as_nobody(*argv, where, "--out", str(home / case), home=home)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        [said[case]] = done.stderr.splitlines()
+    end = "must be writable by the user the runs run as"
+    assert said["lock"].startswith(
+        f"reporter: error: cannot take the series' lock {history.parent}/locks/"
+    )
+    assert "(Permission denied; " in said["lock"] and said["lock"].endswith(end)
+    assert said["database"] == (
+        f"reporter: error: history {history} cannot be written (SQLite: attempt to write "
+        f"a readonly database; {history} is root's, and this run runs as nobody): the "
+        f"history, its folder and locks/ {end}"
+    )
+    assert said["folder"].startswith(
+        "reporter: error: history /root/qc/h.sqlite cannot be reached (Permission denied; "
+        "/root is root's, and this run runs as nobody)"
+    )
+    assert all("is root's, and this run runs as nobody" in line for line in said.values())
+    assert not (home / "database" / "results.csv").exists()
+
+
+def test_old_run_folders_that_cannot_be_removed_are_said_to_stay(nobody, monkeypatch):
+    """--keep N as a service user, with older run folders of root's: the log said
+    "removed old run folder ..." for each while every one stayed (rmtree's errors were
+    ignored). Now a WARNING says it stays, why and whose it is; the run's status is
+    its verdict's."""
+    base, home = nobody
+    images = base / "s"
+    reports = base / "reports"
+    argv = ["run", str(images), "--series", "qc", "-j", "1", "--no-progress"]
+    monkeypatch.chdir(base)  # the run folders go under ./reports/qc
+    for _ in range(2):
+        assert main([*argv, "-q"]) == 1  # as root: folders of root's, 0755
+        time.sleep(1.1)  # run folders are named by the second
+    old = sorted(p for p in (reports / "qc").iterdir() if not p.is_symlink())
+    for folder in (reports, reports / "qc", reports / "locks"):
+        folder.chmod(0o777)
+    for file in [reports / "history.sqlite", *(reports / "locks").iterdir()]:
+        file.chmod(0o666)
+    done = _as_nobody(*argv, "--keep", "1", home=home, cwd=base)
+    assert done.returncode == 1, done.stderr
+    assert "removed old run folder" not in done.stderr
+    for folder in old:
+        assert folder.is_dir()
+        shown = folder.relative_to(base)
+        assert (
+            f"WARNING could not remove old run folder {shown} (Permission denied; "
+            f"{shown} is root's, and this run runs as nobody): it stays"
+        ) in done.stderr
 
 
 def test_a_damaged_history_is_one_line_and_status_2(tmp_path, capsys):
