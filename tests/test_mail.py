@@ -137,6 +137,8 @@ def test_reports_too_large_to_mail_stay_on_disk_and_are_named(tmp_path):
             for name in ("report.html", "report.xlsx"):
                 line = f"Not attached (too large for e-mail): {name}, in {out}"
                 assert line in text and line in html
+            # each on a line of its own, the legend after them (it ran on after the last)
+            assert re.search(r"report\.xlsx, in [^<]*<br>\s*Diff maps:", html)
             assert (out / "report.xlsx").is_file()  # on disk all the same
     assert html_size and html_size > 0.01e6
 
