@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import json
 import re
+import smtplib
 import socket
 import ssl
 from email import policy
@@ -372,7 +373,7 @@ def tls_server(mode: str, certificate: str = "tls-localhost.pem", **options) -> 
     context.load_cert_chain(FIXTURES / certificate)
     tls = {"ssl_context": context} if mode == "ssl" else {"tls_context": context}
     if mode == "starttls":
-        tls["require_starttls"] = True
+        tls["require_starttls"] = options.pop("require_starttls", True)
     inbox = TlsInbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **tls, **options)
     controller.start()
@@ -410,6 +411,27 @@ def test_tls_with_a_labs_own_certificate_and_what_to_change_when_it_fails(
         code, err = send(controller, "--smtp-starttls", authority="tls-localhost.pem")
         assert code == 1 and len(inbox.messages) == 1 and inbox.tls
         assert "unencrypted" not in err  # over TLS, and to this machine
+    finally:
+        controller.stop()
+    # A server that offers STARTTLS without asking for it, and login only over TLS: told
+    # so. A wrong password there is not taken for a want of TLS (aiosmtpd holds a failed
+    # login past any timeout, so its 535 is put to the hint with the server's EHLO read).
+    from reporter.config import Smtp
+    from reporter.render import mail
+
+    options = {"authenticator": accept_qc, "require_starttls": False}
+    inbox, controller = tls_server("starttls", auth_require_tls=True, **options)
+    try:
+        code, err = send(controller)
+        assert code == 3 and not inbox.messages
+        assert "(the server asks for TLS first: set [email] starttls" in err
+        with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            wrong = smtplib.SMTPAuthenticationError(535, b"5.7.8 Authentication failed")
+            assert mail._hint(wrong, Smtp(host="127.0.0.1"), {"client": client}) == ""
+            missing = smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+            assert "asks for TLS first" in mail._hint(missing, Smtp(), {"client": client})
     finally:
         controller.stop()
     monkeypatch.delenv("REPORTER_SMTP_USER")

@@ -293,8 +293,8 @@ def _deliver(
             limit = _size_limit(client.esmtp_features.get("size", ""))
             too_large = ""
             for msg in messages:
-                size = wire_size(msg)
-                if limit and size > limit:
+                size = wire_size(msg) if limit else None  # a whole flattening: only if needed
+                if size is not None and size > limit:
                     too_large = f"it takes messages up to {_mb(limit)}, and this one is {_mb(size)}"
                     continue
                 try:
@@ -305,6 +305,7 @@ def _deliver(
                     said = exc.smtp_error
                     if isinstance(said, bytes):
                         said = said.decode("utf-8", "replace")
+                    size = size if size is not None else wire_size(msg)
                     too_large = f"it refused this one, of {_mb(size)}, for its size ({said})"
                     continue  # smtplib has reset the transaction
                 return Sent(msg, too_large, _refusals(refused))
@@ -329,8 +330,10 @@ def _hint(exc: BaseException, smtp: Smtp, held: dict) -> str:
     said = str(exc).lower()
     client = held.get("client")
     offers_tls = client is not None and client.has_extn("starttls")
+    # No AUTH offered before STARTTLS (smtplib's SMTPNotSupportedError), not a wrong password.
+    no_auth_yet = offers_tls and isinstance(exc, smtplib.SMTPNotSupportedError)
     if not (smtp.starttls or smtp.ssl) and (
-        "starttls" in said or "encryption required" in said or offers_tls and "auth" in said
+        "starttls" in said or "encryption required" in said or no_auth_yet
     ):
         return " (the server asks for TLS first: set [email] starttls, or --smtp-starttls)"
     return ""

@@ -217,10 +217,10 @@ def said_of(path: Path, exc: sqlite3.Error) -> str:
 
 
 def whose(path: Path) -> str:
-    """ " (h.sqlite is root's; this run runs as qc)" when ``path`` (or, if it is missing, the
-    nearest folder above it) belongs to another user than this run's; else "". The usual
-    cause of a history that a cron job cannot write: its first run made by hand as
-    another user."""
+    """ "; h.sqlite is root's, and this run runs as qc", to end a parenthesis, when ``path``
+    (or, if it is missing, the nearest folder above it) belongs to another user than this
+    run's; else "". The usual cause of a history that a cron job cannot write: its first
+    run made by hand as another user."""
     try:
         import pwd
     except ImportError:  # pragma: no cover - Windows
