@@ -457,17 +457,61 @@ def test_a_password_sent_unencrypted_to_another_machine_is_a_warning(
     made to say "another" to show the warning, and is tried on its own."""
     from reporter.render import mail
 
-    assert all(map(mail._loopback, ["127.0.0.1", "::1", "localhost", "127.0.1.1"]))
-    assert not any(map(mail._loopback, ["mail.example.org", "10.0.0.5", "2001:db8::1"]))
+    same = [("127.0.0.1", "127.0.0.1"), ("127.0.1.1", "127.0.0.1"), ("::1", "::1")]
+    same += [("::ffff:127.0.0.1", "::ffff:127.0.0.1"), ("192.0.2.7", "192.0.2.7")]
+    assert all(mail._same_machine(peer, own) for peer, own in same)
+    other = [("10.0.0.5", "10.0.0.9"), ("2001:db8::1", "2001:db8::2"), ("mail", "10.0.0.9")]
+    assert not any(mail._same_machine(peer, own) for peer, own in other)
     inbox, port = smtp_server
     monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
     monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
-    monkeypatch.setattr(mail, "_loopback", lambda host: False)
+    monkeypatch.setattr(mail, "_this_machine", lambda sock: False)
     argv = ["run", str(SAMPLES), "--out", str(tmp_path / "o"), "--smtp-host", "127.0.0.1"]
     code = main([*argv, "--smtp-port", str(port), "--email-to", "lab@example.org", "-q"])
     assert code == 1 and len(inbox.messages) == 1
     said = f"WARNING the SMTP password goes to 127.0.0.1:{port} unencrypted: set [email]"
     assert said in capsys.readouterr().err
+
+
+def _own_names() -> list[str]:
+    """This machine's own name, and its own address on the way out where it has a route
+    (a UDP socket's connect sends nothing)."""
+    names = [socket.gethostname()]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            names.append(probe.getsockname()[0])
+        except OSError:  # no route out: the name alone
+            pass
+    return names
+
+
+def test_a_password_to_this_machine_by_its_own_name_or_address_is_no_warning(
+    monkeypatch, capsys, tmp_path
+):
+    """A relay on this machine reached by its host name (Debian's resolves to 127.0.1.1)
+    or by its own network address: the password never leaves the machine. The address
+    connected to tells, not the name given."""
+    monkeypatch.setenv("REPORTER_SMTP_USER", "qc")
+    monkeypatch.setenv("REPORTER_SMTP_PASSWORD", "s3cret")
+    for n, host in enumerate(dict.fromkeys(_own_names())):
+        address = socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
+        inbox = Inbox()
+        controller = Controller(
+            inbox,
+            hostname=address,
+            port=free_port(),
+            authenticator=accept_qc,
+            auth_require_tls=False,
+        )
+        controller.start()
+        try:
+            argv = ["run", str(SAMPLES), "--out", str(tmp_path / f"o{n}"), "--smtp-host", host]
+            argv += ["--smtp-port", str(controller.port), "--email-to", "lab@example.org", "-q"]
+            assert main(argv) == 1 and len(inbox.messages) == 1, host
+        finally:
+            controller.stop()
+        assert "unencrypted" not in capsys.readouterr().err, host
 
 
 def test_an_eml_that_cannot_be_written_stops_the_run_before_anything_is_sent(

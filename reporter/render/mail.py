@@ -283,7 +283,7 @@ def _deliver(
             if smtp.starttls:
                 client.starttls(context=ssl.create_default_context())
             if smtp.user:
-                if not (smtp.starttls or smtp.ssl or _loopback(smtp.host)):
+                if not (smtp.starttls or smtp.ssl or _this_machine(client.sock)):
                     log.warning(
                         "the SMTP password goes to %s unencrypted: set [email] starttls or ssl",
                         where,
@@ -339,12 +339,24 @@ def _hint(exc: BaseException, smtp: Smtp, held: dict) -> str:
     return ""
 
 
-def _loopback(host: str) -> bool:
-    """Whether ``host`` is this machine, where a password cannot be overheard."""
+def _this_machine(sock) -> bool:
+    """Whether the server at the other end of ``sock`` is this machine, where a password
+    cannot be overheard: told by the address connected to, not by the name given, which
+    may be the machine's own name (Debian's resolves to 127.0.1.1) or its own address."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return _same_machine(sock.getpeername()[0], sock.getsockname()[0])
+    except (AttributeError, IndexError, OSError, TypeError):  # not an IP socket, or closed
+        return False
+
+
+def _same_machine(peer: str, own: str) -> bool:
+    """Whether a connection from address ``own`` to ``peer`` stays on this machine."""
+    try:
+        address = ipaddress.ip_address(peer)
     except ValueError:
-        return host == "localhost"
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1
+    return address.is_loopback or peer == own
 
 
 def _refusals(refused: dict) -> dict[str, str]:
