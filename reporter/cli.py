@@ -55,6 +55,15 @@ class _Parser(argparse.ArgumentParser):
 
         self.exit(2, f"{PREFIX}{printable(message)} (see '{self.prog} --help')\n")
 
+    def _print_message(self, message: str, file=None) -> None:
+        # argparse's own ignores a failed write: --help and --version to a full disk
+        # were status 0 with their text lost. Standard output's failure goes on up
+        # (main's console.printed); a usage error's, on standard error, is still ignored.
+        if message and file is sys.stdout and file is not None:
+            file.write(message)
+        else:
+            super()._print_message(message, file)
+
 
 def _path_error(exc: OSError) -> int:
     """A file system's refusal of a path that no check before it caught (a name longer
@@ -733,10 +742,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PREFIX}choose a command: {', '.join(COMMANDS)}", file=sys.stderr)
                 return ExitStatus.NOT_DONE
             try:
-                _no_bare_separator_values(parser, given)
-                args = _intermixed(parser, *parser.parse_known_args(argv))
-            except SystemExit as exc:  # --help, --version and usage errors
-                return int(exc.code or 0)
+                with console.printed():  # --help's and --version's text is the product
+                    try:
+                        _no_bare_separator_values(parser, given)
+                        args = _intermixed(parser, *parser.parse_known_args(argv))
+                    except SystemExit as exc:  # --help, --version and usage errors
+                        return int(exc.code or 0)  # once that text is flushed
+            except ReporterError as exc:  # the text could not be written (a full disk)
+                return _fail(exc)
             _setup_logging(args)
             return _command(args)
     except Stopped as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import multiprocessing
 import os
@@ -478,9 +479,10 @@ def test_standard_output_on_a_full_disk_costs_the_summary_not_the_status(run_dir
     summary fails with ENOSPC. It was a traceback and exit status 1 (flagged) for a run
     that passed; the summary of a collection command, the same. Now the status is the
     run's, and one WARNING says the summary was lost. A command whose printing is its
-    product (``history``, ``baseline show``) is not done: one line, status 2."""
+    product (``history``, ``baseline show``, ``--help``, ``--version``) is not done: one
+    line, status 2. argparse's own printing ignored the failure: status 0, no text."""
 
-    def command(*argv):
+    def command(*argv, unbuffered="1"):
         with open("/dev/full", "w") as full:
             return subprocess.run(
                 [sys.executable, "-m", "reporter", *argv],
@@ -489,6 +491,7 @@ def test_standard_output_on_a_full_disk_costs_the_summary_not_the_status(run_dir
                 text=True,
                 timeout=120,
                 cwd=tmp_path,
+                env={**os.environ, "PYTHONUNBUFFERED": unbuffered},  # "": buffered, as cron's
             )
 
     for argv in (["run", str(run_dir), "--series", "S"], ["duplicates", str(run_dir)]):
@@ -499,9 +502,11 @@ def test_standard_output_on_a_full_disk_costs_the_summary_not_the_status(run_dir
             "WARNING the summary could not be written to standard output (No space left on device)"
         )
         assert (tmp_path / argv[0] / "report.html").is_file()
-    for argv in (["history", "S"], ["history", "S", "--csv"], ["baseline", "show", "S"]):
-        done = command(*argv)
-        assert done.returncode == 2 and "Traceback" not in done.stderr
+    products = [["history", "S"], ["history", "S", "--csv"], ["baseline", "show", "S"]]
+    products += [["--help"], ["run", "--help"], ["--version"]]
+    for argv, unbuffered in itertools.product(products, ["1", ""]):
+        done = command(*argv, unbuffered=unbuffered)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, argv
         assert done.stderr == (
             "reporter: error: standard output could not be written (No space left on device)\n"
         )
