@@ -419,6 +419,7 @@ def _collection_options(parser, name: str) -> None:
     """What every collection command takes, after its own arguments."""
     parser.add_argument("--out", type=Path, metavar="DIR", help=f"default reports/{name}-<time>")
     parser.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    _setting_option(parser, ("exclude",), "exclude")
     parser.add_argument(
         "--formats", type=_formats, default=("csv", "html", "xlsx"), metavar="LIST",
         help="from csv,html,xlsx (default all)",
@@ -517,13 +518,14 @@ def _setting_option(parser, path: tuple[str, ...], dest: str) -> None:
     if row.spec.kind == "bool":
         parser.add_argument(*row.spec.flags, dest=dest, action="store_true", help=row.spec.help)
         return
+    repeated = {"action": "append", "default": []} if row.spec.kind == "strings" else {}
     parser.add_argument(
         *row.spec.flags,
         dest=dest,
         type=_reader(row),
         metavar=row.spec.metavar,
         help=row.spec.help,
-        default=row.default,
+        **({"default": row.default} | repeated),
     )
 
 

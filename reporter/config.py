@@ -110,6 +110,16 @@ class Spec:
         return f"{self.must}, not {value!r}"
 
 
+def _good_pattern(pattern: Any) -> bool:
+    """An --exclude pattern: text that PurePath.match takes, relative, one line."""
+    return (
+        isinstance(pattern, str)
+        and bool(pattern.strip("/").strip())
+        and not pattern.startswith("/")
+        and not any(c in pattern for c in "\0\r\n")
+    )
+
+
 def _good_range(value: Any) -> bool:
     """Two finite numbers, low below high, with a finite span."""
     try:
@@ -843,6 +853,17 @@ class Config:
         kind="bool",
         help="descend into sub-folders of folder inputs",
         flags=("--recursive", "-r"),
+    )
+    exclude: tuple[str, ...] = setting(
+        (),
+        toml="input.exclude",
+        kind="strings",
+        help="leave out the files and folders whose path matches PATTERN, from the right "
+        "(*_thumb.png, previews/*.png; a trailing / for folders only); repeatable",
+        flags=("--exclude",),
+        metavar="PATTERN",
+        valid=lambda v: all(map(_good_pattern, (v,) if isinstance(v, str) else v)),
+        must="must be a relative path pattern such as *_thumb.png or previews/",
     )
     strict_size: bool = setting(
         False,

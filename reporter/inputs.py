@@ -3,7 +3,8 @@
 Where it sits: the first step of ``pipeline.run``. Folders are listed (with
 ``--recursive``, walked without following links to folders); a folder that
 cannot be read is reported, never skipped in silence; files that are not
-images are listed as skipped with a reason; reporter's own folders met on the
+images are listed as skipped with a reason, and so are those an ``--exclude``
+pattern matches (a folder it matches is not entered); reporter's own folders met on the
 walk (the reports, the history's baseline copies and locks, the duplicates
 moved aside) are left out with a log line. :func:`choose_baseline` picks the
 baseline among them (``--baseline``, ``first``, or the file named baseline).
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 from .compare import Input
 from .config import Config
@@ -22,7 +24,15 @@ from .errors import ReporterError
 from .names import IMAGE_EXTENSIONS, is_image, not_a_file, shown
 from .record import SkippedFile
 
-__all__ = ["baseline_aliases", "baseline_named", "choose_baseline", "discover", "own_folders"]
+__all__ = [
+    "baseline_aliases",
+    "baseline_named",
+    "choose_baseline",
+    "discover",
+    "excluded_by",
+    "left_out",
+    "own_folders",
+]
 
 log = logging.getLogger("reporter")
 
@@ -41,15 +51,45 @@ def own_folders(*folders: tuple[Path, str]) -> dict[tuple[int, int], str]:
     return own
 
 
+def excluded_by(rel: PurePosixPath, patterns: Sequence[str], folder: bool = False) -> str | None:
+    """The reason an ``--exclude`` pattern leaves out ``rel`` (a path below a folder
+    input, or a named file's name), or None.
+
+    Each pattern is matched as pathlib's ``PurePath.match`` does, from the right and case
+    by case: ``*_thumb.png`` matches a name at any depth, ``previews/*.png`` a file
+    directly in any folder named previews, ``*`` never crosses a ``/``. A pattern that
+    ends in ``/`` matches folders only. A folder matched is not entered."""
+    for pattern in patterns:
+        body = pattern.rstrip("/")
+        if (body != pattern and not folder) or not body:
+            continue
+        if rel.match(body):
+            return f"{EXCLUDED} {pattern}"
+    return None
+
+
+EXCLUDED = "matches --exclude"
+
+
+def left_out(skipped: Sequence[SkippedFile]) -> str:
+    """ " (3 file(s) or folder(s) left out by --exclude)", for a line that says nothing
+    was found; "" when no pattern left anything out."""
+    n = sum(s.reason.startswith(EXCLUDED) for s in skipped)
+    return f" ({n:,} file(s) or folder(s) left out by --exclude)" if n else ""
+
+
 def _listing(
     folder: Path,
     recursive: bool,
     unreadable: list[SkippedFile],
     own: dict[tuple[int, int], str] | None = None,
+    exclude: Sequence[str] = (),
+    skipped: list[SkippedFile] | None = None,
 ) -> list[Path]:
     """Every entry below ``folder`` (one level, or all with ``recursive``), sorted by its
     path relative to the folder; folders that cannot be read go to ``unreadable``, and
-    the walk does not enter ``own`` folders (:func:`own_folders`).
+    the walk does not enter ``own`` folders (:func:`own_folders`) nor the folders an
+    ``exclude`` pattern matches, which go to ``skipped``.
 
     os.walk with an onerror hook, not Path.glob: glob passes over an unreadable
     sub-folder without a word, and a run would then report PASS on images it never saw.
@@ -61,11 +101,23 @@ def _listing(
         unreadable.append(SkippedFile(str(where), exc.strerror or str(exc)))
         log.error("cannot read the folder %s: %s", where, exc.strerror or exc)
 
+    def entered(root: str, name: str) -> bool:
+        if name.startswith(".") or _own(root, name, own):
+            return False
+        if not exclude:
+            return True
+        path = Path(root) / name
+        why = excluded_by(PurePosixPath(path.relative_to(folder).as_posix()), exclude, True)
+        if why and skipped is not None:
+            skipped.append(SkippedFile(str(path), why))
+            log.debug("skipped %s: %s", path, why)
+        return not why
+
     paths: list[Path] = []
     if recursive:
         for root, dirs, files in os.walk(folder, onerror=failed):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and not _own(root, d, own)]
-            paths += [Path(root) / name for name in (*dirs, *files)]
+            dirs[:] = [d for d in dirs if entered(root, d)]
+            paths += [Path(root) / name for name in files]
     else:
         try:
             with os.scandir(folder) as entries:
@@ -94,12 +146,18 @@ def _own(root: str, name: str, own: dict[tuple[int, int], str] | None) -> bool:
 
 
 def discover(
-    inputs: tuple[Path, ...], *, recursive: bool, own: dict[tuple[int, int], str] | None = None
+    inputs: tuple[Path, ...],
+    *,
+    recursive: bool,
+    own: dict[tuple[int, int], str] | None = None,
+    exclude: Sequence[str] = (),
 ) -> tuple[list[Input], list[SkippedFile], list[SkippedFile]]:
     """Image files from files and folders, sorted within each folder, each once; the
     files skipped; and the folders that could not be read. With ``recursive``, the
     ``own`` folders (:func:`own_folders`) found below a given folder are not entered;
-    a folder given as an input is listed whatever it is."""
+    a folder given as an input is listed whatever it is. Files and folders that an
+    ``exclude`` pattern matches (:func:`excluded_by`) are skipped, a named file by its
+    name."""
     found: list[Input] = []
     skipped: list[SkippedFile] = []
     unreadable: list[SkippedFile] = []
@@ -123,15 +181,25 @@ def discover(
         if ".." in given.parts:  # /x/w1/../days: shown as the folder it is (links followed)
             given = given.resolve()
         if given.is_file():
+            why = exclude and excluded_by(PurePosixPath(given.name), exclude)
+            if why:  # a shell's glob named it: the pattern still says no
+                skipped.append(SkippedFile(str(given), why))
+                log.debug("skipped %s: %s", given, why)
+                continue
             add(given, given.name)  # named explicitly: compared even with an odd extension
         elif given.exists() and not given.is_dir():  # reading a pipe would wait for ever
             raise ReporterError(f"{given} is {not_a_file(given)}: give image files or folders")
         elif given.is_dir():
-            for path in _listing(given, recursive, unreadable, own):
+            for path in _listing(given, recursive, unreadable, own, exclude, skipped):
                 rel = path.relative_to(given)
                 if any(part.startswith(".") for part in rel.parts):
                     continue  # hidden files and folders (.DS_Store, ._x.png, .git)
                 if path.is_dir():
+                    continue
+                why = exclude and excluded_by(PurePosixPath(rel.as_posix()), exclude)
+                if why:
+                    skipped.append(SkippedFile(str(path), why))
+                    log.debug("skipped %s: %s", path, why)
                     continue
                 if not path.is_file():  # a FIFO or socket: reading it could block forever
                     broken = path.is_symlink() and not path.exists()
@@ -147,6 +215,7 @@ def discover(
         else:
             raise ReporterError(f"no such file or folder: {given}")
     _say_not_images([Path(f.path) for f in skipped if f.reason == NOT_AN_IMAGE])
+    _say_excluded([f.path for f in skipped if f.reason.startswith(EXCLUDED)])
     return found, skipped, unreadable
 
 
@@ -198,6 +267,17 @@ def _say_not_images(paths: list[Path]) -> None:
         "skipped %s file(s) not named as images (%s): %s%s; images are %s",
         f"{len(paths):,}", counted, named, more, " ".join(sorted(IMAGE_EXTENSIONS)),
     )  # fmt: skip
+
+
+def _say_excluded(paths: list[str]) -> None:
+    """One log line for what --exclude left out, naming the first few (each is in the
+    debug log and in the reports' list of files not compared)."""
+    if paths:
+        more = f" and {len(paths) - NAMED:,} more" if len(paths) > NAMED else ""
+        named = ", ".join(shown(p) for p in paths[:NAMED])
+        log.info(
+            "left out %s file(s) or folder(s) by --exclude: %s%s", f"{len(paths):,}", named, more
+        )
 
 
 def choose_baseline(config: Config, found: list[Input]) -> tuple[Path, list[Input]]:

@@ -39,7 +39,7 @@ from .align import UNMEASURED
 from .compare import ImageResult, Job, Looks, Stopped, compare_all, quiet_opencv, watched
 from .config import WORKERS_PAY_MPX, Config, auto_metrics, check, floors_for_range
 from .errors import ReporterError
-from .inputs import baseline_aliases, choose_baseline, discover, own_folders
+from .inputs import baseline_aliases, choose_baseline, discover, left_out, own_folders
 from .metrics import Reference
 from .names import shown, stored
 from .record import BaselineFacts, RunRecord, SignalFacts, SkippedFile, Tool
@@ -123,22 +123,26 @@ def _run(config: Config, session: Session | None, cluster=None, early: bool = Fa
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     found, skipped, unreadable = discover(
-        config.inputs, recursive=config.recursive, own=_own_folders(config)
+        config.inputs, recursive=config.recursive, own=_own_folders(config), exclude=config.exclude
     )
     try:
         if session is not None:
             baseline_path, items = session.baseline(config, found)
         else:
             baseline_path, items = choose_baseline(config, found)
-    except ReporterError:
+    except ReporterError as exc:
         if unreadable and not found:  # say why there was nothing, not "no baseline"
             first = unreadable[0]
             raise ReporterError(f"cannot read the folder {first.path}: {first.reason}") from None
-        raise
+        if not found and left_out(skipped):  # the patterns, not the folder, left nothing
+            where = ", ".join(shown(str(p)) for p in config.inputs)
+            raise ReporterError(f"no images in {where}{left_out(skipped)}") from None
+        raise exc
     skipped += baseline_aliases(baseline_path, found, items)
     if not items and not unreadable:
         raise ReporterError(
             f"no images to compare besides the baseline in {', '.join(map(str, config.inputs))}"
+            + left_out(skipped)
         )
     local = cluster is None
     baseline, reference, workers = _prepare(config, baseline_path, len(items), local, early)

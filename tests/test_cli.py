@@ -1003,6 +1003,71 @@ def test_a_recursive_run_leaves_out_reporters_own_folders(capsys, run_dir, monke
     assert code == 0 and len(json.loads((run_dir / "o3" / "results.json").read_text())["rows"]) == 1
 
 
+def test_exclude_patterns_are_matched_from_the_right_and_case_by_case():
+    from pathlib import PurePosixPath as P
+
+    from reporter.inputs import excluded_by
+
+    def out(path: str, *patterns: str, folder: bool = False) -> bool:
+        return excluded_by(P(path), patterns, folder) is not None
+
+    assert out("a_thumb.png", "*_thumb.png") and out("d/e/a_thumb.png", "*_thumb.png")
+    assert out("d/previews/x.png", "previews/*.png") and out("previews/x.png", "previews/*.png")
+    assert not out("previews/sub/x.png", "previews/*.png")  # * never crosses a /
+    assert not out("A_THUMB.png", "*_thumb.png")  # case by case, as the file system
+    assert out("d/previews", "previews/", folder=True)
+    assert not out("d/previews", "previews/")  # a trailing / matches folders only
+    assert out("d/previews", "previews", folder=True) and out("previews", "previews")
+    assert not out("x.png", "y.png", "*.tif")
+    assert excluded_by(P("x.png"), ("*.jpg", "x.*")) == "matches --exclude x.*"
+
+
+def test_exclude_leaves_out_files_and_folders_it_matches(capsys, run_dir, tmp_path):
+    """A lab's export folder holds previews and thumbnails beside the plots: each
+    pattern leaves them out, listed as skipped with the pattern; a folder it matches
+    is not entered at all (its FIFO, if read, would hang the walk's reader)."""
+    previews = run_dir / "day2" / "previews"
+    previews.mkdir(parents=True)
+    write(previews / "p.png", smooth_image(99))  # would FAIL, if compared
+    os.mkfifo(previews / "pipe.png")  # a skipped "not a regular file" WARNING, if entered
+    write(run_dir / "day2" / "a_thumb.png", smooth_image(98))
+    write(run_dir / "day2" / "kept.png", smooth_image(0))
+    argv = ["run", run_dir, "-r", "--out", tmp_path / "o", "--exclude", "previews/"]
+    code, out, err = call(capsys, *argv, "--exclude", "*_thumb.png")
+    assert code == 0, out + err
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert sorted(r["file"] for r in meta["rows"]) == ["day2/kept.png", "noisy.png", "same.png"]
+    assert meta["skipped"] == [
+        {"path": str(previews), "reason": "matches --exclude previews/"},
+        {"path": str(run_dir / "day2" / "a_thumb.png"), "reason": "matches --exclude *_thumb.png"},
+    ]
+    assert "not a regular file" not in err
+    assert (
+        "2 files skipped (matches --exclude *_thumb.png: 1; matches --exclude previews/: 1)" in out
+    )
+    assert f"INFO left out 2 file(s) or folder(s) by --exclude: {previews}, " in err
+    # A file a shell's glob named is left out by its name too.
+    code, out, err = call(capsys, "run", *sorted(run_dir.glob("*.png")), "--exclude", "noisy*")
+    assert code == 0 and "1 file skipped (matches --exclude noisy*: 1)" in out
+    # Nothing left: the line says the patterns did it, not that the folder is empty.
+    code, out, err = call(capsys, "run", run_dir, "--exclude", "*.png", "--out", tmp_path / "e")
+    assert code == 2
+    assert f"no images in {run_dir} (3 file(s) or folder(s) left out by --exclude)" in err
+    code, out, err = call(capsys, "duplicates", run_dir, "--exclude", "*.png")
+    assert code == 2 and "left out by --exclude" in err
+
+
+@pytest.mark.parametrize("pattern", ["", "/", "/data/*.png", "a\nb"])
+def test_an_exclude_pattern_that_cannot_match_is_refused(capsys, tmp_path, run_dir, pattern):
+    code, _, err = call(capsys, "run", run_dir, "--exclude", pattern)
+    assert code == 2 and "--exclude: must be a relative path pattern" in err
+    (tmp_path / "c.toml").write_text(
+        f"[input]\nexclude = [{json.dumps(pattern)}]\n", encoding="utf-8"
+    )
+    code, _, err = call(capsys, "run", run_dir, "--config", tmp_path / "c.toml")
+    assert code == 2 and "exclude must be a relative path pattern" in err, err
+
+
 def test_an_unreadable_folder_named_directly(capsys, run_dir, tmp_path, monkeypatch):
     locked = tmp_path / "today"
     locked.mkdir()

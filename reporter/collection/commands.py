@@ -19,7 +19,7 @@ import numpy as np
 from .. import clock, console, executor, machine, stopping
 from ..compare import Input
 from ..errors import ExitStatus, ReporterError
-from ..inputs import discover, own_folders
+from ..inputs import discover, left_out, own_folders
 from ..names import not_a_file, printable
 from ..outputs import STAGE_PREFIX
 from . import reports, score_kind
@@ -133,9 +133,7 @@ def search(args: argparse.Namespace) -> int:
             raise ReporterError("--index hnsw is for --by embedding only")
         require_faiss()  # before any work
     queries = _queries(args)
-    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive, own=_own(args))
-    if not found:
-        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
+    found, unreadable = _found(args)
     known = {item.path.resolve(): item for item in found}
     asked, lost = [], []  # lost: queries that cannot be answered, each an ERROR row
     for q in queries:
@@ -231,12 +229,21 @@ def _gathered(args: argparse.Namespace, items: list, embedding: bool, engine) ->
         cache.close()
 
 
+def _found(args: argparse.Namespace):
+    """The images under args.paths, and the folders that could not be read; none is the
+    command not done, with the files an --exclude pattern left out counted."""
+    found, skipped, unreadable = discover(
+        tuple(args.paths), recursive=args.recursive, own=_own(args), exclude=args.exclude
+    )
+    if not found:
+        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}{left_out(skipped)}")
+    return found, unreadable
+
+
 def _collection(args: argparse.Namespace, *, embedding: bool):
     """The images under args.paths and their features (cache, workers), and what could
     not be read."""
-    found, _, unreadable = discover(tuple(args.paths), recursive=args.recursive, own=_own(args))
-    if not found:
-        raise ReporterError(f"no images in {', '.join(map(str, args.paths))}")
+    found, unreadable = _found(args)
     for u in unreadable:
         log.warning("%s: ERROR cannot read this folder: %s", u.path, u.reason)
     with _engine(args) as engine:
