@@ -311,17 +311,25 @@ class Cluster:
         """``compare_file(job, item)`` of every item, in order (``compare.compare_all``);
         one past ``limit`` seconds is its ``died(item, limit=limit)`` row."""
 
+        read_again: dict[int, str] = {}  # id(item) -> its note: it was still being written
+
         def packed(item: compare.Input):  # workers read by absolute path, or get the bytes
             if not self.send_bytes:
                 return replace(item, path=item.path.absolute()), 0
-            data = images.read_bytes(item.path, job.max_bytes)
+            data, _, note = images.read_settled(item.path, job.max_bytes)
+            if note:
+                read_again[id(item)] = note
             return replace(item, data=data), len(data)
 
         def failed(item: compare.Input, why: str) -> compare.ImageResult:
             return compare.ImageResult(file=item.file, path=str(item.path), error=why)
 
         plugin = Prepare(f"reporter-{uuid.uuid4().hex[:12]}", job, job.reference.embedding)
-        return self._run(plugin, _compare, items, packed, failed, died, bar, limit)
+        results = self._run(plugin, _compare, items, packed, failed, died, bar, limit)
+        for item, result in zip(items, results, strict=True):
+            if id(item) in read_again and result.error is None:  # first, as load puts it
+                result.notes.insert(0, read_again[id(item)])
+        return results
 
     def features(
         self, work: list[tuple], *, embedding: bool, bar=None, limit: float | None = None
@@ -332,9 +340,7 @@ class Cluster:
         def packed(one: tuple):  # workers read by absolute path, or get the bytes
             if not self.send_bytes:
                 return (one[0].absolute(), *one[1:]), 0
-            path = one[0]
-            stat = path.stat()
-            data = images.read_bytes(path, one[4])
+            data, stat, _ = images.read_settled(one[0], one[4])  # the cache keys that stat
             return (*one[:5], (stat.st_size, stat.st_mtime_ns, data)), len(data)
 
         def failed(one: tuple, why: str):

@@ -20,6 +20,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import re
 import struct
 import time
@@ -659,6 +660,21 @@ def read_with_stat(path: Path, max_bytes: int | None):
 
 
 GONE = "no such file: it was removed or renamed after the run listed it"
+
+
+def read_settled(path: Path, max_bytes: int | None) -> tuple[bytes, os.stat_result, str]:
+    """The bytes of ``path`` as the client of a cluster sends them (``--send-bytes``),
+    the file's ``os.stat`` from before they were read, and the note its row then
+    carries, or "". A file still being written (it changed as it was read, or, modified
+    in the last :data:`RECENT_S` seconds, changes within :data:`WATCH_S`) is read again
+    once it has settled, as :func:`load` reads one. The workers decode, so this side
+    cannot wait for a failed decode first: every file that new costs the short watch."""
+    data, st = read_with_stat(path, max_bytes)
+    if not being_written(path, st, failed=True):
+        return data, st, ""
+    waited = settle(path)
+    data, st = read_with_stat(path, max_bytes)
+    return data, st, f"read again after {waited:.1f} s: {WRITTEN_AGAIN}"
 
 
 def load(

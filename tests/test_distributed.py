@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import SAMPLES, noisy, noisy_run, smooth_image, write
 
@@ -198,7 +199,6 @@ def test_a_file_that_kills_every_worker_is_its_error_row(cluster, tmp_path):
                  "--max-pixels", "300000000", "-q"])  # fmt: skip
     took = time.monotonic() - t
     assert code == 1
-    import pandas as pd
 
     table = pd.read_csv(tmp_path / "o" / "results.csv")
     errors = table[table["status"] == "ERROR"]
@@ -224,12 +224,41 @@ def test_send_bytes_reads_here_and_guards_the_size(cluster, tmp_path):
                  "--no-cache", "-q"]) == 0  # fmt: skip
 
 
+def test_send_bytes_reads_a_file_still_being_written_again_once_it_has_settled(
+    cluster, run_dir, tmp_path, baseline_img, monkeypatch
+):
+    """--send-bytes: the client reads the files and the workers decode them. A file it
+    read half-written was sent as it was, and was an ERROR row ("truncated or corrupt"),
+    the run's exit status 1 an alarm, where a local run reads it again. The client now
+    reads it again once it has settled, and its row's notes say so, as a local run's."""
+    from test_images import WRITTEN, _written_as_read
+
+    address, _ = cluster
+    png = cv2.imencode(".png", baseline_img)[1].tobytes()
+    for gap in (0.0, 0.02):  # finished during the read; in bursts, paused as it was read
+        _written_as_read(monkeypatch, {run_dir / "late.png": png}, gap)
+        out = tmp_path / f"o{gap}"
+        argv = ["run", str(run_dir), "--out", str(out), "--scheduler", address, "--send-bytes"]
+        assert main([*argv, "-q"]) == 0, rows(out)
+        table = pd.read_csv(out / "results.csv").set_index("file")
+        assert table.loc["late.png", "ssim"] == 1.0
+        assert table.loc["late.png", "notes"].startswith("read again after ")
+        assert f"s: {WRITTEN}" in table.loc["late.png", "notes"]
+        assert WRITTEN not in " ".join(table.loc[["same.png", "noisy.png"], "notes"].fillna(""))
+        monkeypatch.undo()
+    # The collection commands' features, from bytes read the same way: no ERROR row.
+    _written_as_read(monkeypatch, {run_dir / "later.png": png})
+    argv = ["duplicates", str(run_dir), "--out", str(tmp_path / "d"), "--no-cache", "-q"]
+    assert main([*argv, "--scheduler", address, "--send-bytes"]) == 0
+    groups = rows(tmp_path / "d", "groups.csv")
+    assert "later.png" in groups and "ERROR" not in groups
+
+
 def test_an_image_past_the_time_limit_on_a_cluster_is_its_error_row(cluster, tmp_path):
     """Dask has no per-task timeout: the client asks the workers which image they have
     been on too long. slow.png (0.6-0.7 s to read) past a 0.15 s limit is its ERROR row,
     its worker is restarted by its nanny (a hung read would hold its thread for ever),
     and every other image is compared, in run and in duplicates."""
-    import pandas as pd
     from test_time_limit import LIMIT, _folder
 
     address, watcher = cluster
