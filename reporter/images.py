@@ -662,15 +662,37 @@ def read_with_stat(path: Path, max_bytes: int | None):
 GONE = "no such file: it was removed or renamed after the run listed it"
 
 
+def ends_whole(data: bytes) -> bool:
+    """Whether ``data`` ends as a whole file of its format does: a PNG with its IEND
+    chunk, a JPEG with its end-of-image marker near its end (a camera may pad after it),
+    a GIF with its trailer, a WebP as long as its RIFF header says. A file cut short by
+    its writer does not; a file of another format is never taken as whole."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data.endswith(b"IEND\xaeB`\x82")
+    if data.startswith(b"\xff\xd8"):
+        return b"\xff\xd9" in data[-JPEG_TAIL:]
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return data.endswith(b";")
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return int.from_bytes(data[4:8], "little") + 8 <= len(data)
+    return False
+
+
+JPEG_TAIL = 4096
+"""How far from a JPEG's end its end-of-image marker may lie (padding after it)."""
+
+
 def read_settled(path: Path, max_bytes: int | None) -> tuple[bytes, os.stat_result, str]:
     """The bytes of ``path`` as the client of a cluster sends them (``--send-bytes``),
     the file's ``os.stat`` from before they were read, and the note its row then
     carries, or "". A file still being written (it changed as it was read, or, modified
     in the last :data:`RECENT_S` seconds, changes within :data:`WATCH_S`) is read again
     once it has settled, as :func:`load` reads one. The workers decode, so this side
-    cannot wait for a failed decode first: every file that new costs the short watch."""
+    cannot wait for a failed decode first: a file that new is watched unless its bytes
+    end as a whole file of its format does (:func:`ends_whole`), so that a folder copied
+    a second ago costs no watch per file."""
     data, st = read_with_stat(path, max_bytes)
-    if not being_written(path, st, failed=True):
+    if not being_written(path, st, failed=not ends_whole(data)):
         return data, st, ""
     waited = settle(path)
     data, st = read_with_stat(path, max_bytes)

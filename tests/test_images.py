@@ -1516,6 +1516,38 @@ def test_a_file_still_being_written_is_read_again_once_it_has_settled(
     assert broken[table.STATUS] == "ERROR" and "truncated or corrupt PNG" in broken["error"]
 
 
+def test_whole_files_are_told_from_files_cut_short_by_their_bytes(
+    baseline_img, tmp_path, monkeypatch
+):
+    """What the client of a cluster (--send-bytes) goes by, since it does not decode: a
+    PNG, JPEG, GIF or WebP that ends as its format ends is whole; one cut short is not,
+    nor is a file of a format with no such end (TIFF). A file just written whole costs
+    no watch; one cut short and as new is watched."""
+    rgb = cv2.cvtColor(baseline_img, cv2.COLOR_BGR2RGB)
+    encoded = {ext: cv2.imencode(ext, baseline_img)[1] for ext in (".png", ".jpg", ".webp")}
+    whole = {ext: array.tobytes() for ext, array in encoded.items()}
+    gif = io.BytesIO()
+    Image.fromarray(rgb).save(gif, "GIF")
+    whole[".gif"] = gif.getvalue()
+    for ext, data in whole.items():
+        assert images.ends_whole(data), ext
+        assert not images.ends_whole(data[: len(data) * 2 // 3]), ext
+    assert images.ends_whole(whole[".jpg"] + b"\0" * 512)  # a camera's padding after EOI
+    assert not images.ends_whole(cv2.imencode(".tif", baseline_img)[1].tobytes())
+
+    def no_sleep(seconds):
+        raise AssertionError("watched")
+
+    fresh = tmp_path / "fresh.png"
+    fresh.write_bytes(whole[".png"])  # as new as a copy made a second ago
+    monkeypatch.setattr(images.time, "sleep", no_sleep)
+    data, _, note = images.read_settled(fresh, None)
+    assert data == whole[".png"] and note == ""
+    fresh.write_bytes(whole[".png"][:500])  # cut short and as new: watched
+    with pytest.raises(AssertionError, match="watched"):
+        images.read_settled(fresh, None)
+
+
 def test_a_file_that_keeps_changing_is_an_error_row_in_time(
     run_dir: Path, tmp_path: Path, monkeypatch
 ):
