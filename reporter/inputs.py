@@ -72,8 +72,8 @@ EXCLUDED = "matches --exclude"
 
 
 def left_out(skipped: Sequence[SkippedFile]) -> str:
-    """ " (3 file(s) or folder(s) left out by --exclude)", for a line that says nothing
-    was found; "" when no pattern left anything out."""
+    """What a line that says nothing was found adds when patterns left files out:
+    `` (3 file(s) or folder(s) left out by --exclude)``; else ""."""
     n = sum(s.reason.startswith(EXCLUDED) for s in skipped)
     return f" ({n:,} file(s) or folder(s) left out by --exclude)" if n else ""
 
