@@ -64,7 +64,7 @@ def excluded_by(rel: PurePosixPath, patterns: Sequence[str], folder: bool = Fals
         if (body != pattern and not folder) or not body:
             continue
         if rel.match(body):
-            return f"{EXCLUDED} {pattern}"
+            return f"{EXCLUDED} {pattern}" + (" (a folder, not entered)" if folder else "")
     return None
 
 

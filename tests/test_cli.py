@@ -1038,12 +1038,13 @@ def test_exclude_leaves_out_files_and_folders_it_matches(capsys, run_dir, tmp_pa
     meta = json.loads((tmp_path / "o" / "results.json").read_text())
     assert sorted(r["file"] for r in meta["rows"]) == ["day2/kept.png", "noisy.png", "same.png"]
     assert meta["skipped"] == [
-        {"path": str(previews), "reason": "matches --exclude previews/"},
+        {"path": str(previews), "reason": "matches --exclude previews/ (a folder, not entered)"},
         {"path": str(run_dir / "day2" / "a_thumb.png"), "reason": "matches --exclude *_thumb.png"},
     ]
     assert "not a regular file" not in err
     assert (
-        "2 files skipped (matches --exclude *_thumb.png: 1; matches --exclude previews/: 1)" in out
+        "2 files skipped (matches --exclude *_thumb.png: 1; "
+        "matches --exclude previews/ (a folder, not entered): 1)" in out
     )
     assert f"INFO left out 2 file(s) or folder(s) by --exclude: {previews}, " in err
     # A file a shell's glob named is left out by its name too.
