@@ -664,13 +664,16 @@ GONE = "no such file: it was removed or renamed after the run listed it"
 
 def ends_whole(data: bytes) -> bool:
     """Whether ``data`` ends as a whole file of its format does: a PNG with its IEND
-    chunk, a JPEG with its end-of-image marker near its end (a camera may pad after it),
+    chunk, a JPEG with its end-of-image marker after its first scan and near its end (a
+    camera may pad after it; an EXIF thumbnail's own marker comes before the scan),
     a GIF with its trailer, a WebP as long as its RIFF header says. A file cut short by
     its writer does not; a file of another format is never taken as whole."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return data.endswith(b"IEND\xaeB`\x82")
     if data.startswith(b"\xff\xd8"):
-        return b"\xff\xd9" in data[-JPEG_TAIL:]
+        scan = _jpeg_scan(data)
+        end = data.rfind(b"\xff\xd9", max(scan, len(data) - JPEG_TAIL))
+        return scan > 0 and end > scan
     if data.startswith((b"GIF87a", b"GIF89a")):
         return data.endswith(b";")
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
@@ -680,6 +683,34 @@ def ends_whole(data: bytes) -> bool:
 
 JPEG_TAIL = 4096
 """How far from a JPEG's end its end-of-image marker may lie (padding after it)."""
+
+
+def _jpeg_scan(data: bytes) -> int:
+    """Where a JPEG's first scan (its SOS marker) begins, found by stepping over the
+    segments before it by their lengths, or 0 if the bytes end first. An end-of-image
+    marker before it is not the image's own: an EXIF thumbnail inside APP1 has one. A
+    camera's file has a few dozen segments; one with over :data:`JPEG_SEGMENTS` (a
+    hostile file of empty ones) is taken as not whole, which costs it a watch at most."""
+    at = 2
+    for _ in range(JPEG_SEGMENTS):
+        if at + 4 > len(data):
+            return 0
+        if data[at] != 0xFF:
+            return 0  # not a marker where one must be
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+        elif marker == 0xDA:
+            return at
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length follows
+            at += 2
+        else:
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return 0
+
+
+JPEG_SEGMENTS = 4096
+"""How many segments (and fill bytes) :func:`_jpeg_scan` steps over before giving up."""
 
 
 def read_settled(path: Path, max_bytes: int | None) -> tuple[bytes, os.stat_result, str]:

@@ -1533,6 +1533,17 @@ def test_whole_files_are_told_from_files_cut_short_by_their_bytes(
         assert images.ends_whole(data), ext
         assert not images.ends_whole(data[: len(data) * 2 // 3]), ext
     assert images.ends_whole(whole[".jpg"] + b"\0" * 512)  # a camera's padding after EOI
+    # A camera's JPEG carries a thumbnail, itself a JPEG with its own end-of-image
+    # marker, inside its EXIF segment: cut just after it, the file is not whole.
+    thumb = cv2.imencode(".jpg", cv2.resize(baseline_img, (160, 120)))[1].tobytes()
+    exif = b"Exif\0\0" + thumb
+    camera = b"\xff\xd8\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + whole[".jpg"][2:]
+    assert cv2.imdecode(np.frombuffer(camera, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert images.ends_whole(camera)
+    for cut in (len(exif) + 6, len(exif) + 600, len(camera) // 2):
+        assert not images.ends_whole(camera[:cut]), cut
+    hostile = b"\xff\xd8" + b"\xff\xe0\x00\x02" * 1_000_000 + whole[".jpg"][2:]
+    assert not images.ends_whole(hostile)  # too many segments to step over: watched
     assert not images.ends_whole(cv2.imencode(".tif", baseline_img)[1].tobytes())
 
     def no_sleep(seconds):
