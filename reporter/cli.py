@@ -289,7 +289,8 @@ DUPLICATES_EPILOG = """examples:
   reporter duplicates dataset/ -r --by embedding          survives crops and captions
   reporter duplicates shots/ --move-duplicates shots/dupes
 
-grouping: around the image to keep (highest resolution, then sharpest, then oldest);
+grouping: around the image to keep, chosen by
+  {keep};
   an image joins a group when it is within the threshold of that image, never through
   a third one
 
@@ -308,7 +309,7 @@ exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
 
 def _collection_commands(sub) -> None:
     """``search``, ``duplicates`` and ``cluster``."""
-    from .collection import METHODS, RUN_METRICS  # names only: no numpy yet
+    from .collection import KEEP_ORDER, METHODS, RUN_METRICS  # names only: no numpy yet
 
     search = sub.add_parser(
         "search",
@@ -352,7 +353,7 @@ def _collection_commands(sub) -> None:
         description="Group the images of a collection that are the same picture: exact "
         "copies, then near-duplicates; one image of each group is marked to keep. "
         "groups.csv, report.html and report.xlsx; nothing is moved unless asked.",
-        epilog=DUPLICATES_EPILOG,
+        epilog=DUPLICATES_EPILOG.format(keep=KEEP_ORDER),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     twins.add_argument(

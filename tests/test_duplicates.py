@@ -15,7 +15,7 @@ from conftest import kill_a_worker, noisy_run, photo, unit_vectors
 from openpyxl import load_workbook
 
 from reporter.cli import main
-from reporter.collection import search
+from reporter.collection import KEEP_ORDER, search
 from reporter.collection.duplicates import group, keep_order
 from reporter.collection.features import Features, _reduced, has_colour
 from reporter.collection.reports import duplicates_table
@@ -192,6 +192,20 @@ def test_a_netpbm_file_is_lossless_and_a_jpeg_2000_may_not_be():
         feature("jpeg", 0, format="JPEG", size=5000),
     ]
     assert keep_order(order[::-1]) == order
+
+
+def test_the_help_and_the_report_state_the_keep_order_the_code_follows(tmp_path, capsys):
+    """``duplicates --help`` said "highest resolution, then sharpest, then oldest" after
+    the sharpness had left the rule (it kept edited copies) and the format and file size
+    had joined it; the help and the report now say one text, KEEP_ORDER."""
+    assert main(["duplicates", "--help"]) == 0
+    helped = " ".join(capsys.readouterr().out.split())
+    assert KEEP_ORDER in helped and "sharpest" not in helped
+    parts = KEEP_ORDER.removeprefix("the most pixels, then ").split(", ")
+    assert parts == ["colour", "a lossless format", "the larger file", "the oldest"]
+    # ... in keep_order's order (the test above checks keep_order itself)
+    table = duplicates_table([], [], "phash", 8, "now")
+    assert KEEP_ORDER in table.subtitle
 
 
 def test_the_original_is_kept_not_its_edited_copies(tmp_path, monkeypatch):

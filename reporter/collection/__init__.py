@@ -3,7 +3,7 @@ clusters, on per-file features kept in a cache (features.py)."""
 
 from pathlib import Path
 
-__all__ = ["free_name", "METHODS", "RUN_METRICS", "score_kind"]
+__all__ = ["free_name", "KEEP_ORDER", "METHODS", "RUN_METRICS", "score_kind"]
 
 METHODS = {  # name -> (what its score is, whether higher is nearer)
     "ahash": ("distance", False),
@@ -11,6 +11,10 @@ METHODS = {  # name -> (what its score is, whether higher is nearer)
     "colour": ("distance", False),
     "embedding": ("similarity", True),
 }
+
+KEEP_ORDER = "the most pixels, then colour, a lossless format, the larger file, the oldest"
+"""Which image of a duplicate group is kept, as ``reporter duplicates --help`` and its
+report say it (``duplicates.keep_order`` is the rule)."""
 
 # Any of run's metrics ranks too (``search --by ssim``): the query is the baseline and every
 # image is compared with it as ``reporter run`` would (brought to its size, every metric).

@@ -19,6 +19,7 @@ from ..atomic import write_atomic, write_text
 from ..names import defused, shown, stored
 from ..render.html import data_uri
 from ..render.templates import environment
+from . import KEEP_ORDER
 from .features import Features
 
 __all__ = ["clusters_table", "duplicates_table", "Item", "Section", "Table", "write"]
@@ -250,9 +251,8 @@ def duplicates_table(groups, errors: list[Features], method: str, threshold: flo
     return Table(
         title=f"Duplicates by {method}: {len(groups)} group(s) · {when}",
         subtitle=f"Exact copies (same sha256), then near-duplicates: {distance} <= {threshold:g} "
-        "to the kept image (the most pixels, then colour, a lossless format, the larger file, "
-        "the oldest). Each group is "
-        "gathered around its kept image, so no image joins through a third one.",
+        f"to the kept image ({KEEP_ORDER}). Each group is gathered around its kept image, "
+        "so no image joins through a third one.",
         columns=(
             "group",
             "file",
