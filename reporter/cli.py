@@ -294,8 +294,9 @@ grouping: around the image to keep, chosen by
   an image joins a group when it is within the threshold of that image, never through
   a third one
 
-exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
-  2 not done (no images, a bad argument); 130/143/129 stopped by a signal"""
+exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows), or were
+  gone before their move; 2 not done (no images, a bad argument, a move into DIR that
+  failed); 130/143/129 stopped by a signal"""
 
 
 CLUSTER_EPILOG = """examples:
@@ -303,8 +304,9 @@ CLUSTER_EPILOG = """examples:
   reporter cluster flagged/ --k 4 --features pca      four groups by colour and layout
   reporter cluster month/ --copy-to sorted/           one folder per cluster
 
-exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows);
-  2 not done (too few images, a bad argument); 130/143/129 stopped by a signal"""
+exit statuses: 0 done; 1 done, but some files could not be read (ERROR rows), or were
+  gone before their copy; 2 not done (too few images, a bad argument, a copy into DIR
+  that failed); 130/143/129 stopped by a signal"""
 
 
 def _collection_commands(sub) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import cv2
 import pytest
@@ -74,6 +75,43 @@ def test_copy_to_makes_a_folder_per_cluster_and_moves_nothing(photos, tmp_path):
     assert len(list(photos.iterdir())) == 12  # the originals stay
     for folder in target.iterdir():
         assert len({p.name.split("_")[0].split(".")[0] for p in folder.iterdir()}) == 1
+
+
+def test_an_image_gone_before_its_copy_is_a_warning_and_the_rest_are_copied(
+    photos, tmp_path, capsys, monkeypatch
+):
+    """An image deleted between the read and --copy-to's copies: a FileNotFoundError
+    stopped every copy after it, exit status 2. It is now a WARNING line, the others are
+    copied, and the exit status is 1."""
+    from reporter.collection import cluster as module
+
+    real = module.cluster
+
+    def cluster_then_lose_one(items, *args, **kwargs):
+        result = real(items, *args, **kwargs)
+        Path(items[0].path).unlink()
+        return result
+
+    monkeypatch.setattr(module, "cluster", cluster_then_lose_one)
+    target = tmp_path / "sorted"
+    argv = [
+        "cluster",
+        str(photos),
+        "--k",
+        "3",
+        "--out",
+        str(tmp_path / "o"),
+        "--copy-to",
+        str(target),
+    ]
+    assert main(argv) == 1
+    assert sum(len(list(p.iterdir())) for p in target.iterdir()) == 11
+    captured = capsys.readouterr()
+    assert (
+        "WARNING could not copy " in captured.err and "it is gone since it was read" in captured.err
+    )
+    assert "copied 11 image(s) into 3 cluster folder(s)" in captured.err
+    assert "1 image was gone before its copy" in captured.out
 
 
 def test_a_copy_to_that_cannot_be_a_folder_is_one_line_before_any_work(photos, tmp_path, capsys):

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -370,6 +371,40 @@ def test_a_second_move_into_the_collection_moves_nothing_again(photos, capsys, m
     assert "INFO left out ./dupes: the duplicates moved aside (--move-duplicates)" in err
     assert "INFO left out ./o: reporter's reports (out)" in err
     assert " INFO moved " not in err and groups_csv(photos / "o") == {}
+
+
+def test_a_duplicate_gone_before_its_move_is_a_warning_and_the_rest_are_moved(
+    photos, tmp_path, capsys, monkeypatch
+):
+    """A library under sync (or a second curator) loses a file between the read and the
+    moves: the FileNotFoundError stopped every move after it, exit status 2, as if the
+    target could not take them. The file that is gone is a WARNING line, the others are
+    moved, the summary says how many were gone, and the exit status is 1."""
+    from reporter.collection import duplicates as module
+
+    (photos / "broken.png").unlink()  # no ERROR row: the status is the moves' alone
+    real = module.group
+    gone: list[Path] = []
+
+    def group_then_lose_one(*args, **kwargs):
+        groups = real(*args, **kwargs)
+        lost = Path(groups[0].members[1].item.path)
+        lost.unlink()
+        gone.append(lost)
+        return groups
+
+    monkeypatch.setattr(module, "group", group_then_lose_one)
+    out, target = tmp_path / "o", tmp_path / "dupes"
+    assert (
+        main(["duplicates", str(photos), "--move-duplicates", str(target), "--out", str(out)]) == 1
+    )
+    captured = capsys.readouterr()
+    to_move = sum(len(rows) - 1 for rows in groups_csv(out).values())
+    assert to_move >= 3 and len(list(target.iterdir())) == to_move - 1
+    assert f"WARNING could not move {gone[0]}: it is gone since it was read" in captured.err
+    assert f"moved {to_move - 1} duplicate(s) to {target}; 1 was gone before its move" in (
+        captured.out
+    )
 
 
 def test_a_folder_to_move_into_that_cannot_be_one_is_one_line_before_any_work(

@@ -1,9 +1,12 @@
 """Questions about a whole collection of images: search by example, duplicates and
 clusters, on per-file features kept in a cache (features.py)."""
 
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["free_name", "KEEP_ORDER", "METHODS", "RUN_METRICS", "score_kind"]
+__all__ = ["free_name", "place", "KEEP_ORDER", "METHODS", "RUN_METRICS", "score_kind"]
 
 METHODS = {  # name -> (what its score is, whether higher is nearer)
     "ahash": ("distance", False),
@@ -41,3 +44,23 @@ def free_name(folder: Path, name: str) -> Path:
         dest = folder / f"{stem}-{n}{suffix}"
         n += 1
     return dest
+
+
+def place(source: Path, dest: Path, how: Callable, verb: str) -> bool:
+    """``how(source, dest)`` (``shutil.move`` or ``shutil.copy2``), or False when
+    ``source`` is gone since it was read (deleted, or moved by a sync client or another
+    curator meanwhile): one WARNING, and the caller goes on with the others. Any other
+    failure (the target is full, read-only, not there) raises, and stops the caller."""
+    try:
+        how(source, dest)
+    except FileNotFoundError:
+        if os.path.lexists(source):  # the source is there: the target's fault
+            raise
+        logging.getLogger("reporter").warning(
+            "could not %s %s: it is gone since it was read (deleted or moved meanwhile); "
+            "the others are placed",
+            verb,
+            source,
+        )
+        return False
+    return True

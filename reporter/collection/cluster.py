@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import free_name
+from . import free_name, place
 from .features import Features
 
 __all__ = ["Clustering", "FEATURES", "cluster", "copy_clusters", "vectors"]
@@ -113,17 +113,22 @@ def cluster(items: list[Features], kind: str, k: int | None) -> Clustering:
     return Clustering(kind, k, renumber[labels], distances, silhouettes, kept, components)
 
 
-def copy_clusters(items: list[Features], result: Clustering, target: Path) -> list[Path]:
+def copy_clusters(
+    items: list[Features], result: Clustering, target: Path
+) -> tuple[list[Path], list[Path]]:
     """One folder per cluster (``cluster-01`` ...) under ``target``, each image copied into
-    its cluster's folder (never overwriting: ``-2``, ``-3`` ...)."""
-    copied = []
+    its cluster's folder (never overwriting: ``-2``, ``-3`` ...). The copies made, and the
+    images gone since they were read (each a WARNING, :func:`place`)."""
+    copied, gone = [], []
     width = max(2, len(str(result.k)))
     for item, label in zip(items, result.labels, strict=True):
         folder = target / f"cluster-{label + 1:0{width}d}"
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(item.path)
         dest = free_name(folder, source.name)
-        shutil.copy2(source, dest)
-        copied.append(dest)
+        if place(source, dest, shutil.copy2, "copy"):
+            copied.append(dest)
+        else:
+            gone.append(source)
     log.info("copied %d image(s) into %d cluster folder(s) under %s", len(copied), result.k, target)
-    return copied
+    return copied, gone

@@ -325,7 +325,9 @@ def duplicates(args: argparse.Namespace) -> int:
     )
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
     target = args.move_duplicates
-    moved = _placing("move duplicates", target, move_duplicates, groups, target) if target else []
+    moved, gone = (
+        _placing("move duplicates", target, move_duplicates, groups, target) if target else ([], [])
+    )
     if not args.quiet:
         with console.summary():
             extra = sum(len(g.members) - 1 for g in groups)
@@ -337,12 +339,24 @@ def duplicates(args: argparse.Namespace) -> int:
                 others = ", ".join(printable(m.item.file) for m in g.members[1:4])
                 more = f" and {len(g.members) - 4} more" if len(g.members) > 4 else ""
                 print(f"  keep {printable(g.kept.file)}: {others}{more}")
-            if moved:
-                print(f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}")
+            if moved or gone:
+                missed = f"; {_gone(gone, 'was', 'were')} gone before {_its(gone)} move"
+                print(
+                    f"moved {len(moved)} duplicate(s) to {printable(str(args.move_duplicates))}"
+                    + (missed if gone else "")
+                )
             if errors:
                 print(f"{len(errors)} file(s) could not be read; see groups.csv")
             print(_results(out_dir, written))
-    return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
+    return ExitStatus.FLAGGED if errors or unreadable or gone else ExitStatus.OK
+
+
+def _gone(gone: list, one: str, many: str) -> str:
+    return f"{len(gone)} {one if len(gone) == 1 else many}"
+
+
+def _its(gone: list) -> str:
+    return "its" if len(gone) == 1 else "their"
 
 
 def cluster(args: argparse.Namespace) -> int:
@@ -366,8 +380,11 @@ def cluster(args: argparse.Namespace) -> int:
     found_table.errors = errors
     out_dir = _out_dir(args, started, "cluster")
     written = publish(out_dir, lambda stage: reports.write(found_table, stage, args.formats))
+    gone = []
     if args.copy_to is not None:
-        _placing("copy the clusters", args.copy_to, copy_clusters, items, result, args.copy_to)
+        _, gone = _placing(
+            "copy the clusters", args.copy_to, copy_clusters, items, result, args.copy_to
+        )
     if not args.quiet:
         with console.summary():
             sizes = np.bincount(result.labels, minlength=result.k)
@@ -385,5 +402,8 @@ def cluster(args: argparse.Namespace) -> int:
                       f"{printable(section.items[0].features.file)}")  # fmt: skip
             if errors:
                 print(f"{len(errors)} file(s) could not be read; see clusters.csv")
+            if gone:
+                said = _gone(gone, "image was", "images were")
+                print(f"{said} gone before {_its(gone)} copy; see the log")
             print(_results(out_dir, written))
-    return ExitStatus.FLAGGED if errors or unreadable else ExitStatus.OK
+    return ExitStatus.FLAGGED if errors or unreadable or gone else ExitStatus.OK

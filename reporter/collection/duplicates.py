@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import free_name
+from . import free_name, place
 from .features import Features, flat
 from .search import Index
 
@@ -158,16 +158,22 @@ def group(items: list[Features], method: str, threshold: float) -> list[Group]:
     return [Group(n, members) for n, members in enumerate(groups, 1)]
 
 
-def move_duplicates(groups: list[Group], target: Path) -> list[tuple[Path, Path]]:
+def move_duplicates(
+    groups: list[Group], target: Path
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Move every image but the kept one of each group into ``target`` (made if missing),
-    never overwriting: a name already there gets ``-2``, ``-3`` ... Each move is logged."""
+    never overwriting: a name already there gets ``-2``, ``-3`` ... Each move is logged.
+    The moves made, and the files gone since they were read (each a WARNING,
+    :func:`place`); any other failure stops the moves."""
     target.mkdir(parents=True, exist_ok=True)
-    moved = []
+    moved, gone = [], []
     for g in groups:
         for m in g.members[1:]:
             source = Path(m.item.path)
             dest = free_name(target, source.name)
-            shutil.move(source, dest)
+            if not place(source, dest, shutil.move, "move"):
+                gone.append(source)
+                continue
             log.info("moved %s to %s (a duplicate of %s)", source, dest, g.kept.path)
             moved.append((source, dest))
-    return moved
+    return moved, gone
