@@ -108,30 +108,30 @@ class Spec:
         """What is wrong with ``value`` ("must be positive, not 0"), or None."""
         if self.valid is None or value is None or self.valid(value):
             return None
-        return f"{self.must}, not {shown(value)}"
+        return f"{self.must}, not {as_written(value)}"
 
 
-def shown(value: Any) -> str:
+def as_written(value: Any) -> str:
     """A value for a message, spelt as in the TOML file it came from (``true``, a date as
     written, ``{ warn = 1 }``) rather than as Python holds it (``True``,
-    ``datetime.date(1979, 5, 27)``), and cut to about :data:`SHOWN` characters."""
+    ``datetime.date(1979, 5, 27)``), and cut to about :data:`WRITTEN` characters."""
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, datetime.date | datetime.time):
         text = value.isoformat()
     elif isinstance(value, list | tuple):
-        text = "[" + ", ".join(shown(item) for item in value) + "]"
+        text = "[" + ", ".join(as_written(item) for item in value) + "]"
     elif isinstance(value, Mapping):
-        text = "{ " + ", ".join(f"{k} = {shown(v)}" for k, v in value.items()) + " }"
+        text = "{ " + ", ".join(f"{k} = {as_written(v)}" for k, v in value.items()) + " }"
         text = "{}" if not value else text
     else:
         text = repr(value)
-    if len(text) <= SHOWN:
+    if len(text) <= WRITTEN:
         return text
-    return f"{text[: SHOWN - 20]}... ({len(text)} characters)"
+    return f"{text[: WRITTEN - 20]}... ({len(text)} characters)"
 
 
-SHOWN = 80
+WRITTEN = 80
 """How long a value a message shows (a 5,000-character string is cut)."""
 
 
@@ -158,11 +158,11 @@ def read_range(text: str) -> tuple[float, float]:
     """ "LO:HI" (the command line's value_range) as two numbers; ValueError if it is not."""
     low, sep, high = text.partition(":")
     if not sep:
-        raise ValueError(f"{shown(text)} is not LO:HI")
+        raise ValueError(f"{as_written(text)} is not LO:HI")
     try:
         return float(low), float(high)
     except ValueError:
-        raise ValueError(f"{shown(text)} is not two numbers LO:HI") from None
+        raise ValueError(f"{as_written(text)} is not two numbers LO:HI") from None
 
 
 def setting(default: Any = None, *, factory: Any = None, **spec: Any) -> Any:
@@ -1062,21 +1062,21 @@ def _number(value: Any, where: str) -> float | None:
     if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return None
     if isinstance(value, bool):  # TOML true is not 1.0
-        raise ConfigError(f"{where}: {shown(value)} is not a number (or 'off')")
+        raise ConfigError(f"{where}: {as_written(value)} is not a number (or 'off')")
     if not isinstance(value, (int, float)):
         try:
             value = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {shown(value)} is not a number (or 'off')") from None
+            raise ConfigError(f"{where}: {as_written(value)} is not a number (or 'off')") from None
     if not math.isfinite(value):
-        raise ConfigError(f"{where}: {shown(value)} is not a finite number")
+        raise ConfigError(f"{where}: {as_written(value)} is not a finite number")
     return float(value)
 
 
 def _metric_name(name: str, where: str) -> str:
     if name not in METRICS:
         known = ", ".join(METRICS)
-        raise ConfigError(f"{where}: unknown metric {shown(name)}; metrics are {known}")
+        raise ConfigError(f"{where}: unknown metric {as_written(name)}; metrics are {known}")
     return name
 
 
@@ -1104,7 +1104,7 @@ def with_limit(limits: Mapping[str, Limit], name: str, kind: str, value: Any, wh
 def _check_type(value: Any, kind: type, where: str) -> Any:
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"{where}: expected {kind.__name__}, got {shown(value)}")
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {as_written(value)}")
     return value
 
 
@@ -1117,7 +1117,7 @@ def _only(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {shown(unknown[0])}; "
+            f"{where}: unknown key {as_written(unknown[0])}; "
             f"expected one of {', '.join(sorted(allowed))}"
         )
 
@@ -1135,7 +1135,7 @@ def check(config: Config) -> Config:
     for fmt in config.formats:
         if fmt not in FORMATS:
             known = ", ".join(FORMATS)
-            raise ConfigError(f"unknown format {shown(fmt)}; this version writes {known}")
+            raise ConfigError(f"unknown format {as_written(fmt)}; this version writes {known}")
     if not config.formats:
         raise ConfigError("no output format chosen")
     if config.templates is not None and not config.templates.is_dir():
@@ -1154,20 +1154,21 @@ def check(config: Config) -> Config:
         raise ConfigError("choose one of smtp ssl and starttls, not both")
     for address in config.email.to:
         if "@" not in address or any(c in address for c in " ,;<>\r\n"):
-            raise ConfigError(f"not an e-mail address: {shown(address)}")
+            raise ConfigError(f"not an e-mail address: {as_written(address)}")
     # Both end up in mail headers (From, Subject), where a line break would start a new one.
     sender = config.email.sender
     if sender is not None and (not sender.strip() or any(c in sender for c in "\r\n\0")):
-        raise ConfigError(f"email from: {shown(sender)} is not a sender (no line breaks)")
+        raise ConfigError(f"email from: {as_written(sender)} is not a sender (no line breaks)")
     if config.series is not None and any(c in config.series for c in "\r\n\0"):
-        raise ConfigError(f"series {shown(config.series)}: a series name is one line")
+        raise ConfigError(f"series {as_written(config.series)}: a series name is one line")
     for name in config.outliers.metrics or ():
         _metric_name(name, "outliers.metrics")
     h = config.history
     for rule in h.rules:
         if rule not in WESTGARD_RULES:
             raise ConfigError(
-                f"history.rules: unknown rule {shown(rule)}; rules are {', '.join(WESTGARD_RULES)}"
+                f"history.rules: unknown rule {as_written(rule)}; "
+                f"rules are {', '.join(WESTGARD_RULES)}"
             )
     for name in (*(h.metrics or ()), *(h.chart_metrics or ()), *h.min_sd):
         _metric_name(name, "history")
@@ -1212,8 +1213,8 @@ def load_toml(path: Path, base: Config = Config(), series: str | None = None) ->
     tables = _check_type(data.get("series", {}), dict, f"{where} [series]")
     chosen = series or config.series
     for key, table in tables.items():
-        table = _check_type(table, dict, f"{where} [series.{shown(key)}]")
-        here = f"{where} [series.{shown(key)}]"
+        table = _check_type(table, dict, f"{where} [series.{as_written(key)}]")
+        here = f"{where} [series.{as_written(key)}]"
         applied = _apply_table(config, "compare", table, here, here)  # checked for every series
         if key == chosen:
             config = applied
@@ -1270,7 +1271,7 @@ def _read(row: Setting, value: Any, where: str, current: Any) -> Any:
         pair = _check_type(value, list, where)
         numbers = [v for v in pair if isinstance(v, int | float) and not isinstance(v, bool)]
         if len(pair) != 2 or len(numbers) != 2:
-            raise ConfigError(f"{where}: {shown(value)} is not [LO, HI], two numbers")
+            raise ConfigError(f"{where}: {as_written(value)} is not [LO, HI], two numbers")
         return float(pair[0]), float(pair[1])
     if kind in ("strings", "formats", "rules"):
         return _strings(value, where)
@@ -1294,7 +1295,7 @@ def _read(row: Setting, value: Any, where: str, current: Any) -> Any:
         for item in _check_type(value, list, where):
             items = _check_type(item, list, where)
             if len(items) != 4:
-                raise ConfigError(f"{where}: {shown(item)} is not [x, y, w, h]")
+                raise ConfigError(f"{where}: {as_written(item)} is not [x, y, w, h]")
             regions.append(tuple(_check_type(v, int, where) for v in items))
         return tuple(regions)
     raise AssertionError(f"setting {row.name}: unknown kind {kind!r}")  # pragma: no cover
@@ -1312,7 +1313,7 @@ def _limits_table(table: Any, limits: Mapping[str, Limit], where: str) -> Mappin
         if not isinstance(spec, dict):  # ssim = 0.9: say the form, not "expected dict"
             raise ConfigError(
                 f"{where} limits.{name}: expected {{ warn = ..., fail = ... }} (either or "
-                f'both) or "off", got {shown(spec)}'
+                f'both) or "off", got {as_written(spec)}'
             )
         _only(spec, {"warn", "fail"}, f"{where} limits.{name}")
         for kind, value in spec.items():
