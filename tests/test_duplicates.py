@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -405,6 +406,50 @@ def test_a_duplicate_gone_before_its_move_is_a_warning_and_the_rest_are_moved(
     assert f"moved {to_move - 1} duplicate(s) to {target}; 1 was gone before its move" in (
         captured.out
     )
+
+
+def test_the_feature_cache_drops_the_rows_of_files_gone_from_its_folders(photos, tmp_path, capsys):
+    """The cache kept every file it ever saw: the duplicates moved aside, files deleted or
+    renamed left their rows (thumbnail, hashes, embedding) for ever. A command now drops
+    the rows of files gone from the folders it read; it keeps rows of files still there
+    but not read this time (a sub-folder without -r), of other folders, and of a folder
+    not there (a share not mounted today)."""
+    from reporter.collection.features import TABLE, default_cache
+
+    def cached() -> set[str]:
+        with sqlite3.connect(default_cache()) as db:
+            return {row[0] for row in db.execute(f"SELECT path FROM {TABLE}")}
+
+    sub, share, elsewhere = photos / "sub", photos / "share", tmp_path / "elsewhere"
+    for folder in (sub, share, elsewhere):
+        folder.mkdir()
+        cv2.imwrite(str(folder / "x.png"), photo("coins"))
+    assert main(["duplicates", str(photos), "-r", "--out", str(tmp_path / "o1"), "-q"]) == 1
+    assert main(["duplicates", str(elsewhere), "--out", str(tmp_path / "o2"), "-q"]) == 0
+    before = cached()
+    assert str(sub / "x.png") in before and str(elsewhere / "x.png") in before
+    (photos / "chelsea.png").unlink()
+    share.rename(tmp_path / "unmounted")  # its folder is not there today
+    (elsewhere / "x.png").unlink()  # gone, but from a folder this command does not read
+    capsys.readouterr()
+    target = tmp_path / "dupes"
+    argv = [
+        "duplicates",
+        str(photos),
+        "--move-duplicates",
+        str(target),
+        "--out",
+        str(tmp_path / "o3"),
+    ]
+    assert main(argv) == 1  # broken.png
+    moved = {str(photos / p.name) for p in target.iterdir()}
+    assert (
+        moved and "INFO feature cache: dropped 1 file(s) no longer there" in capsys.readouterr().err
+    )
+    assert before - cached() == {str(photos / "chelsea.png")}
+    assert main(["duplicates", str(photos), "--out", str(tmp_path / "o4"), "-q"]) == 1
+    assert before - cached() == {str(photos / "chelsea.png")} | moved
+    assert {str(sub / "x.png"), str(share / "x.png"), str(elsewhere / "x.png")} <= cached()
 
 
 def test_a_folder_to_move_into_that_cannot_be_one_is_one_line_before_any_work(

@@ -313,9 +313,65 @@ class FeatureCache:
         except sqlite3.Error as exc:
             log.warning("feature cache %s not updated: %s", self.path, exc)
 
+    def forget_gone(self, paths: Iterable[Path]) -> int:
+        """Drop the rows of files that are no longer there, in the folders ``paths`` (the
+        files of this command) lie in and below them; how many. Without it the cache
+        kept every file it ever saw: a library moved, renamed or curated with
+        ``--move-duplicates`` left its old paths' rows, thumbnails and embeddings behind
+        for ever. SQLite reuses the pages freed. A row of a file still there, listed
+        or not (a sub-folder without ``-r``, a file left out by ``--exclude``), stays. So
+        does a row whose folder is not there: a share not mounted today must not cost a
+        library's features (a folder renamed or removed keeps its rows too), and a row
+        of a name that is not UTF-8 (kept as its bytes' hex)."""
+        if self._db is None:
+            return 0
+        listed = {_key(Path(p)) for p in paths}
+        folders = {key.rpartition(os.sep)[0] + os.sep for key in listed if not _hex(key)}
+        try:
+            rows = self._db.execute(f"SELECT path FROM {TABLE}").fetchall()
+            there: dict[str, bool] = {}  # folder -> whether it is there (asked once)
+            gone = [
+                (key,)
+                for (key,) in rows
+                if key not in listed
+                and _under(key, folders)
+                and not os.path.lexists(key)
+                and _there(os.path.dirname(key), there)
+            ]
+            with self._db:
+                self._db.executemany(f"DELETE FROM {TABLE} WHERE path = ?", gone)
+        except sqlite3.Error as exc:
+            log.warning("feature cache %s: rows of files gone not dropped: %s", self.path, exc)
+            return 0
+        if gone:
+            log.info("feature cache: dropped %d file(s) no longer there", len(gone))
+        return len(gone)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+
+def _under(key: str, folders: set[str]) -> bool:
+    """Whether the path ``key`` lies in one of ``folders`` (each ending in a separator) or
+    below it: one set look-up per folder of its own path, not one test per folder."""
+    end = key.find(os.sep)
+    while end != -1:
+        if key[: end + 1] in folders:
+            return True
+        end = key.find(os.sep, end + 1)
+    return False
+
+
+def _there(folder: str, known: dict[str, bool]) -> bool:
+    if folder not in known:
+        known[folder] = os.path.isdir(folder)
+    return known[folder]
+
+
+def _hex(key: str) -> bool:
+    """Whether a cache key is a name that is not UTF-8, kept as the hex of its bytes."""
+    return key.startswith("bytes:")
 
 
 def default_cache() -> Path:
@@ -393,4 +449,5 @@ def gather(
     for i, features in zip(todo, done, strict=True):
         out[i] = features
     cache.put(done)
+    cache.forget_gone(item.path for item in items)
     return [f for f in out if f is not None]
