@@ -408,7 +408,9 @@ def test_a_duplicate_gone_before_its_move_is_a_warning_and_the_rest_are_moved(
     )
 
 
-def test_the_feature_cache_drops_the_rows_of_files_gone_from_its_folders(photos, tmp_path, capsys):
+def test_the_feature_cache_drops_the_rows_of_files_gone_from_its_folders(
+    photos, tmp_path, capsys, monkeypatch
+):
     """The cache kept every file it ever saw: the duplicates moved aside, files deleted or
     renamed left their rows (thumbnail, hashes, embedding) for ever. A command now drops
     the rows of files gone from the folders it read; it keeps rows of files still there
@@ -449,6 +451,19 @@ def test_the_feature_cache_drops_the_rows_of_files_gone_from_its_folders(photos,
     assert before - cached() == {str(photos / "chelsea.png")}
     assert main(["duplicates", str(photos), "--out", str(tmp_path / "o4"), "-q"]) == 1
     assert before - cached() == {str(photos / "chelsea.png")} | moved
+    # A file that cannot be looked at (its folder's permissions changed; root, which runs
+    # these tests, is never refused, so the refusal is the file system's answer here) is
+    # not a file gone: its row stays.
+    real_lstat = os.lstat
+
+    def refused(path, *args, **kwargs):
+        if str(path) == str(sub / "x.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", refused)
+    assert main(["duplicates", str(photos), "--out", str(tmp_path / "o5"), "-q"]) == 1
+    monkeypatch.setattr(os, "lstat", real_lstat)
     assert {str(sub / "x.png"), str(share / "x.png"), str(elsewhere / "x.png")} <= cached()
 
 

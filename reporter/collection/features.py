@@ -335,7 +335,7 @@ class FeatureCache:
                 for (key,) in rows
                 if key not in listed
                 and _under(key, folders)
-                and not os.path.lexists(key)
+                and _missing(key)
                 and _there(os.path.dirname(key), there)
             ]
             with self._db:
@@ -360,6 +360,19 @@ def _under(key: str, folders: set[str]) -> bool:
         if key[: end + 1] in folders:
             return True
         end = key.find(os.sep, end + 1)
+    return False
+
+
+def _missing(path: str) -> bool:
+    """Whether the file is not there: only "no such file" says so, not a refusal to look
+    (a folder whose permissions changed keeps its rows; ``os.path.lexists`` says False
+    for both)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):
+        return False
     return False
 
 
